@@ -1,1 +1,18 @@
+"""RLVR algorithms: group advantages, clipped policy losses, KL estimators. Imports only torch."""
+from .advantages import ADVANTAGES, compute_advantages, register_advantage
+from .kl import KL_ESTIMATORS, kl_penalty
+from .losses import (
+    POLICY_LOSSES,
+    LossNormalizer,
+    PolicyLossConfig,
+    PolicyLossInput,
+    compute_policy_loss,
+    register_policy_loss,
+)
+from .registry import Registry
 
+__all__ = [
+    "ADVANTAGES", "KL_ESTIMATORS", "POLICY_LOSSES", "LossNormalizer", "PolicyLossConfig",
+    "PolicyLossInput", "Registry", "compute_advantages", "compute_policy_loss", "kl_penalty",
+    "register_advantage", "register_policy_loss",
+]
