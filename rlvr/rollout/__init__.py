@@ -1,1 +1,48 @@
+"""Generation engines behind one interface (`RolloutEngine.generate(prompt_ids, G, params)`).
 
+`make_engine(name, model, tokenizer)` looks the engine up in `ENGINES`, a registry of name ->
+factory. Factories import their module lazily, so `import rlvr.rollout` stays light and an engine
+whose backend is missing (e.g. `fast` without CUDA) fails only when it is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from rlvr.rollout.base import Rollout, RolloutEngine, SamplingParams
+
+ENGINES: dict[str, Callable] = {}
+
+
+def register_engine(name: str, factory: Callable | None = None):
+    """Register `factory(model, tokenizer) -> RolloutEngine` under `name` (usable as a decorator)."""
+
+    def add(f: Callable) -> Callable:
+        if name in ENGINES:
+            raise ValueError(f"rollout engine {name!r} is already registered")
+        ENGINES[name] = f
+        return f
+
+    return add(factory) if factory is not None else add
+
+
+def _lazy(module: str, attr: str) -> Callable:
+    def factory(model, tokenizer):
+        return getattr(importlib.import_module(module), attr)(model, tokenizer)
+
+    factory.__qualname__ = f"{module}.{attr}"
+    return factory
+
+
+register_engine("hf", _lazy("rlvr.rollout.hf", "HFEngine"))
+# The CUDA-graph engine registers itself here as "fast" (rlvr/rollout/fast.py), lazily as well.
+
+
+def make_engine(name: str, model, tokenizer) -> RolloutEngine:
+    """Build the engine registered as `name`; an unknown name lists the valid ones."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; valid: {', '.join(sorted(ENGINES))}")
+    return ENGINES[name](model, tokenizer)
+
+
+__all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "make_engine", "register_engine"]

@@ -1,0 +1,174 @@
+"""Rollout engine on transformers `generate`.
+
+Prompts are left-padded into one batch, each repeated G times (a group is G adjacent rows), and
+sampled with exactly the knobs in `SamplingParams`: the model's own `generation_config` may carry
+defaults such as `repetition_penalty` or `top_k=20` that would make the sampling distribution
+differ from the policy the loss assumes, so every distribution-shaping field is set explicitly.
+
+Stop strings end a completion on a token boundary: generation stops early once every row has hit
+EOS or a stop string, and each completion is then cut after the first token whose decoded prefix
+contains a stop string. Token ids are kept as sampled; text is only decoded for the verifiers.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from rlvr.rollout.base import Rollout, SamplingParams
+
+
+class HFEngine:
+    """`RolloutEngine` on `model.generate`; works with plain, peft and accelerate-wrapped models."""
+
+    def __init__(self, model, tokenizer):
+        # DDP/accelerate wrappers keep the real module in `.module`; generate must run on it.
+        self.model = getattr(model, "module", model)
+        self.tokenizer = tokenizer
+        self.eos_ids = _eos_token_ids(self.model, tokenizer)
+        self.pad_id = _pad_token_id(tokenizer, self.eos_ids)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout:
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("generate needs at least one prompt and no empty prompt")
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = _left_pad(
+            [p for p in prompt_ids for _ in range(group_size)], self.pad_id, device
+        )  # (N, P)
+        prompt_len = input_ids.shape[1]
+        stopping = StoppingCriteriaList()
+        if params.stop:
+            stopping.append(_StopStrings(self.tokenizer, params.stop, prompt_len))
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling; gradient checkpointing off (it needs use_cache=False)
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=self._generation_config(params),
+                stopping_criteria=stopping,
+            )
+        finally:
+            self.model.train(was_training)
+        new_tokens = out[:, prompt_len:].tolist()  # (N, <=max_new_tokens); host sync, once per batch
+        completions, texts, truncated = [], [], []
+        for row in new_tokens:
+            ids, hit_stop = self._cut(row, params)
+            completions.append(ids)
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+            truncated.append(not hit_stop and len(ids) >= params.max_new_tokens)
+        return Rollout(
+            prompt_ids=[list(p) for p in prompt_ids],
+            completion_ids=completions,
+            texts=texts,
+            truncated=truncated,
+            group_size=group_size,
+        )
+
+    def _generation_config(self, p: SamplingParams) -> GenerationConfig:
+        if p.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {p.max_new_tokens}")
+        if p.temperature < 0 or not 0 < p.top_p <= 1 or p.top_k < 0:
+            raise ValueError(f"invalid sampling params: temperature={p.temperature}, top_p={p.top_p}, top_k={p.top_k}")
+        greedy = p.temperature == 0
+        neutral = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+                       typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+        sampling = {} if greedy else dict(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k)
+        return GenerationConfig(
+            do_sample=not greedy,
+            max_new_tokens=p.max_new_tokens,
+            eos_token_id=self.eos_ids or None,
+            pad_token_id=self.pad_id,
+            num_beams=1,
+            **neutral,
+            **sampling,
+        )
+
+    def _cut(self, row: list[int], params: SamplingParams) -> tuple[list[int], bool]:
+        """Completion ids up to and including the first EOS or stop string; padding removed."""
+        ended = False
+        for i, tok in enumerate(row):
+            if tok in self.eos_ids:
+                row, ended = row[: i + 1], True
+                break
+        if params.stop:
+            k = _first_stop_prefix(self.tokenizer, row, params.stop)
+            if k is not None:
+                row, ended = row[:k], True
+        return row, ended
+
+
+def _first_stop_prefix(tokenizer, ids: list[int], stops: list[str]) -> int | None:
+    """Smallest k such that decode(ids[:k]) contains a stop string, or None.
+
+    Containment only grows with k, so a binary search needs O(log T) decodes.
+    """
+    def hit(k: int) -> bool:
+        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    if not ids or not hit(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if hit(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class _StopStrings(StoppingCriteria):
+    """Marks a row done once its recent tokens decode to text containing a stop string.
+
+    Only the last few tokens are decoded (a stop string of L characters spans at most L tokens
+    that each decode to >= 1 character); `HFEngine._cut` makes the exact, full-text cut afterwards.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_len: int):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_len = prompt_len
+        self.window = max(len(s) for s in stops) + 2
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tails = input_ids[:, self.prompt_len:][:, -self.window:].tolist()
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _eos_token_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                   getattr(tokenizer, "eos_token_id", None)):
+        if source is None:
+            continue
+        for i in source if isinstance(source, (list, tuple)) else [source]:
+            if i not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def _pad_token_id(tokenizer, eos_ids: list[int]) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None:
+        return int(pad)
+    if eos_ids:
+        return eos_ids[0]
+    raise ValueError("the tokenizer has neither a pad token nor an EOS token; left padding needs one")
