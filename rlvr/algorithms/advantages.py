@@ -64,13 +64,22 @@ def compute_advantages(
     Metrics: `frac_reward_zero_std` (groups whose rewards are all equal: zero advantage, no
     signal), `reward/mean`, `reward/std`, `advantage/mean`, `advantage/std`, `advantage/abs_max`.
     """
-    fn = ADVANTAGES.get(name)
     grouped = _grouped(rewards, group_size)
+    adv = _estimate(name, grouped, options)
+    return adv.reshape(-1), _advantage_metrics(grouped, adv)
+
+
+def group_advantages(name: str, rewards: torch.Tensor, group_size: int, **options) -> torch.Tensor:
+    """Advantages (N,) only: no metrics, so no host sync (the fused path's entry)."""
+    return _estimate(name, _grouped(rewards, group_size), options).reshape(-1)
+
+
+def _estimate(name: str, grouped: torch.Tensor, options: dict) -> torch.Tensor:
+    fn = ADVANTAGES.get(name)
     try:
-        adv = fn(grouped, **options)
+        return fn(grouped, **options)
     except TypeError as e:  # an option this estimator does not take
         raise TypeError(f"advantage estimator {name!r}: {e}") from e
-    return adv.reshape(-1), _advantage_metrics(grouped, adv)
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
