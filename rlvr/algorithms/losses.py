@@ -14,6 +14,7 @@ not divide it by the number of accumulation steps.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -109,7 +110,7 @@ def compute_policy_loss(
     fn = POLICY_LOSSES.get(name)
     cfg = cfg or PolicyLossConfig()
     _check_input(inp, cfg)
-    return fn(inp, cfg)
+    return fn(_zero_masked(inp), cfg)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -215,6 +216,17 @@ def constant_length_mean(values, mask, counts: _Counts, cfg: PolicyLossConfig) -
 
 
 # ----------------------------------------------------------------------------- checks, counts, metrics
+
+def _zero_masked(inp: PolicyLossInput) -> PolicyLossInput:
+    """Zero logp/old_logp/ref_logp at masked tokens before any math: padding often holds -inf or
+    garbage, and 0 * inf = nan would otherwise leak into the loss or (through exp) the gradient."""
+    valid = inp.mask > 0
+
+    def clean(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    return dataclasses.replace(inp, logp=clean(inp.logp), old_logp=clean(inp.old_logp), ref_logp=clean(inp.ref_logp))
+
 
 def _float_mask(inp: PolicyLossInput) -> torch.Tensor:
     return inp.mask.to(inp.logp.dtype)
