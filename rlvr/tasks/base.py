@@ -39,3 +39,10 @@ class TaskSource(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+    difficulty: int | list[int]
+    """The level(s) drawn from now; a list draws each problem's level uniformly from it."""
+
+    def set_difficulty(self, level: int | list[int]) -> None:
+        """Change the level(s) of the problems drawn next (curricula); out of range raises."""
+        ...
