@@ -1,0 +1,152 @@
+"""Accuracy against compute: best-of-N / vote curves from a pool of samples, per difficulty level,
+and the compute-optimal choice.
+
+A *pool* holds n_max sampled solutions of one problem with their verified correctness, answer
+groups, token counts and scorer scores. Curves for N = 1, 2, 4, ... are estimated by subsampling
+N of the pool (every subset when there are few, else `draws` random ones) and averaging, which
+is far cheaper and less noisy than sampling afresh for every N (search-and-learn does the same).
+Live search methods (beam, MCTS, adaptive) give `Point`s directly: one per method and budget.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from rlvr.eval.metrics import group_answers, pass_at_k, sample_subsets, vote_accuracy
+
+
+@dataclass
+class SamplePool:
+    """n sampled solutions of one problem."""
+
+    difficulty: int
+    """The problem's difficulty level."""
+    group_ids: list[int]
+    """Answer group of each sample (verifier equivalence; -1 = no answer)."""
+    correct: list[bool]
+    """Verified correctness of each sample."""
+    tokens: list[int]
+    """Generated tokens of each sample."""
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    """Scorer name (orm, prm, ...) -> score of each sample."""
+
+
+@dataclass
+class Point:
+    """Accuracy and mean tokens of one method at one budget, over a set of problems."""
+
+    method: str
+    n: int
+    accuracy: float
+    tokens: float
+    difficulty: int | None = None
+    """None: all levels together."""
+    problems: int = 0
+
+
+def powers_of_two(limit: int) -> list[int]:
+    """1, 2, 4, ... up to `limit` (inclusive when it is a power of two)."""
+    return [2 ** i for i in range(int(math.log2(limit)) + 1)] if limit >= 1 else []
+
+
+def best_of_n_accuracy(scores: list[float], correct: list[bool]) -> float:
+    """Correctness of the top-scored sample; ties shared uniformly."""
+    top = max(scores)
+    tied = [c for s, c in zip(scores, correct) if s == top]
+    return sum(tied) / len(tied)
+
+
+def pool_methods(pool: SamplePool) -> list[str]:
+    names = ["pass@N", "majority"]
+    for scorer in sorted(pool.scores):
+        names += [f"best_of_n[{scorer}]", f"weighted_vote[{scorer}]"]
+    return names
+
+
+def pool_accuracy(method: str, pool: SamplePool, subset: tuple[int, ...]) -> float:
+    correct = [pool.correct[i] for i in subset]
+    if method == "pass@N":
+        return float(any(correct))
+    groups = [pool.group_ids[i] for i in subset]
+    if method == "majority":
+        return vote_accuracy(groups, correct)
+    kind, scorer = method.rstrip("]").split("[")
+    scores = [pool.scores[scorer][i] for i in subset]
+    if kind == "best_of_n":
+        return best_of_n_accuracy(scores, correct)
+    if kind == "weighted_vote":
+        return vote_accuracy(groups, correct, scores)
+    raise ValueError(f"unknown pool method {method!r}; valid: {', '.join(pool_methods(pool))}")
+
+
+def pool_curves(pools: list[SamplePool], ns: list[int] | None = None, draws: int = 64, seed: int = 0,
+                by_difficulty: bool = True) -> list[Point]:
+    """Points for every pool method at every N, over all problems and (optionally) per level."""
+    if not pools:
+        raise ValueError("no sample pools")
+    n_max = min(len(p.correct) for p in pools)
+    ns = ns or powers_of_two(n_max)
+    if any(n > n_max or n < 1 for n in ns):
+        raise ValueError(f"N must be in [1, {n_max}] (the smallest pool), got {ns}")
+    levels = [None] + (sorted({p.difficulty for p in pools}) if by_difficulty else [])
+    points = []
+    for level in levels:
+        chosen = [p for p in pools if level is None or p.difficulty == level]
+        for method in pool_methods(chosen[0]):
+            for n in ns:
+                acc, tok = _mean_over_subsets(method, chosen, n, draws, seed)
+                points.append(Point(method, n, acc, tok, level, len(chosen)))
+    return points
+
+
+def _mean_over_subsets(method: str, pools: list[SamplePool], n: int, draws: int, seed: int) -> tuple[float, float]:
+    accs, toks = [], []
+    for j, pool in enumerate(pools):
+        size = len(pool.correct)
+        if method == "pass@N":  # exact, no subsampling needed
+            accs.append(pass_at_k(size, sum(pool.correct), n))
+            toks.append(n * sum(pool.tokens) / size)
+            continue
+        subsets = sample_subsets(size, n, draws, seed + j)
+        accs.append(sum(pool_accuracy(method, pool, s) for s in subsets) / len(subsets))
+        toks.append(sum(sum(pool.tokens[i] for i in s) for s in subsets) / len(subsets))
+    return sum(accs) / len(accs), sum(toks) / len(toks)
+
+
+def compute_optimal(points: list[Point], budgets: list[float] | None = None,
+                    exclude: tuple[str, ...] = ("pass@N",)) -> list[dict]:
+    """For each difficulty level and token budget, the method (and N) with the best accuracy among
+    points whose mean tokens fit the budget. pass@N is an oracle bound, so it is left out."""
+    usable = [p for p in points if p.method not in exclude]
+    if not usable:
+        return []
+    if budgets is None:  # powers of two spanning the measured token range
+        low = int(math.log2(max(1.0, min(p.tokens for p in usable))))
+        high = int(math.ceil(math.log2(max(1.0, max(p.tokens for p in usable)))))
+        budgets = [float(2 ** i) for i in range(low, high + 1)]
+    rows = []
+    for level in sorted({p.difficulty for p in usable}, key=lambda d: (d is not None, d or 0)):
+        at_level = [p for p in usable if p.difficulty == level]
+        for budget in budgets:
+            fits = [p for p in at_level if p.tokens <= budget]
+            if not fits:
+                continue
+            best = max(fits, key=lambda p: (p.accuracy, -p.tokens))
+            rows.append({"difficulty": level, "budget": budget, "method": best.method, "n": best.n,
+                         "accuracy": best.accuracy, "tokens": best.tokens})
+    return rows
+
+
+def build_pool(ctx, problem, n: int, scorers: list[str], aggregation: str = "last") -> SamplePool:
+    """Sample n solutions of one `rlvr.search.Problem`, verify, group answers and score them."""
+    from rlvr.eval.metrics import default_equivalence
+    from rlvr.search.context import extract
+
+    samples = ctx.sample_solutions(problem.prompt, n)
+    texts = [s.text for s in samples]
+    ex = problem.example
+    correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts)]
+    groups = group_answers([extract(t) for t in texts], default_equivalence(ex.kind))
+    scores = {name: ctx.score(name, problem, texts, aggregation) for name in scorers}
+    return SamplePool(ex.difficulty, groups, correct, [s.num_tokens for s in samples], scores)
+

@@ -1,0 +1,86 @@
+"""Adaptive compute: try cheap first, escalate only when the cheap answer is not trusted.
+
+Level 1 `single`: one sample. Level 2 `beam_search`. Level 3 `best_of_n`. After levels 1 and 2 the
+answer is checked, by the verifier (`check: verifier`; an oracle on math tasks, a real test-time
+check where the reference is the problem itself, e.g. countdown or code tests) or by a scorer's
+confidence (`check: confidence`: accept when the score reaches `threshold`). The whole search
+stays within `token_budget`: a level starts only while budget remains, and best-of-N draws only
+as many samples as the remaining budget pays for at the observed tokens per sample.
+`details['level']` names the level whose answer was returned, `details['accepted']` whether it
+passed the check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlvr.search.base import Problem, SearchError, SearchResult, register_search, replace
+from rlvr.search.beam import BeamSearchConfig, beam_search
+from rlvr.search.best_of_n import BestOfNConfig, best_of_n
+from rlvr.search.context import SearchContext, extract
+
+LEVELS = ("single", "beam_search", "best_of_n")
+
+
+@dataclass
+class AdaptiveConfig:
+    """Escalating test-time compute."""
+
+    check: Literal["verifier", "confidence"] = "confidence"
+    """How an answer is trusted: the task verifier, or a scorer's score >= threshold."""
+    confidence_scorer: str = "prm"
+    """Scorer for `check: confidence`."""
+    threshold: float = 0.5
+    """Minimum confidence score to accept an answer."""
+    aggregation: Literal["last", "min", "prod", "mean"] = "last"
+    """How the confidence scorer's step scores become one score."""
+    token_budget: int = 4096
+    """Most policy tokens the whole escalation may generate."""
+    beam: BeamSearchConfig = field(default_factory=BeamSearchConfig)
+    """Level 2."""
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """Level 3 (its n is cut to what the remaining budget pays for)."""
+
+    def validate(self):
+        if self.token_budget < 1:
+            raise SearchError(f"adaptive.token_budget must be >= 1, got {self.token_budget}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise SearchError(f"adaptive.threshold must be in [0, 1], got {self.threshold}")
+        self.beam.validate()
+        self.best_of_n.validate()
+
+
+def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig) -> tuple[bool, float]:
+    if cfg.check == "verifier":
+        score = ctx.score("verifier", problem, [text])[0]
+        return score >= 1.0, score
+    score = ctx.score(cfg.confidence_scorer, problem, [text], cfg.aggregation)[0]
+    return score >= cfg.threshold, score
+
+
+@register_search("adaptive", AdaptiveConfig, "one sample, then beam search, then best-of-N, within a token budget")
+def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> SearchResult:
+    per_level: dict[str, int] = {}
+    single = ctx.sample_solutions(problem.prompt, 1)[0]
+    per_level["single"] = single.num_tokens
+    result = SearchResult(extract(single.text), single.text, single.num_tokens)
+    level, (ok, conf) = "single", trusted(ctx, problem, single.text, cfg)
+    spent = single.num_tokens
+    if not ok and spent < cfg.token_budget:
+        beam = beam_search(problem, ctx, cfg.beam)
+        per_level["beam_search"] = beam.tokens_spent
+        spent += beam.tokens_spent
+        result, level = beam, "beam_search"
+        ok, conf = trusted(ctx, problem, beam.text, cfg)
+    if not ok:
+        affordable = (cfg.token_budget - spent) // max(1, single.num_tokens)
+        if affordable >= 1:
+            bon = best_of_n(problem, ctx, replace(cfg.best_of_n, n=min(cfg.best_of_n.n, affordable)))
+            per_level["best_of_n"] = bon.tokens_spent
+            spent += bon.tokens_spent
+            result, level = bon, "best_of_n"
+            ok, conf = trusted(ctx, problem, bon.text, cfg)
+    return SearchResult(
+        answer=result.answer, text=result.text, tokens_spent=spent,
+        details={"level": level, "accepted": ok, "confidence": conf, "tokens_per_level": per_level},
+    )

@@ -1,0 +1,37 @@
+"""Best-of-N: sample N whole solutions, keep the one the scorer ranks highest."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rlvr.search.base import Problem, SearchResult, register_search, require_positive
+from rlvr.search.context import SearchContext, extract
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N sampling."""
+
+    n: int = 8
+    """N: independent samples."""
+    scorer: str = "orm"
+    """What ranks them: verifier, orm, prm or judge (must be loaded in the context)."""
+    aggregation: Literal["last", "min", "prod", "mean"] = "last"
+    """How a PRM's step scores become one solution score."""
+
+    def validate(self):
+        require_positive("best_of_n", n=self.n)
+
+
+@register_search("best_of_n", BestOfNConfig, "N samples, the highest-scored wins")
+def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) -> SearchResult:
+    samples = ctx.sample_solutions(problem.prompt, cfg.n)
+    texts = [s.text for s in samples]
+    scores = ctx.score(cfg.scorer, problem, texts, cfg.aggregation)
+    best = max(range(len(texts)), key=lambda i: scores[i])  # ties: the first sample
+    return SearchResult(
+        answer=extract(texts[best]),
+        text=texts[best],
+        tokens_spent=sum(s.num_tokens for s in samples),
+        details={"scores": scores, "sample_tokens": [s.num_tokens for s in samples], "chosen": best},
+    )

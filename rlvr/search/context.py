@@ -1,0 +1,130 @@
+"""The search context: the policy's engine, generation settings, scorers and the token ledger.
+
+All policy generation in `rlvr.search` goes through `SearchContext.sample`, which counts every
+generated token; methods report the tokens they spent and `run_search` checks the two agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlvr.reward_models.steps import DEFAULT_SEPARATOR, encode
+from rlvr.rollout.base import SamplingParams
+from rlvr.search.base import SearchError
+
+
+@dataclass
+class GenerationConfig:
+    """How the policy samples during search."""
+
+    temperature: float = 0.8
+    """Sampling temperature (0 = greedy). Search needs diversity: keep it > 0."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_new_tokens: int = 256
+    """Cap on a whole solution's length (tokens), across all its steps."""
+    max_step_tokens: int = 64
+    """Cap on one step's length (tokens) when generating step by step."""
+    step_separator: str = DEFAULT_SEPARATOR
+    """The text that ends a step (default a blank line); generation stops right after it."""
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.max_step_tokens < 1:
+            raise SearchError("generation.max_new_tokens and max_step_tokens must be >= 1")
+        if not self.step_separator:
+            raise SearchError("generation.step_separator must be a non-empty string")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    """The generated text (a stop string, when hit, is included)."""
+    num_tokens: int
+    """Tokens generated (what the ledger counts)."""
+    finish: str
+    """'stop' (hit a stop string), 'length' (hit the token cap) or 'eos'."""
+    mean_logprob: float | None = None
+    """Mean log-probability of the generated tokens, when the engine reports it (MCTS priors)."""
+
+
+class SearchContext:
+    """Everything a search method needs besides the problem and its config."""
+
+    def __init__(self, engine, tokenizer, generation: GenerationConfig | None = None, scorers: dict | None = None):
+        from rlvr.search.scorers import VerifierScorer
+
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.generation = generation or GenerationConfig()
+        self.scorers = {"verifier": VerifierScorer(), **(scorers or {})}
+        for name, scorer in self.scorers.items():
+            sep = getattr(getattr(getattr(scorer, "model", None), "config", None), "step_separator", None)
+            if sep is not None and sep != self.separator:
+                raise SearchError(
+                    f"scorer {name!r} was trained with step separator {sep!r} but generation uses "
+                    f"{self.separator!r}; set generation.step_separator to match"
+                )
+        self.generated_tokens = 0
+        """Every policy token generated through this context so far."""
+        self.scored_tokens = 0
+        """Every token a reward model or judge read through this context so far."""
+
+    @property
+    def separator(self) -> str:
+        return self.generation.step_separator
+
+    def scorer(self, name: str):
+        if name not in self.scorers:
+            raise SearchError(
+                f"scorer {name!r} is not loaded; loaded: {', '.join(sorted(self.scorers))} "
+                "(load an ORM/PRM with --orm/--prm, a judge with --judge)"
+            )
+        return self.scorers[name]
+
+    def score(self, scorer: str, problem, texts: list[str], aggregation: str = "last") -> list[float]:
+        """Scores of (partial) solution texts by the named scorer; counts the tokens it reads."""
+        chosen = self.scorer(scorer)
+        if not texts:
+            return []
+        self.scored_tokens += chosen.num_tokens(problem, texts)
+        return chosen.score(problem, texts, aggregation)
+
+    def sample(self, prefixes: list[str], n: int, max_new_tokens: int, stop: list[str] | None = None) -> list[list[Completion]]:
+        """n continuations of each prefix (prompt text + partial solution), grouped by prefix."""
+        if n < 1:
+            raise SearchError(f"number of samples must be >= 1, got {n}")
+        if max_new_tokens < 1:
+            raise SearchError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=self.generation.temperature,
+            top_p=self.generation.top_p,
+            stop=list(stop or []),
+        )
+        rollout = self.engine.generate([encode(self.tokenizer, p) for p in prefixes], n, params)
+        out: list[list[Completion]] = [[] for _ in prefixes]
+        for i, text in enumerate(rollout.texts):
+            ids = rollout.completion_ids[i]
+            self.generated_tokens += len(ids)
+            finish = "length" if rollout.truncated[i] else ("stop" if any(s in text for s in stop or []) else "eos")
+            lp = rollout.logprobs[i] if rollout.logprobs else None
+            mean_lp = sum(lp) / len(lp) if lp else None
+            out[i // n].append(Completion(text, len(ids), finish, mean_lp))
+        return out
+
+    def sample_solutions(self, prefix: str, n: int, max_new_tokens: int | None = None) -> list[Completion]:
+        """n whole solutions continuing `prefix`."""
+        return self.sample([prefix], n, max_new_tokens or self.generation.max_new_tokens)[0]
+
+    def sample_steps(self, prefixes: list[str], n: int, max_tokens: int | None = None) -> list[list[Completion]]:
+        """n next steps for each prefix: generation stops right after the step separator."""
+        cap = min(self.generation.max_step_tokens, max_tokens or self.generation.max_step_tokens)
+        return self.sample(prefixes, n, max(1, cap), stop=[self.separator])
+
+
+def extract(text: str) -> str | None:
+    """The final answer of a solution text (the verifiers' math extractor)."""
+    from verifiers import extract_answer
+
+    return extract_answer(text)
