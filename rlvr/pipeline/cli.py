@@ -1,0 +1,56 @@
+"""`rlvr run RECIPE.yaml [--output-dir DIR] [--resume auto|PATH] [--set key.path=value ...]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlvr.config import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument("--output-dir", default=None,
+                        help="run folder (default: runs/<recipe name>); must be empty unless resuming")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="continue a run: 'auto' continues --output-dir (or the default folder); "
+                             "a PATH continues the run in that folder. Finished stages are skipped and "
+                             "the interrupted one resumes from its checkpoint")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set stages.2.steps=5 (value parsed as YAML)")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="check the recipe and exit without running anything")
+
+
+def resolve_output_dir(args, recipe_name: str) -> tuple[Path, bool]:
+    """(run folder, resume?) from --output-dir and --resume."""
+    if args.resume not in (None, "auto"):
+        if args.output_dir and Path(args.output_dir) != Path(args.resume):
+            raise ConfigError(f"--resume {args.resume} and --output-dir {args.output_dir} name different folders")
+        return Path(args.resume), True
+    out = Path(args.output_dir) if args.output_dir else Path("runs") / recipe_name
+    return out, args.resume == "auto"
+
+
+def main(args) -> int:
+    from rlvr.pipeline.recipe import load_recipe
+    from rlvr.pipeline.runner import check_output_dir, run_recipe
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        out, resume = resolve_output_dir(args, recipe.name)
+        check_output_dir(out, resume)
+    except ConfigError as e:
+        print(f"rlvr run: {e}", file=sys.stderr)
+        return 2
+    if args.validate_only:
+        print(f"{args.recipe}: valid ({len(recipe.stages)} stages: "
+              f"{', '.join(f'{s.name} ({s.type})' for s in recipe.stages)})")
+        return 0
+    summary = run_recipe(recipe, out, resume=resume)
+    print(f"[rlvr run] summary: {out / 'summary.json'}")
+    for stage in summary["stages"]:
+        acc = stage.get("metrics", {}).get("accuracy")
+        print(f"  {stage['index']}-{stage['name']:<20} {stage['type']:<18} "
+              f"{'' if acc is None else f'accuracy={acc:.3f}'}")
+    return 0

@@ -1,0 +1,251 @@
+"""A recipe: a base model, a task, a prompt template and a list of stages, validated up front.
+
+`load_recipe(path, overrides)` reads YAML, applies `--set key.path=value` overrides, and checks
+every key before any work starts: an unknown key, a wrong type, a missing local file, a stage
+reading from a stage that does not exist (or comes later), or an `sft` stage with no dataset each
+raise `ConfigError` naming the key path. Nothing is written while validating.
+
+    name: arithmetic-r1
+    seed: 0
+    model: {name_or_path: tiny, ...}          # rlvr.models.ModelConfig
+    task: {name: arithmetic, difficulty: 1}   # rlvr.tasks.make_task
+    template: r1                              # rlvr.tasks.render_prompt
+    stages:
+      - {type: sft, name: cold-start, dataset_from: generator, steps: 300}
+      - {type: eval, name: eval-cold-start}
+      - {type: grpo, name: grpo, steps: 50}   # model_from defaults to the previous training stage
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlvr.config import ConfigError, apply_overrides, from_dict, load_yaml
+from rlvr.pipeline.stages import stage_kind, STAGE_KINDS
+
+BASE = "base"
+"""`model_from: base` starts a stage from the recipe's base model."""
+GENERATOR = "generator"
+"""`dataset_from: generator` trains on the task's worked solutions."""
+RECIPE_LEVEL_KEYS = ("template", "seed")
+"""Set once per recipe and copied into every stage whose options have them: SFT and GRPO prompts
+must be rendered the same way, so a stage may not set its own."""
+
+
+@dataclass
+class TaskSpec:
+    """Which problems the recipe trains and evaluates on."""
+
+    name: str = "arithmetic"
+    """`rlvr.tasks.make_task` name: arithmetic, linear_equation, countdown, python_functions, mixed, dataset."""
+    difficulty: int | list[int] = 1
+    """Starting difficulty level (or levels to mix); `self_improve` moves it with its curriculum."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword options for `make_task` (for `dataset`: source, mapping, split, preset, ...)."""
+
+
+@dataclass
+class StageSpec:
+    """One validated stage of a recipe."""
+
+    type: str
+    """Stage type: a key of the stage registry (sft, grpo, rejection_sampling, eval, self_improve)."""
+    name: str
+    """Unique within the recipe; the stage folder is `<index>-<name>`."""
+    model_from: str
+    """`base` or the name of an earlier training stage whose `model/` this stage starts from."""
+    dataset_from: str | None
+    """For stages that read a dataset: `generator` or an earlier `rejection_sampling` stage."""
+    options: Any
+    """The stage type's own options dataclass."""
+
+    @property
+    def trains(self) -> bool:
+        return stage_kind(self.type).trains
+
+
+@dataclass
+class Recipe:
+    """A validated recipe."""
+
+    name: str
+    model: Any
+    task: TaskSpec
+    template: str
+    seed: int
+    stages: list[StageSpec]
+    raw: dict = field(default_factory=dict, repr=False)
+    """The plain data the recipe was built from (saved beside the run as recipe.yaml)."""
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.name == name)
+
+
+@dataclass
+class _RecipeHeader:
+    """Everything in a recipe except `stages` (parsed as a tagged union below)."""
+
+    name: str
+    """Recipe name; the default output folder is runs/<name>."""
+    model: Any
+    """The base model (`rlvr.models.ModelConfig`)."""
+    task: TaskSpec = field(default_factory=TaskSpec)
+    """The problem source."""
+    template: str = "r1"
+    """Prompt template for `render_prompt`: plain, r1, chat, r1_chat."""
+    seed: int = 0
+    """Seed of the task streams and of every trainer."""
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file (see the module docstring)."""
+    data = load_yaml(path)
+    data = apply_overrides(copy.deepcopy(data), overrides or [])
+    return parse_recipe(data, base_dir=Path(path).parent)
+
+
+def parse_recipe(data: dict, base_dir: Path | None = None) -> Recipe:
+    """Validate plain recipe data; raises `ConfigError` naming the first bad key path."""
+    from rlvr.models import ModelConfig
+
+    data = copy.deepcopy(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe: expected a mapping, got {type(data).__name__}")
+    raw_stages = data.pop("stages", None)
+    if "model" not in data:
+        raise ConfigError("missing required key model")
+    model_data = data.pop("model")
+    header = from_dict(_RecipeHeader, {**data, "model": None})
+    header.model = from_dict(ModelConfig, model_data, "model")
+    _check_local_path(getattr(header.model, "name_or_path", None), "model.name_or_path")
+    _check_task(header.task, header.seed)
+    _check_template(header.template)
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise ConfigError("stages: a recipe needs a non-empty list of stages")
+    stages: list[StageSpec] = []
+    for i, raw in enumerate(raw_stages):
+        stages.append(_parse_stage(raw, i, stages, header))
+    return Recipe(header.name, header.model, header.task, header.template, header.seed, stages,
+                  raw={**data, "model": model_data, "stages": raw_stages})
+
+
+def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHeader) -> StageSpec:
+    where = f"stages.{i}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    kind_name = raw.pop("type", None)
+    if kind_name is None:
+        raise ConfigError(f"missing required key {where}.type; valid types: {', '.join(sorted(STAGE_KINDS))}")
+    if kind_name not in STAGE_KINDS:
+        raise ConfigError(f"{where}.type: unknown stage type {kind_name!r}; valid types: "
+                          f"{', '.join(sorted(STAGE_KINDS))}")
+    kind = stage_kind(kind_name)
+    name = raw.pop("name", kind_name)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"{where}.name: expected a non-empty string without '/', got {name!r}")
+    if name in (BASE, GENERATOR) or any(s.name == name for s in earlier):
+        raise ConfigError(f"{where}.name: {name!r} is already used (names must be unique and not "
+                          f"'{BASE}' or '{GENERATOR}')")
+    model_from = _model_from(raw.pop("model_from", None), where, earlier, name)
+    dataset_from = _dataset_from(raw.pop("dataset_from", None), where, earlier, kind)
+    _reject_recipe_keys(raw, where)
+    options = with_recipe_keys(from_dict(kind.options(), raw, where), header.template, header.seed)
+    return StageSpec(kind_name, name, model_from, dataset_from, options)
+
+
+def with_recipe_keys(options: Any, template: str, seed: int) -> Any:
+    """`options` with the recipe's template and seed in the fields it has of those names."""
+    names = {f.name for f in dataclasses.fields(options)}
+    values = {"template": template, "seed": seed}
+    return dataclasses.replace(options, **{k: v for k, v in values.items() if k in names})
+
+
+def _reject_recipe_keys(raw: dict, where: str) -> None:
+    """A stage (or a config nested in it) may not set the recipe-level keys itself."""
+    for key in RECIPE_LEVEL_KEYS:
+        if key in raw:
+            raise ConfigError(f"{where}.{key}: set it once at the top of the recipe ({key}: ...), "
+                              f"not per stage")
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            for key in RECIPE_LEVEL_KEYS:
+                if key in value:
+                    raise ConfigError(f"{where}.{name}.{key}: set it once at the top of the recipe")
+
+
+def _model_from(value: Any, where: str, earlier: list[StageSpec], name: str) -> str:
+    trained = [s.name for s in earlier if s.trains]
+    if value is None:  # the previous training stage, or the base model when there is none
+        return trained[-1] if trained else BASE
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.model_from: expected a string, got {value!r}")
+    if value == BASE or value in trained:
+        return value
+    if value == name:
+        raise ConfigError(f"{where}.model_from: stage {name!r} cannot read its own model")
+    if any(s.name == value for s in earlier):
+        raise ConfigError(f"{where}.model_from: stage {value!r} does not train a model; "
+                          f"choose '{BASE}' or one of {trained}")
+    raise ConfigError(f"{where}.model_from: no earlier stage named {value!r} (a stage can only read "
+                      f"a model written before it); choose '{BASE}' or one of {trained}")
+
+
+def _dataset_from(value: Any, where: str, earlier: list[StageSpec], kind) -> str | None:
+    producers = [s.name for s in earlier if stage_kind(s.type).writes_dataset]
+    if not kind.reads_dataset:
+        if value is not None:
+            raise ConfigError(f"{where}.dataset_from: a {kind.type} stage reads no dataset")
+        return None
+    if value is None:
+        raise ConfigError(f"{where}.dataset_from: an {kind.type} stage needs a dataset: "
+                          f"'{GENERATOR}' (the task's worked solutions) or one of {producers}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.dataset_from: expected a string, got {value!r}")
+    if value == GENERATOR or value in producers:
+        return value
+    raise ConfigError(f"{where}.dataset_from: no earlier rejection_sampling stage named {value!r}; "
+                      f"choose '{GENERATOR}' or one of {producers}")
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def _check_local_path(value: Any, where: str) -> None:
+    """A local path (absolute, ./, ../ or ~) must exist; hub ids and built-in names pass."""
+    if isinstance(value, (str, Path)) and _looks_local(str(value)):
+        if not Path(str(value)).expanduser().exists():
+            raise ConfigError(f"{where}: file not found: {value}")
+
+
+def _check_task(task: TaskSpec, seed: int) -> None:
+    """Build a generator task now (cheap) so bad names/levels/options fail before any work.
+
+    A `dataset` task is not loaded here (that may download); its local files must exist.
+    """
+    from rlvr.tasks import make_task
+
+    if task.name == "dataset":
+        for key in ("source", "data_files", "path"):
+            value = task.options.get(key)
+            items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, str) and (_looks_local(item) or Path(item).suffix in
+                                              (".json", ".jsonl", ".parquet", ".csv")):
+                    _check_local_path(item if _looks_local(item) else f"./{item}", f"task.options.{key}")
+        return
+    try:
+        make_task(task.name, seed=seed, difficulty=task.difficulty, **task.options)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"task: {e}") from e
+
+
+def _check_template(template: str) -> None:
+    from rlvr.tasks import available_templates
+
+    if template not in available_templates():
+        raise ConfigError(f"template: unknown template {template!r}; valid: {', '.join(available_templates())}")

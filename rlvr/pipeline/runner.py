@@ -1,0 +1,124 @@
+"""Run a validated recipe stage by stage, with stage-level resume.
+
+Layout of a run (`<out>`):
+    recipe.yaml              the recipe as run (after --set overrides)
+    <i>-<name>/              one folder per stage; `model/` when it trains, `dataset/` for
+                             rejection sampling, its own `metrics.jsonl` and checkpoints
+    <i>-<name>/DONE.json     written last (atomically) when the stage finished: its metrics
+    metrics.jsonl            every stage's rows, each tagged with `stage` and `stage_index`
+    summary.json             each stage with its metrics (`accuracy` for every eval)
+    plots/*.png              reward per step (grpo), accuracy per stage and per round
+
+With `resume`, finished stages (DONE.json present) are skipped and the first unfinished stage
+continues from its own checkpoint (grpo through run_grpo's resume, sft through the HF Trainer's
+resume_from_checkpoint). Under `accelerate launch` every process runs every stage; only the main
+process writes the run-level files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from rlvr.config import ConfigError
+from rlvr.pipeline.context import DATASET_DIR, MODEL_DIR, StageContext
+from rlvr.pipeline.recipe import BASE, GENERATOR, Recipe
+from rlvr.pipeline.stages import stage_kind
+from rlvr.pipeline.summary import DONE_FILE, write_run_files
+
+RECIPE_FILE = "recipe.yaml"
+log = logging.getLogger(__name__)
+
+
+def stage_dir(out: Path, index: int, name: str) -> Path:
+    return out / f"{index}-{name}"
+
+
+def check_output_dir(out: Path, resume: bool) -> None:
+    """Refuse to mix two runs in one folder; refuse to resume a folder that holds no run."""
+    has_content = out.is_dir() and any(out.iterdir())
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {out} exists and is not a folder")
+    if resume and not (out / RECIPE_FILE).is_file():
+        raise ConfigError(f"--resume: {out} holds no run to resume (no {RECIPE_FILE})")
+    if not resume and has_content:
+        raise ConfigError(f"--output-dir {out} is not empty; pass --resume auto to continue that run "
+                          f"or choose another folder")
+
+
+def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> dict:
+    """Run every stage of `recipe` into `output_dir`; returns the summary (also summary.json)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    out = Path(output_dir)
+    check_output_dir(out, resume)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
+    state.wait_for_everyone()
+    started = time.time()
+    for index, stage in enumerate(recipe.stages):
+        sdir = stage_dir(out, index, stage.name)
+        if (sdir / DONE_FILE).is_file():
+            log.info("stage %d %s already finished; skipped", index, stage.name)
+            continue
+        _run_stage(recipe, out, index, sdir, resume, state)
+        if state.is_main_process:
+            write_run_files(recipe, out, time.time() - started)
+        state.wait_for_everyone()
+    if state.is_main_process:
+        write_run_files(recipe, out, time.time() - started)
+    return json.loads((out / "summary.json").read_text())
+
+
+def _run_stage(recipe: Recipe, out: Path, index: int, sdir: Path, resume: bool, state) -> None:
+    stage = recipe.stages[index]
+    interrupted = sdir.is_dir()
+    if state.is_main_process:
+        sdir.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    ctx = StageContext(
+        recipe=recipe, stage=stage, index=index, stage_dir=sdir,
+        model_dir=_model_dir(recipe, out, stage.model_from),
+        dataset_dir=_dataset_dir(recipe, out, stage.dataset_from),
+        resume=resume and interrupted, device=state.device, is_main=state.is_main_process,
+    )
+    print(f"[rlvr run] stage {index} {stage.name} ({stage.type})"
+          f"{' resuming' if ctx.resume else ''}", flush=True)
+    t0 = time.time()
+    metrics = stage_kind(stage.type).run(ctx, stage.options)
+    seconds = time.time() - t0
+    print(f"[rlvr run] stage {index} {stage.name} done in {seconds:.1f}s: "
+          f"{_short(metrics)}", flush=True)
+    if state.is_main_process:
+        done = {"index": index, "name": stage.name, "type": stage.type, "seconds": seconds,
+                "metrics": metrics}
+        tmp = sdir / f"{DONE_FILE}.tmp"
+        tmp.write_text(json.dumps(done, indent=1, default=float))
+        os.replace(tmp, sdir / DONE_FILE)  # written last: its presence means the stage is complete
+    state.wait_for_everyone()
+
+
+def _model_dir(recipe: Recipe, out: Path, model_from: str) -> Path | None:
+    if model_from == BASE:
+        return None
+    i = next(i for i, s in enumerate(recipe.stages) if s.name == model_from)
+    return stage_dir(out, i, model_from) / MODEL_DIR
+
+
+def _dataset_dir(recipe: Recipe, out: Path, dataset_from: str | None) -> Path | None:
+    if dataset_from in (None, GENERATOR):
+        return None
+    i = next(i for i, s in enumerate(recipe.stages) if s.name == dataset_from)
+    return stage_dir(out, i, dataset_from) / DATASET_DIR
+
+
+def _short(metrics: dict) -> str:
+    keys = [k for k in metrics if not isinstance(metrics[k], (list, dict))][:6]
+    return ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                     for k in keys)

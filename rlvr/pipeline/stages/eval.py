@@ -1,0 +1,80 @@
+"""`eval` stage: held-out accuracy (greedy pass@1), pass@k and maj@k, mean completion length."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlvr.pipeline.stages.registry import register_stage
+
+
+@dataclass
+class EvalStageConfig:
+    """Options of an `eval` stage."""
+
+    num_problems: int = 200
+    """Held-out problems to score (the task's fixed held-out split)."""
+    k: int = 4
+    """Samples per problem for pass@k and maj@k; 0 skips sampling (greedy accuracy only)."""
+    temperature: float = 1.0
+    """Temperature of the k samples (the accuracy itself is always greedy)."""
+    max_new_tokens: int = 128
+    """Completion length cap (tokens)."""
+    batch_size: int = 64
+    """Problems per generate call (each expands to k rows when sampling)."""
+    difficulty: int | None = None
+    """Held-out problems at this level instead of the recipe task's level."""
+
+    def __post_init__(self) -> None:
+        if self.num_problems < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("num_problems, batch_size and max_new_tokens must be >= 1")
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0, got {self.k}")
+        if self.temperature <= 0 and self.k > 0:
+            raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
+
+
+def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:
+    """The eval metrics of `policy` on `examples` (also used by self_improve's rounds)."""
+    from rlvr.eval import maj_at_k, pass_at_k
+    from rlvr.pipeline.sampling import sample_and_verify
+    from rlvr.rollout.base import SamplingParams
+
+    greedy = sample_and_verify(policy, examples, template, 1,
+                               SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
+                               cfg.batch_size, desc="eval greedy")
+    firsts = [g[0] for g in greedy]
+    metrics = {
+        "accuracy": sum(s.correct for s in firsts) / len(firsts),
+        "mean_completion_tokens": sum(s.num_tokens for s in firsts) / len(firsts),
+        "truncated_fraction": sum(s.truncated for s in firsts) / len(firsts),
+        "num_problems": len(firsts),
+    }
+    if cfg.k > 0:
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
+        sampled = sample_and_verify(policy, examples, template, cfg.k, params,
+                                    max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}")
+        n = cfg.k
+        metrics[f"pass@{n}"] = sum(pass_at_k(n, sum(s.correct for s in g), n) for g in sampled) / len(sampled)
+        metrics[f"maj@{n}"] = sum(
+            maj_at_k([s.answer for s in g], [s.correct for s in g], n, equivalent=_same_answer)
+            for g in sampled) / len(sampled)
+        metrics["sample_accuracy"] = sum(s.correct for g in sampled for s in g) / (n * len(sampled))
+    return metrics
+
+
+def _same_answer(a: str, b: str) -> bool:
+    # Votes group answers by their normalised text: the verifier already judged correctness,
+    # and a string comparison keeps voting cheap for hundreds of problems.
+    return a.strip() == b.strip()
+
+
+def eval_options():
+    return EvalStageConfig
+
+
+@register_stage("eval", eval_options, trains=False)
+def run_eval(ctx, cfg: EvalStageConfig) -> dict:
+    policy = ctx.load_policy()
+    examples = ctx.make_task(cfg.difficulty, for_eval=True).held_out(cfg.num_problems)
+    metrics = evaluate(policy, examples, ctx.recipe.template, cfg, ctx.seed)
+    ctx.write_metrics([{"step": 0, **{f"eval/{k}": v for k, v in metrics.items()}}])
+    return metrics

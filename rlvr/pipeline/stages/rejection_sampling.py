@@ -1,0 +1,108 @@
+"""`rejection_sampling` stage: K samples per problem, keep the verified correct ones.
+
+Kept completions are deduplicated per problem, optionally shortest first, at most M per problem,
+and saved as a `datasets.Dataset` (prompt/completion columns, TRL's prompt-completion format) in
+`<stage dir>/dataset` for a later `sft` stage (`dataset_from: <this stage's name>`).
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from rlvr.pipeline.stages.registry import register_stage
+
+
+@dataclass
+class RejectionSamplingConfig:
+    """Options of a `rejection_sampling` stage."""
+
+    num_problems: int = 256
+    """Training problems to sample for (drawn from the task's training stream)."""
+    samples_per_problem: int = 8
+    """K: completions sampled per problem."""
+    max_per_problem: int = 2
+    """M: at most this many distinct correct completions kept per problem."""
+    shortest_first: bool = True
+    """Keep the shortest correct completions (else the first sampled)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    max_new_tokens: int = 128
+    """Completion length cap (tokens); truncated completions are never kept."""
+    batch_size: int = 16
+    """Problems per generate call (each expands to K rows)."""
+    difficulty: int | None = None
+    """Draw problems at this level instead of the recipe task's level."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_problems", "samples_per_problem", "max_per_problem", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
+    """The kept samples of one problem: correct, not truncated, distinct text, at most M."""
+    seen: set[str] = set()
+    candidates = []
+    for s in samples:
+        key = s.text.strip()
+        if s.correct and not s.truncated and key not in seen:
+            seen.add(key)
+            candidates.append(s)
+    if shortest_first:
+        candidates.sort(key=lambda s: s.num_tokens)  # stable: ties keep sampling order
+    return candidates[:max_per_problem]
+
+
+def keep_correct(policy, examples, template: str, cfg: RejectionSamplingConfig, seed: int):
+    """(rows for the dataset, metrics) from sampling `examples` with `policy`."""
+    from rlvr.pipeline.sampling import sample_and_verify
+    from rlvr.rollout.base import SamplingParams
+
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
+    groups = sample_and_verify(policy, examples, template, cfg.samples_per_problem, params,
+                               cfg.batch_size, desc="rejection sampling")
+    rows = []
+    solved = 0
+    for ex, samples in zip(examples, groups):
+        kept = select_correct(samples, cfg.max_per_problem, cfg.shortest_first)
+        solved += bool(kept)
+        rows += [{"prompt": s.prompt, "completion": s.text, "id": ex.id, "num_tokens": s.num_tokens}
+                 for s in kept]
+    total = sum(len(g) for g in groups)
+    metrics = {
+        "problems": len(examples),
+        "problems_with_kept": solved,
+        "solved_fraction": solved / len(examples),
+        "kept": len(rows),
+        "sample_accuracy": sum(s.correct for g in groups for s in g) / total,
+        "mean_kept_tokens": sum(r["num_tokens"] for r in rows) / len(rows) if rows else 0.0,
+    }
+    return rows, metrics
+
+
+def rejection_sampling_options():
+    return RejectionSamplingConfig
+
+
+@register_stage("rejection_sampling", rejection_sampling_options, trains=False, writes_dataset=True)
+def run_rejection_sampling(ctx, cfg: RejectionSamplingConfig) -> dict:
+    from datasets import Dataset
+
+    from rlvr.pipeline.context import DATASET_DIR
+
+    policy = ctx.load_policy()
+    examples = ctx.make_task(cfg.difficulty).sample(cfg.num_problems)
+    rows, metrics = keep_correct(policy, examples, ctx.recipe.template, cfg, ctx.seed)
+    if ctx.is_main:
+        columns = ["prompt", "completion", "id", "num_tokens"]
+        data = Dataset.from_list(rows) if rows else Dataset.from_dict({c: [] for c in columns})
+        # Written beside and renamed into place: a crash never leaves a half dataset behind.
+        final, tmp = ctx.stage_dir / DATASET_DIR, ctx.stage_dir / f"{DATASET_DIR}.tmp"
+        for leftover in (tmp, final):  # from an interrupted earlier attempt of this stage
+            shutil.rmtree(leftover, ignore_errors=True)
+        data.save_to_disk(str(tmp))
+        tmp.rename(final)
+    ctx.write_metrics([{"step": 0, **{f"rejection_sampling/{k}": v for k, v in metrics.items()}}])
+    return metrics

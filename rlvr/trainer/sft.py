@@ -1,0 +1,164 @@
+"""Supervised fine-tuning on prompt/completion pairs through TRL's `SFTTrainer`.
+
+Used by recipes for the R1 cold start (a generator's worked solutions teach the
+`<think>`/`<answer>` format) and for rejection-sampling SFT (the verified completions a
+`rejection_sampling` stage kept). The loss covers completion tokens only: the dataset uses TRL's
+prompt-completion format with `completion_only_loss=True`, so the prompt tokens get label -100.
+
+The character tokenizer of the tiny model is a `PreTrainedTokenizerFast` with distinct pad and EOS
+tokens, which is all SFTTrainer needs (it appends EOS to each completion and masks padding).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from rlvr.tasks.base import Example
+
+
+@dataclass
+class SFTStageConfig:
+    """Options of an `sft` stage (the TRL `SFTConfig` knobs a recipe may set)."""
+
+    steps: int = 200
+    """Optimizer steps (TRL `max_steps`); the dataset is repeated as often as needed."""
+    batch_size: int = 16
+    """Prompt/completion pairs per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    lr_scheduler: str = "cosine"
+    """transformers scheduler name: constant, linear, cosine, ..."""
+    warmup_ratio: float = 0.05
+    """Fraction of `steps` spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_length: int = 512
+    """Tokens per prompt+completion; longer pairs are truncated."""
+    num_examples: int = 2000
+    """With `dataset_from: generator`: how many worked solutions to draw from the task."""
+    save_steps: int = 100
+    """Checkpoint every this many steps (what `--resume auto` continues from)."""
+    logging_steps: int = 10
+    """Log loss and token accuracy every this many steps."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "max_length",
+                     "num_examples", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def worked_solution_pairs(examples: Iterable[Example], tokenizer, template: str) -> list[dict]:
+    """Prompt/completion pairs from examples that carry a worked `solution`."""
+    from rlvr.tasks import render_prompt
+
+    pairs = []
+    for ex in examples:
+        if not ex.solution:
+            raise ValueError(f"example {ex.id or ex.prompt[:40]!r} has no worked solution for SFT")
+        pairs.append({"prompt": render_prompt(ex, tokenizer, template=template), "completion": ex.solution})
+    return pairs
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder the HF Trainer wrote, if any."""
+    if not checkpoint_dir.is_dir():
+        return None
+    found = [p for p in checkpoint_dir.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int):
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(cfg.warmup_ratio * cfg.steps),
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        packing=False,
+        # bf16 autocast on a GPU that has it; plain fp32 on the CPU.
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        log_level="warning",
+    )
+
+
+def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Path,
+            resume: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Train `policy` on prompt/completion `pairs`; save it to `output_dir/model`.
+
+    Checkpoints go to `output_dir/checkpoints/checkpoint-N` (TRL/HF layout); with `resume` the
+    newest one is restored (model, optimizer, scheduler, RNG, data position). Each log entry is
+    appended to `output_dir/metrics.jsonl`. Returns the final metrics.
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from rlvr.models import save_policy
+
+    if not pairs:
+        raise ValueError("SFT got an empty dataset")
+    out = Path(output_dir)
+    checkpoint_dir = out / "checkpoints"
+    trainer = SFTTrainer(
+        model=policy.model,
+        args=_trl_args(cfg, checkpoint_dir, seed),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=policy.tokenizer,
+    )
+    checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    policy.model = trainer.model
+    if trainer.accelerator.is_main_process:
+        save_policy(policy, out / "model")
+        _write_log(trainer.state.log_history, out / "metrics.jsonl")
+    trainer.accelerator.wait_for_everyone()
+    return _final_metrics(trainer.state.log_history, result.training_loss, len(pairs), cfg.steps)
+
+
+def _write_log(history: list[dict], path: Path) -> None:
+    """The Trainer's log history as metrics.jsonl (rewritten whole: a resumed run restores it)."""
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for entry in history:
+            if "loss" in entry:
+                row = {"step": entry["step"], **{f"sft/{k}": v for k, v in entry.items()
+                                                 if k not in ("step", "epoch")}}
+                f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def _final_metrics(history: list[dict], train_loss: float, num_pairs: int, steps: int) -> dict:
+    last = next((e for e in reversed(history) if "loss" in e), {})
+    metrics = {"sft/train_loss": float(train_loss), "sft/num_pairs": num_pairs, "sft/steps": steps}
+    for key in ("loss", "mean_token_accuracy", "entropy"):
+        if key in last:
+            metrics[f"sft/final_{key}"] = float(last[key])
+    return metrics
