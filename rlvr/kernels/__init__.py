@@ -19,8 +19,6 @@ from rlvr.algorithms.advantages import group_advantages as _torch_group_advantag
 from . import reference
 
 BACKENDS = ("auto", "torch", "triton")
-TRITON_ADVANTAGE_KINDS = ("grpo", "dr_grpo", "rloo")
-"""Advantage kinds the triton module is expected to provide; others run in torch on any device."""
 
 
 def fused_policy_loss(hidden, weight, targets, mask, advantages, old_logp=None, ref_logp=None,
@@ -38,14 +36,16 @@ def token_logprobs(hidden, weight, targets, *, backend: str = "auto", **kwargs):
 
 def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo", *,
                      backend: str = "auto", **options) -> torch.Tensor:
-    """Advantages (N,) for rewards (N,) in contiguous groups of `group_size` (no metrics)."""
+    """Advantages (N,) for rewards (N,) in contiguous groups of `group_size` (no metrics).
+
+    `auto` uses the triton kernel for CUDA tensors and the kinds it implements (its `KINDS`),
+    torch otherwise; `triton` insists on the kernel.
+    """
     _check_backend(backend)
-    use_triton = backend == "triton" or (
-        backend == "auto" and kind in TRITON_ADVANTAGE_KINDS and _triton_usable(rewards.device, "triton_advantages")
-    )
-    if use_triton:
+    if backend == "triton" or (backend == "auto" and _triton_usable(rewards.device, "triton_advantages")):
         module = _import_triton_module("triton_advantages", rewards.device)
-        return module.group_advantages(rewards, group_size, kind, **options)
+        if backend == "triton" or kind in module.KINDS:
+            return module.group_advantages(kind, rewards, group_size, **options)
     return _torch_group_advantages(kind, rewards, group_size, **options)
 
 
