@@ -109,7 +109,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def parse_recipe(data: dict, base_dir: Path | None = None) -> Recipe:
     """Validate plain recipe data; raises `ConfigError` naming the first bad key path."""
-    from rlvr.models import ModelConfig
+    from rlvr.models.config import ModelConfig
 
     data = copy.deepcopy(data)
     if not isinstance(data, dict):

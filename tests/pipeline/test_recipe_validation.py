@@ -1,0 +1,114 @@
+"""Every bad recipe fails before any work with an error naming the key path, and writes nothing."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from rlvr.cli import main as rlvr_main
+from rlvr.config import ConfigError
+from rlvr.pipeline.recipe import BASE, GENERATOR, parse_recipe
+
+GOOD = {
+    "name": "t",
+    "model": {"name_or_path": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                               "intermediate_size": 64}},
+    "task": {"name": "arithmetic", "difficulty": 1, "options": {"ops": ["+"]}},
+    "stages": [
+        {"type": "sft", "name": "cold", "dataset_from": "generator", "steps": 3},
+        {"type": "eval", "name": "ev", "num_problems": 5},
+        {"type": "rejection_sampling", "name": "rs", "num_problems": 4},
+        {"type": "sft", "name": "sft2", "dataset_from": "rs"},
+        {"type": "grpo", "name": "g", "steps": 2},
+    ],
+}
+
+
+def bad(edit):
+    data = copy.deepcopy(GOOD)
+    edit(data)
+    return data
+
+
+# (id, edit of the good recipe, text the error must contain)
+CASES = [
+    ("unknown top-level key", lambda d: d.update(modle={}), "unknown key modle"),
+    ("unknown stage key", lambda d: d["stages"][1].update(stepz=3), "unknown key stages.1.stepz"),
+    ("wrong type in stage", lambda d: d["stages"][0].update(steps="ten"), "stages.0.steps: expected an integer"),
+    ("wrong type in model", lambda d: d["model"]["tiny"].update(hidden_size="big"), "model.tiny.hidden_size"),
+    ("bad value in stage", lambda d: d["stages"][4].update(num_generations=1), "stages.4: num_generations"),
+    ("missing model dir", lambda d: d["model"].update(name_or_path="./no-such-model"),
+     "model.name_or_path: file not found"),
+    ("missing dataset file", lambda d: d.update(task={"name": "dataset", "options": {"source": "./missing.jsonl"}}),
+     "task.options.source: file not found"),
+    ("unknown task", lambda d: d["task"].update(name="arithmatic"), "unknown task 'arithmatic'"),
+    ("bad task option", lambda d: d["task"]["options"].update(ops=["^"]), "task: arithmetic: ops"),
+    ("unknown template", lambda d: d.update(template="r2"), "template: unknown template 'r2'"),
+    ("sft with no dataset", lambda d: d["stages"][0].pop("dataset_from"), "stages.0.dataset_from"),
+    ("dataset from a later stage", lambda d: d["stages"][0].update(dataset_from="rs"),
+     "stages.0.dataset_from: no earlier rejection_sampling stage named 'rs'"),
+    ("dataset from a non-dataset stage", lambda d: d["stages"][3].update(dataset_from="ev"),
+     "stages.3.dataset_from"),
+    ("dataset_from on eval", lambda d: d["stages"][1].update(dataset_from="generator"),
+     "stages.1.dataset_from: a eval stage reads no dataset"),
+    ("model from unknown stage", lambda d: d["stages"][4].update(model_from="nope"),
+     "stages.4.model_from: no earlier stage named 'nope'"),
+    ("model from a later stage", lambda d: d["stages"][1].update(model_from="g"),
+     "stages.1.model_from: no earlier stage named 'g'"),
+    ("model from a non-training stage", lambda d: d["stages"][4].update(model_from="ev"),
+     "stages.4.model_from: stage 'ev' does not train a model"),
+    ("unknown stage type", lambda d: d["stages"][1].update(type="evaluate"), "stages.1.type: unknown stage type"),
+    ("duplicate stage name", lambda d: d["stages"][3].update(name="cold"), "stages.3.name: 'cold' is already used"),
+    ("template set per stage", lambda d: d["stages"][4].update(template="plain"), "stages.4.template"),
+    ("no stages", lambda d: d.update(stages=[]), "stages: a recipe needs"),
+    ("missing name", lambda d: d.pop("name"), "missing required key name"),
+]
+
+
+@pytest.mark.parametrize("edit,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_recipe_names_the_key_and_writes_nothing(tmp_path, capsys, edit, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(bad(edit)))
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=None) as err:
+        parse_recipe(bad(edit))
+    assert message in str(err.value)
+    assert rlvr_main(["run", str(path), "--output-dir", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_defaults_chain_models_and_copy_recipe_keys():
+    recipe = parse_recipe(GOOD)
+    by_name = {s.name: s for s in recipe.stages}
+    assert by_name["cold"].model_from == BASE
+    assert by_name["ev"].model_from == "cold"          # the previous training stage
+    assert by_name["sft2"].model_from == "cold"        # rejection sampling trains nothing
+    assert by_name["g"].model_from == "sft2"
+    assert by_name["cold"].dataset_from == GENERATOR
+    assert by_name["g"].options.template == recipe.template == "r1"
+
+
+def test_set_override_reaches_stage_options_and_bad_override_is_named(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    from rlvr.pipeline.recipe import load_recipe
+
+    assert load_recipe(path, ["stages.4.steps=7"]).stages[4].options.steps == 7
+    assert rlvr_main(["run", str(path), "--output-dir", str(tmp_path / "o"), "--set", "stages.9.steps=1"]) == 2
+    assert "stages.9" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_dir_with_another_run_is_refused(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    assert rlvr_main(["run", str(path), "--output-dir", str(out)]) == 2
+    assert "--resume auto" in capsys.readouterr().err
+    assert rlvr_main(["run", str(path), "--output-dir", str(tmp_path / "new"), "--resume", "auto"]) == 2
+    assert "no run to resume" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
