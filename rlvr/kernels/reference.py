@@ -35,6 +35,12 @@ class ChunkedTargetLogprob(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+        # autocast (the trainer's bf16) would run the matmuls in bf16: logits must stay fp32
+        with torch.autocast(hidden.device.type, enabled=False):
+            return ChunkedTargetLogprob._forward(ctx, hidden, weight, targets, chunk_size)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, targets, chunk_size):
         dtype = _compute_dtype(hidden.dtype)
         w = weight.to(dtype)  # one (V, H) copy when the weight is bf16; none in fp32
         m = hidden.shape[0]
@@ -57,6 +63,11 @@ class ChunkedTargetLogprob(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logp: torch.Tensor, _grad_entropy: torch.Tensor | None):
+        with torch.autocast(grad_logp.device.type, enabled=False):
+            return ChunkedTargetLogprob._backward(ctx, grad_logp)
+
+    @staticmethod
+    def _backward(ctx, grad_logp):
         hidden, weight, targets, lse = ctx.saved_tensors
         dtype = lse.dtype
         w = weight.to(dtype)

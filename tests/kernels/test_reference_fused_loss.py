@@ -101,6 +101,22 @@ def test_bf16_inputs_compute_in_fp32_and_return_bf16_grads():
     torch.testing.assert_close(hb.grad.float(), h32.grad, rtol=2e-2, atol=1e-3)
 
 
+def test_autocast_does_not_lower_the_logits_precision():
+    hidden, weight, targets, mask, adv, old, ref = _batch(torch.float32, seed=7)
+
+    def run():
+        h = hidden.clone().requires_grad_()
+        loss, _ = reference.fused_policy_loss(h, weight, targets, mask, adv, old, ref, loss_type="grpo", chunk_size=4)
+        loss.backward()
+        return loss.detach(), h.grad
+
+    plain_loss, plain_grad = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto_loss, auto_grad = run()
+    torch.testing.assert_close(auto_loss, plain_loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(auto_grad, plain_grad, rtol=1e-6, atol=1e-7)
+
+
 def test_token_logprobs_and_entropy_match_the_full_softmax():
     hidden, weight, targets, mask, *_ = _batch(torch.float64, seed=6)
     logp, entropy = reference.token_logprobs(hidden, weight, targets, mask=mask, chunk_size=4)
