@@ -162,6 +162,19 @@ def test_peak_tensor_is_one_chunk_of_logits(chunk_size):
     assert probe.largest == chunk_size * v  # never n * t * v
 
 
+@pytest.mark.parametrize("loss_type", LOSSES)
+def test_a_fully_masked_micro_batch_gives_zero_loss_and_zero_grads(loss_type):
+    hidden, weight, targets, mask, adv, old, ref = _batch(torch.float32)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    none = torch.zeros_like(mask)  # e.g. every completion truncated and masked out
+    loss, metrics = reference.fused_policy_loss(h, w, targets, none, adv, old, ref, loss_type=loss_type,
+                                                beta=0.04, max_completion_length=T,
+                                                normalizer=LossNormalizer(num_sequences=6, num_tokens=20.0))
+    loss.backward()
+    assert loss.item() == 0.0 and metrics["entropy/mean"] == 0.0
+    assert h.grad.abs().sum() == 0 and w.grad.abs().sum() == 0
+
+
 def test_bad_targets_and_shapes_raise():
     hidden, weight, targets, mask, adv, old, ref = _batch(torch.float64)
     bad = targets.clone()
