@@ -187,7 +187,7 @@ def clipped_surrogate_loss(
     else:
         kl_loss = policy_loss.new_zeros(())
     loss = policy_loss + kl_loss
-    metrics = _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg, inp)
+    metrics = _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg)
     return loss, metrics
 
 
@@ -280,7 +280,7 @@ def _check_dr_grpo(cfg: PolicyLossConfig, t: int) -> None:
         raise ValueError(f"completions have {t} tokens > max_completion_length {cfg.max_completion_length}")
 
 
-def _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg, inp) -> dict[str, float]:
+def _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg) -> dict[str, float]:
     """Loss shares (add over micro-batches) and token means over this micro-batch (average them)."""
     with torch.no_grad():
         tokens = mask.sum().clamp(min=1.0)
