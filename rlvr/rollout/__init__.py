@@ -35,7 +35,7 @@ def _lazy(module: str, attr: str) -> Callable:
 
 
 register_engine("hf", _lazy("rlvr.rollout.hf", "HFEngine"))
-# The CUDA-graph engine registers itself here as "fast" (rlvr/rollout/fast.py), lazily as well.
+register_engine("fast", _lazy("rlvr.rollout.fast", "FastEngine"))  # CUDA graphs (rlvr/rollout/fast.py)
 
 
 def make_engine(name: str, model, tokenizer) -> RolloutEngine:

@@ -1,0 +1,358 @@
+"""Fast rollout engine for CUDA: static KV cache, the decode step captured in a CUDA graph,
+each prompt prefilled once and shared by its G samples.
+
+Why not transformers `generate`: even with a static cache and torch.compile it spends most of
+each step in host-side work (logits processors, stopping criteria, cache bookkeeping) and syncs;
+here the whole decode step -- embedding, every layer, lm_head, sampling, EOS bookkeeping and the
+write of the sampled token and its log-prob -- is one graph replay with no host sync. The host
+checks "every sequence finished?" once every `check_every` steps.
+
+How: the engine runs the model's own modules (embed_tokens, per layer input_layernorm, q/k/v/o
+projections, RoPE from the model's rotary_emb, post_attention_layernorm, mlp; norm, lm_head) on a
+preallocated cache of shape (N, kv_heads, S, D) per layer. Prompts are left-padded to P, so every
+sequence writes column P + s at step s; a per-sequence additive bias (N, 1, 1, S) masks padding
+and unwritten columns. The weights are used in place (the graph reads the parameters' storage),
+so optimizer steps are seen by the next rollout without a copy; LoRA layers (peft) work as is.
+
+Supported: decoder-only models with the Llama/Qwen2/Qwen3 layout (model.model.layers[i].self_attn
+.{q,k,v,o}_proj, RMSNorms, rotary_emb); no sliding-window attention.
+
+Sampling: temperature, top-k, top-p (top-p sorts the vocabulary every step: slower), greedy at
+temperature 0. The log-prob returned for each token is log softmax(logits / temperature) -- the
+distribution before top-k/top-p truncation, which is what a training forward pass recomputes.
+Shapes: B prompts, G samples each, N = B*G sequences, P prompt width, S cache length, V vocab.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rollout.hf import _eos_token_ids, _first_stop_prefix, _left_pad, _pad_token_id
+
+
+@dataclass
+class FastEngineConfig:
+    cuda_graph: bool = True
+    """Capture the decode step in a CUDA graph (CUDA only; on the CPU the step runs eagerly)."""
+    compile: bool = False
+    """torch.compile the model part of the decode step before capture: fuses norms, RoPE and
+    elementwise work into fewer kernels; costs one compile per (N, S) shape."""
+    length_bucket: int = 64
+    """The cache length S is rounded up to a multiple of this, so graphs are reused across
+    batches whose prompt widths differ (tokens)."""
+    check_every: int = 16
+    """Decode steps between host checks for "every sequence finished" (each is a sync)."""
+    max_graphs: int = 4
+    """Captured graphs kept (each holds its KV cache); the oldest is dropped beyond this."""
+
+
+@dataclass
+class _Parts:
+    """The model's modules the engine calls, and its attention geometry."""
+
+    embed: torch.nn.Module
+    layers: list
+    norm: torch.nn.Module
+    lm_head: torch.nn.Module
+    rotary: torch.nn.Module
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scaling: float
+
+    @classmethod
+    def of(cls, model) -> "_Parts":
+        inner = getattr(model, "model", None)
+        needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+        if inner is None or not all(hasattr(inner, n) for n in needed) or not hasattr(model, "lm_head"):
+            raise ValueError(f"fast engine: {type(model).__name__} is not a Llama/Qwen2-style causal LM "
+                             "(needs model.model.{embed_tokens,layers,norm,rotary_emb} and lm_head); use engine 'hf'")
+        attn = inner.layers[0].self_attn
+        for layer in inner.layers:
+            if getattr(layer.self_attn, "sliding_window", None):
+                raise ValueError("fast engine: sliding-window attention is not supported; use engine 'hf'")
+        cfg = model.config
+        head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return cls(embed=inner.embed_tokens, layers=list(inner.layers), norm=inner.norm,
+                   lm_head=model.lm_head, rotary=inner.rotary_emb, heads=cfg.num_attention_heads,
+                   kv_heads=cfg.num_key_value_heads, head_dim=head_dim,
+                   scaling=getattr(attn, "scaling", head_dim ** -0.5))
+
+
+class _DecodeState:
+    """Static tensors of one captured decode step (their addresses are baked into the graph)."""
+
+    def __init__(self, parts: _Parts, n: int, length: int, max_new: int, dtype, device, stop_ids: list[int]):
+        shape = (n, parts.kv_heads, length, parts.head_dim)
+        # zeros, not empty: masked columns get probability 0, and 0 * NaN garbage would be NaN
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in parts.layers]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in parts.layers]
+        self.bias = torch.full((n, 1, 1, length), float("-inf"), device=device)  # (N, 1, 1, S)
+        self.tokens = torch.zeros(n, dtype=torch.long, device=device)  # last sampled token
+        self.pos = torch.zeros(n, dtype=torch.long, device=device)  # its position id
+        self.col = torch.zeros(1, dtype=torch.long, device=device)  # its cache column
+        self.step = torch.zeros(1, dtype=torch.long, device=device)  # output column
+        self.finished = torch.zeros(n, dtype=torch.bool, device=device)
+        self.out_tokens = torch.zeros(n, max_new, dtype=torch.long, device=device)
+        self.out_logp = torch.zeros(n, max_new, dtype=torch.float32, device=device)
+        self.stop_ids = torch.tensor(stop_ids, dtype=torch.long, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+def _qkv(parts: _Parts, layer, h: torch.Tensor, lead: tuple[int, ...]):
+    """q (*lead, heads, D), k and v (*lead, kv_heads, D), q/k-normed where the model has it (Qwen3)."""
+    attn = layer.self_attn
+    q = attn.q_proj(h).view(*lead, parts.heads, parts.head_dim)
+    k = attn.k_proj(h).view(*lead, parts.kv_heads, parts.head_dim)
+    v = attn.v_proj(h).view(*lead, parts.kv_heads, parts.head_dim)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q, k, v
+
+
+def decode_forward(parts: _Parts, tokens, pos, col, bias, k_cache: list, v_cache: list) -> torch.Tensor:
+    """One token for each of N sequences -> logits (N, V) fp32; writes K/V at column `col`."""
+    n = tokens.shape[0]
+    group = parts.heads // parts.kv_heads
+    x = parts.embed(tokens)  # (N, H)
+    cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D): broadcasts over heads
+    bias.index_fill_(3, col, 0.0)  # the column written below becomes visible
+    for i, layer in enumerate(parts.layers):
+        q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (n,))
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        k_cache[i].index_copy_(2, col, k.unsqueeze(2))
+        v_cache[i].index_copy_(2, col, v.unsqueeze(2))
+        qg = q.view(n, parts.kv_heads, group, parts.head_dim)  # GQA: the group shares one K/V head
+        scores = torch.matmul(qg, k_cache[i].transpose(2, 3)).float() * parts.scaling + bias  # (N, kv, g, S)
+        probs = scores.softmax(dim=-1).to(q.dtype)
+        out = torch.matmul(probs, v_cache[i]).reshape(n, parts.heads * parts.head_dim)
+        x = x + layer.self_attn.o_proj(out)
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return parts.lm_head(parts.norm(x)).float()
+
+
+def prefill_forward(parts: _Parts, ids: torch.Tensor, valid: torch.Tensor):
+    """Left-padded prompts (B, P) -> last-position logits (B, V) fp32, and per layer K, V (B, kv, P, D)."""
+    b, p = ids.shape
+    group = parts.heads // parts.kv_heads
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    x = parts.embed(ids)  # (B, P, H)
+    cos, sin = parts.rotary(x, pos)  # (B, P, D)
+    cos, sin = cos[:, None], sin[:, None]  # (B, 1, P, D): broadcasts over heads
+    causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
+    # padding queries see only themselves (their outputs are never used; this avoids all -inf rows)
+    allowed = causal & (valid[:, None, :] | torch.eye(p, dtype=torch.bool, device=ids.device))
+    allowed = allowed[:, None]  # (B, 1, P, P)
+    keys, values = [], []
+    for layer in parts.layers:
+        q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (b, p))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, P, D)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        keys.append(k)
+        values.append(v)
+        out = F.scaled_dot_product_attention(
+            q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
+            attn_mask=allowed, scale=parts.scaling)
+        x = x + layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, p, -1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    logits = parts.lm_head(parts.norm(x[:, -1])).float()  # left padding: the last column is real
+    return logits, keys, values
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (N, V) fp32 -> token (N,) and its log-prob under softmax(logits / temperature) (N,).
+
+    Sampling is the exponential race argmax(p / E), E ~ Exp(1) (equivalent to multinomial; it has
+    no host sync, so it can live inside a CUDA graph).
+    """
+    if params.temperature == 0:
+        token = logits.argmax(dim=-1)
+        return token, logits.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+    scaled = logits / params.temperature
+    logp_all = scaled.log_softmax(dim=-1)
+    kept = _top_k_top_p(scaled, params.top_k, params.top_p)
+    probs = kept.softmax(dim=-1)
+    token = (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
+    return token, logp_all.gather(1, token[:, None]).squeeze(1)
+
+
+def _top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """scaled logits with everything outside the top-k and the top-p nucleus set to -inf."""
+    if 0 < top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p (the first always stays)
+        drop = (probs.cumsum(dim=-1) - probs) > top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        scaled = torch.full_like(scaled, float("-inf")).scatter(1, order, sorted_logits)
+    return scaled
+
+
+class FastEngine:
+    """`RolloutEngine` with a CUDA-graph decode step (see the module doc)."""
+
+    def __init__(self, model, tokenizer, config: FastEngineConfig | None = None):
+        model = getattr(model, "module", model)  # DDP / accelerate wrapper
+        if hasattr(model, "get_base_model"):  # peft: its LoRA layers stay in the modules we call
+            model = model.get_base_model()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or FastEngineConfig()
+        self.parts = _Parts.of(model)
+        self.eos_ids = _eos_token_ids(model, tokenizer)
+        self.pad_id = _pad_token_id(tokenizer, self.eos_ids)
+        self._states: dict[tuple, _DecodeState] = {}
+        self._forward = decode_forward
+        if self.config.compile:
+            self._forward = torch.compile(decode_forward, fullgraph=True, dynamic=False)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout:
+        _check_request(prompt_ids, group_size, params)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        device = self.model.lm_head.weight.device
+        ids, valid = _left_pad(prompt_ids, self.pad_id, device)  # (B, P)
+        valid = valid.bool()
+        st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device)
+        first_logits = self._prefill_into(st, ids, valid, group_size)
+        steps = self._decode(st, first_logits, params)
+        return self._rollout(prompt_ids, group_size, st, steps, params)
+
+    # -- setup
+
+    def _state(self, n: int, width: int, params: SamplingParams, device) -> _DecodeState:
+        bucket = self.config.length_bucket
+        length = -(-(width + params.max_new_tokens - 1) // bucket) * bucket
+        key = (n, length, params.max_new_tokens, params.temperature, params.top_k, params.top_p, str(device))
+        st = self._states.pop(key, None)  # re-inserted last: the dict is in least-recently-used order
+        if st is None:
+            while len(self._states) >= self.config.max_graphs:
+                self._states.pop(next(iter(self._states)))
+            st = _DecodeState(self.parts, n, length, params.max_new_tokens, self.model.lm_head.weight.dtype,
+                              device, self.eos_ids)
+            if device.type == "cuda" and self.config.cuda_graph:
+                self._capture(st, params)
+        self._states[key] = st
+        return st
+
+    def _step(self, st: _DecodeState, params: SamplingParams) -> None:
+        """Decode one token for every sequence; every input and output is a static tensor of `st`."""
+        logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.bias, st.k, st.v)
+        token, logp = sample_tokens(logits, params)
+        token = torch.where(st.finished, self.pad_id, token)
+        logp = torch.where(st.finished, 0.0, logp)
+        st.out_tokens.index_copy_(1, st.step, token[:, None])
+        st.out_logp.index_copy_(1, st.step, logp[:, None])
+        st.finished |= (token[:, None] == st.stop_ids[None, :]).any(dim=1)
+        st.tokens.copy_(token)
+        st.pos += 1
+        st.col += 1
+        st.step += 1
+
+    def _capture(self, st: _DecodeState, params: SamplingParams) -> None:
+        # warm-up on a side stream (cuBLAS handles, compilation), then capture; the state is reset
+        # before every use, so what warm-up wrote does not matter
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                st.col.zero_()
+                st.step.zero_()
+                self._step(st, params)
+        torch.cuda.current_stream().wait_stream(side)
+        st.col.zero_()
+        st.step.zero_()
+        st.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(st.graph):
+            self._step(st, params)
+
+    # -- generation
+
+    def _prefill_into(self, st: _DecodeState, ids, valid, group_size: int) -> torch.Tensor:
+        """Prefill each prompt once, copy its K/V into its G cache rows; first-token logits (N, V)."""
+        width = ids.shape[1]
+        logits, keys, values = prefill_forward(self.parts, ids, valid)
+        for cache, new in zip(st.k + st.v, keys + values):
+            cache[:, :, :width].copy_(new.repeat_interleave(group_size, dim=0))
+        row_valid = valid.repeat_interleave(group_size, dim=0)  # (N, P)
+        st.bias.fill_(float("-inf"))
+        st.bias[:, 0, 0, :width].masked_fill_(row_valid, 0.0)
+        st.pos.copy_(row_valid.sum(dim=1))  # next position = prompt length
+        st.col.fill_(width)
+        st.step.fill_(1)  # column 0 is the token sampled from the prefill logits
+        st.finished.zero_()
+        st.out_tokens.fill_(self.pad_id)
+        st.out_logp.zero_()
+        return logits.repeat_interleave(group_size, dim=0)
+
+    def _decode(self, st: _DecodeState, first_logits: torch.Tensor, params: SamplingParams) -> int:
+        """Sample the first token from the prefill, then decode; returns the output columns used."""
+        token, logp = sample_tokens(first_logits, params)
+        st.out_tokens[:, 0] = token
+        st.out_logp[:, 0] = logp
+        st.finished.copy_((token[:, None] == st.stop_ids[None, :]).any(dim=1))
+        st.tokens.copy_(token)
+        steps = 1
+        while steps < params.max_new_tokens:
+            if steps % self.config.check_every == 0 and bool(st.finished.all()):  # host sync
+                break
+            if st.graph is not None:
+                st.graph.replay()
+            else:
+                self._step(st, params)
+            steps += 1
+        return steps
+
+    def _rollout(self, prompt_ids, group_size: int, st: _DecodeState, steps: int, params) -> Rollout:
+        tokens = st.out_tokens[:, :steps].tolist()  # one host copy per batch
+        logps = st.out_logp[:, :steps].tolist()
+        completions, texts, truncated, logprobs = [], [], [], []
+        for row, row_logp in zip(tokens, logps):
+            ids, ended = self._cut(row, params)
+            completions.append(ids)
+            logprobs.append(row_logp[: len(ids)])
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+            truncated.append(not ended and len(ids) >= params.max_new_tokens)
+        return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=completions, texts=texts,
+                       truncated=truncated, group_size=group_size, logprobs=logprobs)
+
+    def _cut(self, row: list[int], params: SamplingParams) -> tuple[list[int], bool]:
+        """Ids up to and including the first EOS, then cut after a stop string (as the hf engine)."""
+        ended = False
+        for i, tok in enumerate(row):
+            if tok in self.eos_ids:
+                row, ended = row[: i + 1], True
+                break
+        if params.stop:
+            k = _first_stop_prefix(self.tokenizer, row, params.stop)
+            if k is not None:
+                row, ended = row[:k], True
+        return row, ended
+
+
+def _check_request(prompt_ids, group_size: int, params: SamplingParams) -> None:
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("generate needs at least one prompt and no empty prompt")
+    if params.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.temperature < 0 or not 0 < params.top_p <= 1 or params.top_k < 0:
+        raise ValueError(f"invalid sampling params: temperature={params.temperature}, "
+                         f"top_p={params.top_p}, top_k={params.top_k}")
