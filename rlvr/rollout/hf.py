@@ -12,6 +12,7 @@ contains a stop string. Token ids are kept as sampled; text is only decoded for 
 from __future__ import annotations
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from rlvr.rollout.base import Rollout, SamplingParams
@@ -21,8 +22,8 @@ class HFEngine:
     """`RolloutEngine` on `model.generate`; works with plain, peft and accelerate-wrapped models."""
 
     def __init__(self, model, tokenizer):
-        # DDP/accelerate wrappers keep the real module in `.module`; generate must run on it.
-        self.model = getattr(model, "module", model)
+        # generate runs on the module itself, not on a DDP/DeepSpeed wrapper (peft models stay as they are)
+        self.model = extract_model_from_parallel(model)
         self.tokenizer = tokenizer
         self.eos_ids = _eos_token_ids(self.model, tokenizer)
         self.pad_id = _pad_token_id(tokenizer, self.eos_ids)

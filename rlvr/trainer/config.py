@@ -1,0 +1,143 @@
+"""GRPOConfig: every knob of the GRPO stage, typed, one docstring each (loads from YAML via
+`rlvr.config.from_dict`, takes `--set grpo.x=y`). Names follow TRL's GRPOConfig where one exists.
+
+Batch shape: B = prompts_per_step prompts per step over all processes, G = num_generations
+samples each, N = B*G sequences; each process draws B / num_processes prompts, so a group never
+spans processes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlvr.rewards import RewardConfig
+
+
+@dataclass
+class GRPOConfig:
+    # --- schedule
+    steps: int = 100
+    """Training steps; each step samples one batch of rollouts and makes num_iterations updates."""
+    prompts_per_step: int = 8
+    """B: prompts per step over all processes (must divide by the number of processes)."""
+    num_generations: int = 8
+    """G: completions sampled per prompt (the group). At least 2: the baseline is the group."""
+    seed: int = 0
+    """Seed of python/numpy/torch RNGs; process p uses seed + p so processes sample differently."""
+
+    # --- sampling
+    max_new_tokens: int = 256
+    """Completion length cap (tokens); a completion that hits it is `truncated`."""
+    temperature: float = 1.0
+    """Sampling temperature tau (0 = greedy). Log-probs in the loss use the same tau."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 = off."""
+    top_k: int = 0
+    """Top-k sampling; 0 = off."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings; a completion ends after the first one (e.g. "</answer>")."""
+    template: str = "r1"
+    """Prompt template for `rlvr.tasks.render_prompt`: plain, r1, chat, r1_chat."""
+    instruction: str | None = None
+    """Instruction line of the r1 templates; None = the template's default (R1_INSTRUCTION)."""
+    engine: str = "auto"
+    """Rollout engine (`rlvr.rollout.make_engine`): hf, fast, or auto (fast on CUDA when available)."""
+
+    # --- optimisation
+    learning_rate: float = 1e-6
+    """AdamW peak learning rate."""
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    """Learning-rate schedule over steps * num_iterations updates (transformers.get_scheduler)."""
+    warmup_steps: int = 0
+    """Linear warm-up, in optimizer updates (ignored by `constant`)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 = no clipping (the norm is still logged)."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward pass (gradient accumulation); 0 = the whole local batch."""
+    num_iterations: int = 1
+    """mu: optimizer updates per batch of rollouts; > 1 computes old log-probs and clips the ratio."""
+
+    # --- algorithm
+    advantage: str = "grpo"
+    """Advantage estimator (`rlvr.algorithms` registry): grpo, dr_grpo, rloo, grpo_batch_std."""
+    loss_type: str = "dapo"
+    """Policy loss (`rlvr.algorithms` registry): grpo, bnpo, dapo, dr_grpo, gspo."""
+    epsilon: float = 0.2
+    """epsilon_low: the ratio is clipped below at 1 - epsilon."""
+    epsilon_high: float | None = None
+    """epsilon_high: clipped above at 1 + epsilon_high (DAPO clip-higher: 0.28); None = epsilon."""
+    beta: float = 0.0
+    """KL weight to the reference policy; 0 = no KL and no reference model is loaded."""
+    kl_type: str = "k3"
+    """KL estimator: k1, k2, k3."""
+    mask_truncated_completions: bool = False
+    """Leave completions that hit max_new_tokens out of the loss (DAPO overlong filtering)."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts."""
+    max_sampling_rounds: int = 3
+    """Rounds of sampling per step with dynamic_sampling (the first included); if the batch is
+    still short after them, it is filled with zero-variance groups (they get zero advantage)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward weights, format reward, overlong penalty, verifier timeout."""
+
+    # --- compute
+    kernels: Literal["auto", "triton", "torch"] = "auto"
+    """Backend of the fused log-prob/loss kernels: triton on CUDA, torch reference elsewhere."""
+    bf16: bool = True
+    """bf16 mixed precision on GPU (fp32 on CPU always)."""
+    max_consecutive_nonfinite: int = 3
+    """Non-finite loss or grad norm skips the update; this many in a row saves and stops the run."""
+
+    # --- output
+    save_every: int = 0
+    """Checkpoint every this many steps (0 = only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept on disk (older ones are deleted); 0 = keep all."""
+    log_every: int = 1
+    """Write metrics every this many steps."""
+    sample_every: int = 10
+    """Log a few sample completions with their rewards every this many steps (0 = never)."""
+    num_samples: int = 2
+    """Completions written per sample log."""
+    report_to: str = "auto"
+    """Trackers: auto (tensorboard when installed), none, or a comma list (tensorboard,wandb)."""
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "prompts_per_step", "max_new_tokens", "num_iterations",
+                    "max_sampling_rounds", "log_every", "max_consecutive_nonfinite")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        nonneg = ("micro_batch_size", "save_every", "keep_last", "sample_every", "warmup_steps",
+                  "top_k", "num_samples", "temperature", "weight_decay", "max_grad_norm", "beta")
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (the group is the baseline), got {self.num_generations}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.epsilon_high is not None and self.epsilon_high < 0:
+            raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
+
+    @property
+    def epsilon_low(self) -> float:
+        return self.epsilon
+
+    @property
+    def clip_high(self) -> float:
+        """epsilon_high with its default (epsilon) applied."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+    @property
+    def total_updates(self) -> int:
+        """Optimizer updates over the run (the scheduler's horizon)."""
+        return self.steps * self.num_iterations

@@ -1,0 +1,428 @@
+"""GRPO on accelerate: rollout -> verify -> rewards -> advantages -> loss -> step -> log.
+
+`run_grpo` reads top to bottom; the plumbing (set-up, sampling rounds, the update, checkpoints,
+metrics) lives in the helpers below it and in `checkpoint.py` / `metrics.py` / `batch.py`.
+
+Multi-process (accelerate launch): every process holds the same task stream, draws the global
+batch of B prompts and keeps its own B / num_processes of them, so groups never span processes,
+the data order does not depend on the number of processes, and a resumed run draws what the
+uninterrupted one would. Every process runs the same collectives in the same order; dynamic
+sampling decides its number of rounds with an all-reduce.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, LossNormalizer, compute_advantages
+from rlvr.config import to_dict
+from rlvr.rewards import RewardOutput, compute_rewards
+from rlvr.rollout import ENGINES, SamplingParams, make_engine
+from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
+from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume, step_dir_name
+from rlvr.trainer.config import GRPOConfig
+from rlvr.trainer.metrics import MetricsLogger, reduce_sum, resolve_trackers, sample_metrics
+
+RewardFn = Callable[..., RewardOutput]
+"""(examples (N), texts (N), lengths (N), truncated (N), RewardConfig) -> RewardOutput."""
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite losses or gradient norms."""
+
+
+def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator=None, *,
+             reward_fn: RewardFn = compute_rewards) -> dict:
+    """Train `policy` (rlvr.models.Policy) with GRPO on problems from `task` (a TaskSource).
+
+    Writes `output_dir/metrics.jsonl`, `samples.jsonl`, `checkpoints/step-XXXXXXXX/` and the final
+    model to `output_dir/model`. `resume`: None, "auto" (newest complete checkpoint, if any) or a
+    checkpoint path. Returns the metrics of the last step (plus `step`).
+    """
+    from rlvr.models import save_policy
+
+    _check_names(cfg)
+    output_dir = Path(output_dir)
+    t = _setup(policy, task, cfg, output_dir, accelerator)
+    acc, model, optimizer, scheduler = t.acc, t.model, t.optimizer, t.scheduler
+    state = TrainerState(world_size=acc.num_processes)
+    ckpt = Checkpointer(output_dir / "checkpoints", acc, cfg.keep_last)
+    resume_path = resolve_resume(resume, ckpt.root)
+    if resume_path is not None:
+        state = ckpt.load(resume_path, model=model, optimizer=optimizer, scheduler=scheduler, task=task)
+    logger = MetricsLogger(output_dir, acc, cfg.steps, state.step, cfg.log_every)
+    save = lambda: ckpt.save(state.step, model=model, policy=policy, save_policy=save_policy,  # noqa: E731
+                             optimizer=optimizer, scheduler=scheduler, task=task, state=state)
+
+    for step in range(state.step + 1, cfg.steps + 1):
+        t_start = time.perf_counter()
+        # rollout -> verify -> rewards (with dynamic sampling: more rounds until the batch is full)
+        samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
+        # advantages over the whole (gathered) batch, then this process's share
+        advantages, adv_metrics = global_advantages(acc, samples, cfg)
+        # loss -> step, num_iterations times on the same rollouts
+        t_train = time.perf_counter()
+        batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
+        train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
+        times["time/train"] = time.perf_counter() - t_train
+        times["time/step"] = time.perf_counter() - t_start
+
+        state.step = step
+        state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
+                         "lr": scheduler.get_last_lr()[0],
+                         "tokens_per_s": sampled_metrics["completions/tokens"] / times["time/step"]}
+        logger.log(step, state.metrics)
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            logger.log_samples(step, samples, cfg.num_samples, t.tokenizer)
+        if state.nonfinite_streak >= cfg.max_consecutive_nonfinite:
+            path = save()
+            raise NonFiniteError(
+                f"step {step}: {state.nonfinite_streak} consecutive updates had a non-finite loss or "
+                f"gradient norm (max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}); state saved "
+                f"to {path}. Lower learning_rate, check rewards for NaN, or set max_grad_norm.")
+        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+            save()
+
+    logger.close()
+    if acc.is_main_process:
+        save_policy(_with_model(policy, acc.unwrap_model(model)), output_dir / "model")
+    acc.wait_for_everyone()
+    acc.end_training()
+    return {"step": state.step, **state.metrics}
+
+
+# ----------------------------------------------------------------------------- set-up
+
+@dataclass
+class _Training:
+    """What the loop works with, built once by `_setup`."""
+
+    acc: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    engine: object
+    tokenizer: object
+    ref_model: torch.nn.Module | None
+    pad_id: int
+    sampling: SamplingParams
+    prompt_kwargs: dict
+
+
+def _check_names(cfg: GRPOConfig) -> None:
+    """Unknown registry names fail before any model work (each lists the valid names)."""
+    ADVANTAGES.get(cfg.advantage)
+    POLICY_LOSSES.get(cfg.loss_type)
+    KL_ESTIMATORS.get(cfg.kl_type)
+    if cfg.engine != "auto" and cfg.engine not in ENGINES:
+        raise ValueError(f"unknown rollout engine {cfg.engine!r}; valid: auto, {', '.join(sorted(ENGINES))}")
+    resolve_trackers(cfg.report_to)
+
+
+def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Training:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    trackers = resolve_trackers(cfg.report_to) if accelerator is None else []
+    acc = accelerator or Accelerator(
+        mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no",
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+    )
+    if cfg.prompts_per_step % acc.num_processes:
+        raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be a multiple of the "
+                         f"number of processes ({acc.num_processes}): groups never span processes")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed + acc.process_index)  # processes sample different completions
+    model, tokenizer = policy.model, policy.tokenizer
+    ref_model = _reference_model(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the policy has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  betas=tuple(cfg.adam_betas))
+    model, optimizer = acc.prepare(model, optimizer)
+    # Not passed to prepare: accelerate would step it once per process per update.
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
+                              num_training_steps=cfg.total_updates)
+    if ref_model is not None:
+        ref_model.to(acc.device)
+    if trackers:  # a caller-made accelerator brings its own trackers
+        acc.init_trackers("rlvr-grpo", config=_flat(to_dict(cfg)))
+    engine_name = cfg.engine
+    if engine_name == "auto":
+        engine_name = "fast" if acc.device.type == "cuda" and "fast" in ENGINES else "hf"
+    unwrapped = acc.unwrap_model(model)
+    engine = make_engine(engine_name, unwrapped, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop))
+    prompt_kwargs = {} if cfg.instruction is None else {"instruction": cfg.instruction}
+    return _Training(acc, model, optimizer, scheduler, engine, tokenizer, ref_model, pad_id,
+                     sampling, prompt_kwargs)
+
+
+def _reference_model(model, cfg: GRPOConfig):
+    """None when beta == 0 or for LoRA (the reference is the base with the adapter disabled);
+    otherwise a frozen copy of the initial policy."""
+    if cfg.beta == 0 or _is_peft(model):
+        return None
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _with_model(policy, model):
+    import dataclasses
+    return dataclasses.replace(policy, model=model)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- rollout -> rewards
+
+def collect_samples(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn):
+    """This process's B_local groups, scored, and the step's sampling metrics.
+
+    With dynamic sampling, groups whose rewards are all equal are set aside and more prompts are
+    drawn until every process has B_local informative groups or `max_sampling_rounds` is reached;
+    a process still short fills up with set-aside groups. The round count is agreed by all-reduce.
+    """
+    acc, g = t.acc, cfg.num_generations
+    b_local = cfg.prompts_per_step // acc.num_processes
+    times = {"time/generate": 0.0, "time/verify": 0.0}
+    every_round: list[Samples] = []
+    kept: list[Samples] = []
+    spare: list[Samples] = []
+    rounds = 0
+    for rounds in range(1, (cfg.max_sampling_rounds if cfg.dynamic_sampling else 1) + 1):
+        examples = _draw_prompts(task, cfg.prompts_per_step, acc)
+        samples = _sample_and_score(t, examples, cfg, reward_fn, times)
+        every_round.append(samples)
+        if not cfg.dynamic_sampling:
+            kept.append(samples)
+            break
+        groups = samples.group_rewards(g)
+        informative = [i for i, r in enumerate(groups) if max(r) != min(r)]
+        flat = [i for i in range(len(groups)) if i not in set(informative)]
+        kept.append(samples.select_groups(informative, g))
+        spare.append(samples.select_groups(flat, g))
+        short = max(0, b_local - sum(len(k) for k in kept) // g)
+        # every process must agree on whether to sample again (same number of collectives)
+        if reduce_sum(acc, [float(short)])[0] == 0:
+            break
+    batch = Samples.concat(kept + spare).select_groups(list(range(b_local)), g) if cfg.dynamic_sampling \
+        else kept[0]
+    metrics = sample_metrics(acc, Samples.concat(every_round), g, _metric_kinds(every_round))
+    if cfg.dynamic_sampling:
+        n_informative = sum(1 for r in batch.group_rewards(g) if max(r) != min(r))
+        kept_total, = reduce_sum(acc, [float(n_informative)])
+        metrics["dynamic_sampling/rounds"] = float(rounds)
+        metrics["dynamic_sampling/informative_frac"] = kept_total / cfg.prompts_per_step
+    return batch, metrics, times
+
+
+def _draw_prompts(task, global_b: int, acc) -> list:
+    """Every process draws the same global batch (same stream) and keeps its contiguous slice."""
+    examples = task.sample(global_b)
+    if len(examples) != global_b:
+        raise RuntimeError(f"task.sample({global_b}) returned {len(examples)} examples")
+    b_local = global_b // acc.num_processes
+    return examples[acc.process_index * b_local:(acc.process_index + 1) * b_local]
+
+
+def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: RewardFn, times) -> Samples:
+    from rlvr.tasks import render_prompt
+
+    g = cfg.num_generations
+    prompt_ids = [_encode(t.tokenizer, render_prompt(ex, t.tokenizer, cfg.template, **t.prompt_kwargs))
+                  for ex in examples]
+    t0 = time.perf_counter()
+    rollout = t.engine.generate(prompt_ids, g, t.sampling)
+    t1 = time.perf_counter()
+    per_seq_examples = [ex for ex in examples for _ in range(g)]
+    scored = reward_fn(per_seq_examples, rollout.texts, rollout.lengths, rollout.truncated, cfg.reward)
+    times["time/generate"] += t1 - t0
+    times["time/verify"] += time.perf_counter() - t1
+    if any(not math.isfinite(r) for r in scored.total):
+        warnings.warn("non-finite rewards; they are counted as 0")
+    return Samples(
+        examples=per_seq_examples,
+        prompt_ids=[p for p in prompt_ids for _ in range(g)],
+        completion_ids=rollout.completion_ids, texts=rollout.texts, truncated=rollout.truncated,
+        rewards=[r if math.isfinite(r) else 0.0 for r in scored.total],
+        per_verifier=scored.per_verifier, correct=scored.correct, reasons=scored.reasons,
+    )
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    # Chat templates already start with BOS; plain templates get the tokenizer's special tokens.
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt encodes to no tokens: {text!r}")
+    return ids
+
+
+def _metric_kinds(parts: list[Samples]) -> list[str]:
+    """The verifier kinds to report, identical on every process (a fixed list, not the data's)."""
+    import verifiers
+
+    return sorted(set(verifiers.available_kinds()) | {"format", "overlong"})
+
+
+def global_advantages(acc, samples: Samples, cfg: GRPOConfig):
+    """Advantages (N_local,) computed on the gathered global batch (batch-level std and metrics
+    see every process), then sliced back to this process's rows."""
+    rewards = torch.tensor(samples.rewards, dtype=torch.float32, device=acc.device)
+    everyone = acc.gather(rewards) if acc.num_processes > 1 else rewards
+    adv, metrics = compute_advantages(cfg.advantage, everyone.cpu(), cfg.num_generations)
+    n = len(samples)
+    mine = adv[acc.process_index * n:(acc.process_index + 1) * n]
+    # reward/* and frac_reward_zero_std are reported over every sampled completion instead
+    return mine, {k: v for k, v in metrics.items() if k.startswith("advantage/")}
+
+
+# ----------------------------------------------------------------------------- loss -> step
+
+def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cfg: GRPOConfig,
+                   state: TrainerState) -> dict[str, float]:
+    """num_iterations optimizer updates on one batch; returns the metrics of the updates."""
+    from rlvr.kernels import token_logprobs
+
+    acc, model = t.acc, t.model
+    normalizer = _normalizer(acc, batch, cfg)
+    weight = output_weight(acc.unwrap_model(model))
+    old_logp = ref_logp = None
+    with torch.no_grad():
+        if cfg.num_iterations > 1:  # the ratio's denominator: the policy that sampled
+            old_logp = _logprobs(model, batch, weight, cfg, acc, token_logprobs)
+        if cfg.beta > 0:
+            ref_logp = _reference_logprobs(t, batch, cfg, token_logprobs)
+    totals: dict[str, list[float]] = {}
+    for _ in range(cfg.num_iterations):
+        m = _update(t, batch, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
+        for k, v in m.items():
+            totals.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in totals.items()}
+
+
+def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, normalizer, weight,
+            cfg: GRPOConfig, state: TrainerState) -> dict[str, float]:
+    """One optimizer update: accumulate gradients over micro-batches, clip, step (or skip)."""
+    from rlvr.kernels import fused_policy_loss
+
+    acc, model, optimizer = t.acc, t.model, t.optimizer
+    model.train()
+    n = batch.targets.shape[0]
+    mb = cfg.micro_batch_size or n
+    starts = list(range(0, n, mb))
+    loss_sum, metric_sums = 0.0, {}
+    for j, s in enumerate(starts):
+        rows = slice(s, s + mb)
+        part = batch.rows(rows)
+        # gradient all-reduce only on the last micro-batch (identical count on every process)
+        sync = contextlib.nullcontext() if j == len(starts) - 1 else acc.no_sync(model)
+        with sync, acc.autocast():
+            hidden = completion_hidden(model, part)
+            loss, m = fused_policy_loss(
+                _temper(hidden, cfg), weight, part.targets, part.mask, advantages[rows],
+                None if old_logp is None else old_logp[rows], None if ref_logp is None else ref_logp[rows],
+                loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.clip_high,
+                beta=cfg.beta, kl_type=cfg.kl_type, normalizer=normalizer,
+                max_completion_length=cfg.max_new_tokens, backend=cfg.kernels)
+            acc.backward(loss)
+        loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
+        for k, v in m.items():
+            metric_sums[k] = metric_sums.get(k, 0.0) + v
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+    grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
+    # the loss summed over processes: every process must take the same skip decision
+    (global_loss,) = reduce_sum(acc, [loss_sum])
+    finite = math.isfinite(global_loss) and math.isfinite(grad_norm)
+    if finite:
+        optimizer.step()
+        state.nonfinite_streak = 0
+    else:
+        state.nonfinite_streak += 1
+        warnings.warn(f"non-finite loss ({global_loss}) or grad norm ({grad_norm}): update skipped "
+                      f"({state.nonfinite_streak} in a row)")
+    optimizer.zero_grad(set_to_none=True)
+    t.scheduler.step()
+    metrics = _average_loss_metrics(acc, metric_sums, len(starts))
+    metrics.update({"loss": global_loss / acc.num_processes,  # each process's loss carries x num_processes
+                    "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0})
+    return metrics
+
+
+def _average_loss_metrics(acc, sums: dict[str, float], n_micro: int) -> dict[str, float]:
+    """loss/* are shares of the global loss (sum them); the rest are means (average them)."""
+    keys = sorted(sums)  # the same keys on every process: same loss and options everywhere
+    reduced = reduce_sum(acc, [sums[k] for k in keys])
+    out = {}
+    for k, v in zip(keys, reduced):
+        if k.startswith("loss/"):
+            out[k] = v / acc.num_processes  # each share carries a x num_processes factor
+        else:
+            out[k] = v / (n_micro * acc.num_processes)
+    return out
+
+
+def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:
+    local_tokens = float(batch.mask.sum().item())  # host sync, once per step
+    seqs, tokens = reduce_sum(acc, [float(batch.targets.shape[0]), local_tokens])
+    return LossNormalizer(num_sequences=seqs, num_tokens=max(tokens, 1.0),
+                          num_local_tokens=max(local_tokens, 1.0), num_processes=acc.num_processes)
+
+
+def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
+    """logits / tau = (hidden / tau) W^T: the loss scores the distribution that was sampled."""
+    return hidden / cfg.temperature if cfg.temperature > 0 else hidden
+
+
+def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logprobs) -> torch.Tensor:
+    """(N, T) log-probs of the completion tokens under `model`, no grad, in micro-batches."""
+    mb = cfg.micro_batch_size or batch.targets.shape[0]
+    out = []
+    for s in range(0, batch.targets.shape[0], mb):
+        part = batch.rows(slice(s, s + mb))
+        with acc.autocast():
+            hidden = completion_hidden(model, part)
+            logp, _ = token_logprobs(_temper(hidden, cfg), weight, part.targets, mask=part.mask,
+                                     backend=cfg.kernels)
+        out.append(logp.float())
+    return torch.cat(out)
+
+
+def _reference_logprobs(t: _Training, batch: TrainBatch, cfg: GRPOConfig, token_logprobs) -> torch.Tensor:
+    if t.ref_model is not None:
+        return _logprobs(t.ref_model, batch, output_weight(t.ref_model), cfg, t.acc, token_logprobs)
+    unwrapped = t.acc.unwrap_model(t.model)  # LoRA: the base model is the reference
+    with unwrapped.disable_adapter():
+        return _logprobs(unwrapped, batch, output_weight(unwrapped), cfg, t.acc, token_logprobs)
+
+
+__all__ = ["GRPOConfig", "NonFiniteError", "run_grpo", "step_dir_name"]
