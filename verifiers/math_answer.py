@@ -1,0 +1,118 @@
+"""The `math` kind: extract the final answer, then decide equivalence with the reference.
+
+Plain numbers are compared exactly in the calling process (the fast path: no sympy, no worker).
+Anything else goes to math-verify inside a pooled worker process that is killed at the deadline,
+because sympy can compute for hours on inputs like ``9^{9^{9^9}}`` and math-verify's own timeout
+uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Sequence
+
+from verifiers.extract import DEFAULT_STRATEGIES, check_strategies, extract_answer
+from verifiers.plain_numbers import parse_number, same_number
+from verifiers.registry import register_verifier
+from verifiers.result import VerifyResult, full, zero
+
+DEFAULT_REL_TOL = 1e-6
+
+
+def check_math_reference(reference: Any) -> None:
+    if isinstance(reference, bool) or not isinstance(reference, (str, int, float)):
+        raise ValueError(f"math reference must be a string (LaTeX or plain), got {type(reference).__name__}")
+    if isinstance(reference, str) and not reference.strip():
+        raise ValueError("math reference is an empty string")
+
+
+def math_fast_path(
+    completion: str,
+    reference: str,
+    *,
+    extract: Sequence[str] = DEFAULT_STRATEGIES,
+    rel_tol: float = DEFAULT_REL_TOL,
+) -> VerifyResult | None:
+    """The answer when it needs no sympy (no answer found, or two plain numbers); else None."""
+    answer = extract_answer(completion, extract)
+    if answer is None:
+        return zero("no answer found")
+    gold, pred = parse_number(str(reference)), parse_number(answer)
+    if gold is None or pred is None:
+        return None
+    return full(answer) if same_number(pred, gold, rel_tol) else zero("wrong answer", answer)
+
+
+@register_verifier("math", isolation="worker", fast_path=math_fast_path, check_reference=check_math_reference)
+def verify_math(
+    completion: str,
+    reference: str,
+    *,
+    extract: Sequence[str] = DEFAULT_STRATEGIES,
+    rel_tol: float = DEFAULT_REL_TOL,
+) -> VerifyResult:
+    """Score 1 when the completion's final answer equals the reference mathematically.
+
+    Options: ``extract`` (strategy names for `extract_answer`, in order) and ``rel_tol`` (relative
+    tolerance between two non-integer numbers; integers must match exactly).
+
+    >>> verify_math(r"... so the area is \\boxed{\\frac{1}{2}}", "0.5").score
+    1.0
+    >>> verify_math("<answer>x = 5</answer>", "5").reason
+    'correct'
+    >>> verify_math("The answer is 0.0000001", "0.0000002").reason
+    'wrong answer'
+    """
+    check_strategies(extract)
+    fast = math_fast_path(completion, reference, extract=extract, rel_tol=rel_tol)
+    if fast is not None:
+        return fast
+    answer = extract_answer(completion, extract)
+    assert answer is not None  # the fast path returns "no answer found" itself
+    equal, reason = latex_equivalent(answer, str(reference), rel_tol)
+    return full(answer) if equal else zero(reason, answer)
+
+
+def latex_equivalent(answer: str, reference: str, rel_tol: float = DEFAULT_REL_TOL) -> tuple[bool, str]:
+    """(equal?, reason) by math-verify, with two guards against its false positives.
+
+    Runs without math-verify's signal-based timeouts: call it only where the caller can kill the
+    process (a worker of `verifiers.pool`).
+    """
+    from math_verify import parse, verify  # heavy (sympy): imported only inside workers
+
+    gold = parse(_as_latex(reference), parsing_timeout=None)
+    pred = parse(_as_latex(answer), parsing_timeout=None)
+    if not gold:
+        return False, f"unparsable reference: {reference[:80]}"
+    if not pred:
+        return False, "unparsable answer"
+    guarded = _guard(pred[0], gold[0], rel_tol)
+    if guarded is not None:
+        return guarded
+    if verify(gold, pred, timeout_seconds=None):
+        return True, "correct"
+    return False, "wrong answer"
+
+
+def _as_latex(text: str) -> str:
+    if "$" in text or "\\boxed" in text or "\\(" in text or "\\[" in text:
+        return text
+    return f"${text}$"
+
+
+def _guard(pred: Any, gold: Any, rel_tol: float) -> tuple[bool, str] | None:
+    """Our decision where math-verify is known to be wrong; None to let it decide.
+
+    - Two numbers: math-verify rounds to 6 digits, so 1e-7 equals 2e-7 (REFERENCE.md pitfall 7).
+    - An equation against a value: math-verify compares the right-hand side only, so
+      ``x^2 = 25`` or ``x + y = 2`` would "equal" 25 or 2. Accept ``x = 5`` style only.
+    """
+    import sympy
+
+    if getattr(pred, "is_Number", False) and getattr(gold, "is_Number", False):
+        a, b = Fraction(str(pred)), Fraction(str(gold))
+        return (True, "correct") if same_number(a, b, rel_tol) else (False, "wrong answer")
+    for side, other in ((pred, gold), (gold, pred)):
+        if isinstance(side, sympy.Eq) and not isinstance(other, sympy.Eq) and not side.lhs.is_Symbol:
+            return False, "wrong answer: an equation is not a value"
+    return None
