@@ -121,8 +121,14 @@ def _accumulate_grad_weight(acc: torch.Tensor, dlogits: torch.Tensor, h: torch.T
 def _check_cuda(hidden: torch.Tensor, weight: torch.Tensor) -> None:
     if not hidden.is_cuda or not weight.is_cuda:
         raise ValueError("the triton backend needs CUDA tensors; use backend='torch' on the CPU")
-    if hidden.dtype != weight.dtype:
-        raise ValueError(f"hidden ({hidden.dtype}) and weight ({weight.dtype}) must have one dtype")
+
+
+def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The operands' dtype for the matmuls: autocast's when it is on (the trainer's bf16 context
+    with fp32 weights), else the wider of the two inputs' dtypes."""
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return torch.promote_types(hidden.dtype, weight.dtype)
 
 
 # ----------------------------------------------------------------------------- token log-probs
@@ -139,9 +145,12 @@ def token_logprobs(
     _check_cuda(hidden, weight)
     n, t = targets.shape
     vocab = weight.shape[0]
-    chunk_size = chunk_size or default_chunk_rows(vocab, hidden.element_size())
-    with torch.no_grad():
+    dtype = _matmul_dtype(hidden, weight)
+    chunk_size = chunk_size or default_chunk_rows(vocab, dtype.itemsize)
+    # autocast off: the out= matmuls below must run in `dtype`, chosen above
+    with torch.no_grad(), torch.autocast("cuda", enabled=False):
         index, rows, rows_targets = _valid_rows(hidden, weight, targets, mask)
+        rows, weight = rows.to(dtype), weight.to(dtype)
         m = rows.shape[0]
         logp, lse, entropy = (rows.new_empty(m, dtype=torch.float32) for _ in range(3))
         buffer = rows.new_empty(min(chunk_size, max(m, 1)), vocab)
@@ -162,14 +171,15 @@ class _PrecomputedGrads(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows_hidden, weight, loss, grad_rows, grad_weight):
         ctx.save_for_backward(grad_rows, grad_weight)
-        ctx.weight_dtype = weight.dtype
+        ctx.dtypes = rows_hidden.dtype, weight.dtype
         return loss.detach().clone()
 
     @staticmethod
     def backward(ctx, grad_output):
         grad_rows, grad_weight = ctx.saved_tensors
-        gh = (grad_rows * grad_output).to(grad_rows.dtype) if ctx.needs_input_grad[0] else None
-        gw = (grad_weight * grad_output).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        hidden_dtype, weight_dtype = ctx.dtypes
+        gh = (grad_rows * grad_output).to(hidden_dtype) if ctx.needs_input_grad[0] else None
+        gw = (grad_weight * grad_output).to(weight_dtype) if ctx.needs_input_grad[1] else None
         return gh, gw, None, None, None
 
 
@@ -229,7 +239,8 @@ def fused_policy_loss(
                            kl_type=kl_type, max_completion_length=max_completion_length)
     n, t = targets.shape
     vocab = weight.shape[0]
-    chunk_size = chunk_size or default_chunk_rows(vocab, hidden.element_size())
+    dtype = _matmul_dtype(hidden, weight)
+    chunk_size = chunk_size or default_chunk_rows(vocab, dtype.itemsize)
     index, rows_hidden, rows_targets = _valid_rows(hidden, weight, targets, mask)
     # host sync: chunk boundaries at whole sequences need each sequence's valid-token count
     rows_per_seq = (mask > 0).sum(dim=1).tolist()
@@ -237,8 +248,10 @@ def fused_policy_loss(
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     norm = _global_normalizer(normalizer, n, m)
 
-    with torch.no_grad():
-        h = rows_hidden.detach()
+    # autocast off: the out= matmuls below must run in `dtype`, chosen above
+    with torch.no_grad(), torch.autocast("cuda", enabled=False):
+        h = rows_hidden.detach().to(dtype)
+        w = weight.detach().to(dtype)  # a copy only when autocast or mixed inputs ask for one
         logp, lse, entropy = (h.new_empty(m, dtype=torch.float32) for _ in range(3))
         grad_rows = torch.empty_like(h) if need_grad and hidden.requires_grad else None
         grad_weight = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
@@ -248,7 +261,7 @@ def fused_policy_loss(
         buffer = h.new_empty(largest, vocab)
         for s0, s1, r0, r1 in _chunks_of_sequences(rows_per_seq, chunk_size):
             logits = buffer[: r1 - r0]
-            torch.mm(h[r0:r1], weight.T, out=logits)
+            torch.mm(h[r0:r1], w.T, out=logits)
             _row_stats(logits, rows_targets[r0:r1], logp[r0:r1], lse[r0:r1], entropy[r0:r1])
             if not need_grad:
                 continue
@@ -258,7 +271,7 @@ def fused_policy_loss(
             loss_sum += chunk_loss
             _dlogits_(logits, rows_targets[r0:r1], lse[r0:r1], coef)
             if grad_rows is not None:
-                torch.mm(logits, weight, out=grad_rows[r0:r1])
+                torch.mm(logits, w, out=grad_rows[r0:r1])
             if grad_weight is not None:
                 _accumulate_grad_weight(grad_weight, logits, h[r0:r1])
         del buffer
