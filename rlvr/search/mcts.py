@@ -10,7 +10,7 @@ Node = a partial solution (steps). Each simulation:
               by the verifier (`value: rollout`, rStar-Math style);
   backprop    add each child's value to every node on the path to the root.
 The budget is `simulations`, and optionally `max_tokens` generated policy tokens (checked between
-simulations). The answer is the finished node with the highest mean value Q; if no node finished,
+simulations); the search also ends when every leaf is terminal (the tree is exhausted). The answer is the finished node with the highest mean value Q; if no node finished,
 the most visited path is completed with one sample.
 """
 from __future__ import annotations
@@ -72,6 +72,12 @@ class Node:
     def terminal(self, max_depth: int) -> bool:
         return self.path.finished or len(self.path.steps) >= max_depth
 
+    def exhausted(self, max_depth: int) -> bool:
+        """Nothing left to expand below this node (every leaf under it is terminal)."""
+        if not self.children:
+            return self.terminal(max_depth)
+        return all(ch.exhausted(max_depth) for ch in self.children)
+
 
 def puct(parent: Node, child: Node, cfg: MCTSConfig) -> float:
     c = math.log((1 + parent.visits + cfg.c_base) / cfg.c_base) + cfg.c_init
@@ -79,9 +85,12 @@ def puct(parent: Node, child: Node, cfg: MCTSConfig) -> float:
 
 
 def select(root: Node, cfg: MCTSConfig) -> Node:
+    """Walk down by PUCT, skipping exhausted subtrees (revisiting them would spend a simulation
+    on nothing new)."""
     node = root
     while node.children and not node.terminal(cfg.max_depth):
-        node = max(node.children, key=lambda ch: puct(node, ch, cfg))
+        open_children = [ch for ch in node.children if not ch.exhausted(cfg.max_depth)]
+        node = max(open_children or node.children, key=lambda ch: puct(node, ch, cfg))
     return node
 
 
@@ -123,6 +132,9 @@ def mcts(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> SearchResult:
     root = Node(Path())
     spent = sims = 0
     for sims in range(1, cfg.simulations + 1):
+        if root.exhausted(cfg.max_depth):
+            sims -= 1
+            break  # the whole tree is explored
         leaf = select(root, cfg)
         if leaf.terminal(cfg.max_depth):
             backprop(leaf, leaf.q)  # a finished solution: its value is already known
@@ -141,7 +153,7 @@ def mcts(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> SearchResult:
     spent += extra
     return SearchResult(
         answer=extract(best), text=best, tokens_spent=spent,
-        details={"simulations": sims, "tree_size": _size(root), "root_visits": root.visits},
+        details={"simulations": sims, "exhausted": root.exhausted(cfg.max_depth), "tree_size": _size(root), "root_visits": root.visits},
     )
 
 

@@ -1,0 +1,84 @@
+"""Command-line plumbing shared by `rlvr search`, `rlvr generate` and `rlvr eval`:
+load the policy and reward models, build the search context, draw problems from a task."""
+from __future__ import annotations
+
+import argparse
+import codecs
+
+from rlvr.search.base import Problem, SearchError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("policy and scorers")
+    g.add_argument("--model", default="tiny", help="policy: a run's model dir, a hub name, 'tiny' or 'smollm2-135m'")
+    g.add_argument("--orm", help="directory of a trained ORM (loads scorer 'orm')")
+    g.add_argument("--prm", help="directory of a trained PRM (loads scorer 'prm')")
+    g.add_argument("--judge", help="a causal LM used as LLM-as-a-judge (loads scorer 'judge')")
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    s = parser.add_argument_group("generation")
+    s.add_argument("--template", default="r1", help="prompt template (rlvr.tasks.render_prompt)")
+    s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    s.add_argument("--max-new-tokens", type=int, default=128, help="cap on a solution's tokens")
+    s.add_argument("--max-step-tokens", type=int, default=48, help="cap on one step's tokens")
+    s.add_argument("--step-separator", default="\\n\\n",
+                   help="text ending a step, backslash escapes allowed (default: a blank line, '\\n\\n')")
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("problems")
+    g.add_argument("--task", default="arithmetic", help="task name (rlvr.tasks.make_task)")
+    g.add_argument("--difficulty", default="1", help="difficulty levels, comma-separated (e.g. 1,2,3)")
+    g.add_argument("--num-problems", type=int, default=20, help="held-out problems per difficulty level")
+    g.add_argument("--task-seed", type=int, default=0, help="seed of the task generator")
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise SearchError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise SearchError(f"{what}: expected positive integers, got {text!r}")
+    return values
+
+
+def build_context(args):
+    """(SearchContext, Policy) from parsed arguments."""
+    import torch
+
+    from rlvr.models import ModelConfig, load_policy
+    from rlvr.reward_models.model import load_reward_model
+    from rlvr.rollout import make_engine
+    from rlvr.search.context import GenerationConfig, SearchContext
+    from rlvr.search.scorers import RewardModelScorer
+
+    torch.manual_seed(args.seed)
+    policy = load_policy(ModelConfig(name_or_path=args.model), device=args.device)
+    generation = GenerationConfig(
+        temperature=args.temperature, max_new_tokens=args.max_new_tokens, max_step_tokens=args.max_step_tokens,
+        step_separator=codecs.decode(args.step_separator, "unicode_escape"),
+    )
+    scorers = {}
+    for kind in ("orm", "prm"):
+        path = getattr(args, kind, None)
+        if path:
+            scorers[kind] = RewardModelScorer(load_reward_model(path, expect=kind, device=str(policy.device)))
+    if getattr(args, "judge", None):
+        from rlvr.search.judge import JudgeScorer
+
+        judge = load_policy(ModelConfig(name_or_path=args.judge), device=args.device)
+        scorers["judge"] = JudgeScorer(judge.model, judge.tokenizer)
+    engine = make_engine("hf", policy.model, policy.tokenizer)
+    return SearchContext(engine, policy.tokenizer, generation, scorers), policy
+
+
+def load_problems(args, tokenizer) -> list[Problem]:
+    from rlvr.tasks import make_task, render_prompt
+
+    problems = []
+    for level in parse_ints(args.difficulty, "--difficulty"):
+        task = make_task(args.task, seed=args.task_seed, difficulty=level)
+        for ex in task.held_out(args.num_problems):
+            problems.append(Problem(render_prompt(ex, tokenizer, template=args.template), ex))
+    return problems

@@ -1,0 +1,182 @@
+"""Each search method on the toy policy with the real math verifier.
+
+The toy writes the lone answer "7" in about 5% of samples, so a method that spends enough
+compute finds the known answer, and one sample usually does not.
+"""
+import pytest
+import torch
+
+from rlvr.search import (
+    AdaptiveConfig,
+    BeamSearchConfig,
+    BestOfNConfig,
+    DVTSConfig,
+    MCTSConfig,
+    MajorityVoteConfig,
+    SearchError,
+    ThinkingConfig,
+    WeightedVoteConfig,
+    available_methods,
+    run_search,
+)
+from rlvr.search.base import register_search
+from toy_setup import toy_context, toy_policy, toy_problem
+
+PROBLEM = toy_problem(3, 4)
+
+
+def test_registry_lists_every_method_and_rejects_unknown_and_duplicate_names():
+    assert {"best_of_n", "majority_vote", "weighted_vote", "beam_search", "dvts", "mcts", "adaptive",
+            "thinking"} <= set(available_methods())
+    with pytest.raises(SearchError, match="unknown search method 'beem'.*beam_search"):
+        run_search("beem", PROBLEM, None)
+    with pytest.raises(ValueError, match="already registered"):
+        register_search("best_of_n", BestOfNConfig, "again")(lambda *a: None)
+
+
+def test_best_of_n_with_verifier_finds_the_answer_only_with_budget(ctx):
+    big = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=128, scorer="verifier"))
+    assert big.answer == "7"
+    # One sample rarely hits: over 8 tries at N=1, at most 2 are right.
+    hits = sum(run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=1, scorer="verifier")).answer == "7"
+               for _ in range(8))
+    assert hits <= 2
+
+
+def test_best_of_n_token_accounting_adds_up(ctx):
+    start = ctx.generated_tokens
+    result = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=16, scorer="verifier"))
+    assert len(result.details["sample_tokens"]) == 16
+    assert result.tokens_spent == sum(result.details["sample_tokens"]) == ctx.generated_tokens - start
+    assert result.details["scored_tokens"] == 0  # a verifier reads no tokens
+    assert result.details["scores"][result.details["chosen"]] == max(result.details["scores"])
+
+
+def test_majority_vote_returns_the_most_common_answer(ctx):
+    result = run_search("majority_vote", PROBLEM, ctx, MajorityVoteConfig(n=32))
+    answers = [a for a in result.details["answers"] if a is not None]
+    top = max(set(answers), key=answers.count)
+    assert answers.count(result.answer) == answers.count(top)
+    assert result.details["share"] == pytest.approx(answers.count(result.answer) / len(answers))
+    assert result.tokens_spent == sum(result.details["sample_tokens"])
+
+
+def test_weighted_vote_with_verifier_weights_picks_the_verified_answer(ctx):
+    result = run_search("weighted_vote", PROBLEM, ctx, WeightedVoteConfig(n=128, scorer="verifier"))
+    assert result.answer == "7"
+    assert result.details["share"] == 1.0  # only correct samples carry weight
+
+
+@pytest.mark.parametrize(
+    "method, cfg",
+    [
+        ("beam_search", BeamSearchConfig(beam_width=8, expansions=8, max_steps=3, scorer="verifier")),
+        ("dvts", DVTSConfig(subtrees=8, expansions=8, max_steps=3, scorer="verifier")),
+        ("mcts", MCTSConfig(simulations=24, expansions=8, max_depth=3, scorer="verifier")),
+        ("mcts", MCTSConfig(simulations=24, expansions=8, max_depth=3, value="rollout")),
+    ],
+)
+def test_tree_search_reaches_the_known_answer_with_budget(ctx, method, cfg):
+    result = run_search(method, PROBLEM, ctx, cfg)
+    assert result.answer == "7", result.text
+    assert result.tokens_spent > 0
+
+
+def test_beam_search_keeps_only_scored_text_and_counts_tokens(toy):
+    # Spy scorer: records every text it is asked about; the answer must be one of them.
+    seen = []
+
+    class Spy:
+        name = "spy"
+
+        def score(self, problem, texts, aggregation="last"):
+            seen.extend(texts)
+            return [float(len(t)) for t in texts]  # prefer longer paths
+
+        def num_tokens(self, problem, texts):
+            return sum(len(t) for t in texts)
+
+    torch.manual_seed(1)
+    ctx = toy_context(*toy, scorers={"spy": Spy()})
+    result = run_search("beam_search", PROBLEM, ctx, BeamSearchConfig(beam_width=2, expansions=3, max_steps=4, scorer="spy"))
+    assert result.text in seen  # no unscored lookahead: the returned text is exactly a scored one
+    assert result.details["scored_tokens"] == sum(len(t) for t in seen)
+    assert result.tokens_spent == ctx.generated_tokens
+
+
+def test_search_respects_the_solution_token_cap(toy):
+    torch.manual_seed(2)
+    ctx = toy_context(*toy, max_new_tokens=3, max_step_tokens=2)
+    for method, cfg in [("beam_search", BeamSearchConfig(beam_width=2, expansions=2, max_steps=10, scorer="verifier")),
+                        ("dvts", DVTSConfig(subtrees=2, expansions=2, max_steps=10, scorer="verifier"))]:
+        result = run_search(method, PROBLEM, ctx, cfg)
+        assert len(toy[1](result.text, add_special_tokens=False)["input_ids"]) <= 3
+
+
+def test_mcts_token_budget_stops_the_search():
+    torch.manual_seed(3)
+    ctx = toy_context(*toy_policy(eos_bias=-1e4), max_new_tokens=200, max_step_tokens=4)  # never ends early
+    result = run_search("mcts", PROBLEM, ctx, MCTSConfig(simulations=1000, max_tokens=20, expansions=2,
+                                                         max_depth=50, scorer="verifier"))
+    assert result.details["simulations"] < 1000 and not result.details["exhausted"]
+    assert result.tokens_spent >= 20
+
+
+def test_mcts_stops_when_the_tree_is_exhausted(toy):
+    torch.manual_seed(4)
+    ctx = toy_context(*toy, max_new_tokens=2, max_step_tokens=2)
+    result = run_search("mcts", PROBLEM, ctx, MCTSConfig(simulations=1000, expansions=2, scorer="verifier"))
+    assert result.details["exhausted"] and result.details["simulations"] < 1000
+
+
+def test_adaptive_stops_at_the_cheapest_level_that_passes_its_check(ctx):
+    cfg = AdaptiveConfig(check="verifier", token_budget=2000,
+                         beam=BeamSearchConfig(beam_width=1, expansions=2, max_steps=2, scorer="verifier"),
+                         best_of_n=BestOfNConfig(n=128, scorer="verifier"))
+    levels = [run_search("adaptive", PROBLEM, ctx, cfg) for _ in range(4)]
+    for r in levels:
+        assert r.details["level"] in ("single", "beam_search", "best_of_n")
+        assert r.tokens_spent == sum(r.details["tokens_per_level"].values())
+        if r.details["accepted"]:
+            assert r.answer == "7"
+    assert any(r.details["level"] != "single" for r in levels)  # a 5% single sample must escalate
+    assert all(r.answer == "7" for r in levels if r.details["level"] == "best_of_n")
+
+
+def test_adaptive_stays_within_a_small_budget(ctx):
+    cfg = AdaptiveConfig(check="verifier", token_budget=1,
+                         beam=BeamSearchConfig(scorer="verifier"), best_of_n=BestOfNConfig(scorer="verifier"))
+    result = run_search("adaptive", PROBLEM, ctx, cfg)
+    assert list(result.details["tokens_per_level"]) == ["single"]
+
+
+def test_thinking_budget_caps_thinking_and_forces_the_answer(ctx):
+    # The toy never writes </think>: the cap closes the tag and the answer follows.
+    result = run_search("thinking", PROBLEM, ctx, ThinkingConfig(budget=3, answer_tokens=2))
+    assert result.details["thinking_tokens"] <= 3
+    assert result.details["forced_close"] or "</think>" in result.text
+    assert result.text.startswith("<think>")
+    assert result.tokens_spent == ctx.generated_tokens
+
+
+@pytest.mark.parametrize(
+    "method, cfg, match",
+    [
+        ("best_of_n", BestOfNConfig(n=0), "best_of_n.n must be >= 1"),
+        ("majority_vote", MajorityVoteConfig(n=0), "majority_vote.n must be >= 1"),
+        ("beam_search", BeamSearchConfig(beam_width=0), "beam_search.beam_width must be >= 1"),
+        ("dvts", DVTSConfig(expansions=0), "dvts.expansions must be >= 1"),
+        ("mcts", MCTSConfig(simulations=0), "mcts.simulations must be >= 1"),
+        ("adaptive", AdaptiveConfig(token_budget=0), "adaptive.token_budget must be >= 1"),
+        ("thinking", ThinkingConfig(budget=0), "thinking.budget must be >= 1"),
+        ("best_of_n", BestOfNConfig(n=2, scorer="prm"), "scorer 'prm' is not loaded; loaded: verifier"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(ctx, method, cfg, match):
+    with pytest.raises(SearchError, match=match):
+        run_search(method, PROBLEM, ctx, cfg)
+
+
+def test_wrong_config_type_is_refused(ctx):
+    with pytest.raises(SearchError, match="best_of_n takes a BestOfNConfig, got BeamSearchConfig"):
+        run_search("best_of_n", PROBLEM, ctx, BeamSearchConfig())
