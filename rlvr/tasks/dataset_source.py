@@ -109,10 +109,12 @@ def _load_split(source: str | dict[str, str], split: str, subset: str | None):
 
 
 def _field(row: dict, name: str, index: int, where: str) -> str:
-    value = row.get(name)
     if name not in row:
         raise DatasetRowError(f"{where} row {index}: field {name!r} is missing; columns are {sorted(row)}")
-    if value is None or (isinstance(value, str) and not value.strip()):
+    value = row[name]
+    if value is None:  # datasets fills a column absent from some rows with None
+        raise DatasetRowError(f"{where} row {index}: field {name!r} is missing (null)")
+    if isinstance(value, str) and not value.strip():
         raise DatasetRowError(f"{where} row {index}: field {name!r} is empty")
     return value if isinstance(value, str) else str(value)
 
@@ -182,6 +184,16 @@ class DatasetSource:
     @property
     def difficulty(self) -> int | list[int]:
         return self._levels[0] if len(self._levels) == 1 else list(self._levels)
+
+    @property
+    def num_train(self) -> int:
+        """Training rows at the current difficulty (one epoch)."""
+        return len(self._pool)
+
+    @property
+    def num_held_out(self) -> int:
+        """Held-out rows at the current difficulty (the most `held_out(n)` can give)."""
+        return sum(ex.difficulty in self._levels for ex in self._held)
 
     def set_difficulty(self, level: int | list[int]) -> None:
         levels = [level] if isinstance(level, int) else list(level)
