@@ -10,7 +10,7 @@ checks "every sequence finished?" once every `check_every` steps.
 How: the engine runs the model's own modules (embed_tokens, per layer input_layernorm, q/k/v/o
 projections, RoPE from the model's rotary_emb, post_attention_layernorm, mlp; norm, lm_head) on a
 preallocated cache of shape (N, kv_heads, S, D) per layer. Prompts are left-padded to P, so every
-sequence writes column P + s at step s; a per-sequence additive bias (N, 1, 1, S) masks padding
+sequence writes column P + s at step s; a per-sequence additive bias (N, kv, 1, S) masks padding
 and unwritten columns. The weights are used in place (the graph reads the parameters' storage),
 so optimizer steps are seen by the next rollout without a copy; LoRA layers (peft) work as is.
 
@@ -90,7 +90,8 @@ class _DecodeState:
         # zeros, not empty: masked columns get probability 0, and 0 * NaN garbage would be NaN
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in parts.layers]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in parts.layers]
-        self.bias = torch.full((n, 1, 1, length), float("-inf"), device=device)  # (N, 1, 1, S)
+        # additive attention mask (N, kv, 1, S) in the model dtype: 0 visible, -inf not (yet)
+        self.bias = torch.full((n, parts.kv_heads, 1, length), float("-inf"), dtype=dtype, device=device)
         self.tokens = torch.zeros(n, dtype=torch.long, device=device)  # last sampled token
         self.pos = torch.zeros(n, dtype=torch.long, device=device)  # its position id
         self.col = torch.zeros(1, dtype=torch.long, device=device)  # its cache column
@@ -123,21 +124,30 @@ def _qkv(parts: _Parts, layer, h: torch.Tensor, lead: tuple[int, ...]):
 
 
 def decode_forward(parts: _Parts, tokens, pos, col, bias, k_cache: list, v_cache: list) -> torch.Tensor:
-    """One token for each of N sequences -> logits (N, V) fp32; writes K/V at column `col`."""
+    """One token for each of N sequences -> logits (N, V) fp32; writes K/V at column `col`.
+
+    Written for few kernels per layer (the step is launch-bound at these sizes): RoPE on q and k
+    together, and attention as baddbmm (scale and mask bias in the GEMM) + softmax + bmm. The
+    cache writes are index_put_ (`cache[..., col] = ...`), which torch.compile keeps in place.
+    """
     n = tokens.shape[0]
-    group = parts.heads // parts.kv_heads
+    heads, kv, d = parts.heads, parts.kv_heads, parts.head_dim
+    group = heads // kv
+    length = bias.shape[-1]
     x = parts.embed(tokens)  # (N, H)
     cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D): broadcasts over heads
-    bias.index_fill_(3, col, 0.0)  # the column written below becomes visible
+    bias[:, :, :, col] = 0.0  # the column written below becomes visible
+    scores_bias = bias.view(n * kv, 1, length)  # (N*kv, 1, S): broadcasts over the group
     for i, layer in enumerate(parts.layers):
         q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (n,))
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-        k_cache[i].index_copy_(2, col, k.unsqueeze(2))
-        v_cache[i].index_copy_(2, col, v.unsqueeze(2))
-        qg = q.view(n, parts.kv_heads, group, parts.head_dim)  # GQA: the group shares one K/V head
-        scores = torch.matmul(qg, k_cache[i].transpose(2, 3)).float() * parts.scaling + bias  # (N, kv, g, S)
-        probs = scores.softmax(dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v_cache[i]).reshape(n, parts.heads * parts.head_dim)
+        qk = _rope(torch.cat((q, k), dim=1), cos, sin)  # (N, heads + kv, D)
+        k_cache[i][:, :, col] = qk[:, heads:].unsqueeze(2)
+        v_cache[i][:, :, col] = v.unsqueeze(2)
+        qg = qk[:, :heads].reshape(n * kv, group, d)  # GQA: a group of heads shares one K/V head
+        keys = k_cache[i].view(n * kv, length, d)
+        scores = torch.baddbmm(scores_bias, qg, keys.transpose(1, 2), alpha=parts.scaling)  # (N*kv, g, S)
+        probs = scores.softmax(dim=-1)  # fp32 inside the kernel, stored in the model dtype
+        out = torch.bmm(probs, v_cache[i].view(n * kv, length, d)).reshape(n, heads * d)
         x = x + layer.self_attn.o_proj(out)
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return parts.lm_head(parts.norm(x)).float()
@@ -292,7 +302,7 @@ class FastEngine:
             cache[:, :, :width].copy_(new.repeat_interleave(group_size, dim=0))
         row_valid = valid.repeat_interleave(group_size, dim=0)  # (N, P)
         st.bias.fill_(float("-inf"))
-        st.bias[:, 0, 0, :width].masked_fill_(row_valid, 0.0)
+        st.bias[:, :, 0, :width].masked_fill_(row_valid[:, None, :], 0.0)
         st.pos.copy_(row_valid.sum(dim=1))  # next position = prompt length
         st.col.fill_(width)
         st.step.fill_(1)  # column 0 is the token sampled from the prefill logits
