@@ -1,0 +1,168 @@
+"""ORM/PRM: verifier-made labels, BCE training, scoring with aggregation, save/load."""
+import json
+
+import pytest
+import torch
+
+from rlvr.reward_models import (
+    LabeledSolution,
+    RewardModel,
+    RewardModelError,
+    RewardTrainConfig,
+    aggregate,
+    encode_steps,
+    evaluate_loss,
+    load_reward_model,
+    orm_labels,
+    prm_labels,
+    split_steps,
+    train_reward_model,
+)
+from toy_setup import toy_context, toy_policy, toy_problem
+
+PROBLEMS = [toy_problem(3, 4), toy_problem(1, 4)]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_policy(seed=0)
+
+
+@pytest.fixture(scope="module")
+def orm_records(toy):
+    torch.manual_seed(0)
+    ctx = toy_context(*toy)
+    return orm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], samples_per_problem=48)
+
+
+def test_split_and_encode_steps_put_scores_at_step_ends(toy):
+    _, tok = toy
+    assert split_steps("a\n\nb\n\n\n\nc") == ["a", "b", "c"]
+    assert split_steps("3\n7", "\n") == ["3", "7"]
+    ids, ends = encode_steps(tok, "Q: ", ["3", "17"], "\n")
+    assert tok.decode(ids) == "Q: 3\n17\n"
+    assert [tok.decode(ids[: e + 1]) for e in ends] == ["Q: 3\n", "Q: 3\n17\n"]
+    with pytest.raises(ValueError, match="non-empty"):
+        split_steps("x", "")
+
+
+@pytest.mark.parametrize(
+    "scores, how, expected",
+    [([0.9, 0.5, 0.8], "last", 0.8), ([0.9, 0.5, 0.8], "min", 0.5), ([0.5, 0.5], "prod", 0.25),
+     ([0.2, 0.4], "mean", 0.3), ([], "last", 0.0)],
+)
+def test_aggregate(scores, how, expected):
+    assert aggregate(scores, how) == pytest.approx(expected)
+
+
+def test_unknown_aggregation_is_an_error():
+    with pytest.raises(RewardModelError, match="unknown aggregation 'max'; valid: last, min, prod, mean"):
+        aggregate([0.5], "max")
+
+
+def test_orm_labels_come_from_the_verifier(orm_records):
+    assert len(orm_records) == 96
+    for rec in orm_records:
+        answer = "7" if rec.prompt == PROBLEMS[0].prompt else "5"
+        text = "\n".join(rec.steps)
+        last_number = [tok for tok in text.replace("\n", " ").split() if tok.isdigit()][-1:] or [None]
+        assert rec.labels == [1.0 if last_number[0] == answer else 0.0]
+    assert 0 < sum(r.labels[0] for r in orm_records) < len(orm_records)  # both classes present
+
+
+def test_orm_training_lowers_loss_and_ranks_correct_above_incorrect(toy, orm_records):
+    model, tok = toy
+    orm = RewardModel.from_policy(model, tok, "orm", step_separator="\n")
+    before = evaluate_loss(orm, orm_records)
+    losses = train_reward_model(orm, orm_records, RewardTrainConfig(epochs=6, learning_rate=3e-3, batch_size=8))
+    after = evaluate_loss(orm, orm_records)
+    assert after < before * 0.8 and losses[-1] < losses[0]
+    scores = [orm.score(r.prompt, r.steps) for r in orm_records]
+    good = [s for s, r in zip(scores, orm_records) if r.labels[0] == 1.0]
+    bad = [s for s, r in zip(scores, orm_records) if r.labels[0] == 0.0]
+    # AUC: how often a correct solution outscores an incorrect one.
+    auc = sum((g > b) + 0.5 * (g == b) for g in good for b in bad) / (len(good) * len(bad))
+    assert auc > 0.9
+    assert model.lm_head.bias is not None  # the policy itself is untouched (a copy was trained)
+
+
+@pytest.mark.parametrize("label_type", ["hard", "soft"])
+def test_prm_labels_math_shepherd(toy, label_type):
+    torch.manual_seed(1)
+    ctx = toy_context(*toy)
+    records = prm_labels(ctx, [(PROBLEMS[0].prompt, PROBLEMS[0].example)], samples_per_problem=12,
+                         rollouts_per_step=6, label_type=label_type)
+    assert records and all(len(r.labels) == len(r.steps) for r in records)
+    values = {v for r in records for v in r.labels}
+    assert all(0.0 <= v <= 1.0 for v in values)
+    if label_type == "hard":
+        assert values <= {0.0, 1.0}
+    multi = [r for r in records if len(r.steps) > 1]
+    assert multi, "some sampled solutions must have several steps"
+
+
+def test_soft_labels_are_fractions_and_hard_labels_are_any_correct(toy):
+    from rlvr.reward_models.labels import step_label
+
+    ctx = toy_context(*toy)
+    p = PROBLEMS[0]
+    torch.manual_seed(5)
+    soft = step_label(ctx, p.prompt, p.example, ["3"], 16, "soft")
+    torch.manual_seed(5)
+    hard = step_label(ctx, p.prompt, p.example, ["3"], 16, "hard")
+    assert soft in {i / 16 for i in range(17)}
+    assert hard == float(soft > 0)
+
+
+def test_prm_trains_scores_each_step_and_aggregation_changes_the_score(toy, tmp_path):
+    torch.manual_seed(2)
+    model, tok = toy
+    ctx = toy_context(*toy)
+    records = prm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], samples_per_problem=16,
+                         rollouts_per_step=4, label_type="soft")
+    prm = RewardModel.from_policy(model, tok, "prm", step_separator="\n", label_type="soft")
+    before = evaluate_loss(prm, records)
+    train_reward_model(prm, records, RewardTrainConfig(epochs=4, learning_rate=3e-3))
+    assert evaluate_loss(prm, records) < before
+    steps = ["3", "1", "7"]
+    per_step = prm.step_scores(PROBLEMS[0].prompt, [steps])[0]
+    assert len(per_step) == 3
+    for how in ("last", "min", "prod", "mean"):
+        assert prm.score(PROBLEMS[0].prompt, steps, how) == pytest.approx(aggregate(per_step, how), abs=1e-6)
+    assert prm.score(PROBLEMS[0].prompt, steps, "prod") != pytest.approx(prm.score(PROBLEMS[0].prompt, steps, "last"))
+
+
+def test_save_load_round_trip_and_kind_checks(toy, tmp_path):
+    model, tok = toy
+    prm = RewardModel.from_policy(model, tok, "prm", step_separator="\n")
+    with torch.no_grad():
+        prm.head.bias.fill_(0.7)
+        prm.head.weight.normal_()
+    saved = prm.save(tmp_path / "prm")
+    loaded = load_reward_model(saved, expect="prm")
+    assert loaded.config.step_separator == "\n"
+    steps = ["3", "7"]
+    assert loaded.step_scores("Q: ", [steps])[0] == pytest.approx(prm.step_scores("Q: ", [steps])[0], abs=1e-5)
+    assert json.loads((saved / "reward_model.json").read_text())["kind"] == "prm"
+    with pytest.raises(RewardModelError, match="is a PRM, not a ORM"):
+        load_reward_model(saved, expect="orm")
+
+
+def test_loading_something_that_is_not_a_reward_model_is_a_clear_error(tmp_path):
+    with pytest.raises(RewardModelError, match="is not a reward model: it does not exist"):
+        load_reward_model(tmp_path / "missing", expect="prm")
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "config.json").write_text("{}")
+    with pytest.raises(RewardModelError, match="has no reward_model.json"):
+        load_reward_model(tmp_path / "policy", expect="prm")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "reward_model.json").write_text('{"kind": "value"}')
+    with pytest.raises(RewardModelError, match="not a valid reward model config"):
+        load_reward_model(tmp_path / "bad")
+
+
+def test_labels_must_match_scored_positions(toy):
+    model, tok = toy
+    prm = RewardModel.from_policy(model, tok, "prm", step_separator="\n")
+    with pytest.raises(ValueError, match="2 steps has 1 labels; expected 2"):
+        train_reward_model(prm, [LabeledSolution("Q: ", ["3", "7"], [1.0])], RewardTrainConfig(epochs=1))
