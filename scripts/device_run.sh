@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs on the device machine (the `device` tool), from the repository root:
+#   scripts/device_run.sh PART...   with PART in: tests, loss, rollout, rollout_quick, grpo
+# Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
+# under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PWD:/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+for part in "$@"; do
+  echo "=== $part $(date -u +%H:%M:%S)"
+  case $part in
+    tests) timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
+             tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py 2>&1 | tail -40 | tee "$OUT/tests.log" ;;
+    loss) timeout 240 python3 benchmarks/bench_loss.py 2>&1 | tee "$OUT/loss.log" ;;
+    rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_quick.log" ;;
+    rollout) timeout 420 python3 benchmarks/bench_rollout.py 2>&1 | tee "$OUT/rollout.log" ;;
+    grpo) timeout 420 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done
+echo "=== done $(date -u +%H:%M:%S)"
