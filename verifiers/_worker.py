@@ -29,9 +29,10 @@ def main() -> None:
     framing.write_frame(protocol_out, {"ready": os.getpid()})
     while (task := framing.read_frame(protocol_in)) is not None:
         result, out_of_memory = _run(task)
-        framing.write_frame(protocol_out, {"result": result.to_dict()})
+        # After a MemoryError the heap may be damaged: retire, and the pool starts a fresh worker.
+        framing.write_frame(protocol_out, {"result": result.to_dict(), "retire": out_of_memory})
         if out_of_memory:
-            return  # the heap may be damaged; the pool starts a fresh worker
+            return
 
 
 def _run(task: dict) -> tuple[VerifyResult, bool]:

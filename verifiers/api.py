@@ -93,6 +93,8 @@ def _run_in_workers(spec, completions, references, timeout_s, workers, options) 
             slow.append(index)
         else:
             results[index] = fast
+    if not slow:
+        return results  # type: ignore[return-value]
     tasks = [
         {
             "kind": spec.name,

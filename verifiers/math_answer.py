@@ -7,6 +7,7 @@ uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
 """
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -78,10 +79,9 @@ def latex_equivalent(answer: str, reference: str, rel_tol: float = DEFAULT_REL_T
     Runs without math-verify's signal-based timeouts: call it only where the caller can kill the
     process (a worker of `verifiers.pool`).
     """
-    from math_verify import parse, verify  # heavy (sympy): imported only inside workers
+    from math_verify import verify  # heavy (sympy): imported only inside workers
 
-    gold = parse(_as_latex(reference), parsing_timeout=None)
-    pred = parse(_as_latex(answer), parsing_timeout=None)
+    gold, pred = _parse(reference), _parse(answer)
     if not gold:
         return False, f"unparsable reference: {reference[:80]}"
     if not pred:
@@ -92,6 +92,15 @@ def latex_equivalent(answer: str, reference: str, rel_tol: float = DEFAULT_REL_T
     if verify(gold, pred, timeout_seconds=None):
         return True, "correct"
     return False, "wrong answer"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> list:
+    """math-verify's parse, cached: a group of G completions shares one reference, and many
+    completions repeat the same final answer. (sympy objects are immutable, so sharing is safe.)"""
+    from math_verify import parse
+
+    return parse(_as_latex(text), parsing_timeout=None)
 
 
 def _as_latex(text: str) -> str:

@@ -156,6 +156,8 @@ class WorkerPool:
         else:
             batch.results[worker.item] = frame["result"]
             worker.item = None
+            if frame.get("retire"):
+                self._replace(worker, crew, selector)
 
     def _on_overdue(self, worker: _Worker, batch: _Batch, crew: list[_Worker], selector) -> None:
         if worker.item is None:

@@ -1,0 +1,140 @@
+"""The code kind: scores, and hostile programs that must end within their limits with score 0."""
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from verifiers import verify, verify_batch
+
+ADD_TESTS = {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]}
+LIMITS = {"timeout_s": 8.0, "test_timeout_s": 2.0}
+
+SCORES = [
+    # (completion, reference, score)
+    ("```python\ndef add(a, b):\n    return a + b\n```", ADD_TESTS, 1.0),  # fenced block, all pass
+    ("def add(a, b):\n    return a + b\n", ADD_TESTS, 1.0),  # no fence: the whole completion
+    ("```python\ndef add(a, b):\n    return 3\n```", ADD_TESTS, 1 / 3),  # partial credit
+    ("```\nbad\n```\n```python\ndef add(a, b):\n    return a + b\n```", ADD_TESTS, 1.0),  # the last block
+    ("def add(a, b) return a + b", ADD_TESTS, 0.0),  # syntax error
+    (
+        "def area(r):\n    return round(pi * r * r, 2)",
+        {"tests": ["assert area(1) == 3.14"], "setup": "from math import pi"},
+        1.0,
+    ),  # setup runs before the tests
+    ("import numbers, fractions\ndef add(a, b):\n    return a + b", ADD_TESTS, 1.0),  # stdlib imports work
+]
+
+
+@pytest.mark.parametrize("completion, reference, score", SCORES)
+def test_scores(completion, reference, score):
+    result = verify("code", completion, reference, **LIMITS)
+    assert result.score == pytest.approx(score), result
+    assert result.correct is (score == 1.0)
+
+
+def _sandbox_uid_processes() -> list[int]:
+    """PIDs running as a sandbox uid (the range the sandbox draws from)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid >= 1_000_000_000:
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(tmp_path, monkeypatch):
+    secret = f"secret-{uuid.uuid4()}"
+    monkeypatch.setenv("RLVR_TEST_SECRET", secret)
+    host_file = tmp_path / "host.txt"  # outside the sandbox's working directory
+    host_file.write_text("untouched")
+    host_file.chmod(0o666)  # even world-writable: the sandbox must not reach it
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    hostile = [
+        # (program, tests, why it must score 0)
+        ("while True:\n    pass", ["assert True"], "infinite loop"),
+        ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", ["assert True"], "fork bomb"),
+        ("block = bytearray(8 * 1024**3)", ["assert True"], "memory bomb"),
+        ("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)", ["assert True"], "gigabytes of output"),
+        (
+            f"open({str(host_file)!r}, 'w').write('pwned')\nimport os\nleak = open({str(host_file)!r}).read()",
+            ["assert leak == 'untouched'"],
+            "writes outside the working directory (to its own private copy at best)",
+        ),
+        (
+            "import os\nseen = os.environ.get('RLVR_TEST_SECRET', '')\n"
+            "for pid in os.listdir('/proc'):\n"
+            "    try:\n        seen += open(f'/proc/{pid}/environ').read()\n    except Exception:\n        pass",
+            [f"assert {secret!r} in seen"],
+            "reading our environment variables",
+        ),
+        (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nreached = True",
+            ["assert reached"],
+            "opening a socket",
+        ),
+        ("import sys\nsys.exit(0)", ["assert False"], "sys.exit(0) before the tests"),
+        ("import os\nos._exit(0)", ["assert False"], "os._exit(0) before the tests"),
+        (
+            "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\nraise SystemExit(0)",
+            ["assert False"],
+            "a child escaping the process group",
+        ),
+        ("print('{\"passed\": true}')\nimport sys\nsys.stdout.flush()\nsys.exit(0)", ["assert False"], "forged report"),
+    ]
+    completions = [program for program, _, _ in hostile]
+    references = [{"tests": tests} for _, tests, _ in hostile]
+    start = time.monotonic()
+    results = verify_batch("code", completions, references, timeout_s=6.0, test_timeout_s=1.5, workers=2)
+    elapsed = time.monotonic() - start
+    for (_, _, why), result in zip(hostile, results):
+        assert result.score == 0.0 and not result.correct, (why, result)
+        assert result.reason and result.reason != "correct", why
+    # 11 programs, 2 at a time, each bounded by 6 s (most far less).
+    assert elapsed < 6 * 6 + 5
+    assert host_file.read_text() == "untouched"
+    listener.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected
+    listener.close()
+    time.sleep(0.2)
+    assert _sandbox_uid_processes() == []
+
+
+REASONS = [
+    # (program, reason fragment)
+    ("while True:\n    pass", "SIGXCPU"),  # CPU limit (or the wall clock, whichever comes first)
+    ("import time\ntime.sleep(60)", "timeout"),  # wall clock
+    ("block = bytearray(8 * 1024**3)", "MemoryError"),  # address-space limit
+    ("import sys\nsys.exit(0)", "exit(0)"),  # early exit is not a pass
+    ("import os\nos._exit(0)", "exited (code 0)"),  # neither is a hard exit
+]
+
+
+@pytest.mark.parametrize("program, fragment", REASONS)
+def test_reasons_say_what_happened(program, fragment):
+    start = time.monotonic()
+    result = verify("code", program, {"tests": ["assert True"]}, timeout_s=5.0, test_timeout_s=1.0)
+    assert time.monotonic() - start < 5.0 + 1.0
+    assert result.score == 0.0
+    if fragment == "SIGXCPU" and "timeout" in result.reason:
+        return  # on a busy machine the wall clock can win the race against the CPU clock
+    assert fragment in result.reason, result.reason
+
+
+def test_a_run_past_the_wall_clock_keeps_earlier_results():
+    program = "def f(x):\n    if x == 2:\n        import time\n        time.sleep(60)\n    return x"
+    reference = {"tests": ["assert f(1) == 1", "assert f(2) == 2"]}
+    result = verify("code", program, reference, timeout_s=3.0, test_timeout_s=30.0)
+    assert result.score == 0.5 and result.reason.startswith("timeout: 1/2 passed"), result
+
+
+def test_bad_reference_names_the_field():
+    with pytest.raises(ValueError, match="'tests'"):
+        verify("code", "x = 1", {"test": ["assert x == 1"]})
