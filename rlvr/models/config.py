@@ -9,8 +9,11 @@ from typing import Literal
 class TinyModelConfig:
     """Shape of the small model built from scratch when `name_or_path` is `tiny`."""
 
-    architecture: Literal["qwen2", "llama"] = "qwen2"
-    """transformers architecture: `qwen2` (Qwen2ForCausalLM) or `llama` (LlamaForCausalLM)."""
+    architecture: Literal["llama", "qwen2"] = "llama"
+    """transformers architecture: `llama` (LlamaForCausalLM) or `qwen2` (Qwen2ForCausalLM, which adds
+    q/k/v biases). Llama is the default because transformers 5's `AutoTokenizer` replaces the
+    tokenizer saved with a `qwen2` model by Qwen2's byte-level one (it drops spaces and newlines
+    of the character tokenizer); `load_policy` reads such a directory correctly either way."""
     hidden_size: int = 128
     """Width H of the residual stream."""
     num_layers: int = 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def _load_base(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     if cfg.name_or_path == "tiny":
         tokenizer = build_char_tokenizer()
         return build_tiny_model(tokenizer, cfg.tiny, seed=cfg.seed).to(dtype), tokenizer
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     source, gguf_file = cfg.name_or_path, cfg.gguf_file
     if source == SMOLLM2_NAME:
@@ -87,9 +88,26 @@ def _load_base(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     if Path(source).is_dir() and gguf_file and not (Path(source) / gguf_file).is_file():
         raise FileNotFoundError(f"model.gguf_file: {gguf_file} not found in {source}")
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    tokenizer = load_tokenizer(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
     return model, tokenizer
+
+
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(source: str, **kwargs: Any) -> Any:
+    """AutoTokenizer, except that a local directory declaring a generic tokenizer class gets exactly
+    its `tokenizer.json`: transformers 5 swaps in Qwen2Tokenizer for any `qwen2` config, which would
+    re-split the character tokenizer's text with a byte-level regex."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(source) / "tokenizer_config.json"
+    if not kwargs and config_file.is_file() and (Path(source) / "tokenizer.json").is_file():
+        declared = json.loads(config_file.read_text()).get("tokenizer_class")
+        if declared in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
 def prepare_tokenizer(tokenizer: Any, model: Any) -> None:
@@ -100,6 +118,15 @@ def prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def enable_checkpointing(model: Any) -> None:
+    # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def apply_lora(model: Any, cfg: ModelConfig) -> Any:
@@ -120,8 +147,7 @@ def load_policy(cfg: ModelConfig, device: str | torch.device | None = None) -> P
     prepare_tokenizer(tokenizer, model)
     model.to(target)
     if cfg.gradient_checkpointing:
-        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg)
     return Policy(model=model, tokenizer=tokenizer, config=cfg)
