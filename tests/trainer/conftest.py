@@ -18,6 +18,9 @@ from rlvr.trainer import GRPOConfig
 from verifiers import available_kinds, register_verifier
 from verifiers.result import VerifyResult
 
+# Tiny matrices: one thread is faster than several fighting over a shared CPU.
+torch.set_num_threads(1)
+
 if "sevens" not in available_kinds():
 
     @register_verifier("sevens")
@@ -81,3 +84,12 @@ def policy():
 @pytest.fixture
 def task():
     return SevensTask()
+
+
+def resume_config(**overrides) -> GRPOConfig:
+    """The run the resume tests interrupt: a warm-up/decay schedule, two updates per rollout and
+    micro-batches, so scheduler, old log-probs and accumulation all have to come back exactly."""
+    base = dict(steps=6, save_every=2, keep_last=0, lr_scheduler="linear", warmup_steps=2,
+                num_iterations=2, micro_batch_size=6, learning_rate=1e-2)
+    base.update(overrides)
+    return small_config(**base)
