@@ -1,8 +1,11 @@
 """The code kind: scores, and hostile programs that must end within their limits with score 0."""
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -46,12 +49,31 @@ def _sandbox_uid_processes() -> list[int]:
     return found
 
 
-def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(tmp_path, monkeypatch):
+@pytest.fixture
+def world_writable_dirs(tmp_path):
+    """Two world-writable directories outside the sandbox: one under /tmp, one beside this file
+    (not under any directory the sandbox covers with its private tmpfs)."""
+    beside = Path(tempfile.mkdtemp(prefix=".sandbox-target-", dir=Path(__file__).parent))
+    try:
+        for directory in (tmp_path, beside):
+            directory.chmod(0o777)
+        yield [tmp_path, beside]
+    finally:
+        shutil.rmtree(beside)
+
+
+def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(world_writable_dirs, monkeypatch):
     secret = f"secret-{uuid.uuid4()}"
     monkeypatch.setenv("RLVR_TEST_SECRET", secret)
-    host_file = tmp_path / "host.txt"  # outside the sandbox's working directory
-    host_file.write_text("untouched")
-    host_file.chmod(0o666)  # even world-writable: the sandbox must not reach it
+    host_files = [directory / "host.txt" for directory in world_writable_dirs]
+    for host_file in host_files:
+        host_file.write_text("untouched")
+        host_file.chmod(0o666)  # even world-writable: the sandbox must not change it
+    escape = "".join(
+        f"try:\n    open({str(f)!r}, 'w').write('pwned')\nexcept OSError:\n    pass\n"
+        f"try:\n    open({str(f.parent / 'new.txt')!r}, 'w').write('pwned')\nexcept OSError:\n    pass\n"
+        for f in host_files
+    )
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -62,11 +84,7 @@ def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(tmp_path, monke
         ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", ["assert True"], "fork bomb"),
         ("block = bytearray(8 * 1024**3)", ["assert True"], "memory bomb"),
         ("import sys\nwhile True:\n    sys.stdout.write('x' * 2**20)", ["assert True"], "gigabytes of output"),
-        (
-            f"open({str(host_file)!r}, 'w').write('pwned')\nimport os\nleak = open({str(host_file)!r}).read()",
-            ["assert leak == 'untouched'"],
-            "writes outside the working directory (to its own private copy at best)",
-        ),
+        (escape, ["assert False"], "writes outside the working directory"),
         (
             "import os\nseen = os.environ.get('RLVR_TEST_SECRET', '')\n"
             "for pid in os.listdir('/proc'):\n"
@@ -98,7 +116,9 @@ def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(tmp_path, monke
         assert result.reason and result.reason != "correct", why
     # 11 programs, 2 at a time, each bounded by 6 s (most far less).
     assert elapsed < 6 * 6 + 5
-    assert host_file.read_text() == "untouched"
+    for host_file in host_files:
+        assert host_file.read_text() == "untouched"
+        assert not (host_file.parent / "new.txt").exists()
     listener.setblocking(False)
     with pytest.raises(BlockingIOError):
         listener.accept()  # nobody connected

@@ -31,7 +31,7 @@ import sys
 import time
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV, MS_BIND = 0x4000, 0x40000, 0x2, 0x4, 0x1000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x20, 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG = 1
 REPORT_LIMIT = 64 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -96,6 +96,7 @@ def _private_mounts(with_proc: bool, expose: bool) -> None:
     # Our mounts must not propagate back to the host.
     if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         return
+    _read_only_host()
     if expose:
         _expose_python()
     # Empty, private world-writable directories: a write there never reaches the host. The working
@@ -105,6 +106,24 @@ def _private_mounts(with_proc: bool, expose: bool) -> None:
             _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=1777")
     if with_proc:  # only our own processes (and no environ of the host's) under /proc
         _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
+
+
+def _read_only_host() -> None:
+    """Every mount read-only in our namespace except the working directory, so that not even a
+    world-writable file of the host can be changed."""
+    work = os.getcwd()
+    _libc.mount(work.encode(), work.encode(), None, MS_BIND, None)  # its own mount, made writable below
+    for mount_point in _mount_points():
+        _libc.mount(None, mount_point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+    _libc.mount(None, work.encode(), None, MS_REMOUNT | MS_BIND, None)
+    os.chdir(work)  # enter the writable bind mount (the old cwd is the read-only directory below it)
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        # Field 5 is the mount point, with spaces and the like escaped as octal (\040).
+        points = [line.split()[4].encode().decode("unicode_escape") for line in mountinfo]
+    return [p for p in points if not p.startswith(("/proc", "/sys"))]
 
 
 def _expose_python() -> None:
@@ -265,9 +284,12 @@ def _child(program: str, setup: str, test: str, report_fd: int, nonce: str, guar
     except BaseException as error:  # anything the candidate raises is a failed test
         detail = f"{stage} raised {type(error).__name__}: {str(error)[:200]}"
     try:
+        for stream in (sys.stdout, sys.stderr):  # keep the program's output (before we get killed)
+            try:
+                stream.flush()
+            except BaseException:
+                pass
         os.write(report_fd, (json.dumps({"nonce": nonce, "passed": passed, "detail": detail}) + "\n").encode())
-        for stream in (sys.stdout, sys.stderr):  # keep the program's output for the reason
-            stream.flush()
     finally:
         os._exit(0)
 
