@@ -16,7 +16,8 @@ for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
     tests) timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
-             tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py 2>&1 | tail -40 | tee "$OUT/tests.log" ;;
+             tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py > "$OUT/tests.log" 2>&1; \
+           grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py 2>&1 | tee "$OUT/loss.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_quick.log" ;;
     rollout) timeout 420 python3 benchmarks/bench_rollout.py 2>&1 | tee "$OUT/rollout.log" ;;

@@ -1,4 +1,5 @@
 """Group-normalised advantages on CUDA in one Triton launch: rewards (N,) -> advantages (N,).
+Divisions are IEEE-rounded (div_rn; Triton's `/` is approximate), so results match torch's.
 
 Same estimators and signature as `rlvr.algorithms.advantages.group_advantages` (the torch
 reference): sequence i belongs to group i // G. One program handles BLOCK_B groups as a
@@ -26,15 +27,15 @@ def _group_advantages_kernel(rewards_ptr, out_ptr, num_groups, G, eps,
     offsets = groups[:, None] * G + members[None, :]
     r = tl.load(rewards_ptr + offsets, mask=valid, other=0.0).to(tl.float32)
     total = tl.sum(r, axis=1)  # (BLOCK_B,)
-    mean = total / G
+    mean = tl.math.div_rn(total, G * 1.0)  # IEEE division: an all-equal group gives exactly 0
     if KIND == 0:
         centred = tl.where(valid, r - mean[:, None], 0.0)
-        std = tl.sqrt(tl.sum(centred * centred, axis=1) / (G - 1))
-        adv = centred / (std[:, None] + eps)
+        std = tl.sqrt_rn(tl.math.div_rn(tl.sum(centred * centred, axis=1), G - 1.0))
+        adv = tl.math.div_rn(centred, std[:, None] + eps)
     elif KIND == 1:
         adv = r - mean[:, None]
     else:
-        adv = r - (total[:, None] - r) / (G - 1)
+        adv = r - tl.math.div_rn(total[:, None] - r, G - 1.0)
     tl.store(out_ptr + offsets, adv, mask=valid)
 
 

@@ -136,7 +136,7 @@ def decode_forward(parts: _Parts, tokens, pos, col, bias, k_cache: list, v_cache
     length = bias.shape[-1]
     x = parts.embed(tokens)  # (N, H)
     cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D): broadcasts over heads
-    bias[:, :, :, col] = 0.0  # the column written below becomes visible
+    bias.index_fill_(3, col, 0.0)  # the column written below becomes visible (a fill: no host copy)
     scores_bias = bias.view(n * kv, 1, length)  # (N*kv, 1, S): broadcasts over the group
     for i, layer in enumerate(parts.layers):
         q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (n,))
