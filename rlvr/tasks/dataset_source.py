@@ -170,7 +170,7 @@ class DatasetSource:
     name = "dataset"
 
     def __init__(self, train: list[Example], held_out: list[Example], seed: int = 0,
-                 difficulty: int | list[int] = 1, label: str = "dataset"):
+                 difficulty: int | list[int] | None = None, label: str = "dataset"):
         if not train:
             raise ValueError(f"{label}: no training rows")
         self.label = label
@@ -179,7 +179,7 @@ class DatasetSource:
         self._held = held_out
         self.levels_available = sorted({ex.difficulty for ex in train})
         self._position = 0
-        self.set_difficulty(difficulty)
+        self.set_difficulty(self.levels_available if difficulty is None else difficulty)
 
     @property
     def difficulty(self) -> int | list[int]:
@@ -243,13 +243,14 @@ class DatasetSource:
 def load_dataset_task(source: str | dict[str, str], mapping: FieldMapping | dict | None = None,
                       split: str = "train", preset: str | None = None, *, subset: str | None = None,
                       held_out_split: str | None = None, held_out_fraction: float = 0.1, seed: int = 0,
-                      difficulty: int | list[int] = 1) -> DatasetSource:
+                      difficulty: int | list[int] | None = None) -> DatasetSource:
     """A TaskSource from a dataset.
 
     source: a hub name (`openai/gsm8k`, with `subset="main"`), a local file, or `{split: file}`.
     The held-out problems come from `held_out_split` (a preset names `test`) when the source has
     it, otherwise from a `held_out_fraction` of the training rows chosen by a hash of the prompt.
-    `difficulty` filters rows by the mapping's difficulty column (without one, every row is 1).
+    `difficulty` keeps the rows at those levels of the mapping's difficulty column (None: every row;
+    without a difficulty column every row is level 1).
     """
     if not 0.0 <= held_out_fraction < 1.0:
         raise ValueError(f"dataset: held_out_fraction must be in [0, 1), got {held_out_fraction}")
@@ -272,7 +273,7 @@ def _has_split(source: str | dict[str, str], split: str) -> bool:
 
 
 @register_task("dataset")
-def _dataset_task(seed: int = 0, difficulty: int | list[int] = 1, *, source: str | dict[str, str],
+def _dataset_task(seed: int = 0, difficulty: int | list[int] | None = None, *, source: str | dict[str, str],
                   **options) -> DatasetSource:
     """`make_task("dataset", seed, difficulty, source=..., preset=..., mapping={...}, split=...)`."""
     return load_dataset_task(source, seed=seed, difficulty=difficulty, **options)

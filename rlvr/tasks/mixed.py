@@ -19,7 +19,7 @@ class MixedSource:
 
     name = "mixed"
 
-    def __init__(self, seed: int = 0, difficulty: int | list[int] = 1,
+    def __init__(self, seed: int = 0, difficulty: int | list[int] | None = None,
                  tasks: list[str] | dict[str, dict] | None = None, weights: list[float] | None = None):
         specs = {name: {} for name in (tasks or DEFAULT_TASKS)} if not isinstance(tasks, dict) else tasks
         if not specs:

@@ -25,8 +25,10 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def make_task(name: str, seed: int = 0, difficulty: int | list[int] = 1, **options) -> TaskSource:
+def make_task(name: str, seed: int = 0, difficulty: int | list[int] | None = None, **options) -> TaskSource:
     """Build a registered task source; an unknown name lists the valid ones.
+
+    `difficulty` None means the source's default: level 1 for generators, every level for datasets.
 
     `options` go to the source (e.g. `ops=["+"]` for arithmetic, `tasks=[...]` for mixed,
     `source=..., preset="gsm8k"` for dataset); an option the source does not take is an error.
@@ -34,6 +36,8 @@ def make_task(name: str, seed: int = 0, difficulty: int | list[int] = 1, **optio
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(available_tasks())}")
     try:
-        return _TASKS[name](seed=seed, difficulty=difficulty, **options)
+        if difficulty is not None:
+            options["difficulty"] = difficulty
+        return _TASKS[name](seed=seed, **options)
     except TypeError as e:  # an option the factory does not accept: say which task refused it
         raise ValueError(f"task {name!r}: {e}") from e

@@ -55,14 +55,16 @@ def test_gsm8k_preset_reads_answers_solutions_and_test_split():
 
 
 def test_math_preset_boxed_answers_and_levels():
-    source = load_dataset_task(str(FIXTURES / "math_train.jsonl"), preset="math", held_out_fraction=0.0,
-                               difficulty=[1, 2, 3, 4])
+    source = load_dataset_task(str(FIXTURES / "math_train.jsonl"), preset="math", held_out_fraction=0.0)
+    assert source.difficulty == [1, 2, 3, 4]  # every level unless asked otherwise
     by_prompt = {e.prompt: e for e in source.sample(10)}
     assert by_prompt[r"What is $\frac{1}{2}+\frac{1}{4}$?"].reference == r"\frac{3}{4}"
     assert by_prompt["Find the roots of $x^2-5x+6=0$."].reference == "2, 3"
     assert by_prompt[r"What is the value of $\dbinom{5}{2}$?"].difficulty == 2
     source.set_difficulty(1)
     assert {e.difficulty for e in source.sample(8)} == {1}
+    assert make_task("dataset", source=str(FIXTURES / "math_train.jsonl"), preset="math", difficulty=[2, 3],
+                     held_out_fraction=0.0).num_train == 5
     with pytest.raises(ValueError, match=r"no rows at difficulty \[5\]; levels present: \[1, 2, 3, 4\]"):
         source.set_difficulty(5)
 
