@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from rlvr.pipeline.stages import stage_kind
+
 DONE_FILE = "DONE.json"
 
 
@@ -40,7 +42,7 @@ def build_summary(recipe, out: Path, elapsed: float) -> tuple[dict, list[dict]]:
         "finished": all(s["status"] == "done" for s in stages),
         "seconds_this_session": elapsed,
         "accuracy_per_stage": {s["name"]: s["metrics"]["accuracy"] for s in stages
-                               if s.get("metrics") and "accuracy" in s["metrics"]},
+                               if stage_kind(s["type"]).scores_held_out and "accuracy" in s.get("metrics", {})},
         "stages": stages,
     }
     return summary, rows

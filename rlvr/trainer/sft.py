@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -106,6 +107,7 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int):
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
         log_level="warning",
     )
 
@@ -139,6 +141,8 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     if trainer.accelerator.is_main_process:
         save_policy(policy, out / "model")
         _write_log(trainer.state.log_history, out / "metrics.jsonl")
+        # The saved model is the stage's result; optimizer checkpoints only serve an unfinished run.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return _final_metrics(trainer.state.log_history, result.training_loss, len(pairs), cfg.steps)
 

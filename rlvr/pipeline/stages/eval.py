@@ -71,7 +71,7 @@ def eval_options():
     return EvalStageConfig
 
 
-@register_stage("eval", eval_options, trains=False)
+@register_stage("eval", eval_options, trains=False, scores_held_out=True)
 def run_eval(ctx, cfg: EvalStageConfig) -> dict:
     policy = ctx.load_policy()
     examples = ctx.make_task(cfg.difficulty, for_eval=True).held_out(cfg.num_problems)

@@ -28,16 +28,19 @@ class StageKind:
     """True when the stage takes `dataset_from` (and must have it)."""
     writes_dataset: bool = False
     """True when a later stage may name this one in `dataset_from`."""
+    scores_held_out: bool = False
+    """True when its metrics' `accuracy` is held-out accuracy (listed in summary.json's
+    `accuracy_per_stage`; a grpo stage's own `accuracy` is on its training batches)."""
 
 
 def register_stage(type: str, options: Callable[[], type], *, trains: bool,
-                   reads_dataset: bool = False, writes_dataset: bool = False):
+                   reads_dataset: bool = False, writes_dataset: bool = False, scores_held_out: bool = False):
     """Decorator registering `run` as the runner of stage `type`; a duplicate name raises."""
 
     def deco(run):
         if type in STAGE_KINDS:
             raise ValueError(f"stage type {type!r} is already registered")
-        STAGE_KINDS[type] = StageKind(type, options, run, trains, reads_dataset, writes_dataset)
+        STAGE_KINDS[type] = StageKind(type, options, run, trains, reads_dataset, writes_dataset, scores_held_out)
         return run
 
     return deco

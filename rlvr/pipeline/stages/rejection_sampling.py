@@ -2,7 +2,8 @@
 
 Kept completions are deduplicated per problem, optionally shortest first, at most M per problem,
 and saved as a `datasets.Dataset` (prompt/completion columns, TRL's prompt-completion format) in
-`<stage dir>/dataset` for a later `sft` stage (`dataset_from: <this stage's name>`).
+`<stage dir>/dataset` for a later `sft` stage (`dataset_from: <this stage's name>`). When nothing
+was kept there is no `dataset/` (and an `sft` stage reading it stops with a clear error).
 """
 from __future__ import annotations
 
@@ -96,13 +97,12 @@ def run_rejection_sampling(ctx, cfg: RejectionSamplingConfig) -> dict:
     examples = ctx.make_task(cfg.difficulty).sample(cfg.num_problems)
     rows, metrics = keep_correct(policy, examples, ctx.recipe.template, cfg, ctx.seed)
     if ctx.is_main:
-        columns = ["prompt", "completion", "id", "num_tokens"]
-        data = Dataset.from_list(rows) if rows else Dataset.from_dict({c: [] for c in columns})
         # Written beside and renamed into place: a crash never leaves a half dataset behind.
         final, tmp = ctx.stage_dir / DATASET_DIR, ctx.stage_dir / f"{DATASET_DIR}.tmp"
         for leftover in (tmp, final):  # from an interrupted earlier attempt of this stage
             shutil.rmtree(leftover, ignore_errors=True)
-        data.save_to_disk(str(tmp))
-        tmp.rename(final)
+        if rows:  # `datasets` cannot load a saved dataset of 0 rows, so none is written then
+            Dataset.from_list(rows).save_to_disk(str(tmp))
+            tmp.rename(final)
     ctx.write_metrics([{"step": 0, **{f"rejection_sampling/{k}": v for k, v in metrics.items()}}])
     return metrics

@@ -92,7 +92,7 @@ def self_improve_options():
     return SelfImproveConfig
 
 
-@register_stage("self_improve", self_improve_options, trains=True)
+@register_stage("self_improve", self_improve_options, trains=True, scores_held_out=True)
 def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
     from rlvr.pipeline.context import MODEL_DIR
     from rlvr.pipeline.stages.eval import evaluate
@@ -112,7 +112,7 @@ def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
             row = _round(ctx, cfg, r, rdir, task, held_out, state["model_dir"], evaluate)
         table.append(row)
         _update(state, row, rdir / MODEL_DIR, cfg)
-        print(format_table(table), flush=True)
+        print("\n" + format_table(table), flush=True)
         ctx.write_metrics(table)
         if state["stale"] >= cfg.patience:
             break

@@ -20,10 +20,10 @@ def training_pairs(ctx, cfg, tokenizer) -> list[dict]:
         return worked_solution_pairs(examples, tokenizer, ctx.recipe.template)
     from datasets import load_from_disk
 
-    data = load_from_disk(str(ctx.dataset_dir))
-    if len(data) == 0:
-        raise RuntimeError(f"stage {ctx.stage.name!r}: dataset {ctx.dataset_dir} is empty "
+    if not ctx.dataset_dir.is_dir():
+        raise RuntimeError(f"stage {ctx.stage.name!r}: no dataset at {ctx.dataset_dir} "
                            f"(rejection sampling kept no correct completion)")
+    data = load_from_disk(str(ctx.dataset_dir))
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in data]
 
 
