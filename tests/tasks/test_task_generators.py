@@ -49,6 +49,15 @@ def test_a_wrong_answer_fails_the_verifier(name):
         assert not verifiers.verify(ex.kind, wrong, ex.reference).correct
 
 
+def test_a_program_that_ignores_the_task_fails_its_hidden_tests():
+    examples = make_task("python_functions", seed=2, difficulty=[1, 2, 3, 4, 5]).sample(6)
+    needs_kind("code")
+    # Same function name and parameters, body returning the argument unchanged.
+    stubs = [f"```python\ndef {e.meta['function']}(*args):\n    return args[0]\n```" for e in examples]
+    results = verifiers.verify_batch("code", stubs, [e.reference for e in examples])
+    assert all(r.score < 1.0 for r in results), [(e.prompt, r) for e, r in zip(examples, results)]
+
+
 def test_countdown_solution_with_a_number_used_twice_fails():
     ex = make_task("countdown", seed=1, difficulty=3).sample(1)[0]
     numbers = ex.reference["numbers"]
