@@ -371,7 +371,9 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
         warnings.warn(f"non-finite loss ({global_loss}) or grad norm ({grad_norm}): update skipped "
                       f"({state.nonfinite_streak} in a row)")
     optimizer.zero_grad(set_to_none=True)
-    t.scheduler.step()
+    with warnings.catch_warnings():  # a skipped update still advances the schedule (step count = time)
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        t.scheduler.step()
     metrics = _average_loss_metrics(acc, metric_sums, len(starts))
     metrics.update({"loss": global_loss / acc.num_processes,  # each process's loss carries x num_processes
                     "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0})

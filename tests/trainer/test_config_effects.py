@@ -1,0 +1,125 @@
+"""Each behaviour-changing GRPOConfig field has an effect (spot checks), bad names fail before any
+work, accumulation is split-invariant, and non-finite updates are skipped then stop the run."""
+import json
+
+import pytest
+import torch
+
+import rlvr.kernels
+from rlvr.trainer import GRPOConfig, NonFiniteError, run_grpo
+from rlvr.trainer.checkpoint import list_checkpoints
+
+from conftest import SevensTask, small_config, tiny_policy
+
+
+def train(tmp_path, name, **overrides):
+    policy = tiny_policy()
+    out = tmp_path / name
+    final = run_grpo(policy, SevensTask(), small_config(**overrides), out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return policy, final, rows
+
+
+def params(policy) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in policy.model.named_parameters()}
+
+
+def test_micro_batches_give_the_same_gradient_as_one_batch(tmp_path):
+    # Same rollouts (same seed); the first update's loss and gradient norm must not depend on how
+    # the batch is split (Adam's sign-like first step would hide small gradient errors in params).
+    _, _, whole = train(tmp_path, "whole", steps=1, micro_batch_size=0)
+    _, _, split = train(tmp_path, "split", steps=1, micro_batch_size=3)  # 16 rows -> 3+3+3+3+3+1
+    for key in ("loss", "grad_norm", "loss/policy"):
+        assert split[0][key] == pytest.approx(whole[0][key], rel=1e-5, abs=1e-7), key
+    assert whole[0]["grad_norm"] > 0
+
+
+def test_loss_type_advantage_and_stop_change_the_update(tmp_path):
+    # stop strings give completions of different lengths, where per-sequence and token means differ
+    stop = ["1", "2", "3", "a", "e"]
+    _, _, dapo = train(tmp_path, "dapo", steps=1, stop=stop)
+    _, _, grpo = train(tmp_path, "grpo", steps=1, stop=stop, loss_type="grpo")
+    _, _, rloo = train(tmp_path, "rloo", steps=1, stop=stop, advantage="rloo")
+    _, _, nostop = train(tmp_path, "nostop", steps=1)
+    assert dapo[0]["completions/mean_length"] < nostop[0]["completions/mean_length"]
+    assert dapo[0]["reward/mean"] == grpo[0]["reward/mean"] == rloo[0]["reward/mean"]  # same rollouts
+    assert grpo[0]["grad_norm"] != pytest.approx(dapo[0]["grad_norm"], rel=1e-3)
+    assert rloo[0]["grad_norm"] != pytest.approx(dapo[0]["grad_norm"], rel=1e-3)
+
+
+def test_mask_truncated_completions_leaves_them_out_of_the_loss(tmp_path):
+    # 3 new tokens: all but one completion (an EOS, in a zero-reward group with this seed) are
+    # truncated, so with masking nothing trains
+    size = dict(steps=1, max_new_tokens=3, prompts_per_step=8, num_generations=8)
+    init = params(tiny_policy())
+    masked, _, m_rows = train(tmp_path, "masked", mask_truncated_completions=True, **size)
+    unmasked, _, u_rows = train(tmp_path, "unmasked", **size)
+    assert m_rows[0]["completions/clipped_ratio"] > 0.95
+    assert u_rows[0]["reward/std"] > 0, "some 7s must be sampled for the test to mean anything"
+    assert m_rows[0]["grad_norm"] == 0.0 and u_rows[0]["grad_norm"] > 0.0
+    assert all(torch.equal(init[k], v) for k, v in params(masked).items())
+    assert any(not torch.equal(init[k], v) for k, v in params(unmasked).items())
+
+
+def test_greedy_temperature_zero_makes_groups_identical(tmp_path):
+    _, _, rows = train(tmp_path, "greedy", steps=1, temperature=0.0)
+    assert rows[0]["frac_reward_zero_std"] == 1.0 and rows[0]["reward/std"] >= 0.0
+
+
+def test_beta_adds_a_kl_term_and_num_iterations_goes_off_policy(tmp_path):
+    _, _, plain = train(tmp_path, "plain", steps=2)
+    assert "kl/mean" not in plain[-1] and plain[-1]["loss/kl"] == 0.0
+    _, _, kl = train(tmp_path, "kl", steps=3, beta=0.1)
+    assert kl[-1]["kl/mean"] > 0.0 and kl[-1]["loss/kl"] != 0.0  # policy moved away from the reference
+    _, _, mu = train(tmp_path, "mu", steps=1, num_iterations=3)
+    assert mu[0]["ratio/mean"] != 1.0  # later iterations see pi_theta != pi_old
+    assert plain[0]["ratio/mean"] == 1.0  # on-policy: the ratio is exactly 1
+
+
+def test_dynamic_sampling_resamples_and_keeps_informative_groups(tmp_path):
+    _, _, off = train(tmp_path, "off", steps=2, prompts_per_step=4, num_generations=2)
+    _, _, on = train(tmp_path, "on", steps=2, prompts_per_step=4, num_generations=2,
+                     dynamic_sampling=True, max_sampling_rounds=4)
+    assert "dynamic_sampling/rounds" not in off[0]
+    # the untrained model rarely writes a 7: most groups are all-zero, so it samples again and
+    # trains on more informative groups than one round gives (same seed: same first round)
+    assert off[0]["frac_reward_zero_std"] > 0.5
+    assert on[0]["dynamic_sampling/rounds"] > 1
+    assert on[0]["dynamic_sampling/informative_frac"] > 1 - off[0]["frac_reward_zero_std"]
+    assert all(1 <= row["dynamic_sampling/rounds"] <= 4 for row in on)
+
+
+def test_unknown_registry_names_fail_before_training(tmp_path):
+    for field, match in (("advantage", "valid: .*grpo"), ("loss_type", "valid: .*dapo"),
+                         ("engine", "valid: auto, .*hf"), ("kl_type", "k3")):
+        with pytest.raises(ValueError, match=match):
+            run_grpo(tiny_policy(), SevensTask(), small_config(**{field: "nope"}), tmp_path / field)
+        assert not (tmp_path / field).exists()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("num_generations", 1, "num_generations"),
+    ("top_p", 0.0, "top_p"),
+    ("learning_rate", 0.0, "learning_rate"),
+    ("steps", 0, "steps"),
+])
+def test_invalid_values_raise(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        GRPOConfig(**{field: value})
+
+
+def test_nonfinite_updates_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    real = rlvr.kernels.fused_policy_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(rlvr.kernels, "fused_policy_loss", nan_loss)
+    policy = tiny_policy()
+    init = params(policy)
+    with pytest.warns(UserWarning, match="update skipped"):
+        with pytest.raises(NonFiniteError, match="2 consecutive"):
+            run_grpo(policy, SevensTask(), small_config(steps=5, max_consecutive_nonfinite=2), tmp_path)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
+    assert all(torch.equal(init[k], v) for k, v in params(policy).items())  # no update was applied
