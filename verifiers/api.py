@@ -1,6 +1,7 @@
 """`verify` and `verify_batch`: run any registered kind where its isolation says, never hang."""
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -95,6 +96,13 @@ def _run_in_workers(spec, completions, references, timeout_s, workers, options) 
             results[index] = fast
     if not slow:
         return results  # type: ignore[return-value]
+    _check_serializable(spec.name, options, [references[i] for i in slow])
+    # One task per distinct verdict key (e.g. per distinct final answer and reference).
+    groups: dict = {}
+    for index in slow:
+        key = spec.same_verdict_key(completions[index], references[index], **options) if spec.same_verdict_key else index
+        groups.setdefault(key, []).append(index)
+    leaders = [members[0] for members in groups.values()]
     tasks = [
         {
             "kind": spec.name,
@@ -103,11 +111,20 @@ def _run_in_workers(spec, completions, references, timeout_s, workers, options) 
             "reference": references[i],
             "options": options,
         }
-        for i in slow
+        for i in leaders
     ]
-    for index, result in zip(slow, shared_pool().map(tasks, timeout_s, workers)):
-        results[index] = VerifyResult.from_dict(result)
+    for members, result in zip(groups.values(), shared_pool().map(tasks, timeout_s, workers)):
+        for index in members:
+            results[index] = VerifyResult.from_dict(result)
     return results  # type: ignore[return-value]
+
+
+def _check_serializable(kind: str, options: dict, references: list) -> None:
+    # Tasks travel to the workers as JSON (never pickle: see verifiers.framing).
+    try:
+        json.dumps([options, references])
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"options and references of kind {kind!r} must be JSON-serializable: {error}") from None
 
 
 def answers_equivalent(a: str, b: str, kind: str = "math", *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -43,7 +43,20 @@ def math_fast_path(
     return full(answer) if same_number(pred, gold, rel_tol) else zero("wrong answer", answer)
 
 
-@register_verifier("math", isolation="worker", fast_path=math_fast_path, check_reference=check_math_reference)
+def math_verdict_key(
+    completion: str, reference: str, *, extract: Sequence[str] = DEFAULT_STRATEGIES, rel_tol: float = DEFAULT_REL_TOL
+) -> tuple:
+    """Completions with the same final answer against the same reference get the same verdict."""
+    return extract_answer(completion, extract), str(reference), rel_tol
+
+
+@register_verifier(
+    "math",
+    isolation="worker",
+    fast_path=math_fast_path,
+    check_reference=check_math_reference,
+    same_verdict_key=math_verdict_key,
+)
 def verify_math(
     completion: str,
     reference: str,

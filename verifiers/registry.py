@@ -36,6 +36,9 @@ class VerifierSpec:
     """Optional cheap in-process answer (same arguments); None means "ask `check`"."""
     check_reference: Callable[[Any], None] | None = None
     """Optional validation of a reference; raises ValueError naming the bad field."""
+    same_verdict_key: Callable[..., Any] | None = None
+    """Optional: items with equal keys (same arguments as `check`) get the same verdict, so a
+    batch sends only one of them to a worker (a GRPO group repeats its final answers)."""
 
     def option_names(self) -> list[str]:
         params = inspect.signature(self.check).parameters.values()
@@ -60,6 +63,7 @@ def register_verifier(
     isolation: str = "inline",
     fast_path: Callable[..., VerifyResult | None] | None = None,
     check_reference: Callable[[Any], None] | None = None,
+    same_verdict_key: Callable[..., Any] | None = None,
 ) -> Callable[[Check], Check]:
     """Decorator that registers `check` under `name`; a duplicate name raises.
 
@@ -77,7 +81,7 @@ def register_verifier(
     def decorate(check: Check) -> Check:
         if name in _REGISTRY:
             raise ValueError(f"verifier kind {name!r} is already registered")
-        _REGISTRY[name] = VerifierSpec(name, check, isolation, fast_path, check_reference)
+        _REGISTRY[name] = VerifierSpec(name, check, isolation, fast_path, check_reference, same_verdict_key)
         return check
 
     return decorate

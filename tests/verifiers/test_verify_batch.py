@@ -98,3 +98,21 @@ def test_mismatched_lengths_and_non_text_completions_are_errors():
         verify_batch("math", ["1", "2"], ["1"])
     with pytest.raises(TypeError, match=r"completions\[1\]"):
         verify_batch("math", ["1", None], ["1", "1"])
+
+
+def test_repeated_final_answers_are_checked_once(monkeypatch):
+    # A GRPO group repeats answers: only distinct (answer, reference) pairs reach the workers.
+    from verifiers import pool
+
+    sent = []
+    real_map = pool.WorkerPool.map
+
+    def counting_map(self, tasks, timeout_s, workers):
+        sent.extend(tasks)
+        return real_map(self, tasks, timeout_s, workers)
+
+    monkeypatch.setattr(pool.WorkerPool, "map", counting_map)
+    completions = [f"try {i}: \\boxed{{\\sqrt{{{4 + i % 2}}}}}" for i in range(16)]
+    results = verify_batch("math", completions, ["2"] * 16, workers=2)
+    assert len(sent) == 2
+    assert [r.correct for r in results] == [i % 2 == 0 for i in range(16)]
