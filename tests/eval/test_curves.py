@@ -1,0 +1,77 @@
+"""Pool curves (best-of-N, votes, pass@N by subsampling), compute-optimal choice, tables, plots."""
+import itertools
+
+import pytest
+
+from rlvr.eval.curves import Point, SamplePool, best_of_n_accuracy, compute_optimal, pool_curves, powers_of_two
+from rlvr.eval.report import accuracy_table, full_report, plot_curves
+
+POOL = SamplePool(
+    difficulty=1,
+    group_ids=[0, 1, 0, -1, 2, 1],
+    correct=[True, False, True, False, False, False],
+    tokens=[4, 6, 8, 10, 12, 14],
+    scores={"orm": [0.9, 0.8, 0.1, 0.2, 0.95, 0.3]},
+)
+
+
+def brute(method, pool, n):
+    subsets = list(itertools.combinations(range(len(pool.correct)), n))
+    total = 0.0
+    for s in subsets:
+        correct = [pool.correct[i] for i in s]
+        if method == "pass@N":
+            total += any(correct)
+        elif method == "best_of_n[orm]":
+            total += best_of_n_accuracy([pool.scores["orm"][i] for i in s], correct)
+    return total / len(subsets)
+
+
+def test_powers_of_two():
+    assert powers_of_two(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert powers_of_two(6) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("method", ["pass@N", "best_of_n[orm]"])
+def test_pool_curves_equal_enumeration_when_every_subset_is_drawn(method):
+    points = pool_curves([POOL], ns=[1, 2, 4, 6], draws=10_000, by_difficulty=False)
+    for p in points:
+        if p.method == method:
+            assert p.accuracy == pytest.approx(brute(method, POOL, p.n))
+    tokens = {p.n: p.tokens for p in points if p.method == "majority"}
+    assert tokens[6] == pytest.approx(sum(POOL.tokens))
+    assert tokens[1] == pytest.approx(sum(POOL.tokens) / 6)
+
+
+def test_pool_curves_methods_and_levels():
+    other = SamplePool(2, [0, 0, 1, 1, 1, 1], [True, True, False, False, False, False], [1] * 6, {"orm": [0.5] * 6})
+    points = pool_curves([POOL, other], ns=[1, 2])
+    assert {p.method for p in points} == {"pass@N", "majority", "best_of_n[orm]", "weighted_vote[orm]"}
+    assert {p.difficulty for p in points} == {None, 1, 2}
+    maj2 = next(p for p in points if p.method == "majority" and p.n == 2 and p.difficulty == 2)
+    # Pairs from other: both correct (1 pair) -> 1; both wrong (6) -> 0; mixed (8) -> tie -> 0.5.
+    assert maj2.accuracy == pytest.approx((1 + 8 * 0.5) / 15)
+    with pytest.raises(ValueError, match="N must be in \\[1, 6\\]"):
+        pool_curves([POOL], ns=[8])
+
+
+def test_compute_optimal_picks_the_best_method_that_fits_each_budget():
+    points = [Point("cheap", 1, 0.5, 10, 1), Point("cheap", 4, 0.6, 40, 1), Point("search", 4, 0.8, 60, 1),
+              Point("pass@N", 4, 1.0, 40, 1), Point("cheap", 1, 0.9, 10, 2), Point("search", 4, 0.7, 60, 2)]
+    rows = compute_optimal(points, budgets=[16, 64])
+    pick = {(r["difficulty"], r["budget"]): (r["method"], r["n"]) for r in rows}
+    assert pick == {(1, 16): ("cheap", 1), (1, 64): ("search", 4), (2, 16): ("cheap", 1), (2, 64): ("cheap", 1)}
+
+
+def test_tables_and_plots(tmp_path):
+    points = [Point("majority", 1, 0.25, 10.0, None, 4), Point("majority", 2, 0.5, 20.0, None, 4),
+              Point("beam", 2, 0.75, 30.0, None, 4)]
+    table = accuracy_table(points)
+    assert "| majority | 0.250 (10 tok) | 0.500 (20 tok) |" in table
+    assert "| beam |  | 0.750 (30 tok) |" in table
+    assert "## Compute-optimal choice" in full_report(points, compute_optimal(points))
+    for x in ("n", "tokens"):
+        path = plot_curves(points, tmp_path / f"{x}.png", x=x)
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="x must be"):
+        plot_curves(points, tmp_path / "bad.png", x="time")
