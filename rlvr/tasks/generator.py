@@ -13,6 +13,7 @@ A generator only says how to make one problem at one level from a `random.Random
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import random
@@ -38,7 +39,7 @@ def prompt_bucket(prompt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-class GeneratorSource:
+class GeneratorSource(abc.ABC):
     """Base of the seeded generators; subclasses set `name`, `kind`, `max_difficulty`, `make`."""
 
     name: ClassVar[str] = ""
@@ -55,9 +56,9 @@ class GeneratorSource:
         self._held_out_cache: dict[tuple, list[Example]] = {}
 
     # -- what a subclass provides ------------------------------------------------------------
+    @abc.abstractmethod
     def make(self, rng: random.Random, level: int) -> Example:
-        """One problem at `level`; `id` is filled in by the base."""
-        raise NotImplementedError
+        """One problem at `level`, drawn only from `rng`; `id` is filled in by the base."""
 
     # -- TaskSource ------------------------------------------------------------------------
     @property

@@ -66,7 +66,8 @@ class LinearEquationSource(GeneratorSource):
     max_difficulty = 5
 
     def make(self, rng: random.Random, level: int) -> Example:
-        equation, lines, x = getattr(self, f"_level{level}")(rng)
+        build = {1: self._level1, 2: self._level2, 3: self._level3, 4: self._level4, 5: self._level5}[level]
+        equation, lines, x = build(rng)
         return Example(
             prompt=f"Solve: {equation}",
             reference=str(x),
