@@ -67,7 +67,9 @@ def test_fused_loss_matches_reference(loss_type, off_policy):
                   None if old is None else old.double(), ref.double(), **kwargs)
     loss, metrics, gh, gw = ours
     ref_loss, ref_metrics, ref_gh, ref_gw = theirs
-    assert _rel_err(loss, ref_loss) < BF16_TOL
+    # the loss sums terms of both signs (|A| r each) and can nearly cancel: measure its error
+    # against the size of those terms, not against the (possibly tiny) sum
+    assert abs(loss.item() - ref_loss.item()) < BF16_TOL * adv.abs().mean().item()
     assert _rel_err(gh, ref_gh) < BF16_TOL
     assert _rel_err(gw, ref_gw) < BF16_TOL
     assert gh[~mask].abs().max().item() == 0.0  # masked tokens get no gradient
@@ -124,7 +126,7 @@ def test_dispatcher_picks_triton_for_cuda(monkeypatch):
 
     calls = []
     monkeypatch.setattr(triton_loss, "fused_policy_loss", lambda *a, **k: calls.append(k["loss_type"]))
-    hidden, weight, targets, mask, adv, *_ = _inputs(2, 9, 32, 300, seed=3)
+    hidden, weight, targets, mask, adv, *_ = _inputs(3, 9, 32, 300, seed=3)
     rlvr.kernels.fused_policy_loss(hidden, weight, targets, mask, adv, backend="auto", loss_type="dapo")
     assert calls == ["dapo"]
 

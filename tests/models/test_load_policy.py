@@ -58,10 +58,14 @@ def test_seeded_init_and_qwen2_architecture():
     assert type(qwen2).__name__ == "Qwen2ForCausalLM"
 
 
-def test_tiny_generates(tiny):
+def test_tiny_generates_left_padded_batches(tiny):
     batch = tiny.tokenizer(TEXT, return_tensors="pt", padding=True)
-    out = tiny.model.generate(**batch, max_new_tokens=5, do_sample=False)
-    assert out.shape == (2, batch["input_ids"].shape[1] + 5) or out.shape[1] < batch["input_ids"].shape[1] + 5
+    out = tiny.model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 5)
+    # Left padding: the short prompt generates the same tokens alone as inside the batch.
+    alone = tiny.tokenizer(TEXT[1:], return_tensors="pt")
+    out_alone = tiny.model.generate(**alone, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert torch.equal(out[1, -5:], out_alone[0, -5:])
 
 
 def test_save_then_load_gives_equal_logits(tiny, tmp_path):

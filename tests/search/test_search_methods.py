@@ -86,11 +86,14 @@ def test_beam_search_keeps_only_scored_text_and_counts_tokens(toy):
     # Spy scorer: records every text it is asked about; the answer must be one of them.
     seen = []
 
+    aggregations = set()
+
     class Spy:
         name = "spy"
 
         def score(self, problem, texts, aggregation="last"):
             seen.extend(texts)
+            aggregations.add(aggregation)
             return [float(len(t)) for t in texts]  # prefer longer paths
 
         def num_tokens(self, problem, texts):
@@ -98,7 +101,9 @@ def test_beam_search_keeps_only_scored_text_and_counts_tokens(toy):
 
     torch.manual_seed(1)
     ctx = toy_context(*toy, scorers={"spy": Spy()})
-    result = run_search("beam_search", PROBLEM, ctx, BeamSearchConfig(beam_width=2, expansions=3, max_steps=4, scorer="spy"))
+    result = run_search("beam_search", PROBLEM, ctx, BeamSearchConfig(beam_width=2, expansions=3, max_steps=4,
+                                                                      scorer="spy", aggregation="min"))
+    assert aggregations == {"min"}  # the configured aggregation reaches the scorer
     assert result.text in seen  # no unscored lookahead: the returned text is exactly a scored one
     assert result.details["scored_tokens"] == sum(len(t) for t in seen)
     assert result.tokens_spent == ctx.generated_tokens
@@ -180,3 +185,62 @@ def test_bad_arguments_give_clear_errors(ctx, method, cfg, match):
 def test_wrong_config_type_is_refused(ctx):
     with pytest.raises(SearchError, match="best_of_n takes a BestOfNConfig, got BeamSearchConfig"):
         run_search("best_of_n", PROBLEM, ctx, BeamSearchConfig())
+
+
+class Constant:
+    """A scorer that is always this sure."""
+
+    name = "constant"
+
+    def __init__(self, value):
+        self.value = value
+
+    def score(self, problem, texts, aggregation="last"):
+        return [self.value] * len(texts)
+
+    def num_tokens(self, problem, texts):
+        return 0
+
+
+@pytest.mark.parametrize("confidence, level", [(0.9, "single"), (0.1, "best_of_n")])
+def test_adaptive_confidence_check_decides_escalation(toy, confidence, level):
+    torch.manual_seed(0)
+    ctx = toy_context(*toy, scorers={"constant": Constant(confidence)})
+    cfg = AdaptiveConfig(check="confidence", confidence_scorer="constant", threshold=0.5, token_budget=500,
+                         beam=BeamSearchConfig(beam_width=1, expansions=2, max_steps=2, scorer="constant"),
+                         best_of_n=BestOfNConfig(n=4, scorer="constant"))
+    result = run_search("adaptive", PROBLEM, ctx, cfg)
+    assert result.details["level"] == level
+    assert result.details["accepted"] == (confidence >= 0.5)
+
+
+def test_thinking_extends_when_thinking_ends_too_early():
+    # This toy closes </think> at once; budget forcing replaces the tag with "Wait," to go on.
+    model, tok = toy_policy(allowed=["1", "3", "5", "7", "</think>"], eos_bias=-1e4, boost={"</think>": 3.0})
+    torch.manual_seed(0)
+    ctx = toy_context(model, tok, max_new_tokens=20)
+    plain = run_search("thinking", PROBLEM, ctx, ThinkingConfig(budget=16, answer_tokens=2))
+    assert plain.details["extensions"] == 0 and not plain.details["forced_close"]
+    extended = run_search("thinking", PROBLEM, ctx, ThinkingConfig(budget=16, min_thinking=4, max_extensions=2,
+                                                                   answer_tokens=2))
+    assert extended.details["extensions"] >= 1
+    assert extended.text.count("Wait,") == extended.details["extensions"]
+    assert extended.details["thinking_tokens"] > plain.details["thinking_tokens"]
+
+
+def test_mcts_puct_and_backprop():
+    from rlvr.search.mcts import MCTSConfig as Cfg, Node, backprop, priors, puct
+    from rlvr.search.steps import Path
+
+    cfg = Cfg(c_init=1.0, c_base=1e9)  # c(s) = c_init while N << c_base
+    root = Node(Path())
+    a, b = Node(Path(["a"]), 0.5, root), Node(Path(["b"]), 0.5, root)
+    root.children = [a, b]
+    backprop(a, 1.0)
+    backprop(b, 0.0)
+    backprop(b, 0.5)
+    assert (root.visits, root.value_sum) == (3, 1.5)
+    assert puct(root, a, cfg) == pytest.approx(1.0 + 0.5 * 3 ** 0.5 / 2)
+    assert puct(root, b, cfg) == pytest.approx(0.25 + 0.5 * 3 ** 0.5 / 3)
+    assert priors([None, -1.0]) == [0.5, 0.5]
+    assert priors([0.0, 0.0, -1e9]) == pytest.approx([0.5, 0.5, 0.0])

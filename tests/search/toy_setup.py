@@ -21,7 +21,8 @@ ALLOWED = "1357\n"
 """Digits the toy may write (7 = 3 + 4 among them), and the step separator."""
 
 
-def toy_policy(seed: int = 0, allowed: str = ALLOWED, eos_bias: float = 1.0):
+def toy_policy(seed: int = 0, allowed=ALLOWED, eos_bias: float = 1.0, boost: dict | None = None):
+    """`allowed`: the tokens it may write (a string: its characters); `boost`: token -> extra logit."""
     tokenizer = build_char_tokenizer()
     cfg = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                           max_position_embeddings=256, tie_word_embeddings=False)
@@ -29,10 +30,12 @@ def toy_policy(seed: int = 0, allowed: str = ALLOWED, eos_bias: float = 1.0):
     vocab, hidden = model.lm_head.weight.shape
     head = nn.Linear(hidden, vocab, bias=True)
     head.weight = model.lm_head.weight
-    allowed_ids = [tokenizer.convert_tokens_to_ids(c) for c in allowed] + [tokenizer.eos_token_id]
+    allowed_ids = [tokenizer.convert_tokens_to_ids(t) for t in allowed] + [tokenizer.eos_token_id]
     bias = torch.full((vocab,), -1e4)
     bias[allowed_ids] = 0.0
     bias[tokenizer.eos_token_id] = eos_bias  # short answers: a lone "7" is ~5% of samples
+    for token, extra in (boost or {}).items():
+        bias[tokenizer.convert_tokens_to_ids(token)] = extra
     head.bias = nn.Parameter(bias, requires_grad=False)
     model.lm_head = head  # sampling never leaves the allowed characters
     model.eval()

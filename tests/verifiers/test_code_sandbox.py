@@ -151,7 +151,7 @@ def test_reasons_say_what_happened(program, fragment):
 def test_a_run_past_the_wall_clock_keeps_earlier_results():
     program = "def f(x):\n    if x == 2:\n        import time\n        time.sleep(60)\n    return x"
     reference = {"tests": ["assert f(1) == 1", "assert f(2) == 2"]}
-    result = verify("code", program, reference, timeout_s=3.0, test_timeout_s=30.0)
+    result = verify("code", program, reference, timeout_s=2.0, test_timeout_s=30.0)
     assert result.score == 0.5 and result.reason.startswith("timeout: 1/2 passed"), result
 
 
