@@ -27,6 +27,11 @@ SCORES = [
         1.0,
     ),  # setup runs before the tests
     ("import numbers, fractions\ndef add(a, b):\n    return a + b", ADD_TESTS, 1.0),  # stdlib imports work
+    (
+        "def add(a, b):\n    return a + b\nif __name__ == '__main__':\n    print(add(*map(int, input().split())))",
+        ADD_TESTS,
+        1.0,
+    ),  # a main block (reading stdin) is not run by the tests
 ]
 
 
