@@ -133,7 +133,7 @@ def answers_equivalent(a: str, b: str, kind: str = "math", *, timeout_s: float =
     Kinds that extract answers (math, numeric) compare them as that kind does; for any other kind
     two answers are the same when their text is, whitespace aside.
 
-    >>> answers_equivalent("\\frac{1}{2}", "0.5")
+    >>> answers_equivalent("\\\\frac{1}{2}", "0.5")
     True
     >>> answers_equivalent("1e-7", "2e-7")
     False
