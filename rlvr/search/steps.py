@@ -58,7 +58,9 @@ def expand(ctx: SearchContext, problem: Problem, paths: list[Path], k: int) -> t
             for c in group:
                 spent += c.num_tokens
                 tokens = paths[i].tokens + c.num_tokens
-                done = c.finish != "stop" or tokens >= cap_total
+                # A step cut by max_step_tokens is a long step, not the end: only EOS or the
+                # whole-solution cap finishes a path.
+                done = c.finish == "eos" or tokens >= cap_total
                 children[i].append(Path(paths[i].steps + [step_of(c, ctx.separator)], done, tokens,
                                         mean_logprob=c.mean_logprob))
     return children, spent

@@ -1,7 +1,8 @@
 """Thinking budget (budget forcing, Muennighoff et al. 2501.19393 "s1").
 
 The policy thinks inside <think>...</think>. At most `budget` tokens are spent thinking: when the
-cap is hit, the think tag is closed for the model and it must answer within `answer_tokens`.
+cap is hit (or the policy stops while still thinking), the think tag is closed for the model and
+it must answer within `answer_tokens`.
 When thinking ends before `min_thinking` tokens, the closing tag is replaced by `extension`
 ("Wait,") and thinking goes on, up to `max_extensions` times.
 """
@@ -60,15 +61,13 @@ def thinking(problem: Problem, ctx: SearchContext, cfg: ThinkingConfig) -> Searc
             text += cfg.extension
             extensions += 1
             continue
-        if not closed and part.finish == "eos":
-            break  # the policy ended without closing the tag: nothing to force
+        # Out of budget, or the policy stopped (EOS) while still thinking: close the tag for it.
         forced = not closed
         text += CLOSE
         break
-    answer = ctx.sample([problem.prompt + text], 1, cfg.answer_tokens)[0][0] if text.endswith(CLOSE) else None
-    if answer is not None:
-        spent += answer.num_tokens
-        text += answer.text
+    answer = ctx.sample([problem.prompt + text], 1, cfg.answer_tokens)[0][0]
+    spent += answer.num_tokens
+    text += answer.text
     _, answer_part = split_thinking(text)
     return SearchResult(
         answer=extract(answer_part or text), text=text, tokens_spent=spent,

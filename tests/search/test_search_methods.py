@@ -155,13 +155,16 @@ def test_adaptive_stays_within_a_small_budget(ctx):
     assert list(result.details["tokens_per_level"]) == ["single"]
 
 
-def test_thinking_budget_caps_thinking_and_forces_the_answer(ctx):
-    # The toy never writes </think>: the cap closes the tag and the answer follows.
-    result = run_search("thinking", PROBLEM, ctx, ThinkingConfig(budget=3, answer_tokens=2))
-    assert result.details["thinking_tokens"] <= 3
-    assert result.details["forced_close"] or "</think>" in result.text
-    assert result.text.startswith("<think>")
-    assert result.tokens_spent == ctx.generated_tokens
+def test_thinking_budget_caps_thinking_and_forces_the_answer():
+    # This toy never writes </think> nor EOS: the cap closes the tag and the answer follows.
+    torch.manual_seed(0)
+    ctx = toy_context(*toy_policy(eos_bias=-1e4), max_new_tokens=50)
+    result = run_search("thinking", PROBLEM, ctx, ThinkingConfig(budget=5, answer_tokens=2))
+    assert result.details["thinking_tokens"] == 5 and result.details["forced_close"]
+    thinking, answer = result.text.split("</think>")
+    assert thinking.startswith("<think>") and len(thinking) == len("<think>") + 5
+    assert len(answer) == 2  # the answer gets exactly its own budget
+    assert result.tokens_spent == ctx.generated_tokens == 7
 
 
 @pytest.mark.parametrize(
