@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 def last_model_dir(run_dir: Path) -> Path:
     """The model of the last training stage of a `rlvr run` output directory."""
-    stages = sorted(p for p in run_dir.iterdir() if (p / "model").is_dir())
+    def index(p: Path) -> int:  # stage folders are "<index>-<name>"; 10 comes after 9
+        head = p.name.split("-", 1)[0]
+        return int(head) if head.isdigit() else -1
+
+    stages = sorted((p for p in run_dir.iterdir() if (p / "model").is_dir()), key=index)
     if not stages:
         raise SystemExit(f"{run_dir}: no stage folder with a model/ inside; run the recipe first")
     return stages[-1] / "model"
