@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' continues --output-dir (or the default folder); "
                              "a PATH continues the run in that folder. Finished stages are skipped and "
                              "the interrupted one resumes from its checkpoint")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set stages.2.steps=5 (value parsed as YAML)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override recipe keys, e.g. --set stages.2.steps=5 model.dtype=float32 "
+                             "(values parsed as YAML; a number indexes a list)")
     parser.add_argument("--validate-only", action="store_true",
                         help="check the recipe and exit without running anything")
 

@@ -41,8 +41,9 @@ class TaskSpec:
 
     name: str = "arithmetic"
     """`rlvr.tasks.make_task` name: arithmetic, linear_equation, countdown, python_functions, mixed, dataset."""
-    difficulty: int | list[int] = 1
-    """Starting difficulty level (or levels to mix); `self_improve` moves it with its curriculum."""
+    difficulty: int | list[int] | None = None
+    """Level (or levels to mix); None = the source's default (level 1 for generators, every level
+    for datasets). `self_improve` moves it with its curriculum."""
     options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword options for `make_task` (for `dataset`: source, mapping, split, preset, ...)."""
 

@@ -36,7 +36,7 @@ def test_default_recipe_short_run_reports_every_stage(tmp_path, capsys):
     overrides = short_overrides(recipe) + [
         f"stages.{i}.dataset_from=generator" for i, s in enumerate(recipe["stages"])
         if s["type"] == "sft" and s.get("dataset_from") != "generator"]
-    assert rlvr_main(["run", str(RECIPE), "--output-dir", str(out), *overrides]) == 0
+    assert rlvr_main(["run", str(RECIPE), "--output-dir", str(out), "--set", *overrides]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"]

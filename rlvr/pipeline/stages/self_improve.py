@@ -97,7 +97,7 @@ def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
     from rlvr.pipeline.context import MODEL_DIR
     from rlvr.pipeline.stages.eval import evaluate
 
-    start_level = cfg.curriculum.start or _first_level(ctx.recipe.task.difficulty)
+    start_level = cfg.curriculum.start or _first_level(ctx.make_task().difficulty)
     state = {"level": start_level, "best": None, "best_round": None, "stale": 0, "model_dir": ctx.model_dir}
     table = []
     held_out = ctx.make_task(for_eval=True).held_out(cfg.eval.num_problems)
