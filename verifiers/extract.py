@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 DEFAULT_STRATEGIES = ("boxed", "answer_tag", "the_answer_is", "last_number")
 """Tried in this order; the first one that finds something wins."""
 
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)")
 _ANSWER_IS = re.compile(r"(?i)\bthe\s+(?:final\s+)?answer\s+is\s*:?\s*([^\n]*)")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:/\d+)?")
 
@@ -21,27 +22,26 @@ def last_boxed(text: str) -> str | None:
     >>> last_boxed(r"so \\boxed{\\frac{1}{2}} and finally \\boxed{3}")
     '3'
     """
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    while start != -1:
-        brace = text.find("{", start)
-        if brace != -1 and text[start:brace].strip("\\boxedfbx ") == "":
-            content = _balanced(text, brace)
-            if content is not None:
-                return content.strip()
-        start = max(text.rfind("\\boxed", 0, start), text.rfind("\\fbox", 0, start))
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return None
+    closing = _matching_braces(text)
+    for start in reversed([match.end() for match in _BOXED.finditer(text)]):
+        end = closing.get(start)
+        if end is not None:
+            return text[start + 1 : end].strip()
     return None
 
 
-def _balanced(text: str, open_index: int) -> str | None:
-    depth = 0
-    for i in range(open_index, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_index + 1 : i]
-    return None
+def _matching_braces(text: str) -> dict[int, int]:
+    """Index of each "{" -> index of its "}", in one pass (a rescan per candidate would be
+    quadratic on a completion of thousands of unclosed boxes)."""
+    stack, closing = [], {}
+    for index, char in enumerate(text):
+        if char == "{":
+            stack.append(index)
+        elif char == "}" and stack:
+            closing[stack.pop()] = index
+    return closing
 
 
 def last_tag(text: str, tag: str) -> str | None:

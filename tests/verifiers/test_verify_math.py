@@ -122,3 +122,20 @@ def test_answers_equivalent_for_kinds_without_answers_compares_text():
     assert not answers_equivalent("(3 + 5) * 2", "2 * (3 + 5)", kind="countdown")
     with pytest.raises(ValueError, match="unknown verifier kind"):
         answers_equivalent("a", "a", kind="nope")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{" * 20000,  # thousands of unclosed boxes: one pass, not a rescan per box
+        "<answer>" * 50000 + "</answer>",  # many opening tags
+        "the answer is " * 50000,  # one long "answer is" line
+        "1," * 200000,  # a number-like run
+    ],
+)
+def test_extraction_stays_fast_on_hostile_text(text):
+    # Extraction runs in the caller's process (before any worker), so it must never be slow.
+    start = time.monotonic()
+    extract_answer(text)
+    verify("numeric", text, "1")
+    assert time.monotonic() - start < 3.0
