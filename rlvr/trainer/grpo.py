@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -95,7 +97,10 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     if acc.is_main_process:
         save_policy(_with_model(policy, acc.unwrap_model(model)), output_dir / "model")
     acc.wait_for_everyone()
-    acc.end_training()
+    # not acc.end_training(): it also destroys the process group, and a recipe runs more stages
+    # (and more run_grpo calls) in the same processes
+    for tracker in acc.trackers:
+        tracker.finish()
     return {"step": state.step, **state.metrics}
 
 
@@ -133,11 +138,20 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     from transformers import get_scheduler
 
     trackers = resolve_trackers(cfg.report_to) if accelerator is None else []
+    cuda = torch.cuda.is_available()
     acc = accelerator or Accelerator(
-        mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no",
+        mixed_precision="bf16" if cfg.bf16 and cuda else "no",
+        # without cpu=True a CPU-only machine launched with several processes (torchrun,
+        # `accelerate launch --multi_gpu`) would run them as independent single-process jobs
+        cpu=not cuda,
         log_with=trackers or None,
         project_dir=str(output_dir),
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != acc.num_processes:
+        raise RuntimeError(f"launched as {launched} processes but accelerate sees {acc.num_processes}: "
+                           "on a CPU-only machine set ACCELERATE_USE_CPU=true (or create the "
+                           "Accelerator with cpu=True) so the processes join one gloo group")
     if cfg.prompts_per_step % acc.num_processes:
         raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be a multiple of the "
                          f"number of processes ({acc.num_processes}): groups never span processes")
@@ -372,7 +386,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
                       f"({state.nonfinite_streak} in a row)")
     optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped update still advances the schedule (step count = time)
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         t.scheduler.step()
     metrics = _average_loss_metrics(acc, metric_sums, len(starts))
     metrics.update({"loss": global_loss / acc.num_processes,  # each process's loss carries x num_processes

@@ -14,7 +14,6 @@ from rlvr.rewards import compute_rewards  # noqa: E402
 from rlvr.trainer import run_grpo  # noqa: E402
 
 out = Path(sys.argv[1])
-state = PartialState()
 seen: list[list[str]] = []
 
 
@@ -33,7 +32,8 @@ def run(name: str, **overrides) -> None:
     for pname, p in sorted(policy.model.named_parameters()):
         digest.update(pname.encode())
         digest.update(p.detach().cpu().numpy().tobytes())
-    (out / name / f"rank-{state.process_index}.json").write_text(json.dumps(
+    rank = PartialState().process_index  # the state run_grpo's Accelerator set up
+    (out / name / f"rank-{rank}.json").write_text(json.dumps(
         {"seen": list(seen), "params_sha256": digest.hexdigest(), "result": result}))
 
 
