@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rlvr.config import ConfigError
+from rlvr.pipeline.runner import RECIPE_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,9 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=None,
                         help="run folder (default: runs/<recipe name>); must be empty unless resuming")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
-                        help="continue a run: 'auto' continues --output-dir (or the default folder); "
-                             "a PATH continues the run in that folder. Finished stages are skipped and "
-                             "the interrupted one resumes from its checkpoint")
+                        help="continue a run: 'auto' continues the run in --output-dir (or the default "
+                             "folder) if there is one and starts it otherwise; a PATH must hold a run. "
+                             "Finished stages are skipped; the interrupted one resumes from its checkpoint")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override recipe keys, e.g. --set stages.2.steps=5 model.dtype=float32 "
                              "(values parsed as YAML; a number indexes a list)")
@@ -30,7 +31,8 @@ def resolve_output_dir(args, recipe_name: str) -> tuple[Path, bool]:
             raise ConfigError(f"--resume {args.resume} and --output-dir {args.output_dir} name different folders")
         return Path(args.resume), True
     out = Path(args.output_dir) if args.output_dir else Path("runs") / recipe_name
-    return out, args.resume == "auto"
+    # `auto` (verl's resume_mode: auto): continue the run in `out` if there is one, else start it.
+    return out, args.resume == "auto" and (out / RECIPE_FILE).is_file()
 
 
 def main(args) -> int:

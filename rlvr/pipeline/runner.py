@@ -54,9 +54,12 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
     """Run every stage of `recipe` into `output_dir`; returns the summary (also summary.json)."""
     from accelerate import PartialState
 
-    state = PartialState()
+    from rlvr.trainer.distributed import use_cpu_processes
+
+    state = PartialState(cpu=use_cpu_processes())  # several CPU processes: gloo
     out = Path(output_dir)
     check_output_dir(out, resume)
+    state.wait_for_everyone()  # every process has looked at the folder before the main one writes
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
@@ -79,6 +82,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
 def _run_stage(recipe: Recipe, out: Path, index: int, sdir: Path, resume: bool, state) -> None:
     stage = recipe.stages[index]
     interrupted = sdir.is_dir()
+    state.wait_for_everyone()  # every process has looked before the main one creates it
     if state.is_main_process:
         sdir.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()

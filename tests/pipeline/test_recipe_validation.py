@@ -109,6 +109,6 @@ def test_output_dir_with_another_run_is_refused(tmp_path, capsys):
     (out / "something").write_text("x")
     assert rlvr_main(["run", str(path), "--output-dir", str(out)]) == 2
     assert "--resume auto" in capsys.readouterr().err
-    assert rlvr_main(["run", str(path), "--output-dir", str(tmp_path / "new"), "--resume", "auto"]) == 2
+    assert rlvr_main(["run", str(path), "--resume", str(tmp_path / "new")]) == 2
     assert "no run to resume" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

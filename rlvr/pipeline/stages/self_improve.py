@@ -94,33 +94,31 @@ def self_improve_options():
 
 @register_stage("self_improve", self_improve_options, trains=True, scores_held_out=True)
 def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
-    from rlvr.pipeline.context import MODEL_DIR
     from rlvr.pipeline.stages.eval import evaluate
 
     start_level = cfg.curriculum.start or _first_level(ctx.make_task().difficulty)
-    state = {"level": start_level, "best": None, "best_round": None, "stale": 0, "model_dir": ctx.model_dir}
+    state = {"level": start_level, "best": None, "best_model": None, "best_round": None, "stale": 0,
+             "model_dir": ctx.model_dir}
     table = []
     held_out = ctx.make_task(for_eval=True).held_out(cfg.eval.num_problems)
     task = ctx.make_task(start_level)
     for r in range(cfg.rounds):
         rdir = ctx.stage_dir / f"round-{r:02d}"
+        task.set_difficulty(state["level"])
         if (rdir / ROUND_FILE).is_file():  # finished before an interruption
             row = json.loads((rdir / ROUND_FILE).read_text())
             task.sample(cfg.generate.num_problems)  # keep the problem stream where it was
         else:
-            task.set_difficulty(state["level"])
             row = _round(ctx, cfg, r, rdir, task, held_out, state["model_dir"], evaluate)
         table.append(row)
-        _update(state, row, rdir / MODEL_DIR, cfg)
+        _update(state, row, cfg)
         print("\n" + format_table(table), flush=True)
         ctx.write_metrics(table)
         if state["stale"] >= cfg.patience:
             break
     if ctx.is_main:
         (ctx.stage_dir / "rounds.md").write_text(format_table(table) + "\n")
-        best_model = ctx.stage_dir / f"round-{state['best_round']:02d}" / MODEL_DIR
-        shutil.rmtree(ctx.stage_dir / MODEL_DIR, ignore_errors=True)
-        shutil.copytree(best_model, ctx.stage_dir / MODEL_DIR)
+        _publish_best(ctx, state["best_model"])
     return {"accuracy": state["best"], "best_round": state["best_round"], "rounds_run": len(table),
             "final_difficulty": state["level"], "rounds": table}
 
@@ -131,6 +129,7 @@ def _first_level(difficulty) -> int:
 
 def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) -> dict:
     """One round: generate, keep correct, train, evaluate; its row of the table."""
+    from rlvr.pipeline.context import MODEL_DIR
     from rlvr.pipeline.recipe import with_recipe_keys
     from rlvr.pipeline.stages.rejection_sampling import keep_correct
     from rlvr.trainer.grpo import run_grpo
@@ -139,27 +138,24 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
     resume = rdir.is_dir()
     if ctx.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
-    round_ctx = _round_context(ctx, model_dir)
-    policy = round_ctx.load_policy()
+    policy = _round_context(ctx, model_dir).load_policy()
     level = task.difficulty
     examples = task.sample(cfg.generate.num_problems)
     kept, gen = keep_correct(policy, examples, cfg.template, cfg.generate, cfg.seed + r)
-    if cfg.train == "sft":
-        if not kept:
-            raise RuntimeError(f"self_improve round {r}: no correct completion to train on at level {level}")
+    trained = cfg.train == "grpo" or bool(kept)  # SFT with nothing kept: the round trains nothing
+    if cfg.train == "sft" and kept:
         run_sft(policy, [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept],
                 cfg.sft, rdir, resume=resume, seed=cfg.seed + r)
-    else:
+    elif cfg.train == "grpo":
         grpo_cfg = with_recipe_keys(cfg.grpo, cfg.template, cfg.seed + r)
         run_grpo(policy, task, grpo_cfg, rdir, resume="auto" if resume else None)
-    from rlvr.pipeline.context import MODEL_DIR
-
-    trained = _round_context(ctx, rdir / MODEL_DIR).load_policy()
-    scores = evaluate(trained, held_out, cfg.template, cfg.eval, cfg.seed)
+    out_model = rdir / MODEL_DIR if trained else model_dir
+    scores = evaluate(_round_context(ctx, out_model).load_policy(), held_out, cfg.template, cfg.eval, cfg.seed)
     row = {"round": r, "difficulty": level, "pass_rate": gen["sample_accuracy"],
-           "problems_with_kept": gen["problems_with_kept"], "kept": gen["kept"],
+           "problems_with_kept": gen["problems_with_kept"], "kept": gen["kept"], "trained": trained,
            "accuracy": scores["accuracy"], "mean_completion_tokens": scores["mean_completion_tokens"],
-           "next_difficulty": cfg.curriculum.next_level(level, gen["sample_accuracy"])}
+           "next_difficulty": cfg.curriculum.next_level(level, gen["sample_accuracy"]),
+           "model_dir": None if out_model is None else str(out_model)}
     if ctx.is_main:
         (rdir / ROUND_FILE).write_text(json.dumps(row))
     return row
@@ -168,22 +164,37 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
 def _round_context(ctx, model_dir):
     import dataclasses
 
-    return dataclasses.replace(ctx, model_dir=model_dir)
+    return dataclasses.replace(ctx, model_dir=None if model_dir is None else Path(model_dir))
 
 
-def _update(state: dict, row: dict, model_dir: Path, cfg: SelfImproveConfig) -> None:
+def _update(state: dict, row: dict, cfg: SelfImproveConfig) -> None:
     """Move the curriculum, track the best round and the patience counter."""
     state["level"] = row["next_difficulty"]
-    state["model_dir"] = model_dir
+    state["model_dir"] = row["model_dir"]
     if state["best"] is None or row["accuracy"] > state["best"] + cfg.min_gain:
         state["best"], state["best_round"], state["stale"] = row["accuracy"], row["round"], 0
+        state["best_model"] = row["model_dir"]
     else:
         state["stale"] += 1
 
 
+def _publish_best(ctx, best_model: str | None) -> None:
+    """Copy the best round's model to the stage's `model/` (the base model if no round trained)."""
+    from rlvr.models import save_policy
+    from rlvr.pipeline.context import MODEL_DIR
+
+    target = ctx.stage_dir / MODEL_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    if best_model is None:
+        save_policy(ctx.load_policy(), target)
+    else:
+        shutil.copytree(best_model, target)
+
+
 def format_table(rows: list[dict]) -> str:
     """The per-round table (markdown)."""
-    cols = ["round", "difficulty", "pass_rate", "problems_with_kept", "kept", "accuracy", "next_difficulty"]
+    cols = ["round", "difficulty", "pass_rate", "problems_with_kept", "kept", "trained", "accuracy",
+            "next_difficulty"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
