@@ -1,5 +1,6 @@
 """Rollout throughput: transformers `generate` (dynamic cache; static cache + torch.compile) against
-rlvr's fast engine (CUDA graph; CUDA graph + torch.compile), on the same model and prompts.
+rlvr's fast engine (fused Triton or torch decode kernels, each in a CUDA graph, with or
+without torch.compile), on the same model and prompts.
 
 Model: Qwen2-0.5B shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936),
 random weights, bf16. Workload: N sequences = N/8 prompts x G=8 samples, prompt 128 tokens, 256
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Row, host_time_s, median, out_path, print_table, save  # noqa: E402
 
 PROMPT_LEN, NEW_TOKENS, GROUP = 128, 256, 8
-ENGINES = ("fast", "fast_compiled", "hf_static", "hf")
+ENGINES = ("fast", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
 
 
 class IdTokenizer:
@@ -72,11 +73,11 @@ def hf_runner(model, prompt_ids, static: bool):
     return run
 
 
-def fast_runner(model, prompt_ids, compiled: bool):
+def fast_runner(model, prompt_ids, compiled: bool, kernels: str):
     from rlvr.rollout.base import SamplingParams
     from rlvr.rollout.fast import FastEngine, FastEngineConfig
 
-    engine = FastEngine(model, IdTokenizer(), FastEngineConfig(compile=compiled))
+    engine = FastEngine(model, IdTokenizer(), FastEngineConfig(compile=compiled, kernels=kernels))
     params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0)
 
     def run() -> int:
@@ -126,11 +127,11 @@ def main(argv=None) -> int:
             elif name == "hf_static":
                 run = hf_runner(model, prompt_ids, static=True)
                 rows.append(measure("hf generate (static cache, compiled)", run, n, reps=args.reps))
-            elif name == "fast":
-                rows.append(measure("rlvr fast (CUDA graph)", fast_runner(model, prompt_ids, False), n, args.reps))
             else:
-                rows.append(measure("rlvr fast (CUDA graph + compile)", fast_runner(model, prompt_ids, True), n,
-                                    args.reps))
+                kernels = "torch" if "torch" in name else "triton"
+                compiled = name.endswith("compiled")
+                label = f"rlvr fast ({kernels} kernels, CUDA graph{' + compile' if compiled else ''})"
+                rows.append(measure(label, fast_runner(model, prompt_ids, compiled, kernels), n, args.reps))
         static = "hf generate (static cache, compiled)"
         baseline = static if any(r.name == static and r.value for r in rows) else rows[0].name
         title = f"rollout, N={n} sequences ({n // GROUP} prompts x G={GROUP}), prompt {PROMPT_LEN} + {NEW_TOKENS} new"

@@ -24,6 +24,7 @@ Shapes: B prompts, G samples each, N = B*G sequences, P prompt width, S cache le
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,17 @@ class FastEngineConfig:
     """Decode steps between host checks for "every sequence finished" (each is a sync)."""
     max_graphs: int = 4
     """Captured graphs kept (each holds its KV cache); the oldest is dropped beyond this."""
+    kernels: str = "auto"
+    """Decode-step implementation: `triton` (fused kernels of rlvr.rollout.fast_kernels: one
+    kernel each for add+RMSNorm, RoPE+cache write, attention, SiLU*up, sampling), `torch`
+    (torch ops only), or `auto` (triton on CUDA when triton imports and the model fits: SiLU MLP,
+    RMSNorm, power-of-two head dim, no q/k norm)."""
+
+    def __post_init__(self) -> None:
+        if self.kernels not in ("auto", "triton", "torch"):
+            raise ValueError(f"kernels must be auto, triton or torch, got {self.kernels!r}")
+        if self.length_bucket < 1 or self.check_every < 1 or self.max_graphs < 1:
+            raise ValueError("length_bucket, check_every and max_graphs must be >= 1")
 
 
 @dataclass
@@ -100,6 +112,8 @@ class _DecodeState:
         self.out_tokens = torch.zeros(n, max_new, dtype=torch.long, device=device)
         self.out_logp = torch.zeros(n, max_new, dtype=torch.float32, device=device)
         self.stop_ids = torch.tensor(stop_ids, dtype=torch.long, device=device)
+        self.start = torch.zeros(n, dtype=torch.long, device=device)  # first non-padding column
+        self.seed = torch.zeros(1, dtype=torch.long, device=device)  # sampler RNG seed, +1 per step
         self.graph: torch.cuda.CUDAGraph | None = None
 
 
@@ -151,6 +165,42 @@ def decode_forward(parts: _Parts, tokens, pos, col, bias, k_cache: list, v_cache
         x = x + layer.self_attn.o_proj(out)
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return parts.lm_head(parts.norm(x)).float()
+
+
+def decode_forward_fused(parts: _Parts, tokens, pos, col, start, k_cache: list, v_cache: list) -> torch.Tensor:
+    """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: about 12 launches per
+    layer instead of about 36. Returns logits (N, V) in the model dtype."""
+    from rlvr.rollout import fast_kernels as K
+
+    n = tokens.shape[0]
+    x = parts.embed(tokens)  # (N, H): the residual stream, updated in place below
+    cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D)
+    cos, sin = cos.reshape(n, -1).contiguous(), sin.reshape(n, -1).contiguous()
+    delta = None  # what the previous block adds to the residual stream
+    for i, layer in enumerate(parts.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
+        q = K.rope_and_cache_(attn.q_proj(h), attn.k_proj(h), attn.v_proj(h), cos, sin, k_cache[i], v_cache[i], col)
+        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling)
+        norm = layer.post_attention_layernorm
+        h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
+        delta = mlp.down_proj(K.silu_mul(mlp.gate_proj(h), mlp.up_proj(h)))
+    return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
+
+
+def _fits_fused_kernels(model, parts: _Parts) -> bool:
+    """Whether `decode_forward_fused` computes this model: SiLU MLP, RMSNorm (weight, eps), head
+    dim a power of two >= 16, no q/k norm; and triton importable."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return False
+    norms = [parts.norm] + [m for layer in parts.layers for m in (layer.input_layernorm, layer.post_attention_layernorm)]
+    return (getattr(model.config, "hidden_act", None) == "silu"
+            and all(hasattr(m, "weight") and hasattr(m, "variance_epsilon") for m in norms)
+            and all(hasattr(layer.mlp, n) for layer in parts.layers for n in ("gate_proj", "up_proj", "down_proj"))
+            and not any(hasattr(layer.self_attn, "q_norm") for layer in parts.layers)
+            and parts.head_dim >= 16 and parts.head_dim & (parts.head_dim - 1) == 0)
 
 
 def prefill_forward(parts: _Parts, ids: torch.Tensor, valid: torch.Tensor):
@@ -227,9 +277,16 @@ class FastEngine:
         self.eos_ids = _eos_token_ids(model, tokenizer)
         self.pad_id = _pad_token_id(tokenizer, self.eos_ids)
         self._states: dict[tuple, _DecodeState] = {}
-        self._forward = decode_forward
-        if self.config.compile:
-            self._forward = torch.compile(decode_forward, fullgraph=True, dynamic=False)
+        device = model.lm_head.weight.device
+        kernels = self.config.kernels
+        if kernels == "auto":
+            kernels = "triton" if device.type == "cuda" and _fits_fused_kernels(model, self.parts) else "torch"
+        elif kernels == "triton" and not (device.type == "cuda" and _fits_fused_kernels(model, self.parts)):
+            raise ValueError("fast engine kernels='triton' needs CUDA, triton and a SiLU/RMSNorm model "
+                             "with a power-of-two head dim; use kernels='torch'")
+        self.fused = kernels == "triton"
+        forward = decode_forward_fused if self.fused else decode_forward
+        self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout:
@@ -257,14 +314,18 @@ class FastEngine:
             st = _DecodeState(self.parts, n, length, params.max_new_tokens, self.model.lm_head.weight.dtype,
                               device, self.eos_ids)
             if device.type == "cuda" and self.config.cuda_graph:
-                self._capture(st, params)
+                self._capture_or_fall_back(st, params)
         self._states[key] = st
         return st
 
     def _step(self, st: _DecodeState, params: SamplingParams) -> None:
         """Decode one token for every sequence; every input and output is a static tensor of `st`."""
-        logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.bias, st.k, st.v)
-        token, logp = sample_tokens(logits, params)
+        if self.fused:
+            logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v)
+            token, logp = self._sample_fused(logits, st, params)
+        else:
+            logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.bias, st.k, st.v)
+            token, logp = sample_tokens(logits, params)
         token = torch.where(st.finished, self.pad_id, token)
         logp = torch.where(st.finished, 0.0, logp)
         st.out_tokens.index_copy_(1, st.step, token[:, None])
@@ -274,6 +335,31 @@ class FastEngine:
         st.pos += 1
         st.col += 1
         st.step += 1
+
+    @staticmethod
+    def _sample_fused(logits, st: _DecodeState, params: SamplingParams):
+        """The one-kernel sampler for plain temperature sampling and greedy; torch for top-k/top-p."""
+        if params.top_k or params.top_p < 1.0:
+            return sample_tokens(logits.float(), params)
+        from rlvr.rollout.fast_kernels import sample_
+
+        token, logp = sample_(logits, params.temperature, st.seed)
+        st.seed += 1
+        return token, logp
+
+    def _capture_or_fall_back(self, st: _DecodeState, params: SamplingParams) -> None:
+        try:
+            self._capture(st, params)
+        except Exception as e:  # e.g. a Triton build failure on an untested GPU/toolchain
+            if not self.fused:
+                raise
+            warnings.warn(f"fast engine: the fused Triton decode kernels failed ({type(e).__name__}: {e}); "
+                          "falling back to kernels='torch'")
+            self.fused = False
+            self._forward = (torch.compile(decode_forward, fullgraph=True, dynamic=False)
+                             if self.config.compile else decode_forward)
+            torch.cuda.synchronize()
+            self._capture(st, params)
 
     def _capture(self, st: _DecodeState, params: SamplingParams) -> None:
         # warm-up on a side stream (cuBLAS handles, compilation), then capture; the state is reset
@@ -304,6 +390,9 @@ class FastEngine:
         st.bias.fill_(float("-inf"))
         st.bias[:, :, 0, :width].masked_fill_(row_valid[:, None, :], 0.0)
         st.pos.copy_(row_valid.sum(dim=1))  # next position = prompt length
+        st.start.copy_(width - st.pos)  # left padding: the prompt starts after width - length pads
+        # the fused sampler's seed comes from torch's generator, so params.seed reproduces a rollout
+        st.seed.copy_(torch.randint(0, 2**31 - 1, (1,)))
         st.col.fill_(width)
         st.step.fill_(1)  # column 0 is the token sampled from the prefill logits
         st.finished.zero_()

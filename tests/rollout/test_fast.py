@@ -6,6 +6,8 @@ The CPU tests run the engine's eager decode step; the `gpu` tests run the CUDA-g
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -119,20 +121,42 @@ def test_unsupported_model_is_a_clear_error():
 # ----------------------------------------------------------------------------- CUDA graph path
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
 @pytest.mark.parametrize("compile_step", [False, True])
-def test_greedy_tokens_equal_generate_cuda_graph(compile_step):
+def test_greedy_tokens_equal_generate_cuda_graph(compile_step, kernels):
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer, device="cuda")
-    engine = FastEngine(model, tokenizer, FastEngineConfig(compile=compile_step))
-    _check_greedy_matches_generate(model, tokenizer, engine)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(compile=compile_step, kernels=kernels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent fallback from triton to torch
+        _check_greedy_matches_generate(model, tokenizer, engine)
+    assert engine.fused == (kernels == "triton")
     assert all(st.graph is not None for st in engine._states.values())
 
 
 @pytest.mark.gpu
-def test_sampled_logprobs_match_forward_cuda_graph_bf16():
+def test_fused_sampler_draws_from_the_softmax():
+    from rlvr.rollout.fast_kernels import sample_
+
+    logits = (torch.randn(1, 1000, device="cuda") * 3).to(torch.bfloat16)
+    rows = logits.repeat(20000, 1)
+    seed = torch.tensor([7], device="cuda")
+    tokens, logp = sample_(rows, 0.7, seed)
+    expected = (logits.float() / 0.7).log_softmax(-1)[0]
+    freq = torch.bincount(tokens, minlength=1000).float() / tokens.numel()
+    # total variation between the empirical and the true distribution: about 0.02 expected here
+    assert 0.5 * (freq - expected.exp()).abs().sum().item() < 0.06
+    torch.testing.assert_close(logp, expected[tokens], atol=1e-4, rtol=0)
+    greedy, _ = sample_(logits, 0.0, seed)
+    assert greedy.item() == logits.float().argmax().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
+def test_sampled_logprobs_match_forward_cuda_graph_bf16(kernels):
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer, dtype=torch.bfloat16, device="cuda")
-    engine = FastEngine(model, tokenizer)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels))
     params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=3)
     # bf16 activations through different kernels (decode vs full forward): a few 0.1s at most
     _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.03)

@@ -1,0 +1,195 @@
+"""GRPO step time: rlvr's trainer (`run_grpo`: fast rollout engine + Triton fused loss) against
+TRL's `GRPOTrainer` (transformers generate), same model, batch, lengths and reward, same GPU.
+
+Model: Qwen2-0.5B shape, random weights, bf16 (both train the bf16 weights with AdamW, lr 1e-6,
+loss dapo, beta 0, one update per batch). Batch: 8 prompts x G=8, prompt 128 tokens (a word-level
+tokenizer made here: one word, one token), 256 completion tokens (a random model samples EOS
+with probability about 1/V per token, so nearly every completion is full length), temperature 1. Reward: a
+deterministic pseudo-random function of the completion text (crc32), the same for both.
+Step time: median over steps 2..K (step 1 holds compilation / graph capture / allocator warm-up).
+
+    python benchmarks/bench_grpo_step.py [--steps 4] [--skip trl] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Row, median, out_path, print_table, save  # noqa: E402
+
+PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, VOCAB = 8, 8, 128, 256, 151936
+
+
+def build_tokenizer():
+    """Word-level tokenizer: `w<i>` is token i; "Q:" and "A:" (the plain template) are tokens too.
+
+    EOS is a token id (1) the prompts never contain; a random model samples it with probability
+    about 1/V per token, so nearly every completion runs the full 256 tokens in both trainers.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, "Q:": 3, "A:": 4}
+    vocab.update({f"w{i}": i for i in range(5, VOCAB)})
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>", padding_side="left")
+
+
+def build_model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                         rope_theta=1e6, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def prompt_words(i: int) -> str:
+    """Prompt i: 126 words, which the plain template ("Q: ... A:") makes 128 tokens."""
+    g = torch.Generator().manual_seed(i)
+    return " ".join(f"w{t}" for t in torch.randint(5, VOCAB, (PROMPT_LEN - 2,), generator=g).tolist())
+
+
+def text_reward(text: str) -> float:
+    return (zlib.crc32(text.encode()) % 1000) / 1000.0
+
+
+# ----------------------------------------------------------------------------- rlvr
+
+class WordTask:
+    """TaskSource of fixed-length word prompts (the reward ignores `reference`)."""
+
+    difficulty = 1
+
+    def __init__(self):
+        self.position = 0
+
+    def sample(self, n):
+        from rlvr.tasks.base import Example
+
+        out = [Example(prompt=prompt_words(self.position + k), reference="", kind="bench", id=str(self.position + k))
+               for k in range(n)]
+        self.position += n
+        return out
+
+    def held_out(self, n):
+        return []
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+    def set_difficulty(self, level):
+        self.difficulty = level
+
+
+def rlvr_reward(examples, texts, lengths, truncated, cfg):
+    from rlvr.rewards import RewardOutput
+
+    scores = [text_reward(t) for t in texts]
+    return RewardOutput(total=scores, per_verifier={"bench": scores}, correct=[s > 0.5 for s in scores])
+
+
+def run_rlvr(steps: int, workdir: Path) -> list[float]:
+    from rlvr.models.loading import Policy
+    from rlvr.trainer.config import GRPOConfig
+    from rlvr.trainer.grpo import run_grpo
+
+    cfg = GRPOConfig(steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS,
+                     temperature=1.0, template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo",
+                     beta=0.0, sample_every=0, report_to="none", keep_last=1)
+    policy = Policy(model=build_model(), tokenizer=build_tokenizer())
+    run_grpo(policy, WordTask(), cfg, workdir / "rlvr", reward_fn=rlvr_reward)
+    lines = (workdir / "rlvr" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    times = [r["time/step"] for r in records if "time/step" in r]
+    gen = [r.get("time/generate") for r in records]
+    print(f"rlvr step times {[round(t, 3) for t in times]}, generate {gen}", flush=True)
+    return times
+
+
+# ----------------------------------------------------------------------------- TRL
+
+def run_trl(steps: int, workdir: Path) -> list[float]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], None
+
+        def on_step_begin(self, args, state, control, **kw):
+            torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.t0)
+
+    def reward(completions, **kw):
+        return [text_reward(c) for c in completions]
+
+    prompts = [f"Q: {prompt_words(i)}\nA: " for i in range(PROMPTS * steps)]
+    args = GRPOConfig(output_dir=str(workdir / "trl"), per_device_train_batch_size=PROMPTS * GROUP,
+                      num_generations=GROUP, max_completion_length=NEW_TOKENS, temperature=1.0,
+                      learning_rate=1e-6, beta=0.0, loss_type="dapo", max_steps=steps, bf16=torch.cuda.is_available(),
+                      logging_steps=1, report_to="none", save_strategy="no", seed=0)
+    timer = StepTimer()
+    trainer = GRPOTrainer(model=build_model(), reward_funcs=reward, args=args,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}),
+                          processing_class=build_tokenizer(), callbacks=[timer])
+    trainer.train()
+    print(f"trl step times {[round(t, 3) for t in timer.times]}", flush=True)
+    return timer.times
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--skip", default="", help="comma list: trl, rlvr")
+    p.add_argument("--out", default=out_path("bench_grpo_step.json"))
+    args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("rlvr run_grpo (fast engine + triton loss)", run_rlvr),
+                         ("TRL GRPOTrainer (HF generate)", run_trl)):
+            if name.split()[0].lower() in skip:
+                continue
+            try:
+                times = fn(args.steps, Path(tmp))
+                steady = times[1:] or times
+                rows.append(Row(name, median(steady), "s", note=f"steps 2..{len(times)}", samples=times))
+            except Exception as e:  # report the failure as a row; the other trainer still runs
+                import traceback
+
+                traceback.print_exc()
+                rows.append(Row(name, None, "s", note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"))
+            torch.cuda.empty_cache()
+    title = f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, Qwen2-0.5B shape bf16"
+    print_table(title, rows, baseline="TRL GRPOTrainer (HF generate)")
+    save(args.out, title, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

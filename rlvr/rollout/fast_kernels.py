@@ -1,0 +1,194 @@
+"""Triton kernels of the fast engine's decode step (CUDA). The step is launch-bound at rollout
+sizes, so each kernel replaces several torch ops:
+
+  add_rmsnorm_      residual += delta (in place), then RMSNorm -- HF Qwen2/Llama numerics: the
+                    normalised row is rounded to the model dtype before the weight multiply
+  rope_and_cache_   RoPE on q and k (rotate-half form), k and v written into the cache column
+  decode_attention  one query token per sequence against its cache (GQA: the G query heads of a
+                    K/V head in one program), online softmax, reading only columns start..col
+  silu_mul          act(gate) * up of the MLP (SiLU), rounded as the two torch ops would be
+  sample_           temperature softmax -> one token per row by the Gumbel-max trick (argmax of
+                    logits/T + Gumbel noise, exact sampling), and its log-prob; greedy is argmax
+
+Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
+so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
+S cache length, V vocab.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
+                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    valid = cols < H
+    x = tl.load(x_ptr + row * H + cols, mask=valid, other=0.0)
+    if HAS_DELTA:
+        d = tl.load(delta_ptr + row * H + cols, mask=valid, other=0.0)
+        x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(x_ptr + row * H + cols, x, mask=valid)
+    xf = x.to(tl.float32)
+    var = tl.sum(xf * xf, axis=0) / H
+    normed = (xf * (1.0 / tl.sqrt(var + eps))).to(x_ptr.dtype.element_ty)
+    w = tl.load(w_ptr + cols, mask=valid, other=0.0)
+    tl.store(out_ptr + row * H + cols, (w.to(tl.float32) * normed.to(tl.float32)).to(out_ptr.dtype.element_ty),
+             mask=valid)
+
+
+def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H)."""
+    n, h = x.shape
+    out = torch.empty_like(x)
+    _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps,
+                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4)
+    return out
+
+
+@triton.jit
+def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, col_ptr,
+                       S, HEADS: tl.constexpr, KV: tl.constexpr, D: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    d = tl.arange(0, D)
+    half: tl.constexpr = D // 2
+    partner = (d + half) % D
+    sign = tl.where(d < half, -1.0, 1.0)  # rotate_half(x)[d] = -x[d + D/2] (d < D/2), x[d - D/2] (else)
+    cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
+    sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
+    if head < HEADS:
+        base = q_ptr + (n * HEADS + head) * D
+        x = tl.load(base + d).to(tl.float32)
+        rot = tl.load(base + partner).to(tl.float32) * sign
+        tl.store(q_out_ptr + (n * HEADS + head) * D + d, (x * cos + rot * sin).to(q_out_ptr.dtype.element_ty))
+    else:
+        kh = head - HEADS
+        col = tl.load(col_ptr)
+        base = k_ptr + (n * KV + kh) * D
+        x = tl.load(base + d).to(tl.float32)
+        rot = tl.load(base + partner).to(tl.float32) * sign
+        dst = ((n * KV + kh) * S + col) * D + d
+        tl.store(k_cache_ptr + dst, (x * cos + rot * sin).to(k_cache_ptr.dtype.element_ty))
+        tl.store(v_cache_ptr + dst, tl.load(v_ptr + (n * KV + kh) * D + d))
+
+
+def rope_and_cache_(q, k, v, cos, sin, k_cache, v_cache, col) -> torch.Tensor:
+    """q (N, heads*D), k, v (N, kv*D), cos/sin (N, D) -> rotated q (N, heads, D); rotated k and v
+    are written at cache column `col` (a (1,) device tensor) of k_cache/v_cache (N, kv, S, D)."""
+    n, kv, s, d = k_cache.shape
+    heads = q.shape[1] // d
+    q_out = torch.empty(n, heads, d, dtype=q.dtype, device=q.device)
+    _rope_cache_kernel[(n, heads + kv)](q, k, v, cos, sin, q_out, k_cache, v_cache, col, s,
+                                        HEADS=heads, KV=kv, D=d, num_warps=1)
+    return q_out
+
+
+@triton.jit
+def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
+                             KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, D)
+    rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
+    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
+    end = tl.load(col_ptr) + 1  # columns written so far
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
+    base = (n * KV + h) * S * D
+    for s0 in range((start // BLOCK_S) * BLOCK_S, end, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        in_cache = s < end
+        k = tl.load(k_ptr + base + s[:, None] * D + d[None, :], mask=in_cache[:, None], other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_G, BLOCK_S)
+        scores = tl.where((in_cache & (s >= start))[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + base + s[:, None] * D + d[None, :], mask=in_cache[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
+
+
+def decode_attention(q, k_cache, v_cache, start, col, scale: float) -> torch.Tensor:
+    """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D)."""
+    n, kv, s, d = k_cache.shape
+    heads = q.shape[1]
+    out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # (tf32 only matters for fp32 inputs)
+    _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, KV=kv, GROUP=heads // kv,
+                                      D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=64,
+                                      PRECISION=precision, num_warps=4)
+    return out
+
+
+@triton.jit
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < numel
+    g = tl.load(gate_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty)  # rounded like torch's silu output
+    tl.store(out_ptr + offs, (act.to(tl.float32) * u).to(out_ptr.dtype.element_ty), mask=valid)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(gate)
+    block = 1024
+    _silu_mul_kernel[(triton.cdiv(gate.numel(), block),)](gate, up, out, gate.numel(), BLOCK=block)
+    return out
+
+
+@triton.jit
+def _sample_kernel(logits_ptr, V, inv_temp, seed_ptr, token_ptr, logp_ptr,
+                   GREEDY: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    base = logits_ptr + row.to(tl.int64) * V
+    seed = tl.load(seed_ptr)
+    m = float("-inf")  # running max of x = logits / T
+    s = 0.0  # running sum of exp(x - m)
+    best = float("-inf")  # running max of x + Gumbel noise (x alone when greedy)
+    best_idx = 0
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        valid = cols < V
+        x = tl.load(base + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temp
+        m_new = tl.maximum(m, tl.max(x, axis=0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+        m = m_new
+        if GREEDY:
+            z = x
+        else:
+            u = tl.rand(seed, row * V + cols)  # uniform [0, 1), Philox
+            z = x - tl.log(-tl.log(u))  # + Gumbel(0, 1); u = 0 gives -inf (never chosen)
+        block_best = tl.max(z, axis=0)
+        block_idx = start + tl.argmax(z, axis=0)
+        take = block_best > best  # first maximum wins, as torch.argmax
+        best_idx = tl.where(take, block_idx, best_idx)
+        best = tl.maximum(best, block_best)
+    x_token = tl.load(base + best_idx).to(tl.float32) * inv_temp
+    tl.store(token_ptr + row, best_idx.to(tl.int64))
+    tl.store(logp_ptr + row, x_token - (m + tl.log(s)))
+
+
+def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (N, V) -> token (N,) sampled from softmax(logits / T) (argmax when T = 0) and its
+    log-prob under softmax(logits / T) (T = 1 when greedy). `seed` (1,) int64 on the device;
+    the caller advances it between calls."""
+    n, v = logits.shape
+    token = torch.empty(n, dtype=torch.long, device=logits.device)
+    logp = torch.empty(n, dtype=torch.float32, device=logits.device)
+    greedy = temperature == 0
+    _sample_kernel[(n,)](logits, v, 1.0 if greedy else 1.0 / temperature, seed, token, logp,
+                         GREEDY=greedy, BLOCK=4096, num_warps=8)
+    return token, logp
