@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlvr.trainer import distributed
+
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"
 
@@ -122,11 +124,10 @@ class Checkpointer:
         acc.wait_for_everyone()
         torch.save(rng_state(), tmp / "rng" / f"rank-{acc.process_index}.pt")
         trainable = _trainable_state(model, acc)  # collective under ZeRO-3/FSDP (gathers shards)
+        distributed.save_full_policy(acc, model, policy, save_policy, tmp / "model")  # collective
+        distributed.save_training_state(acc, optimizer, tmp)  # ZeRO/FSDP: engine/, every shard
         if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model)
-            save_policy(dataclasses.replace(policy, model=unwrapped), tmp / "model")
             save_file(trainable, str(tmp / "trainable.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(task.state_dict(), tmp / "task.pt")
             # written last: a folder without it is never taken for a checkpoint
@@ -148,8 +149,9 @@ class Checkpointer:
         """Restore everything saved by `save`; returns the trainer state."""
         acc = self.acc
         state = TrainerState(**json.loads((path / STATE_FILE).read_text()))
-        _load_trainable(acc.unwrap_model(model), load_file(str(path / "trainable.safetensors")), path)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        if not distributed.load_sharded_training_state(acc, path, state.world_size):  # ZeRO/FSDP: engine/
+            _load_trainable(acc.unwrap_model(model), load_file(str(path / "trainable.safetensors")), path)
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         task.load_state_dict(torch.load(path / "task.pt", weights_only=True))
         rng_file = path / "rng" / f"rank-{acc.process_index}.pt"
@@ -159,6 +161,7 @@ class Checkpointer:
             warnings.warn(f"resume: checkpoint written by {state.world_size} processes, now "
                           f"{acc.num_processes}; RNG streams are reseeded, so sampling will not "
                           "repeat the interrupted run exactly")
+        state.world_size = acc.num_processes  # the next checkpoint is written by this many
         return state
 
     def _prune(self) -> None:

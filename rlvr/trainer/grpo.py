@@ -30,6 +30,7 @@ from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import ENGINES, SamplingParams, make_engine
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume, step_dir_name
+from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import MetricsLogger, reduce_sum, resolve_trackers, sample_metrics
 
@@ -94,8 +95,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
             save()
 
     logger.close()
-    if acc.is_main_process:
-        save_policy(_with_model(policy, acc.unwrap_model(model)), output_dir / "model")
+    distributed.save_full_policy(acc, model, policy, save_policy, output_dir / "model")  # collective
     acc.wait_for_everyone()
     # not acc.end_training(): it also destroys the process group, and a recipe runs more stages
     # (and more run_grpo calls) in the same processes
@@ -164,7 +164,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
         raise ValueError("the policy has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   betas=tuple(cfg.adam_betas))
-    model, optimizer = acc.prepare(model, optimizer)
+    model, optimizer = distributed.prepare(acc, model, optimizer, cfg.max_grad_norm)
     # Not passed to prepare: accelerate would step it once per process per update.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=cfg.total_updates)
@@ -172,9 +172,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
         ref_model.to(acc.device)
     if trackers:  # a caller-made accelerator brings its own trackers
         acc.init_trackers("rlvr-grpo", config=_flat(to_dict(cfg)))
-    engine_name = cfg.engine
-    if engine_name == "auto":
-        engine_name = "fast" if acc.device.type == "cuda" and "fast" in ENGINES else "hf"
+    engine_name = distributed.rollout_engine_name(acc, cfg.engine, ENGINES)  # auto: fast on CUDA unless sharded
     unwrapped = acc.unwrap_model(model)
     engine = make_engine(engine_name, unwrapped, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -197,11 +195,6 @@ def _reference_model(model, cfg: GRPOConfig):
 
 def _is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
-def _with_model(policy, model):
-    import dataclasses
-    return dataclasses.replace(policy, model=model)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -274,7 +267,8 @@ def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: Reward
     prompt_ids = [_encode(t.tokenizer, render_prompt(ex, t.tokenizer, cfg.template, **t.prompt_kwargs))
                   for ex in examples]
     t0 = time.perf_counter()
-    rollout = t.engine.generate(prompt_ids, g, t.sampling)
+    with distributed.full_parameters(t.acc, t.model):  # ZeRO-3/FSDP2: gathered once per generate
+        rollout = t.engine.generate(prompt_ids, g, t.sampling)
     t1 = time.perf_counter()
     per_seq_examples = [ex for ex in examples for _ in range(g)]
     scored = reward_fn(per_seq_examples, rollout.texts, rollout.lengths, rollout.truncated, cfg.reward)
@@ -359,11 +353,12 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
         rows = slice(s, s + mb)
         part = batch.rows(rows)
         # gradient all-reduce only on the last micro-batch (identical count on every process)
-        sync = contextlib.nullcontext() if j == len(starts) - 1 else acc.no_sync(model)
-        with sync, acc.autocast():
+        sync = distributed.accumulation(acc, model, last=j == len(starts) - 1)
+        with sync, acc.autocast(), contextlib.ExitStack() as after_forward:
             hidden = completion_hidden(model, part)
+            w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
             loss, m = fused_policy_loss(
-                _temper(hidden, cfg), weight, part.targets, part.mask, advantages[rows],
+                _temper(hidden, cfg), w, part.targets, part.mask, advantages[rows],
                 None if old_logp is None else old_logp[rows], None if ref_logp is None else ref_logp[rows],
                 loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.clip_high,
                 beta=cfg.beta, kl_type=cfg.kl_type, normalizer=normalizer,
@@ -425,9 +420,10 @@ def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logp
     out = []
     for s in range(0, batch.targets.shape[0], mb):
         part = batch.rows(slice(s, s + mb))
-        with acc.autocast():
+        with acc.autocast(), contextlib.ExitStack() as after_forward:
             hidden = completion_hidden(model, part)
-            logp, _ = token_logprobs(_temper(hidden, cfg), weight, part.targets, mask=part.mask,
+            w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
+            logp, _ = token_logprobs(_temper(hidden, cfg), w, part.targets, mask=part.mask,
                                      backend=cfg.kernels)
         out.append(logp.float())
     return torch.cat(out)

@@ -1,0 +1,94 @@
+"""`accelerate launch --config_file recipes/accelerate/cpu2.yaml -m rlvr run RECIPE` with two CPU
+processes (gloo): the recipe finishes, every stage is in summary.json, both processes hold the same
+parameters at every save, and `--resume auto` after losing the last checkpoint ends with exactly
+the parameters of the uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU2 = ROOT / "recipes" / "accelerate" / "cpu2.yaml"
+
+# A tiny model and a length-dependent penalty (DAPO overlong) so that groups have reward variance
+# and the updates move the parameters even though the model never solves a problem.
+RECIPE = {
+    "name": "two-process",
+    "seed": 0,
+    "model": {"name_or_path": "tiny",
+              "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
+    "task": {"name": "arithmetic", "difficulty": 1, "options": {"ops": ["+"]}},
+    "template": "plain",
+    "stages": [
+        {"type": "grpo", "name": "grpo", "steps": 4, "prompts_per_step": 4, "num_generations": 2,
+         "max_new_tokens": 8, "micro_batch_size": 2, "learning_rate": 3.0e-3, "save_every": 2,
+         "keep_last": 0, "report_to": "none", "sample_every": 0,
+         "reward": {"overlong_max_length": 8, "overlong_cache": 6}},
+        {"type": "eval", "name": "eval", "num_problems": 4, "k": 2, "max_new_tokens": 8},
+    ],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(recipe: Path, out: Path, digests: Path, *extra: str) -> None:
+    cmd = ["accelerate", "launch", "--config_file", str(CPU2), "--main_process_port", str(_free_port()),
+           "-m", "rlvr", "run", str(recipe), "--output-dir", str(out), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]), "RLVR_PARAM_DIGEST_DIR": str(digests)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in folder.glob("*.sha256")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    out, digests = tmp_path / "run", tmp_path / "digests"
+    _launch(recipe, out, digests)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["grpo", "eval"]
+    assert "accuracy" in summary["stages"][1]["metrics"]
+    steps = [json.loads(line)["step"] for line in (out / "0-grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # one line per step: only the main process writes
+
+    first = _digests(digests)
+    # every save (checkpoints of steps 2 and 4, the final model) by both processes, all in sync
+    assert set(first) == {f"{owner}-rank-{r}" for owner in ("step-00000002", "step-00000004", "0-grpo")
+                          for r in (0, 1)}
+    for owner in ("step-00000002", "step-00000004", "0-grpo"):
+        assert first[f"{owner}-rank-0"] == first[f"{owner}-rank-1"], f"{owner}: processes diverged"
+    assert first["step-00000002-rank-0"] != first["0-grpo-rank-0"], "training did not move the parameters"
+
+    # As if killed after the step-2 checkpoint: the step-4 checkpoint, the stage's result and the
+    # eval are gone. --resume auto redoes steps 3-4 from step 2 on both processes.
+    shutil.rmtree(out / "0-grpo" / "checkpoints" / "step-00000004")
+    shutil.rmtree(out / "0-grpo" / "model")
+    (out / "0-grpo" / "DONE.json").unlink()
+    shutil.rmtree(out / "1-eval")
+    shutil.rmtree(digests)
+    _launch(recipe, out, digests, "--resume", "auto")
+
+    resumed = _digests(digests)
+    assert "step-00000002-rank-0" not in resumed  # steps 1-2 were not redone
+    for r in (0, 1):
+        assert resumed[f"0-grpo-rank-{r}"] == first[f"0-grpo-rank-{r}"], f"rank {r}: resume changed the result"
+    assert json.loads((out / "summary.json").read_text())["stages"][1]["name"] == "eval"
