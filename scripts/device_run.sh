@@ -15,13 +15,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --fo
 for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
-    tests) timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
+    tests) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
              tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
-    loss) timeout 240 python3 benchmarks/bench_loss.py 2>&1 | tee "$OUT/loss.log" ;;
+    loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
+    loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_quick.log" ;;
-    rollout) timeout 420 python3 benchmarks/bench_rollout.py 2>&1 | tee "$OUT/rollout.log" ;;
-    grpo) timeout 420 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
+    rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled,fast_torch,hf_static,hf \
+               2>&1 | tee "$OUT/rollout.log" ;;
+    grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done
