@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from verifiers import verify, verify_batch
+from verifiers.code import sandbox
 
 ADD_TESTS = {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]}
 LIMITS = {"timeout_s": 8.0, "test_timeout_s": 2.0}
@@ -42,12 +43,12 @@ def test_scores(completion, reference, score):
     assert result.correct is (score == 1.0)
 
 
-def _sandbox_uid_processes() -> list[int]:
-    """PIDs running as a sandbox uid (the range the sandbox draws from)."""
+def _processes_of(uids: set[int]) -> list[int]:
+    """PIDs running as one of `uids`."""
     found = []
     for entry in os.listdir("/proc"):
         try:
-            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid >= 1_000_000_000:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid in uids:
                 found.append(int(entry))
         except OSError:
             pass
@@ -67,7 +68,22 @@ def world_writable_dirs(tmp_path):
         shutil.rmtree(beside)
 
 
-def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(world_writable_dirs, monkeypatch):
+@pytest.fixture
+def used_uids(monkeypatch):
+    """The uids our sandbox runs get (other test sessions may run sandboxes at the same time)."""
+    used = set()
+    real_uid = sandbox.sandbox_uid
+
+    def recording_uid():
+        uid = real_uid()
+        used.add(uid)
+        return uid
+
+    monkeypatch.setattr(sandbox, "sandbox_uid", recording_uid)
+    return used
+
+
+def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(world_writable_dirs, used_uids, monkeypatch):
     secret = f"secret-{uuid.uuid4()}"
     monkeypatch.setenv("RLVR_TEST_SECRET", secret)
     host_files = [directory / "host.txt" for directory in world_writable_dirs]
@@ -129,7 +145,7 @@ def test_hostile_programs_get_zero_end_in_time_and_leave_nothing(world_writable_
         listener.accept()  # nobody connected
     listener.close()
     time.sleep(0.2)
-    assert _sandbox_uid_processes() == []
+    assert len(used_uids) == len(hostile) and _processes_of(used_uids) == []
 
 
 REASONS = [
@@ -153,11 +169,12 @@ def test_reasons_say_what_happened(program, fragment):
     assert fragment in result.reason, result.reason
 
 
-def test_a_run_past_the_wall_clock_keeps_earlier_results():
+def test_a_run_past_the_wall_clock_keeps_earlier_results_and_leaves_nothing(used_uids):
     program = "def f(x):\n    if x == 2:\n        import time\n        time.sleep(60)\n    return x"
     reference = {"tests": ["assert f(1) == 1", "assert f(2) == 2"]}
     result = verify("code", program, reference, timeout_s=2.0, test_timeout_s=30.0)
     assert result.score == 0.5 and result.reason.startswith("timeout: 1/2 passed"), result
+    assert len(used_uids) == 1 and _processes_of(used_uids) == []  # not even a zombie
 
 
 def test_bad_reference_names_the_field():

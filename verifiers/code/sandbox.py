@@ -66,7 +66,7 @@ class SandboxReport:
 def run_tests(program: str, tests: list[str], setup: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxReport:
     """Run `program` (then `setup`, then one test) once per test, each in its own process."""
     root = Path(tempfile.mkdtemp(prefix="rlvr-sandbox-"))  # 0700: the sandbox cannot see out.log
-    uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0] if os.geteuid() == 0 else None
+    uid = sandbox_uid() if os.geteuid() == 0 else None
     try:
         work = root / "work"
         work.mkdir(mode=0o700)
@@ -80,6 +80,11 @@ def run_tests(program: str, tests: list[str], setup: str = "", limits: SandboxLi
         if uid is not None:
             _kill_uid(uid)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def sandbox_uid() -> int:
+    """A fresh unprivileged uid for one run."""
+    return secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
 
 
 def _run(program, tests, setup, limits: SandboxLimits, uid, work: Path, output) -> SandboxReport:
@@ -117,6 +122,11 @@ def _run(program, tests, setup, limits: SandboxLimits, uid, work: Path, output) 
         lines, finished = _collect(results_read, deadline)
     finally:
         os.close(results_read)
+        if uid is not None:
+            # The sandbox's processes first (PID 1 of its namespace included), so that the
+            # bootstrap outside reaps PID 1; killing the bootstrap first would leave PID 1 a
+            # zombie for the machine's init to collect.
+            _kill_uid(uid)
         _kill_group(proc)
     return _report(lines, len(tests), timed_out=not finished, wall_s=limits.wall_s)
 
