@@ -32,7 +32,7 @@ from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completio
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume, step_dir_name
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
-from rlvr.trainer.metrics import MetricsLogger, reduce_sum, resolve_trackers, sample_metrics
+from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
 
 RewardFn = Callable[..., RewardOutput]
 """(examples (N), texts (N), lengths (N), truncated (N), RewardConfig) -> RewardOutput."""
@@ -348,7 +348,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
     n = batch.targets.shape[0]
     mb = cfg.micro_batch_size or n
     starts = list(range(0, n, mb))
-    loss_sum, metric_sums = 0.0, {}
+    loss_sum, metrics = 0.0, _LossMetrics()
     for j, s in enumerate(starts):
         rows = slice(s, s + mb)
         part = batch.rows(rows)
@@ -365,8 +365,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
                 max_completion_length=cfg.max_new_tokens, backend=cfg.kernels)
             acc.backward(loss)
         loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
-        for k, v in m.items():
-            metric_sums[k] = metric_sums.get(k, 0.0) + v
+        metrics.add(m, tokens=float(part.mask.sum().item()))
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
     # the loss summed over processes: every process must take the same skip decision
@@ -383,23 +382,44 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
     with warnings.catch_warnings():  # a skipped update still advances the schedule (step count = time)
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         t.scheduler.step()
-    metrics = _average_loss_metrics(acc, metric_sums, len(starts))
-    metrics.update({"loss": global_loss / acc.num_processes,  # each process's loss carries x num_processes
-                    "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0})
-    return metrics
+    return {**metrics.reduce(acc), "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0}
 
 
-def _average_loss_metrics(acc, sums: dict[str, float], n_micro: int) -> dict[str, float]:
-    """loss/* are shares of the global loss (sum them); the rest are means (average them)."""
-    keys = sorted(sums)  # the same keys on every process: same loss and options everywhere
-    reduced = reduce_sum(acc, [sums[k] for k in keys])
-    out = {}
-    for k, v in zip(keys, reduced):
-        if k.startswith("loss/"):
-            out[k] = v / acc.num_processes  # each share carries a x num_processes factor
-        else:
-            out[k] = v / (n_micro * acc.num_processes)
-    return out
+class _LossMetrics:
+    """Combines the loss metrics of micro-batches and processes into metrics of the whole batch:
+    `loss/*` are shares of the global loss (summed), `*/min` and `*/max` are extremes, the rest
+    are token means (weighted by each micro-batch's valid tokens)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.mins: dict[str, float] = {}
+        self.maxs: dict[str, float] = {}
+        self.tokens = 0.0
+
+    def add(self, m: dict[str, float], tokens: float) -> None:
+        self.tokens += tokens
+        for k, v in m.items():
+            if k.endswith("/min"):
+                self.mins[k] = min(self.mins.get(k, math.inf), v)
+            elif k.endswith("/max"):
+                self.maxs[k] = max(self.maxs.get(k, -math.inf), v)
+            else:
+                weight = 1.0 if k.startswith("loss/") else tokens
+                self.sums[k] = self.sums.get(k, 0.0) + weight * v
+
+    def reduce(self, acc) -> dict[str, float]:
+        # the same keys on every process (same loss and options everywhere): same collectives
+        sum_keys, min_keys, max_keys = sorted(self.sums), sorted(self.mins), sorted(self.maxs)
+        sums = reduce_sum(acc, [self.sums[k] for k in sum_keys] + [self.tokens])
+        extremes = reduce_max(acc, [-self.mins[k] for k in min_keys] + [self.maxs[k] for k in max_keys])
+        tokens = max(sums[-1], 1.0)
+        out = {}
+        for k, v in zip(sum_keys, sums):
+            # each loss share carries a x num_processes factor (it undoes DDP's gradient mean)
+            out[k] = v / acc.num_processes if k.startswith("loss/") else v / tokens
+        out.update({k: -v for k, v in zip(min_keys, extremes)})
+        out.update(dict(zip(max_keys, extremes[len(min_keys):])))
+        return out
 
 
 def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:

@@ -62,7 +62,7 @@ def test_stop_and_resume_is_bitwise_identical(uninterrupted, tmp_path):
     ref = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
     got = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(ref[3:], got[3:]):
-        assert a["reward/mean"] == b["reward/mean"] and a["loss"] == b["loss"]
+        assert a["reward/mean"] == b["reward/mean"] and a["loss/total"] == b["loss/total"]
 
 
 def test_kill_while_writing_checkpoint_then_resume(uninterrupted, tmp_path):

@@ -29,7 +29,7 @@ def test_micro_batches_give_the_same_gradient_as_one_batch(tmp_path):
     # the batch is split (Adam's sign-like first step would hide small gradient errors in params).
     _, _, whole = train(tmp_path, "whole", steps=1, micro_batch_size=0)
     _, _, split = train(tmp_path, "split", steps=1, micro_batch_size=3)  # 16 rows -> 3+3+3+3+3+1
-    for key in ("loss", "grad_norm", "loss/policy"):
+    for key in ("loss/total", "grad_norm", "loss/policy", "entropy/mean"):
         assert split[0][key] == pytest.approx(whole[0][key], rel=1e-5, abs=1e-7), key
     assert whole[0]["grad_norm"] > 0
 
