@@ -32,7 +32,7 @@ import time
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x20, 0x1000, 0x4000, 0x40000
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 REPORT_LIMIT = 64 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -41,19 +41,28 @@ def main() -> None:
     config = json.loads(sys.stdin.buffer.read())
     _reopen_stdin()
     results_fd = config["results_fd"]
-    namespaces = _enter_namespaces(config["uid"] is not None)
+    root = config["uid"] is not None
+    # Counted before any user namespace, where other users' processes would all look like ours.
+    own_processes = 0 if root else _count_own_processes()
+    namespaces = _enter_namespaces(root)
     if "pid" in namespaces:
         _become_pid_one(results_fd)
     if "mount" in namespaces:
         _private_mounts(with_proc="pid" in namespaces, expose=config["uid"] is not None)
-    _limit(config["limits"], root=config["uid"] is not None)
+    _limit(config["limits"], extra_processes=own_processes)
     if config["uid"] is not None:
         _drop_privileges(config["uid"])
     if "pid" in namespaces:
         _die_with_parent()
     # kill(-1) is safe only where "every process we may signal" means the sandbox's own: a PID
-    # namespace, or a uid of our own. Otherwise each test's process group is killed instead.
-    sweep = _kill_everything_else if ("pid" in namespaces or config["uid"] is not None) else None
+    # namespace, or a uid of our own. Otherwise we become the subreaper of everything the tests
+    # start (orphans, even those that left the process group, are re-parented to us) and kill
+    # our descendants instead.
+    if "pid" in namespaces or config["uid"] is not None:
+        sweep = _kill_everything_else
+    else:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        sweep = _kill_descendants
     guard_sockets = "net" not in namespaces
     _emit(results_fd, {"namespaces": sorted(namespaces)})
     for index, test in enumerate(config["tests"]):
@@ -161,12 +170,12 @@ def _closed_ancestor(path: str) -> str | None:
     return None
 
 
-def _limit(limits: dict, root: bool) -> None:
+def _limit(limits: dict, extra_processes: int) -> None:
+    """`extra_processes`: those our uid already runs (without a uid of our own, RLIMIT_NPROC
+    counts every process of the user, not just the sandbox's)."""
     memory = limits["memory_mb"] * 1024 * 1024
     files = limits["file_mb"] * 1024 * 1024
-    processes = limits["processes"]
-    if not root:  # NPROC counts every process of our uid, not just the sandbox's
-        processes += _count_own_processes()
+    processes = limits["processes"] + extra_processes
     # RLIMIT_CPU is set in each test process (see _child): the harness itself lives across all
     # tests and is bounded by the verifier's wall clock instead.
     for which, value in (
@@ -215,6 +224,7 @@ def _run_one(config: dict, test: str, guard_sockets: bool, results_fd: int, swee
         return False, f"not run: cannot start the test ({error})"
     if child == 0:
         os.setpgid(0, 0)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the harness, whatever kills it
         os.close(read_end)
         os.close(results_fd)
         cpu = int(config["limits"]["cpu_s"])
@@ -307,6 +317,48 @@ def _refuse_sockets() -> None:
             raise PermissionError("network access is disabled in the sandbox")
 
     socket.socket = _socket.socket = RefusedSocket  # type: ignore[misc]
+
+
+def _kill_descendants() -> None:
+    """SIGKILL our children until none is left; as subreaper, every orphaned descendant becomes
+    our child, so this reaches the whole tree. Bounded: the process cap limits how many exist."""
+    for _ in range(1000):
+        children = _children()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reaped = _reap_exited()
+        if not children and not reaped:
+            return
+        time.sleep(0.005)
+
+
+def _children() -> list[int]:
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == me:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _reap_exited() -> int:
+    count = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return count
+        if pid == 0:
+            return count
+        count += 1
 
 
 def _kill_everything_else() -> None:
