@@ -94,3 +94,15 @@ def test_bad_sampling_params_raise(tiny):
     engine = make_engine("hf", model, tok)
     with pytest.raises(ValueError, match="top_p"):
         engine.generate([[5]], 2, SamplingParams(max_new_tokens=2, top_p=0.0))
+
+
+@pytest.mark.parametrize("knob", [{"top_k": 1}, {"top_p": 1e-6}])
+def test_top_k_and_top_p_narrow_sampling_to_greedy(tiny, knob):
+    model, tok = tiny
+    engine = make_engine("hf", model, tok)
+    p = [tok("narrow")["input_ids"]]
+    greedy = engine.generate(p, 1, SamplingParams(max_new_tokens=8, temperature=0)).completion_ids[0]
+    sampled = engine.generate(p, 4, SamplingParams(max_new_tokens=8, temperature=1.0, seed=0, **knob))
+    assert all(c == greedy for c in sampled.completion_ids)
+    free = engine.generate(p, 4, SamplingParams(max_new_tokens=8, temperature=1.0, seed=0))
+    assert any(c != greedy for c in free.completion_ids)  # without the knob, sampling differs
