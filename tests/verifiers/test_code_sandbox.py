@@ -1,7 +1,9 @@
 """The code kind: scores, and hostile programs that must end within their limits with score 0."""
+import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -180,3 +182,46 @@ def test_a_run_past_the_wall_clock_keeps_earlier_results_and_leaves_nothing(used
 def test_bad_reference_names_the_field():
     with pytest.raises(ValueError, match="'tests'"):
         verify("code", "x = 1", {"test": ["assert x == 1"]})
+
+
+NOT_ROOT_SCRIPT = """
+import json, socket, sys
+sys.path.insert(0, {repo!r})
+from verifiers import verify_batch
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+port = listener.getsockname()[1]
+cases = [
+    ("def f(x):\\n    return 2 * x", "assert f(2) == 4"),  # an ordinary program still passes
+    (f"import socket\\nsocket.create_connection(('127.0.0.1', {{port}}), timeout=1)\\nreached = True", "assert reached"),
+    ("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass", "assert True"),
+    ("import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(60)\\nraise SystemExit(0)", "assert True"),
+]
+results = verify_batch("code", [p for p, _ in cases], [{{"tests": [t]}} for _, t in cases], timeout_s=6, test_timeout_s=1.5)
+print(json.dumps([r.score for r in results]))
+"""
+
+
+def _nobody_python() -> list[str] | None:
+    """A command that runs a Python as user nobody, when this machine can (root, setpriv, and a
+    Python installation nobody may read)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    for python in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", python]
+        if os.path.exists(python) and subprocess.run([*command, "-c", "import json, ctypes"], capture_output=True).returncode == 0:
+            return command
+    return None
+
+
+@pytest.mark.skipif(_nobody_python() is None, reason="needs root, setpriv and a Python that user nobody can run")
+def test_without_root_the_fallback_still_contains_hostile_programs():
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [*_nobody_python(), "-c", NOT_ROOT_SCRIPT.format(repo=repo)], capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [1.0, 0.0, 0.0, 0.0]
+    time.sleep(0.2)
+    assert _processes_of({65534}) == []  # the fork bomb and the escapee are gone
