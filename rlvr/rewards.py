@@ -27,6 +27,9 @@ class RewardConfig:
     """Weight per verifier kind (e.g. {math: 1.0, code: 0.5}); a kind not listed weighs 1.0."""
     format_weight: float = 0.0
     """Weight of the `format` verifier (think/answer tags) added to every completion; 0 = off."""
+    verifier_options: dict[str, dict] = field(default_factory=dict)
+    """Keyword options per verifier kind, e.g. {format: {prompt_opens_think: true}}; a verifier
+    rejects options it does not take."""
     overlong_max_length: int = 0
     """L_max (tokens) of DAPO's soft overlong penalty; 0 = off. Usually max_new_tokens."""
     overlong_cache: int = 0
@@ -108,7 +111,7 @@ def compute_rewards(
     for kind, idx in by_kind.items():
         results = verifiers.verify_batch(
             kind, [texts[i] for i in idx], [examples[i].reference for i in idx],
-            timeout_s=cfg.timeout_s, workers=cfg.workers,
+            timeout_s=cfg.timeout_s, workers=cfg.workers, **cfg.verifier_options.get(kind, {}),
         )
         column = [math.nan] * n
         for i, res in zip(idx, results):
@@ -120,7 +123,7 @@ def compute_rewards(
     total = list(scores)
     if cfg.format_weight:
         fmt = verifiers.verify_batch("format", list(texts), [None] * n, timeout_s=cfg.timeout_s,
-                                     workers=cfg.workers)
+                                     workers=cfg.workers, **cfg.verifier_options.get("format", {}))
         per_verifier["format"] = [float(r.score) for r in fmt]
         total = [t + cfg.format_weight * f for t, f in zip(total, per_verifier["format"])]
     if cfg.overlong_max_length:

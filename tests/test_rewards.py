@@ -69,3 +69,14 @@ def test_unknown_kind_lists_valid_kinds():
     bad = Example(prompt="?", reference="1", kind="astrology")
     with pytest.raises(ValueError, match="astrology"):
         compute_rewards([bad], ["1"], [1], [False], RewardConfig())
+
+
+def test_verifier_options_reach_the_verifier():
+    # an R1 prompt that ends with "<think>": the completion starts inside the think block
+    text = "2+3=5</think><answer>5</answer>"
+    plain = compute_rewards([NUM], [text], [5], [False], RewardConfig(format_weight=1.0))
+    opened = compute_rewards([NUM], [text], [5], [False], RewardConfig(
+        format_weight=1.0, verifier_options={"format": {"prompt_opens_think": True}}))
+    assert plain.per_verifier["format"] == [0.0] and opened.per_verifier["format"] == [1.0]
+    with pytest.raises(TypeError, match="unknown option"):
+        compute_rewards([NUM], [text], [5], [False], RewardConfig(verifier_options={"numeric": {"nope": 1}}))
