@@ -225,3 +225,40 @@ def test_without_root_the_fallback_still_contains_hostile_programs():
     assert json.loads(done.stdout.splitlines()[-1]) == [1.0, 0.0, 0.0, 0.0]
     time.sleep(0.2)
     assert _processes_of({65534}) == []  # the fork bomb and the escapee are gone
+
+
+NONCE_THIEF = """
+import json, os, sys
+frame = sys._getframe()
+while frame is not None and "nonce" not in frame.f_locals:
+    frame = frame.f_back
+stolen = {"nonce": frame.f_locals["nonce"], "passed": True, "detail": "", "value": "None"}
+os.write(frame.f_locals["report_fd"], (json.dumps(stolen) + "\\n").encode())
+os._exit(0)
+"""
+
+
+def test_value_tests_cannot_be_forged_even_with_the_nonce():
+    # The thief finds the harness's nonce in its own memory and reports "passed". For
+    # `assert EXPR == LITERAL` tests the sandbox only returns a value and the expected literal
+    # never enters it, so the forged report fails them. (An assert of another form runs inside
+    # the sandbox and stays forgeable this way: the documented residual risk.)
+    reference = {"tests": ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert 7 == add(3, 4)"]}
+    result = verify("code", NONCE_THIEF, reference, **LIMITS)
+    assert result.score == 0.0 and "got None, expected 3" in result.reason, result
+
+
+VALUE_TESTS = [
+    # (program, test, passes?)
+    ("def f():\n    return (1, [2.5, 'x'], {3})", "assert f() == (1, [2.5, 'x'], {3})", True),  # nested literals
+    ("def f():\n    return [1, 2]", "assert f() == (1, 2)", False),  # list is not tuple, as in Python
+    ("def f():\n    return 0.1 + 0.2", "assert f() == 0.30000000000000004", True),  # floats round-trip
+    ("def f():\n    return 1", "assert f() == True", True),  # 1 == True, as in Python
+    ("def f():\n    return object()", "assert f() == 1", False),  # not a plain value
+    ("def f():\n    return 2", "assert f() == 2, 'message'", True),  # an assert message is fine
+]
+
+
+@pytest.mark.parametrize("program, test, passes", VALUE_TESTS)
+def test_value_tests_compare_like_python(program, test, passes):
+    assert verify("code", program, {"tests": [test]}, **LIMITS).correct is passes

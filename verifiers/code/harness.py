@@ -17,7 +17,10 @@ one, else a guard that makes `socket.socket` refuse.
 Each test runs in a forked child that executes program, setup and that test, then reports on a
 pipe of its own with a per-run nonce: a program that exits early (`sys.exit(0)`, `os._exit(0)`)
 or crashes sends no report, so the test counts as failed (REFERENCE.md pitfall 9). The children
-cannot reach `results_fd`, which they close before running any candidate code.
+cannot reach `results_fd`, which they close before running any candidate code. A test of the form
+`assert EXPR == LITERAL` arrives here as just EXPR: the child reports repr(value) and the verifier,
+outside the sandbox, compares it with the literal, which never enters the sandbox, so no program
+can forge that test, not even by reading the nonce from its own memory.
 """
 from __future__ import annotations
 
@@ -66,8 +69,8 @@ def main() -> None:
     guard_sockets = "net" not in namespaces
     _emit(results_fd, {"namespaces": sorted(namespaces)})
     for index, test in enumerate(config["tests"]):
-        passed, detail = _run_one(config, test, guard_sockets, results_fd, sweep)
-        _emit(results_fd, {"test": index, "passed": passed, "detail": detail})
+        outcome = _run_one(config, test, guard_sockets, results_fd, sweep)
+        _emit(results_fd, {"test": index, **outcome})
     _emit(results_fd, {"done": True})
     os.close(results_fd)
 
@@ -215,13 +218,15 @@ def _emit(fd: int, message: dict) -> None:
     os.write(fd, (json.dumps(message) + "\n").encode())
 
 
-def _run_one(config: dict, test: str, guard_sockets: bool, results_fd: int, sweep) -> tuple[bool, str]:
+def _run_one(config: dict, test: str | dict, guard_sockets: bool, results_fd: int, sweep) -> dict:
+    """{"passed", "detail"} for an assert test; {"value", "detail"} for a value test (the verifier
+    compares the value with an expected result that never enters the sandbox)."""
     nonce = os.urandom(16).hex()
     read_end, write_end = os.pipe()
     try:
         child = os.fork()
     except OSError as error:  # e.g. the process cap is still full of a previous test's processes
-        return False, f"not run: cannot start the test ({error})"
+        return {"passed": False, "detail": f"not run: cannot start the test ({error})"}
     if child == 0:
         os.setpgid(0, 0)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the harness, whatever kills it
@@ -257,17 +262,20 @@ def _read_report(fd: int, wall_s: float) -> bytes:
     return data
 
 
-def _judge(report: bytes, status: int, nonce: str) -> tuple[bool, str]:
+def _judge(report: bytes, status: int, nonce: str) -> dict:
     line = report.split(b"\n", 1)[0]
     if report.endswith(b"\ntimeout") and not line:
-        return False, "timeout: the test ran past its time limit"
+        return {"passed": False, "detail": "timeout: the test ran past its time limit"}
     try:
         message = json.loads(line)
     except ValueError:
         message = None
     if not isinstance(message, dict) or message.get("nonce") != nonce:
-        return False, _death(status)
-    return bool(message.get("passed")), str(message.get("detail", ""))[:300]
+        return {"passed": False, "detail": _death(status)}
+    outcome = {"passed": bool(message.get("passed")), "detail": str(message.get("detail", ""))[:300]}
+    if isinstance(message.get("value"), str):
+        outcome["value"] = message["value"]
+    return outcome
 
 
 def _death(status: int) -> str:
@@ -278,8 +286,8 @@ def _death(status: int) -> str:
     return f"no result: the program exited (code {os.waitstatus_to_exitcode(status)}) before the test finished"
 
 
-def _child(program: str, setup: str, test: str, report_fd: int, nonce: str, guard_sockets: bool) -> None:
-    passed, detail = False, ""
+def _child(program: str, setup: str, test: str | dict, report_fd: int, nonce: str, guard_sockets: bool) -> None:
+    passed, detail, value = False, "", None
     try:
         if guard_sockets:
             _refuse_sockets()
@@ -291,8 +299,13 @@ def _child(program: str, setup: str, test: str, report_fd: int, nonce: str, guar
         stage = "setup"
         exec(compile(setup, "setup.py", "exec"), namespace)
         stage = "test"
-        exec(compile(test, "test.py", "exec"), namespace)
-        passed = True
+        if isinstance(test, dict):  # a value test: only the expression, never the expected result
+            value = repr(eval(compile(test["value_of"], "test.py", "eval"), namespace))
+            if len(value) > REPORT_LIMIT // 2:
+                value, detail = None, f"the result's repr is over {REPORT_LIMIT // 2} characters"
+        else:
+            exec(compile(test, "test.py", "exec"), namespace)
+            passed = True
     except SystemExit as exit_:
         detail = f"the {stage} called exit({exit_.code!r}) before the test finished"
     except BaseException as error:  # anything the candidate raises is a failed test
@@ -303,7 +316,8 @@ def _child(program: str, setup: str, test: str, report_fd: int, nonce: str, guar
                 stream.flush()
             except BaseException:
                 pass
-        os.write(report_fd, (json.dumps({"nonce": nonce, "passed": passed, "detail": detail}) + "\n").encode())
+        report = {"nonce": nonce, "passed": passed, "detail": detail, "value": value}
+        os.write(report_fd, (json.dumps(report) + "\n").encode())
     finally:
         os._exit(0)
 

@@ -6,6 +6,7 @@ removes the working directory.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HARNESS = Path(__file__).with_name("harness.py")
 _UID_RANGE = (1_000_000_000, 2_000_000_000)
@@ -64,7 +66,10 @@ class SandboxReport:
 
 
 def run_tests(program: str, tests: list[str], setup: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxReport:
-    """Run `program` (then `setup`, then one test) once per test, each in its own process."""
+    """Run `program` (then `setup`, then one test) once per test, each in its own process.
+
+    A test `assert EXPR == LITERAL` is judged here: the sandbox only returns repr(EXPR).
+    """
     root = Path(tempfile.mkdtemp(prefix="rlvr-sandbox-"))  # 0700: the sandbox cannot see out.log
     uid = sandbox_uid() if os.geteuid() == 0 else None
     try:
@@ -89,10 +94,11 @@ def sandbox_uid() -> int:
 
 def _run(program, tests, setup, limits: SandboxLimits, uid, work: Path, output) -> SandboxReport:
     results_read, results_write = os.pipe()
+    value_tests = [value_test(test) for test in tests]
     config = {
         "program": program,
         "setup": setup,
-        "tests": tests,
+        "tests": [test if split is None else {"value_of": split[0]} for test, split in zip(tests, value_tests)],
         "uid": uid,
         "results_fd": results_write,
         "limits": {
@@ -128,7 +134,9 @@ def _run(program, tests, setup, limits: SandboxLimits, uid, work: Path, output) 
             # zombie for the machine's init to collect.
             _kill_uid(uid)
         _kill_group(proc)
-    return _report(lines, len(tests), timed_out=not finished, wall_s=limits.wall_s)
+    report = _report(lines, len(tests), timed_out=not finished, wall_s=limits.wall_s)
+    _judge_values(report, lines, value_tests)
+    return report
 
 
 def _send_config(proc: subprocess.Popen, config: dict) -> None:
@@ -168,6 +176,62 @@ def _report(lines: list[dict], test_count: int, timed_out: bool, wall_s: float) 
     if timed_out:
         details = [d if d != "not run" else f"not run: the run passed its {wall_s:g} s limit" for d in details]
     return SandboxReport(passed, details, namespaces, timed_out)
+
+
+def value_test(test: str) -> tuple[str, Any] | None:
+    """(expression, expected value) for a test `assert EXPR == LITERAL` (either side literal),
+    else None (the test then runs as an assert inside the sandbox).
+
+    >>> value_test("assert add(1, 2) == 3")
+    ('add(1, 2)', 3)
+    >>> value_test("assert sorted(f([2, 1])) == [1, 2]")
+    ('sorted(f([2, 1]))', [1, 2])
+    >>> value_test("assert f(1) == g(1)") is None
+    True
+    """
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return None
+    compare = tree.body[0].test
+    if not (isinstance(compare, ast.Compare) and len(compare.ops) == 1 and isinstance(compare.ops[0], ast.Eq)):
+        return None
+    left, right = compare.left, compare.comparators[0]
+    for computed, literal in ((left, right), (right, left)):
+        try:
+            expected = ast.literal_eval(literal)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if not isinstance(computed, ast.Constant):
+            return ast.unparse(computed), expected
+    return None
+
+
+def _judge_values(report: SandboxReport, lines: list[dict], value_tests: list) -> None:
+    for line in lines:
+        index = line.get("test")
+        if not isinstance(index, int) or not 0 <= index < len(value_tests) or value_tests[index] is None:
+            continue
+        if "value" not in line:
+            continue  # it crashed, raised or timed out: the harness's detail says so
+        expected = value_tests[index][1]
+        try:
+            actual = ast.literal_eval(line["value"])
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            report.passed[index] = False
+            report.details[index] = f"the result is not a plain value: {line['value'][:80]}"
+            continue
+        report.passed[index] = _equal(actual, expected)
+        report.details[index] = "" if report.passed[index] else f"got {line['value'][:80]}, expected {expected!r:.80}"
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    try:
+        return bool(actual == expected)
+    except Exception:  # e.g. comparing huge nested values
+        return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
