@@ -11,7 +11,7 @@ from conftest import small_config
 
 def test_mean_reward_rises_on_sevens(policy, task, tmp_path):
     cfg = small_config(steps=16, prompts_per_step=4, num_generations=8, max_new_tokens=6,
-                       learning_rate=2e-2, save_every=0, keep_last=1)
+                       learning_rate=2e-2, save_every=0, keep_last=1, sample_every=8, num_samples=3)
     final = run_grpo(policy, task, cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 17))
@@ -24,6 +24,11 @@ def test_mean_reward_rises_on_sevens(policy, task, tmp_path):
                 "time/generate", "time/verify", "time/train", "reward/sevens/mean", "advantage/std"):
         assert key in rows[-1], key
     assert final["step"] == 16
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in samples] == [8, 8, 8, 16, 16, 16]
+    last = samples[-1]
+    assert last["per_verifier"]["sevens"] == last["reward"]  # weight 1, no shaping terms
+    assert last["reward"] == last["completion"].count("7") / max(len(last["completion"]), 1)
     # the final model loads with plain transformers
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert reloaded.config.hidden_size == 32
