@@ -108,9 +108,13 @@ def test_docstring_examples():
 
     import verifiers
     from verifiers import api, countdown, extract, format_tags, math_answer, numeric, plain_numbers, registry, trl_adapter
+    from verifiers.code import sandbox
     from verifiers.code import verifier as code_verifier
 
-    modules = [verifiers, api, countdown, extract, format_tags, math_answer, numeric, plain_numbers, registry, trl_adapter, code_verifier]
+    modules = [
+        verifiers, api, countdown, extract, format_tags, math_answer, numeric, plain_numbers, registry, trl_adapter,
+        sandbox, code_verifier,
+    ]
     for module in modules:
         failures, tried = doctest.testmod(module)
         assert failures == 0, module.__name__
