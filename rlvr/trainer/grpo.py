@@ -29,7 +29,7 @@ from rlvr.config import to_dict
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import ENGINES, SamplingParams, make_engine
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
-from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume, step_dir_name
+from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
@@ -457,4 +457,4 @@ def _reference_logprobs(t: _Training, batch: TrainBatch, cfg: GRPOConfig, token_
         return _logprobs(unwrapped, batch, output_weight(unwrapped), cfg, t.acc, token_logprobs)
 
 
-__all__ = ["GRPOConfig", "NonFiniteError", "run_grpo", "step_dir_name"]
+__all__ = ["GRPOConfig", "NonFiniteError", "run_grpo"]
