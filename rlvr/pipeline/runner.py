@@ -17,7 +17,6 @@ process writes the run-level files.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -31,7 +30,6 @@ from rlvr.pipeline.stages import stage_kind
 from rlvr.pipeline.summary import DONE_FILE, write_run_files
 
 RECIPE_FILE = "recipe.yaml"
-log = logging.getLogger(__name__)
 
 
 def stage_dir(out: Path, index: int, name: str) -> Path:
@@ -68,7 +66,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
     for index, stage in enumerate(recipe.stages):
         sdir = stage_dir(out, index, stage.name)
         if (sdir / DONE_FILE).is_file():
-            log.info("stage %d %s already finished; skipped", index, stage.name)
+            print(f"[rlvr run] stage {index} {stage.name} already finished; skipped", flush=True)
             continue
         _run_stage(recipe, out, index, sdir, resume, state)
         if state.is_main_process:

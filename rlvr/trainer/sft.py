@@ -109,6 +109,8 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int):
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         log_level="warning",
+        # Several CPU processes (gloo) must be asked for explicitly; see rlvr.trainer.distributed.
+        use_cpu=not on_gpu,
     )
 
 

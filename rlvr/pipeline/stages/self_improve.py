@@ -135,7 +135,10 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
     from rlvr.trainer.grpo import run_grpo
     from rlvr.trainer.sft import run_sft
 
+    from accelerate import PartialState
+
     resume = rdir.is_dir()
+    PartialState().wait_for_everyone()  # every process looks before the main one creates the folder
     if ctx.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
     policy = _round_context(ctx, model_dir).load_policy()
