@@ -35,7 +35,7 @@ def crash(completion, reference):
 @register_verifier("test_oom", isolation="worker")
 def oom(completion, reference):
     if completion == "oom":
-        # 2 GiB in one allocation: refused at once under the worker's RLIMIT_AS.
-        block = bytearray(2 * 1024**3)
+        # 8 GiB in one allocation: refused at once under the workers' RLIMIT_AS (4 GiB).
+        block = bytearray(8 * 1024**3)
         return full(str(len(block)))
     return full(completion)
