@@ -211,44 +211,37 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------- rollout -> rewards
 
 def collect_samples(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn):
-    """This process's B_local groups, scored, and the step's sampling metrics.
+    """This process's B_local groups, scored; the step's sampling metrics; generate/verify times."""
+    times = {"time/generate": 0.0, "time/verify": 0.0}
+    if cfg.dynamic_sampling:
+        return (*_dynamic_sampling(t, task, cfg, reward_fn, times), times)
+    samples = _sample_and_score(t, _draw_prompts(task, cfg.prompts_per_step, t.acc), cfg, reward_fn, times)
+    return samples, sample_metrics(t.acc, samples, cfg.num_generations, _metric_kinds()), times
 
-    With dynamic sampling, groups whose rewards are all equal are set aside and more prompts are
+
+def _dynamic_sampling(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn, times):
+    """DAPO dynamic sampling: groups whose rewards are all equal are set aside and more prompts are
     drawn until every process has B_local informative groups or `max_sampling_rounds` is reached;
-    a process still short fills up with set-aside groups. The round count is agreed by all-reduce.
-    """
+    a process still short fills up with set-aside groups (zero advantage)."""
     acc, g = t.acc, cfg.num_generations
     b_local = cfg.prompts_per_step // acc.num_processes
-    times = {"time/generate": 0.0, "time/verify": 0.0}
-    every_round: list[Samples] = []
-    kept: list[Samples] = []
-    spare: list[Samples] = []
-    rounds = 0
-    for rounds in range(1, (cfg.max_sampling_rounds if cfg.dynamic_sampling else 1) + 1):
-        examples = _draw_prompts(task, cfg.prompts_per_step, acc)
-        samples = _sample_and_score(t, examples, cfg, reward_fn, times)
+    every_round, kept, spare = [], [], []
+    for rounds in range(1, cfg.max_sampling_rounds + 1):
+        samples = _sample_and_score(t, _draw_prompts(task, cfg.prompts_per_step, acc), cfg, reward_fn, times)
         every_round.append(samples)
-        if not cfg.dynamic_sampling:
-            kept.append(samples)
-            break
-        groups = samples.group_rewards(g)
-        informative = [i for i, r in enumerate(groups) if max(r) != min(r)]
-        flat = [i for i in range(len(groups)) if i not in set(informative)]
-        kept.append(samples.select_groups(informative, g))
-        spare.append(samples.select_groups(flat, g))
+        flat = [max(r) == min(r) for r in samples.group_rewards(g)]
+        kept.append(samples.select_groups([i for i, f in enumerate(flat) if not f], g))
+        spare.append(samples.select_groups([i for i, f in enumerate(flat) if f], g))
         short = max(0, b_local - sum(len(k) for k in kept) // g)
         # every process must agree on whether to sample again (same number of collectives)
         if reduce_sum(acc, [float(short)])[0] == 0:
             break
-    batch = Samples.concat(kept + spare).select_groups(list(range(b_local)), g) if cfg.dynamic_sampling \
-        else kept[0]
-    metrics = sample_metrics(acc, Samples.concat(every_round), g, _metric_kinds(every_round))
-    if cfg.dynamic_sampling:
-        n_informative = sum(1 for r in batch.group_rewards(g) if max(r) != min(r))
-        kept_total, = reduce_sum(acc, [float(n_informative)])
-        metrics["dynamic_sampling/rounds"] = float(rounds)
-        metrics["dynamic_sampling/informative_frac"] = kept_total / cfg.prompts_per_step
-    return batch, metrics, times
+    batch = Samples.concat(kept + spare).select_groups(list(range(b_local)), g)
+    metrics = sample_metrics(acc, Samples.concat(every_round), g, _metric_kinds())
+    informative = sum(1 for r in batch.group_rewards(g) if max(r) != min(r))
+    metrics["dynamic_sampling/rounds"] = float(rounds)
+    metrics["dynamic_sampling/informative_frac"] = reduce_sum(acc, [float(informative)])[0] / cfg.prompts_per_step
+    return batch, metrics
 
 
 def _draw_prompts(task, global_b: int, acc) -> list:
@@ -295,7 +288,7 @@ def _encode(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def _metric_kinds(parts: list[Samples]) -> list[str]:
+def _metric_kinds() -> list[str]:
     """The verifier kinds to report, identical on every process (a fixed list, not the data's)."""
     import verifiers
 
