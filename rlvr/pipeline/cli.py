@@ -51,9 +51,19 @@ def main(args) -> int:
               f"{', '.join(f'{s.name} ({s.type})' for s in recipe.stages)})")
         return 0
     summary = run_recipe(recipe, out, resume=resume)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print_summary(summary, out)
+    return 0
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    """One line per stage, with the held-out accuracy of evals and self_improve."""
     print(f"[rlvr run] summary: {out / 'summary.json'}")
     for stage in summary["stages"]:
-        acc = stage.get("metrics", {}).get("accuracy")
-        print(f"  {stage['index']}-{stage['name']:<20} {stage['type']:<18} "
-              f"{'' if acc is None else f'accuracy={acc:.3f}'}")
-    return 0
+        acc = summary["accuracy_per_stage"].get(stage["name"])
+        seconds = stage.get("seconds")
+        print(f"  {stage['index']}-{stage['name']:<22} {stage['type']:<18} "
+              f"{'' if seconds is None else f'{seconds:7.1f}s'}  "
+              f"{'' if acc is None else f'held-out accuracy {acc:.3f}'}")

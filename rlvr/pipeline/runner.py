@@ -66,7 +66,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
     for index, stage in enumerate(recipe.stages):
         sdir = stage_dir(out, index, stage.name)
         if (sdir / DONE_FILE).is_file():
-            print(f"[rlvr run] stage {index} {stage.name} already finished; skipped", flush=True)
+            _say(state, f"stage {index} {stage.name} already finished; skipped")
             continue
         _run_stage(recipe, out, index, sdir, resume, state)
         if state.is_main_process:
@@ -74,6 +74,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
         state.wait_for_everyone()
     if state.is_main_process:
         write_run_files(recipe, out, time.time() - started)
+    state.wait_for_everyone()  # the summary is complete before any process reads it
     return json.loads((out / "summary.json").read_text())
 
 
@@ -90,13 +91,11 @@ def _run_stage(recipe: Recipe, out: Path, index: int, sdir: Path, resume: bool, 
         dataset_dir=_dataset_dir(recipe, out, stage.dataset_from),
         resume=resume and interrupted, device=state.device, is_main=state.is_main_process,
     )
-    print(f"[rlvr run] stage {index} {stage.name} ({stage.type})"
-          f"{' resuming' if ctx.resume else ''}", flush=True)
+    _say(state, f"stage {index} {stage.name} ({stage.type}){' resuming' if ctx.resume else ''}")
     t0 = time.time()
     metrics = stage_kind(stage.type).run(ctx, stage.options)
     seconds = time.time() - t0
-    print(f"[rlvr run] stage {index} {stage.name} done in {seconds:.1f}s: "
-          f"{_short(metrics)}", flush=True)
+    _say(state, f"stage {index} {stage.name} done in {seconds:.1f}s: {_short(metrics)}")
     if state.is_main_process:
         done = {"index": index, "name": stage.name, "type": stage.type, "seconds": seconds,
                 "metrics": metrics}
@@ -104,6 +103,11 @@ def _run_stage(recipe: Recipe, out: Path, index: int, sdir: Path, resume: bool, 
         tmp.write_text(json.dumps(done, indent=1, default=float))
         os.replace(tmp, sdir / DONE_FILE)  # written last: its presence means the stage is complete
     state.wait_for_everyone()
+
+
+def _say(state, message: str) -> None:
+    if state.is_main_process:  # one line per event, not one per process
+        print(f"[rlvr run] {message}", flush=True)
 
 
 def _model_dir(recipe: Recipe, out: Path, model_from: str) -> Path | None:

@@ -59,4 +59,4 @@ def test_default_recipe_short_run_reports_every_stage(tmp_path, capsys):
     assert {r["stage"] for r in rows} == {s["name"] for s in recipe["stages"]}
     assert (out / "plots" / "reward_per_step.png").stat().st_size > 0
     assert (out / "plots" / "accuracy_per_stage.png").stat().st_size > 0
-    assert "accuracy=" in capsys.readouterr().out
+    assert "held-out accuracy" in capsys.readouterr().out
