@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--rm-epochs", type=int, default=4)
     p.add_argument("--template", default="plain", help="the recipe's prompt template")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models on a shared CPU)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/test_time_compute"))
     return p.parse_args(argv)
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
     model = str(last_model_dir(args.run_dir)) if args.run_dir else args.model
     started = time.time()
     ns_args = argparse.Namespace(model=model, orm=None, prm=None, judge=None, device="cpu", seed=args.seed,
+                                 threads=args.threads,
                                  temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                  max_step_tokens=args.max_step_tokens, step_separator=args.step_separator)
     ctx, policy = build_context(ns_args)

@@ -4,6 +4,9 @@ ORM: sample solutions, label each by whether the verifier accepts its final answ
 PRM (Math-Shepherd, Wang et al. 2312.08935): for each step prefix of a sampled solution, roll out
 N completions; the step's hard label is 1 if any completion reaches a verified answer, its soft
 label the fraction that do. The last step's label is the solution's own outcome.
+
+Generation is batched across problems and step prefixes (`chunk` prompts per engine call): on a
+CPU one call with many rows costs little more than a call with one.
 """
 from __future__ import annotations
 
@@ -26,24 +29,42 @@ class LabeledSolution:
     """ORM: [outcome]; PRM: one label in [0, 1] per step."""
 
 
-def verified(example: Example, texts: list[str]) -> list[float]:
-    """Verifier scores (0..1) of completions of `example`."""
+def verified(examples: list[Example], texts: list[str]) -> list[float]:
+    """Verifier scores (0..1) of completions, one example per text (all of one kind)."""
     from verifiers import verify_batch
 
-    results = verify_batch(example.kind, texts, [example.reference] * len(texts))
-    return [float(r.score) for r in results]
+    by_kind: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_kind.setdefault(ex.kind, []).append(i)
+    scores = [0.0] * len(texts)
+    for kind, idx in by_kind.items():
+        results = verify_batch(kind, [texts[i] for i in idx], [examples[i].reference for i in idx])
+        for i, r in zip(idx, results):
+            scores[i] = float(r.score)
+    return scores
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def sample_solutions(ctx, problems: list[tuple[str, Example]], n: int, chunk: int = 16) -> list[tuple[str, Example, str]]:
+    """(prompt, example, solution text) for n sampled solutions of every problem."""
+    out = []
+    for part in _chunks(problems, chunk):
+        groups = ctx.sample([prompt for prompt, _ in part], n, ctx.generation.max_new_tokens)
+        for (prompt, ex), group in zip(part, groups):
+            out += [(prompt, ex, c.text) for c in group]
+    return out
 
 
 def orm_labels(ctx, problems: list[tuple[str, Example]], samples_per_problem: int) -> list[LabeledSolution]:
     """Sample solutions per (prompt, example) and label each with its verified outcome."""
-    records = []
-    for prompt, example in problems:
-        completions = ctx.sample_solutions(prompt, samples_per_problem)
-        scores = verified(example, [c.text for c in completions])
-        for c, score in zip(completions, scores):
-            steps = split_steps(c.text, ctx.separator) or [c.text]
-            records.append(LabeledSolution(prompt, steps, [score]))
-    return records
+    solutions = sample_solutions(ctx, problems, samples_per_problem)
+    scores = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
+    return [LabeledSolution(prompt, split_steps(text, ctx.separator) or [text], [score])
+            for (prompt, _, text), score in zip(solutions, scores)]
 
 
 def prm_labels(
@@ -58,22 +79,38 @@ def prm_labels(
         raise ValueError(f"label_type must be 'hard' or 'soft', got {label_type!r}")
     if rollouts_per_step < 1:
         raise ValueError(f"rollouts_per_step must be >= 1, got {rollouts_per_step}")
-    records = []
-    for prompt, example in problems:
-        for c in ctx.sample_solutions(prompt, samples_per_problem):
-            steps = split_steps(c.text, ctx.separator) or [c.text]
-            outcome = verified(example, [c.text])[0]
-            labels = [step_label(ctx, prompt, example, steps[: i + 1], rollouts_per_step, label_type)
-                      for i in range(len(steps) - 1)]
-            labels.append(outcome if label_type == "soft" else float(outcome >= 1.0))
-            records.append(LabeledSolution(prompt, steps, labels))
+    solutions = sample_solutions(ctx, problems, samples_per_problem)
+    outcomes = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
+    records, prefixes = [], []
+    for (prompt, ex, text), outcome in zip(solutions, outcomes):
+        steps = split_steps(text, ctx.separator) or [text]
+        records.append(LabeledSolution(prompt, steps, []))
+        prefixes += [(len(records) - 1, prompt, ex, steps[: i + 1]) for i in range(len(steps) - 1)]
+    labels = step_labels(ctx, [(prompt, ex, steps) for _, prompt, ex, steps in prefixes], rollouts_per_step, label_type)
+    for (r, *_), label in zip(prefixes, labels):
+        records[r].labels.append(label)
+    for record, outcome in zip(records, outcomes):
+        record.labels.append(outcome if label_type == "soft" else float(outcome >= 1.0))
     return records
 
 
+def step_labels(ctx, prefixes: list[tuple[str, Example, list[str]]], n: int, label_type: str,
+                chunk: int = 32) -> list[float]:
+    """How often rollouts from each (prompt, example, step prefix) reach a verified answer."""
+    labels: list[float] = []
+    for part in _chunks(prefixes, chunk):
+        texts = [join_steps(steps, ctx.separator) for _, _, steps in part]
+        groups = ctx.sample([prompt + text for (prompt, _, _), text in zip(part, texts)], n,
+                            ctx.generation.max_new_tokens)
+        flat_ex = [ex for (_, ex, _), group in zip(part, groups) for _ in group]
+        flat_text = [text + c.text for text, group in zip(texts, groups) for c in group]
+        scores = verified(flat_ex, flat_text)
+        for j in range(len(part)):
+            hits = [s >= 1.0 for s in scores[j * n:(j + 1) * n]]
+            labels.append(float(any(hits)) if label_type == "hard" else sum(hits) / len(hits))
+    return labels
+
+
 def step_label(ctx, prompt: str, example: Example, prefix_steps: list[str], n: int, label_type: str) -> float:
-    """How often rollouts from this step prefix reach a verified answer."""
-    prefix = join_steps(prefix_steps, ctx.separator)
-    rollouts = ctx.sample_solutions(prompt + prefix, n)
-    scores = verified(example, [prefix + r.text for r in rollouts])
-    hits = [s >= 1.0 for s in scores]
-    return float(any(hits)) if label_type == "hard" else sum(hits) / len(hits)
+    """The label of one step prefix (see `step_labels`)."""
+    return step_labels(ctx, [(prompt, example, prefix_steps)], n, label_type)[0]
