@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
-#   scripts/device_run.sh PART...   with PART in: tests, loss, rollout, rollout_quick, grpo
+#   scripts/device_run.sh PART...   with PART in: tests, tests_fast, loss, loss_quick, rollout,
+#   rollout_quick, rollout_compiled, grpo
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -24,6 +25,10 @@ for part in "$@"; do
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
+    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
+                  > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
+    rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
+                        2>&1 | tee "$OUT/rollout_compiled.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done

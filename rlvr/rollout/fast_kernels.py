@@ -34,7 +34,7 @@ def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
         tl.store(x_ptr + row * H + cols, x, mask=valid)
     xf = x.to(tl.float32)
     var = tl.sum(xf * xf, axis=0) / H
-    normed = (xf * (1.0 / tl.sqrt(var + eps))).to(x_ptr.dtype.element_ty)
+    normed = (xf * (1.0 / tl.sqrt((var + eps).to(tl.float32)))).to(x_ptr.dtype.element_ty)
     w = tl.load(w_ptr + cols, mask=valid, other=0.0)
     tl.store(out_ptr + row * H + cols, (w.to(tl.float32) * normed.to(tl.float32)).to(out_ptr.dtype.element_ty),
              mask=valid)
@@ -107,7 +107,8 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
         s = s0 + tl.arange(0, BLOCK_S)
         in_cache = s < end
         k = tl.load(k_ptr + base + s[:, None] * D + d[None, :], mask=in_cache[:, None], other=0.0)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_G, BLOCK_S)
+        # .to(fp32): under torch.compile a Python float argument can arrive as an fp64 constant
+        scores = (tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale).to(tl.float32)  # (BLOCK_G, BLOCK_S)
         scores = tl.where((in_cache & (s >= start))[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
         alpha = tl.exp(m_i - m_new)
@@ -162,7 +163,7 @@ def _sample_kernel(logits_ptr, V, inv_temp, seed_ptr, token_ptr, logp_ptr,
     for start in range(0, V, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         valid = cols < V
-        x = tl.load(base + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temp
+        x = (tl.load(base + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
         m_new = tl.maximum(m, tl.max(x, axis=0))
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
         m = m_new
@@ -176,7 +177,7 @@ def _sample_kernel(logits_ptr, V, inv_temp, seed_ptr, token_ptr, logp_ptr,
         take = block_best > best  # first maximum wins, as torch.argmax
         best_idx = tl.where(take, block_idx, best_idx)
         best = tl.maximum(best, block_best)
-    x_token = tl.load(base + best_idx).to(tl.float32) * inv_temp
+    x_token = (tl.load(base + best_idx).to(tl.float32) * inv_temp).to(tl.float32)
     tl.store(token_ptr + row, best_idx.to(tl.int64))
     tl.store(logp_ptr + row, x_token - (m + tl.log(s)))
 
