@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import rlvr.trainer.checkpoint as checkpoint  # noqa: E402
-from conftest import SevensTask, resume_config, tiny_policy  # noqa: E402
+from grpo_fixtures import SevensTask, resume_config, tiny_policy  # noqa: E402
 from rlvr.trainer import run_grpo  # noqa: E402
 
 out_dir, kill_at = Path(sys.argv[1]), int(sys.argv[2])

@@ -1,5 +1,6 @@
-"""Fixtures for the trainer tests: a tiny random Qwen2 with the character tokenizer, and a toy
-task whose reward a model that small learns in seconds: write the digit 7.
+"""Helpers for the trainer tests: a tiny random Qwen2 with the character tokenizer, and a toy task
+whose reward a model that small learns in seconds: write the digit 7. (Imported by this unique
+name: `from conftest import` would get another test folder's conftest in a full-suite run.)
 
 The `sevens` verifier is a real registered verifier (inline: pure string counting), so rewards go
 through `rlvr.rewards.compute_rewards` and `verifiers.verify_batch` as in any run.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -74,16 +74,6 @@ def small_config(**overrides) -> GRPOConfig:
                 sample_every=0, log_every=1, seed=0)
     base.update(overrides)
     return GRPOConfig(**base)
-
-
-@pytest.fixture
-def policy():
-    return tiny_policy()
-
-
-@pytest.fixture
-def task():
-    return SevensTask()
 
 
 def resume_config(**overrides) -> GRPOConfig:

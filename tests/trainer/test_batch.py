@@ -7,7 +7,7 @@ from rlvr.kernels import token_logprobs
 from rlvr.tasks.base import Example
 from rlvr.trainer.batch import Samples, build_train_batch, completion_hidden, output_weight
 
-from conftest import tiny_policy
+from grpo_fixtures import tiny_policy
 
 
 def samples(prompts, completions, truncated=None):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from rlvr.trainer import run_grpo
 from rlvr.trainer.checkpoint import list_checkpoints, resolve_resume
 
-from conftest import SevensTask, resume_config, tiny_policy
+from grpo_fixtures import SevensTask, resume_config, tiny_policy
 
 HERE = Path(__file__).parent
 

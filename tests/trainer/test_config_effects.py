@@ -9,7 +9,7 @@ import rlvr.kernels
 from rlvr.trainer import GRPOConfig, NonFiniteError, run_grpo
 from rlvr.trainer.checkpoint import list_checkpoints
 
-from conftest import SevensTask, small_config, tiny_policy
+from grpo_fixtures import SevensTask, small_config, tiny_policy
 
 
 def train(tmp_path, name, **overrides):

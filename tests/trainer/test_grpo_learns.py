@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from rlvr.trainer import run_grpo
 
-from conftest import small_config
+from grpo_fixtures import small_config
 
 
 def test_mean_reward_rises_on_sevens(policy, task, tmp_path):

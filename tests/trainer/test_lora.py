@@ -11,7 +11,7 @@ from rlvr.models import LoraSettings, ModelConfig, TinyModelConfig, load_policy
 from rlvr.rewards import compute_rewards
 from rlvr.trainer import run_grpo
 
-from conftest import SevensTask, small_config
+from grpo_fixtures import SevensTask, small_config
 
 
 def lora_policy():

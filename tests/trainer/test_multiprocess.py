@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SevensTask
+from grpo_fixtures import SevensTask
 
 HERE = Path(__file__).parent
 

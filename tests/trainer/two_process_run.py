@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from accelerate import PartialState  # noqa: E402
 
-from conftest import SevensTask, small_config, tiny_policy  # noqa: E402
+from grpo_fixtures import SevensTask, small_config, tiny_policy  # noqa: E402
 from rlvr.rewards import compute_rewards  # noqa: E402
 from rlvr.trainer import run_grpo  # noqa: E402
 
