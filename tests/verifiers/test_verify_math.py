@@ -139,3 +139,22 @@ def test_extraction_stays_fast_on_hostile_text(text):
     extract_answer(text)
     verify("numeric", text, "1")
     assert time.monotonic() - start < 3.0
+
+
+NUMERIC_VERDICTS = [
+    # (answer, reference, verdict: True/False decided numerically, None = left to math-verify)
+    (r"2 + \sqrt{5}", "4", False),  # far apart: no symbolic proof needed (math-verify takes seconds)
+    (r"\frac{7}{2} + \sqrt{4}", "5.5", True),  # equal to 25 digits
+    (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}", True),  # the same constant written twice
+    ("0.333333", r"\frac{1}{3}", None),  # close but not equal: math-verify's rounding decides
+    (r"\pi", "3.14159", None),  # same
+    ("x + 1", "2", None),  # not a constant
+]
+
+
+@pytest.mark.parametrize("answer, reference, verdict", NUMERIC_VERDICTS)
+def test_numeric_verdict_for_constants(answer, reference, verdict):
+    from verifiers.math_answer import _numeric_verdict, _parse
+
+    decided = _numeric_verdict(_parse(answer)[0], _parse(reference)[0])
+    assert (None if decided is None else decided[0]) is verdict
