@@ -77,6 +77,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
         train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
         times["time/train"] = time.perf_counter() - t_train
         times["time/step"] = time.perf_counter() - t_start
+        times = dict(zip(times, reduce_max(acc, list(times.values()))))  # the slowest process's
 
         state.step = step
         state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
