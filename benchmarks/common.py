@@ -39,11 +39,14 @@ class Row:
 
 def environment() -> dict:
     props = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    # the device machine gets the working tree without .git: the caller passes RLVR_COMMIT there
+    commit = os.environ.get("RLVR_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    check=False).stdout.strip()
+        except OSError:
+            commit = ""
     import transformers
     import triton
 
