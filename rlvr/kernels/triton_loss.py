@@ -38,8 +38,8 @@ from rlvr.kernels.reference import _scatter_rows, _valid_rows
 
 DEFAULT_CHUNK_BYTES = 5 << 28
 """Bytes of the reused logits buffer (1.25 GiB: 4416 bf16 rows at V = 151936). Measured on an
-H200 at B=64, T=512: 2048 rows 76 ms, 4096 rows 64 ms, 8192 rows 59 ms (but 2.6 GiB), with a
-host sync per chunk; see BENCHMARKS.md."""
+H200 at B=64, T=512 (BENCHMARKS.md): 2048 rows 57.6 ms / 1.07 GiB, 4096 rows 56.0 ms / 1.47 GiB,
+8192 rows 55.7 ms / 2.63 GiB above the inputs."""
 
 NO_SYNC_LOSSES = {
     "grpo": (L.token_log_ratio, L.seq_mean_token_mean),
@@ -249,7 +249,8 @@ def fused_policy_loss(
     """The policy loss `loss_type` from hidden (N, T, H) and lm_head weight (V, H); gradients reach
     `hidden` and `weight`. Arguments and metrics as `rlvr.kernels.reference.fused_policy_loss`.
 
-    chunk_size: most valid-token rows per chunk (whole sequences; default: a 512 MiB buffer).
+    chunk_size: most valid-token rows per chunk (whole sequences, at least one; default: a
+    1.25 GiB logits buffer, DEFAULT_CHUNK_BYTES).
     """
     _check_cuda(hidden, weight)
     cfg = PolicyLossConfig(epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
@@ -311,8 +312,8 @@ def _chunk_logp_grad(chunk_logp, positions, shape, loss_type, cfg, norm, advanta
     """dL/dlogp (C,) of one chunk's valid tokens and the chunk's share of the loss.
 
     The chunk's log-probs are laid into a (k, T) leaf (zeros at masked tokens, as the reference
-    has them) and `compute_policy_loss` runs on it with the global counts, so each variant's own
-    code gives the gradient. No metrics here: the final call reports them.
+    has them) and the variant's loss (`_chunk_loss`) runs on it with the global counts. No
+    metrics here: the final `compute_policy_loss` call reports them.
     """
     with torch.enable_grad():
         leaf = chunk_logp.new_zeros(shape[0] * shape[1])
