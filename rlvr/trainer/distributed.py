@@ -102,8 +102,8 @@ def prepare(acc, model, optimizer, max_grad_norm: float):
             "weights); use ddp or zero2, which hold LoRA models whole")
     if acc.distributed_type.name == "DEEPSPEED":
         _configure_deepspeed(acc, max_grad_norm)
-    if name == "zero3" and acc.num_processes > 1:
-        _broadcast_from_main(model)  # ZeRO-3 keeps each process's shard of its own copy
+    if name in ("zero3", "fsdp2") and acc.num_processes > 1:
+        _broadcast_from_main(model)  # they keep each process's shard of its own copy (no broadcast)
     return acc.prepare(model, optimizer)
 
 
@@ -180,18 +180,29 @@ def _fsdp2_unsharded(model):
             m.reshard()
 
 
+def _param_groups(state) -> list:
+    # torch >= 2.12 keeps a list of groups per module, older releases a single one
+    groups = getattr(state, "_fsdp_param_groups", None)
+    if groups is not None:
+        return list(groups)
+    group = getattr(state, "_fsdp_param_group", None)
+    return [group] if group is not None else []
+
+
 def _reshard_flags(module):
-    # FSDP2 has a setter but no getter for reshard_after_forward; it lives on the param groups.
+    # FSDP2 has a setter but no getter for reshard_after_forward; it lives on the param groups
+    # (and, for the root's default, on the state).
     state = module._get_fsdp_state()
-    return (state._auto_reshard_after_forward,
-            [g.post_forward_mesh_info for g in state._fsdp_param_groups])
+    return (getattr(state, "_auto_reshard_after_forward", None),
+            [g.post_forward_mesh_info for g in _param_groups(state)])
 
 
 def _restore_reshard_flags(module, flags) -> None:
     state = module._get_fsdp_state()
     auto, infos = flags
-    state._auto_reshard_after_forward = auto
-    for g, info in zip(state._fsdp_param_groups, infos):
+    if hasattr(state, "_auto_reshard_after_forward"):
+        state._auto_reshard_after_forward = auto
+    for g, info in zip(_param_groups(state), infos):
         g.post_forward_mesh_info = info
 
 
