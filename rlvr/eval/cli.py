@@ -31,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from rlvr.eval.curves import build_pool, compute_optimal, pool_curves
+    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.search.base import SearchError
     from rlvr.search.setup import build_context, load_problems, parse_ints
@@ -43,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     ctx, policy = build_context(args)
     problems = load_problems(args, policy.tokenizer)
     scorers = [name for name in ctx.scorers if name != "verifier"]
-    pools = [build_pool(ctx, p, args.n, scorers, args.aggregation) for p in tqdm(problems, desc="sampling")]
+    pools = build_pools(ctx, problems, args.n, scorers, args.aggregation)
     points = pool_curves(pools, draws=args.draws, seed=args.seed)
     if args.thinking_budgets:
         from rlvr.search.compare import compare_methods

@@ -137,16 +137,24 @@ def compute_optimal(points: list[Point], budgets: list[float] | None = None,
     return rows
 
 
-def build_pool(ctx, problem, n: int, scorers: list[str], aggregation: str = "last") -> SamplePool:
-    """Sample n solutions of one `rlvr.search.Problem`, verify, group answers and score them."""
+def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "last",
+                chunk: int = 8) -> list[SamplePool]:
+    """Sample n solutions of each `rlvr.search.Problem`, verify, group answers and score them.
+
+    Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU).
+    """
     from rlvr.eval.metrics import default_equivalence
     from rlvr.search.context import extract
 
-    samples = ctx.sample_solutions(problem.prompt, n)
-    texts = [s.text for s in samples]
-    ex = problem.example
-    correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts)]
-    groups = group_answers([extract(t) for t in texts], default_equivalence(ex.kind))
-    scores = {name: ctx.score(name, problem, texts, aggregation) for name in scorers}
-    return SamplePool(ex.difficulty, groups, correct, [s.num_tokens for s in samples], scores)
-
+    pools = []
+    for start in range(0, len(problems), chunk):
+        part = problems[start:start + chunk]
+        groups = ctx.sample([p.prompt for p in part], n, ctx.generation.max_new_tokens)
+        for problem, samples in zip(part, groups):
+            texts = [s.text for s in samples]
+            ex = problem.example
+            correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts)]
+            ids = group_answers([extract(t) for t in texts], default_equivalence(ex.kind))
+            scores = {name: ctx.score(name, problem, texts, aggregation) for name in scorers}
+            pools.append(SamplePool(ex.difficulty, ids, correct, [s.num_tokens for s in samples], scores))
+    return pools

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
                     rollouts_per_step=args.rollouts_per_step, label_type=args.label_type, backbone=args.backbone,
                     train=RewardTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
                                             batch_size=args.batch_size, seed=args.seed))
-    model, facts = fit_reward_model(ctx, policy.model, problems, cfg)
+    model, facts, _ = fit_reward_model(ctx, policy.model, problems, cfg)
     model.config.base = args.model
     path = model.save(args.output_dir)
     (path / "fit.json").write_text(json.dumps(facts, indent=1))

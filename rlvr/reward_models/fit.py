@@ -45,9 +45,10 @@ def make_backbone_model(policy_model, tokenizer, cfg: FitConfig, separator: str)
     return RewardModel.from_policy(small, tokenizer, cfg.kind, **extra)
 
 
-def fit_reward_model(ctx, policy_model, problems, cfg: FitConfig, progress: bool = True) -> tuple[RewardModel, dict]:
+def fit_reward_model(ctx, policy_model, problems, cfg: FitConfig, progress: bool = True) -> tuple[RewardModel, dict, list]:
     """Sample solutions of `problems` (rlvr.search.Problem) with the context's policy, label them,
-    train a reward model; returns it and the facts of the fit (record count, losses, time)."""
+    train a reward model; returns it, the facts of the fit (record count, losses, time) and the
+    labelled records it was trained on."""
     start = time.time()
     pairs = [(p.prompt, p.example) for p in problems]
     if cfg.kind == "orm":
@@ -64,4 +65,4 @@ def fit_reward_model(ctx, policy_model, problems, cfg: FitConfig, progress: bool
         "kind": cfg.kind, "records": len(records), "labels": total, "positive_fraction": positives / max(1, total),
         "initial_loss": initial, "epoch_losses": losses, "label_seconds": labelled - start,
         "train_seconds": time.time() - labelled,
-    }
+    }, records

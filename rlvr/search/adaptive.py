@@ -50,6 +50,19 @@ class AdaptiveConfig:
         self.best_of_n.validate()
 
 
+def calibrate_threshold(scores: list[float], correct: list[bool]) -> float:
+    """The confidence threshold that best separates correct from incorrect solutions on labelled
+    (training) data: the cut maximising the accuracy of "accept iff score >= threshold".
+
+    >>> calibrate_threshold([0.1, 0.2, 0.6, 0.7], [False, False, True, True])
+    0.6
+    """
+    if not scores or len(scores) != len(correct):
+        raise SearchError("calibrate_threshold needs one correctness flag per score, and at least one")
+    candidates = sorted(set(scores)) + [float("inf")]
+    return max(candidates, key=lambda t: (sum((s >= t) == c for s, c in zip(scores, correct)), -t))
+
+
 def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig) -> tuple[bool, float]:
     if cfg.check == "verifier":
         score = ctx.score("verifier", problem, [text])[0]

@@ -247,3 +247,13 @@ def test_mcts_puct_and_backprop():
     assert puct(root, b, cfg) == pytest.approx(0.25 + 0.5 * 3 ** 0.5 / 3)
     assert priors([None, -1.0]) == [0.5, 0.5]
     assert priors([0.0, 0.0, -1e9]) == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_calibrate_threshold_separates_training_scores():
+    from rlvr.search.adaptive import calibrate_threshold
+
+    assert calibrate_threshold([0.1, 0.2, 0.6, 0.7], [False, False, True, True]) == 0.6
+    # Nothing is correct: the best rule accepts nothing.
+    assert calibrate_threshold([0.3, 0.4], [False, False]) == float("inf")
+    with pytest.raises(SearchError, match="one correctness flag per score"):
+        calibrate_threshold([0.5], [])
