@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves
+    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves, scorer_auc
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.search.base import SearchError
     from rlvr.search.setup import build_context, load_problems, parse_ints
@@ -52,6 +52,10 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = full_report(points, compute_optimal(points), title=f"Evaluation of {args.model} on {args.task}")
+    for name in scorers:
+        auc = scorer_auc(pools, name)
+        report += (f"\nDiscrimination of {name}: P[a correct sample outscores an incorrect one of the same problem] = "
+                   + (f"{auc:.3f}" if auc is not None else "n/a (no problem has both)") + "\n")
     (out / "eval.md").write_text(report)
     plot_curves([p for p in points if p.method != "thinking"], out / "accuracy_vs_n.png", x="n")
     plot_curves(points, out / "accuracy_vs_tokens.png", x="tokens")

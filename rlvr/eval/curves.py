@@ -113,6 +113,21 @@ def _mean_over_subsets(method: str, pools: list[SamplePool], n: int, draws: int,
     return sum(accs) / len(accs), sum(toks) / len(toks)
 
 
+def scorer_auc(pools: list[SamplePool], scorer: str) -> float | None:
+    """Discrimination of a scorer: the probability that a correct sample outscores an incorrect
+    sample of the same problem (ties count half), over all such pairs. None when no problem has
+    both. Best-of-N can only beat majority vote where this is high (the chapter's coverage vs
+    discrimination)."""
+    wins = pairs = 0.0
+    for pool in pools:
+        scores = pool.scores[scorer]
+        good = [s for s, c in zip(scores, pool.correct) if c]
+        bad = [s for s, c in zip(scores, pool.correct) if not c]
+        wins += sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
+        pairs += len(good) * len(bad)
+    return wins / pairs if pairs else None
+
+
 def compute_optimal(points: list[Point], budgets: list[float] | None = None,
                     exclude: tuple[str, ...] = ("pass@N",)) -> list[dict]:
     """For each difficulty level and token budget, the method (and N) with the best accuracy among

@@ -3,7 +3,8 @@ import itertools
 
 import pytest
 
-from rlvr.eval.curves import Point, SamplePool, best_of_n_accuracy, compute_optimal, pool_curves, powers_of_two
+from rlvr.eval.curves import (Point, SamplePool, best_of_n_accuracy, compute_optimal, pool_curves, powers_of_two,
+                              scorer_auc)
 from rlvr.eval.report import accuracy_table, full_report, plot_curves
 
 POOL = SamplePool(
@@ -75,3 +76,11 @@ def test_tables_and_plots(tmp_path):
         assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="x must be"):
         plot_curves(points, tmp_path / "bad.png", x="time")
+
+
+def test_scorer_auc_compares_correct_and_incorrect_samples_of_the_same_problem():
+    # Correct scores 0.9, 0.1; incorrect 0.8, 0.2, 0.95, 0.3 -> wins: 0.9 beats 3 of 4, 0.1 beats none.
+    assert scorer_auc([POOL], "orm") == pytest.approx(3 / 8)
+    all_wrong = SamplePool(1, [0, 1], [False, False], [1, 1], {"orm": [0.1, 0.9]})
+    assert scorer_auc([all_wrong], "orm") is None
+    assert scorer_auc([POOL, all_wrong], "orm") == pytest.approx(3 / 8)  # pairs never cross problems
