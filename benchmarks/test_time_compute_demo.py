@@ -64,7 +64,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from dataclasses import replace
 
-    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves
+    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves, scorer_auc
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.fit import FitConfig, fit_reward_model
     from rlvr.reward_models.train import RewardTrainConfig
@@ -118,6 +118,7 @@ def main(argv=None) -> int:
               "weighted_vote[prm]": "weighted_vote (PRM)", "pass@N": "pass@N (coverage bound)"}
     points = [replace(p, method=rename[p.method]) for p in pool_curves(pools, ns, seed=args.seed)
               if p.method in rename]
+    auc = {name: scorer_auc(pools, name) for name in ("orm", "prm")}
     pooled = time.time()
     # Tree search and adaptive compute run live at every N.
     methods = {
@@ -151,12 +152,15 @@ def main(argv=None) -> int:
                          excluded="pass@N, the coverage bound")
     report = report.replace("\n\n", f"\n\n{header}\n\n", 1)
     report += "\nAdaptive: level that produced the answer, per N: " + json.dumps(levels_used) + "\n"
+    report += ("\nDiscrimination on the held-out samples (P[a correct sample outscores an incorrect one of the "
+               "same problem]): " + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a"
+                                               for k, v in auc.items()) + "\n")
     (args.out / "test_time_compute.md").write_text(report)
     plot_curves(points, args.out / "accuracy_vs_n.png", x="n", title="accuracy vs N")
     plot_curves(points, args.out / "accuracy_vs_tokens.png", x="tokens", title="accuracy vs tokens")
     (args.out / "demo.json").write_text(json.dumps({
         "model": model, "args": {k: str(v) for k, v in vars(args).items()}, "reward_models": facts,
-        "points": [asdict(p) for p in points], "adaptive_levels": levels_used,
+        "points": [asdict(p) for p in points], "adaptive_levels": levels_used, "auc": auc,
         "seconds": {"reward_models": rm_done - started, "pools": pooled - rm_done, "live": finished - pooled}},
         indent=1))
     print(report)
