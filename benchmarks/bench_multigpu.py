@@ -202,7 +202,8 @@ def run_one(engine: str, n: int, args, deadline: float) -> Result:
     config = ROOT / "recipes" / "accelerate" / ("cpu2.yaml" if args.cpu else CONFIGS[engine])
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-{n}-") as tmp:
         result = Path(tmp) / "result.json"
-        cmd = ["accelerate", "launch", "--config_file", str(config), "--num_processes", str(n),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+               "--num_processes", str(n),
                "--main_process_port", str(29500 + 10 * n + list(CONFIGS).index(engine)),
                str(Path(__file__).resolve()), "worker", "--result", str(result),
                *_shared_flags(args)]

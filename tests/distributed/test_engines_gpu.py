@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.gpu,
 
 def _launch(engine: str, recipe: Path, out: Path, digests: Path, *extra: str) -> None:
     config = ROOT / "recipes" / "accelerate" / f"{engine}.yaml"
-    cmd = ["accelerate", "launch", "--config_file", str(config), "--num_processes", "2",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
            "--main_process_port", str(_free_port()), "-m", "rlvr", "run", str(recipe),
            "--output-dir", str(out), *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

@@ -44,7 +44,8 @@ def _free_port() -> int:
 
 
 def _launch(recipe: Path, out: Path, digests: Path, *extra: str) -> None:
-    cmd = ["accelerate", "launch", "--config_file", str(CPU2), "--main_process_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU2),
+           "--main_process_port", str(_free_port()),
            "-m", "rlvr", "run", str(recipe), "--output-dir", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]), "RLVR_PARAM_DIGEST_DIR": str(digests)}
@@ -57,7 +58,6 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
