@@ -90,6 +90,13 @@ def _load_base(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = load_tokenizer(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    if gguf_file:
+        # The GGUF weights are dequantized into plain tensors on load; without this the model keeps
+        # a GGUF "quantizer" that makes save_pretrained refuse ("quantized with gguf and is not
+        # serializable") and writes quantization_config into the saved config.json.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model, tokenizer
 
 
