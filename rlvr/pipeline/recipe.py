@@ -105,11 +105,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file (see the module docstring)."""
     data = load_yaml(path)
     data = apply_overrides(copy.deepcopy(data), overrides or [])
-    return parse_recipe(data, base_dir=Path(path).parent)
+    return parse_recipe(data)
 
 
-def parse_recipe(data: dict, base_dir: Path | None = None) -> Recipe:
-    """Validate plain recipe data; raises `ConfigError` naming the first bad key path."""
+def parse_recipe(data: dict) -> Recipe:
+    """Validate plain recipe data; raises `ConfigError` naming the first bad key path.
+
+    Relative paths in a recipe (model folder, dataset files) are relative to the working directory.
+    """
     from rlvr.models.config import ModelConfig
 
     data = copy.deepcopy(data)
@@ -212,6 +215,10 @@ def _dataset_from(value: Any, where: str, earlier: list[StageSpec], kind) -> str
                       f"choose '{GENERATOR}' or one of {producers}")
 
 
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+"""A dataset `source` ending like this is a local file (else a hub name)."""
+
+
 def _looks_local(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~"))
 
@@ -231,13 +238,12 @@ def _check_task(task: TaskSpec, seed: int) -> None:
     from rlvr.tasks import make_task
 
     if task.name == "dataset":
-        for key in ("source", "data_files", "path"):
-            value = task.options.get(key)
-            items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
-            for item in items:
-                if isinstance(item, str) and (_looks_local(item) or Path(item).suffix in
-                                              (".json", ".jsonl", ".parquet", ".csv")):
-                    _check_local_path(item if _looks_local(item) else f"./{item}", f"task.options.{key}")
+        source = task.options.get("source")  # a hub name, a local file, or {split: file}
+        files = source.items() if isinstance(source, dict) else [(None, source)]
+        for split, item in files:
+            where = "task.options.source" + (f".{split}" if split else "")
+            if isinstance(item, str) and (_looks_local(item) or Path(item).suffix in DATA_SUFFIXES):
+                _check_local_path(item if _looks_local(item) else f"./{item}", where)
         return
     try:
         make_task(task.name, seed=seed, difficulty=task.difficulty, **task.options)

@@ -42,6 +42,8 @@ CASES = [
      "model.name_or_path: file not found"),
     ("missing dataset file", lambda d: d.update(task={"name": "dataset", "options": {"source": "./missing.jsonl"}}),
      "task.options.source: file not found"),
+    ("missing split file", lambda d: d.update(task={"name": "dataset", "options": {
+        "source": {"train": "data/none.jsonl"}}}), "task.options.source.train: file not found"),
     ("unknown task", lambda d: d["task"].update(name="arithmatic"), "unknown task 'arithmatic'"),
     ("bad task option", lambda d: d["task"]["options"].update(ops=["^"]), "task: arithmetic: ops"),
     ("unknown template", lambda d: d.update(template="r2"), "template: unknown template 'r2'"),
