@@ -52,17 +52,18 @@ def config_at_budget(name: str, base, n: int, thinking_unit: int = 16):
     raise ValueError(f"no budget rule for search method {name!r}")
 
 
-def is_correct(ctx, problem: Problem, result: SearchResult) -> bool:
-    return ctx.score("verifier", problem, [result.text])[0] >= 1.0
+def is_correct(problem: Problem, result: SearchResult) -> bool:
+    """Evaluation, not search: checked outside the context so it never counts as search cost."""
+    from rlvr.search.scorers import VerifierScorer
+
+    return VerifierScorer().score(problem, [result.text])[0] >= 1.0
 
 
 def run_method(name: str, cfg, problems: list[Problem], ctx, n: int, progress=None, label: str | None = None) -> list[Outcome]:
     outcomes = []
     for problem in problems:
         result = run_search(name, problem, ctx, cfg)
-        before = ctx.scored_tokens  # the correctness check below is evaluation, not search cost
-        correct = is_correct(ctx, problem, result)
-        ctx.scored_tokens = before
+        correct = is_correct(problem, result)
         outcomes.append(Outcome(label or name, n, problem.example.difficulty, correct, result.tokens_spent,
                                 result.details.get("scored_tokens", 0), result.answer,
                                 {k: v for k, v in result.details.items() if k in ("level", "accepted", "forced_close")}))
