@@ -108,7 +108,13 @@ def prepare(acc, model, optimizer, max_grad_norm: float):
 
 
 def _configure_deepspeed(acc, max_grad_norm: float) -> None:
-    ds = acc.state.deepspeed_plugin.deepspeed_config
+    plugin = acc.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    # prepare() fills the plugin's config in place; a later GRPO stage in the same processes must
+    # see what the user wrote, not the previous stage's values
+    if not hasattr(plugin, "_rlvr_user_clipping"):
+        plugin._rlvr_user_clipping = ds.get("gradient_clipping", "auto")
+    ds["gradient_clipping"] = plugin._rlvr_user_clipping
     # No dataloader goes through prepare (each step samples its own rollouts), so DeepSpeed's
     # micro-batch size is never inferred; it only feeds DeepSpeed's own batch bookkeeping.
     if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
