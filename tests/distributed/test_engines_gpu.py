@@ -1,7 +1,7 @@
 """On 2 GPUs (device machine; `-m gpu`): the tiny recipe of test_two_process_cpu under every shipped
 accelerate config (DDP, ZeRO-2, ZeRO-3, FSDP2). Each run finishes with every stage, replicated
-engines keep both processes' parameters identical, and `--resume auto` after losing the last
-checkpoint ends near the uninterrupted result (GPU kernels are not bitwise deterministic, so:
+engines keep both processes' parameters identical, and (sharded-state engines) `--resume auto`
+after losing the last checkpoint ends near the uninterrupted result (GPU kernels are not bitwise deterministic, so:
 closer to it than the checkpoint it resumed from was)."""
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def test_engine_runs_the_recipe_and_resumes(engine, tmp_path):
     at_step2 = _weights(out / "0-grpo" / "checkpoints" / "step-00000002" / "model")
     assert _distance(final, at_step2) > 0, "training did not move the parameters"
 
+    if engine == "ddp":
+        return  # DDP's resume is checked bit for bit on CPU (test_two_process_cpu)
     shutil.rmtree(out / "0-grpo" / "checkpoints" / "step-00000004")
     shutil.rmtree(out / "0-grpo" / "model")
     (out / "0-grpo" / "DONE.json").unlink()
