@@ -1,7 +1,7 @@
 """`accelerate launch --config_file recipes/accelerate/cpu2.yaml -m rlvr run RECIPE` with two CPU
-processes (gloo): the recipe finishes, every stage is in summary.json, both processes hold the same
-parameters at every save, and `--resume auto` after losing the last checkpoint ends with exactly
-the parameters of the uninterrupted run."""
+processes (gloo), RECIPE = cold-start SFT -> GRPO -> eval: the recipe finishes, every stage is in
+summary.json, both processes hold the same parameters at every GRPO save, and `--resume auto` after
+losing the last checkpoint ends with exactly the parameters of the uninterrupted run."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,8 @@ RECIPE = {
     "task": {"name": "arithmetic", "difficulty": 1, "options": {"ops": ["+"]}},
     "template": "plain",
     "stages": [
+        {"type": "sft", "name": "cold", "dataset_from": "generator", "steps": 2, "num_examples": 16,
+         "batch_size": 4, "logging_steps": 1},
         {"type": "grpo", "name": "grpo", "steps": 4, "prompts_per_step": 4, "num_generations": 2,
          "max_new_tokens": 8, "micro_batch_size": 2, "learning_rate": 3.0e-3, "save_every": 2,
          "keep_last": 0, "report_to": "none", "sample_every": 0,
@@ -65,30 +67,32 @@ def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
     _launch(recipe, out, digests)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["name"] for s in summary["stages"]] == ["grpo", "eval"]
-    assert "accuracy" in summary["stages"][1]["metrics"]
-    steps = [json.loads(line)["step"] for line in (out / "0-grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["name"] for s in summary["stages"]] == ["cold", "grpo", "eval"]
+    assert "accuracy" in summary["stages"][2]["metrics"]
+    steps = [json.loads(line)["step"] for line in (out / "1-grpo" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # one line per step: only the main process writes
 
     first = _digests(digests)
     # every save (checkpoints of steps 2 and 4, the final model) by both processes, all in sync
-    assert set(first) == {f"{owner}-rank-{r}" for owner in ("step-00000002", "step-00000004", "0-grpo")
+    assert set(first) == {f"{owner}-rank-{r}" for owner in ("step-00000002", "step-00000004", "1-grpo")
                           for r in (0, 1)}
-    for owner in ("step-00000002", "step-00000004", "0-grpo"):
+    for owner in ("step-00000002", "step-00000004", "1-grpo"):
         assert first[f"{owner}-rank-0"] == first[f"{owner}-rank-1"], f"{owner}: processes diverged"
-    assert first["step-00000002-rank-0"] != first["0-grpo-rank-0"], "training did not move the parameters"
+    assert first["step-00000002-rank-0"] != first["1-grpo-rank-0"], "training did not move the parameters"
 
     # As if killed after the step-2 checkpoint: the step-4 checkpoint, the stage's result and the
-    # eval are gone. --resume auto redoes steps 3-4 from step 2 on both processes.
-    shutil.rmtree(out / "0-grpo" / "checkpoints" / "step-00000004")
-    shutil.rmtree(out / "0-grpo" / "model")
-    (out / "0-grpo" / "DONE.json").unlink()
-    shutil.rmtree(out / "1-eval")
+    # eval are gone. --resume auto skips the SFT and redoes steps 3-4 from step 2 on both processes.
+    cold_done = (out / "0-cold" / "DONE.json").read_text()
+    shutil.rmtree(out / "1-grpo" / "checkpoints" / "step-00000004")
+    shutil.rmtree(out / "1-grpo" / "model")
+    (out / "1-grpo" / "DONE.json").unlink()
+    shutil.rmtree(out / "2-eval")
     shutil.rmtree(digests)
     _launch(recipe, out, digests, "--resume", "auto")
 
     resumed = _digests(digests)
     assert "step-00000002-rank-0" not in resumed  # steps 1-2 were not redone
     for r in (0, 1):
-        assert resumed[f"0-grpo-rank-{r}"] == first[f"0-grpo-rank-{r}"], f"rank {r}: resume changed the result"
-    assert json.loads((out / "summary.json").read_text())["stages"][1]["name"] == "eval"
+        assert resumed[f"1-grpo-rank-{r}"] == first[f"1-grpo-rank-{r}"], f"rank {r}: resume changed the result"
+    assert (out / "0-cold" / "DONE.json").read_text() == cold_done  # not re-run
+    assert json.loads((out / "summary.json").read_text())["stages"][2]["name"] == "eval"
