@@ -166,3 +166,12 @@ def test_labels_must_match_scored_positions(toy):
     prm = RewardModel.from_policy(model, tok, "prm", step_separator="\n")
     with pytest.raises(ValueError, match="2 steps has 1 labels; expected 2"):
         train_reward_model(prm, [LabeledSolution("Q: ", ["3", "7"], [1.0])], RewardTrainConfig(epochs=1))
+
+
+def test_a_prm_with_another_step_separator_is_refused_by_search(toy):
+    from rlvr.search import RewardModelScorer, SearchError
+
+    model, tok = toy
+    prm = RewardModel.from_policy(model, tok, "prm")  # default separator: a blank line
+    with pytest.raises(SearchError, match="trained with step separator '\\\\n\\\\n' but generation uses '\\\\n'"):
+        toy_context(model, tok, scorers={"prm": RewardModelScorer(prm)})
