@@ -31,18 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rlvr.reward_models.fit import FitConfig, fit_reward_model
     from rlvr.reward_models.train import RewardTrainConfig
-    from rlvr.search.base import Problem
-    from rlvr.search.setup import build_context, parse_ints
-    from rlvr.tasks import make_task, render_prompt
+    from rlvr.search.setup import build_context, load_problems
 
     for name in ("orm", "prm", "judge"):
         setattr(args, name, None)  # the policy alone makes the labels
     ctx, policy = build_context(args)
-    problems = []
-    for level in parse_ints(args.difficulty, "--difficulty"):
-        task = make_task(args.task, seed=args.task_seed, difficulty=level)
-        problems += [Problem(render_prompt(ex, policy.tokenizer, template=args.template), ex)
-                     for ex in task.sample(args.num_problems)]
+    problems = load_problems(args, policy.tokenizer, split="train")  # never the held-out split
     cfg = FitConfig(kind=args.kind, samples_per_problem=args.samples_per_problem,
                     rollouts_per_step=args.rollouts_per_step, label_type=args.label_type, backbone=args.backbone,
                     train=RewardTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,

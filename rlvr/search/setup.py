@@ -33,6 +33,8 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--difficulty", default="1", help="difficulty levels, comma-separated (e.g. 1,2,3)")
     g.add_argument("--num-problems", type=int, default=20, help="held-out problems per difficulty level")
     g.add_argument("--task-seed", type=int, default=0, help="seed of the task generator")
+    g.add_argument("--task-options", default="{}",
+                   help="task options as a YAML mapping, e.g. '{ops: [\"+\"]}' (the default recipe's task)")
 
 
 def parse_ints(text: str, what: str) -> list[int]:
@@ -77,12 +79,26 @@ def build_context(args):
     return SearchContext(engine, policy.tokenizer, generation, scorers), policy
 
 
-def load_problems(args, tokenizer) -> list[Problem]:
+def task_options(args) -> dict:
+    import yaml
+
+    try:
+        options = yaml.safe_load(getattr(args, "task_options", "{}") or "{}")
+    except yaml.YAMLError as e:
+        raise SearchError(f"--task-options: not valid YAML: {e}") from None
+    if not isinstance(options, dict):
+        raise SearchError(f"--task-options: expected a mapping, got {options!r}")
+    return options
+
+
+def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
+    """Problems at every --difficulty level: the task's fixed held-out split, or ('train') its stream."""
     from rlvr.tasks import make_task, render_prompt
 
     problems = []
     for level in parse_ints(args.difficulty, "--difficulty"):
-        task = make_task(args.task, seed=args.task_seed, difficulty=level)
-        for ex in task.held_out(args.num_problems):
+        task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
+        examples = task.held_out(args.num_problems) if split == "held_out" else task.sample(args.num_problems)
+        for ex in examples:
             problems.append(Problem(render_prompt(ex, tokenizer, template=args.template), ex))
     return problems
