@@ -13,6 +13,7 @@ LoRA policy it saves the adapters merged into the weights (and the adapters alon
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -150,7 +151,8 @@ def apply_lora(model: Any, cfg: ModelConfig) -> Any:
 def load_policy(cfg: ModelConfig, device: str | torch.device | None = None) -> Policy:
     """Load (or build) the policy described by `cfg` on `device` (default: CUDA when available)."""
     target = resolve_device(device)
-    model, tokenizer = _load_base(cfg, resolve_dtype(cfg.dtype, target))
+    with _whole_weights():
+        model, tokenizer = _load_base(cfg, resolve_dtype(cfg.dtype, target))
     prepare_tokenizer(tokenizer, model)
     model.to(target)
     if cfg.gradient_checkpointing:
@@ -158,6 +160,28 @@ def load_policy(cfg: ModelConfig, device: str | torch.device | None = None) -> P
     if cfg.lora is not None:
         model = apply_lora(model, cfg)
     return Policy(model=model, tokenizer=tokenizer, config=cfg)
+
+
+@contextlib.contextmanager
+def _whole_weights():
+    """Load whole (unpartitioned) weights even after a ZeRO-3 stage in this process.
+
+    accelerate registers its DeepSpeed config with transformers whenever a DeepSpeed plugin is
+    selected; with ZeRO-3 `from_pretrained` then builds partitioned, empty parameters, and an eval
+    or rejection-sampling stage that generates with them fails ("'weight' must be 2-D"). Stages
+    load whole models; the trainer shards them itself when it prepares them.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # transformers without the DeepSpeed integration
+        yield
+        return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def _is_peft(model: Any) -> bool:

@@ -164,3 +164,30 @@ def test_model_config_from_yaml_data_is_strict():
 def test_missing_gguf_file_in_a_local_dir_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.gguf_file: nope.gguf not found"):
         load_policy(ModelConfig(name_or_path=str(tmp_path), gguf_file="nope.gguf"), device="cpu")
+
+
+class _ZeRO3Config:
+    """Stands in for the DeepSpeed config accelerate registers with transformers (ZeRO-3 on)."""
+
+    def is_zero3(self):
+        return True
+
+
+def test_load_after_a_zero3_stage_gives_whole_weights(tiny, tmp_path):
+    # After a ZeRO-3 stage, accelerate leaves its DeepSpeed config registered with transformers;
+    # from_pretrained would then build partitioned (empty) parameters that cannot generate.
+    import weakref
+
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    directory = save_policy(tiny, tmp_path / "model")
+    registered = _ZeRO3Config()
+    hf_deepspeed._hf_deepspeed_config_weak_ref = weakref.ref(registered)
+    try:
+        loaded = load_policy(ModelConfig(name_or_path=str(directory)))
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()  # the run's own setting is left as it was
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+    embed = loaded.model.get_input_embeddings().weight
+    assert embed.shape == tiny.model.get_input_embeddings().weight.shape
+    assert torch.equal(embed, tiny.model.get_input_embeddings().weight)
