@@ -8,7 +8,6 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from rlvr.models import build_char_tokenizer
 from rlvr.rollout import SamplingParams, make_engine
 
-torch.set_num_threads(1)  # tiny matrices: one thread beats several fighting over a shared CPU
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@ import torch
 
 from toy_setup import toy_context, toy_policy
 
-# Tiny models on a shared 2-core machine: one thread is ~20x faster than oversubscribed threads.
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def toy():
