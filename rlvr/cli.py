@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "eval": ("rlvr.eval.cli", "pass@k / maj@k / scaling curves of a model on a task"),
     "search": ("rlvr.search.cli", "compare test-time search methods on a task"),
     "generate": ("rlvr.search.generate_cli", "answer one prompt with a search method"),
+    "train-rm": ("rlvr.reward_models.cli", "train an ORM or PRM on a policy's verified samples"),
 }
 
 
