@@ -8,7 +8,6 @@ uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
 from __future__ import annotations
 
 import functools
-import math
 from fractions import Fraction
 from typing import Any, Sequence
 

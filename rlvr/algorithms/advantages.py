@@ -83,15 +83,20 @@ def _estimate(name: str, grouped: torch.Tensor, options: dict) -> torch.Tensor:
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    check_group_rewards(rewards, group_size)
+    if not rewards.is_floating_point():
+        rewards = rewards.float()
+    return rewards.reshape(-1, group_size)  # (B, G)
+
+
+def check_group_rewards(rewards: torch.Tensor, group_size: int) -> None:
+    """Rewards (N,) that split into whole groups of `group_size` >= 2 (every estimator's input)."""
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
     if group_size < 2:
         raise ValueError(f"group_size must be >= 2 for a group baseline, got {group_size}")
     if rewards.numel() == 0 or rewards.numel() % group_size:
         raise ValueError(f"rewards length {rewards.numel()} is not a positive multiple of group_size {group_size}")
-    if not rewards.is_floating_point():
-        rewards = rewards.float()
-    return rewards.reshape(-1, group_size)  # (B, G)
 
 
 def _advantage_metrics(grouped: torch.Tensor, adv: torch.Tensor) -> dict[str, float]:

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from rlvr.algorithms.advantages import check_group_rewards
+
 KINDS = {"grpo": 0, "dr_grpo": 1, "rloo": 2}
 """Estimators this kernel computes, and the constexpr code each compiles to."""
 
@@ -46,12 +48,7 @@ def group_advantages(name: str, rewards: torch.Tensor, group_size: int, *, eps: 
     """
     if name not in KINDS:
         raise ValueError(f"unknown advantage estimator {name!r} for the triton path; valid: {', '.join(sorted(KINDS))}")
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
-    if group_size < 2:
-        raise ValueError(f"group_size must be >= 2 for a group baseline, got {group_size}")
-    if rewards.numel() == 0 or rewards.numel() % group_size:
-        raise ValueError(f"rewards length {rewards.numel()} is not a positive multiple of group_size {group_size}")
+    check_group_rewards(rewards, group_size)
     if not rewards.is_cuda:
         raise ValueError("the triton path needs a CUDA tensor; use rlvr.algorithms.group_advantages on the CPU")
     rewards = rewards.float().contiguous()

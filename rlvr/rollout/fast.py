@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from rlvr.rollout.base import Rollout, SamplingParams
-from rlvr.rollout.hf import _eos_token_ids, _first_stop_prefix, _left_pad, _pad_token_id
+from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
 
 
 @dataclass
@@ -274,8 +274,8 @@ class FastEngine:
         self.tokenizer = tokenizer
         self.config = config or FastEngineConfig()
         self.parts = _Parts.of(model)
-        self.eos_ids = _eos_token_ids(model, tokenizer)
-        self.pad_id = _pad_token_id(tokenizer, self.eos_ids)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self._states: dict[tuple, _DecodeState] = {}
         device = model.lm_head.weight.device
         kernels = self.config.kernels
@@ -294,7 +294,7 @@ class FastEngine:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         device = self.model.lm_head.weight.device
-        ids, valid = _left_pad(prompt_ids, self.pad_id, device)  # (B, P)
+        ids, valid = left_pad(prompt_ids, self.pad_id, device)  # (B, P)
         valid = valid.bool()
         st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device)
         first_logits = self._prefill_into(st, ids, valid, group_size)
@@ -423,7 +423,7 @@ class FastEngine:
         logps = st.out_logp[:, :steps].tolist()
         completions, texts, truncated, logprobs = [], [], [], []
         for row, row_logp in zip(tokens, logps):
-            ids, ended = self._cut(row, params)
+            ids, ended = cut_completion(row, self.eos_ids, self.tokenizer, params.stop)
             completions.append(ids)
             logprobs.append(row_logp[: len(ids)])
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -431,18 +431,6 @@ class FastEngine:
         return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=completions, texts=texts,
                        truncated=truncated, group_size=group_size, logprobs=logprobs)
 
-    def _cut(self, row: list[int], params: SamplingParams) -> tuple[list[int], bool]:
-        """Ids up to and including the first EOS, then cut after a stop string (as the hf engine)."""
-        ended = False
-        for i, tok in enumerate(row):
-            if tok in self.eos_ids:
-                row, ended = row[: i + 1], True
-                break
-        if params.stop:
-            k = _first_stop_prefix(self.tokenizer, row, params.stop)
-            if k is not None:
-                row, ended = row[:k], True
-        return row, ended
 
 
 def _check_request(prompt_ids, group_size: int, params: SamplingParams) -> None:

@@ -16,6 +16,7 @@ from accelerate.utils import extract_model_from_parallel
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
 
 
 class HFEngine:
@@ -25,8 +26,8 @@ class HFEngine:
         # generate runs on the module itself, not on a DDP/DeepSpeed wrapper (peft models stay as they are)
         self.model = extract_model_from_parallel(model)
         self.tokenizer = tokenizer
-        self.eos_ids = _eos_token_ids(self.model, tokenizer)
-        self.pad_id = _pad_token_id(tokenizer, self.eos_ids)
+        self.eos_ids = eos_token_ids(self.model, tokenizer)
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout:
@@ -37,7 +38,7 @@ class HFEngine:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         device = next(self.model.parameters()).device
-        input_ids, attention_mask = _left_pad(
+        input_ids, attention_mask = left_pad(
             [p for p in prompt_ids for _ in range(group_size)], self.pad_id, device
         )  # (N, P)
         prompt_len = input_ids.shape[1]
@@ -58,7 +59,7 @@ class HFEngine:
         new_tokens = out[:, prompt_len:].tolist()  # (N, <=max_new_tokens); host sync, once per batch
         completions, texts, truncated = [], [], []
         for row in new_tokens:
-            ids, hit_stop = self._cut(row, params)
+            ids, hit_stop = cut_completion(row, self.eos_ids, self.tokenizer, params.stop)
             completions.append(ids)
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
             truncated.append(not hit_stop and len(ids) >= params.max_new_tokens)
@@ -89,46 +90,13 @@ class HFEngine:
             **sampling,
         )
 
-    def _cut(self, row: list[int], params: SamplingParams) -> tuple[list[int], bool]:
-        """Completion ids up to and including the first EOS or stop string; padding removed."""
-        ended = False
-        for i, tok in enumerate(row):
-            if tok in self.eos_ids:
-                row, ended = row[: i + 1], True
-                break
-        if params.stop:
-            k = _first_stop_prefix(self.tokenizer, row, params.stop)
-            if k is not None:
-                row, ended = row[:k], True
-        return row, ended
-
-
-def _first_stop_prefix(tokenizer, ids: list[int], stops: list[str]) -> int | None:
-    """Smallest k such that decode(ids[:k]) contains a stop string, or None.
-
-    Containment only grows with k, so a binary search needs O(log T) decodes.
-    """
-    def hit(k: int) -> bool:
-        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
-        return any(s in text for s in stops)
-
-    if not ids or not hit(len(ids)):
-        return None
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if hit(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 class _StopStrings(StoppingCriteria):
     """Marks a row done once its recent tokens decode to text containing a stop string.
 
     Only the last few tokens are decoded (a stop string of L characters spans at most L tokens
-    that each decode to >= 1 character); `HFEngine._cut` makes the exact, full-text cut afterwards.
+    that each decode to >= 1 character); `cut_completion` makes the exact, full-text cut afterwards.
     """
 
     def __init__(self, tokenizer, stops: list[str], prompt_len: int):
@@ -142,34 +110,3 @@ class _StopStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
         done = [any(s in t for s in self.stops) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _eos_token_ids(model, tokenizer) -> list[int]:
-    ids: list[int] = []
-    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-                   getattr(tokenizer, "eos_token_id", None)):
-        if source is None:
-            continue
-        for i in source if isinstance(source, (list, tuple)) else [source]:
-            if i not in ids:
-                ids.append(int(i))
-    return ids
-
-
-def _pad_token_id(tokenizer, eos_ids: list[int]) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is not None:
-        return int(pad)
-    if eos_ids:
-        return eos_ids[0]
-    raise ValueError("the tokenizer has neither a pad token nor an EOS token; left padding needs one")
