@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from rlvr.pipeline.recipe import parse_recipe
 from rlvr.pipeline.runner import run_recipe
