@@ -1,7 +1,7 @@
 """Problem sources: seeded generators with difficulty levels, dataset loaders, prompt templates.
 
 `make_task(name, seed=0, difficulty=1, **options)` builds any of them by name:
-arithmetic, linear_equation, countdown, python_functions, mixed, dataset.
+arithmetic, linear_equation, word_problems, countdown, python_functions, mixed, dataset.
 """
 from rlvr.tasks.base import Example, TaskSource
 from rlvr.tasks.registry import available_tasks, make_task, register_task
@@ -9,6 +9,7 @@ from rlvr.tasks.registry import available_tasks, make_task, register_task
 # Importing the modules registers their sources.
 from rlvr.tasks.arithmetic import ArithmeticSource
 from rlvr.tasks.linear_equation import LinearEquationSource
+from rlvr.tasks.word_problems import WordProblemsSource
 from rlvr.tasks.countdown import CountdownSource
 from rlvr.tasks.python_functions import PythonFunctionsSource
 from rlvr.tasks.mixed import MixedSource
@@ -17,7 +18,7 @@ from rlvr.tasks.templates import R1_INSTRUCTION, available_templates, render_pro
 
 __all__ = [
     "Example", "TaskSource", "make_task", "register_task", "available_tasks",
-    "ArithmeticSource", "LinearEquationSource", "CountdownSource", "PythonFunctionsSource", "MixedSource",
+    "ArithmeticSource", "LinearEquationSource", "WordProblemsSource", "CountdownSource", "PythonFunctionsSource", "MixedSource",
     "DatasetSource", "DatasetRowError", "FieldMapping", "load_dataset_task",
     "render_prompt", "available_templates", "R1_INSTRUCTION",
 ]
