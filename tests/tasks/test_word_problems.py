@@ -109,3 +109,15 @@ def test_mixed_with_arithmetic_draws_both_and_resumes():
     fresh = make_task("mixed", seed=0, difficulty=1, tasks=["arithmetic", "word_problems"])
     fresh.load_state_dict(state)
     assert fresh.sample(10) == following
+
+
+@pytest.mark.parametrize("recipe", ["smollm2-135m-arithmetic.yaml", "smollm2-135m-arithmetic-lora.yaml"])
+def test_smollm2_recipes_train_and_evaluate_on_arithmetic_and_word_problems(recipe):
+    from pathlib import Path
+
+    from rlvr.pipeline.recipe import load_recipe
+
+    spec = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / recipe).task
+    source = make_task(spec.name, seed=0, difficulty=spec.difficulty, **spec.options)
+    assert {e.id.split("/")[0] for e in source.sample(40)} == {"arithmetic", "word_problems"}
+    assert {e.id.split("/")[0] for e in source.held_out(200)} == {"arithmetic", "word_problems"}
