@@ -287,19 +287,22 @@ class Scenario:
     """A kind of story: its opening, the events that can follow, and the default question."""
 
     start: Callable[[random.Random, Cast, LevelShape], Step]
+    """The opening sentence and the starting amount."""
     events: list[Event]
+    """Events that may come anywhere; the first must always fit (it never returns None)."""
+    question: Callable[[Cast], str]
+    """The question asked unless a closing event sets its own."""
     closings: list[Event] = field(default_factory=list)
     """Events that may only end a story (they change the question)."""
-    question: Callable[[Cast], str] = lambda c: ""
 
 
 SCENARIOS = [
-    Scenario(_things_start, [_gain, _give, _packs, _sell_percent], [_share_things],
-             lambda c: f"How many {c.thing.plural} does {c.name} have now?"),
-    Scenario(_money_start, [_earn, _buy_items, _buy_discounted], [_split_money],
-             lambda c: f"How many dollars does {c.name} have now?"),
-    Scenario(_trip_start, [_trip_leg, _trip_extra], [_trip_remaining],
-             lambda c: f"How many km does {c.name} travel in total?"),
+    Scenario(_things_start, [_gain, _give, _packs, _sell_percent],
+             lambda c: f"How many {c.thing.plural} does {c.name} have now?", [_share_things]),
+    Scenario(_money_start, [_earn, _buy_items, _buy_discounted],
+             lambda c: f"How many dollars does {c.name} have now?", [_split_money]),
+    Scenario(_trip_start, [_trip_leg, _trip_extra],
+             lambda c: f"How many km does {c.name} travel in total?", [_trip_remaining]),
 ]
 
 
@@ -312,10 +315,11 @@ def _cast(rng: random.Random) -> Cast:
 def _next_step(rng: random.Random, scenario: Scenario, cast: Cast, value: int, shape: LevelShape,
                last: bool) -> Step:
     candidates = scenario.events + (scenario.closings if last else [])
-    while True:  # the first event of each scenario always fits, so this ends
+    for _ in range(20):  # try a few random events, then the first one, which always fits
         step = rng.choice(candidates)(rng, cast, value, shape)
         if step is not None:
             return step
+    return scenario.events[0](rng, cast, value, shape)
 
 
 def write_story(rng: random.Random, level: int) -> tuple[str, list[str], int]:
