@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
@@ -45,6 +46,7 @@ class HFEngine:
         stopping = StoppingCriteriaList()
         if params.stop:
             stopping.append(_StopStrings(self.tokenizer, params.stop, prompt_len))
+        recorder = _SampledLogprobs(params)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; gradient checkpointing off (it needs use_cache=False)
         try:
@@ -53,14 +55,17 @@ class HFEngine:
                 attention_mask=attention_mask,
                 generation_config=self._generation_config(params),
                 stopping_criteria=stopping,
+                logits_processor=LogitsProcessorList([recorder]),
             )
         finally:
             self.model.train(was_training)
-        new_tokens = out[:, prompt_len:].tolist()  # (N, <=max_new_tokens); host sync, once per batch
-        completions, texts, truncated = [], [], []
-        for row in new_tokens:
+        new_tokens = out[:, prompt_len:]  # (N, <=max_new_tokens)
+        step_logprobs = recorder.finish(new_tokens).tolist()  # host sync, once per batch
+        completions, texts, truncated, logprobs = [], [], [], []
+        for row, row_logprobs in zip(new_tokens.tolist(), step_logprobs):
             ids, hit_stop = cut_completion(row, self.eos_ids, self.tokenizer, params.stop)
             completions.append(ids)
+            logprobs.append(row_logprobs[:len(ids)])
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
             truncated.append(not hit_stop and len(ids) >= params.max_new_tokens)
         return Rollout(
@@ -69,6 +74,7 @@ class HFEngine:
             texts=texts,
             truncated=truncated,
             group_size=group_size,
+            logprobs=logprobs,
         )
 
     def _generation_config(self, p: SamplingParams) -> GenerationConfig:
@@ -90,6 +96,47 @@ class HFEngine:
             **sampling,
         )
 
+
+
+class _SampledLogprobs(LogitsProcessor):
+    """Log-probs of the sampled tokens under the distribution they were drawn from.
+
+    transformers runs custom processors before its sampling warpers, so this applies the same
+    warpers (temperature, top-k, top-p, in transformers' order; the generation config turns every
+    other processor off) to a copy of the scores. It keeps one step's log-softmax (N, V) and reads
+    the chosen token's entry when the next step shows which token was appended: never N x T x V.
+    Greedy decoding records the model's own log-probs.
+    """
+
+    def __init__(self, params: SamplingParams):
+        self.warpers = LogitsProcessorList()
+        if params.temperature > 0:
+            if params.temperature != 1.0:
+                self.warpers.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                self.warpers.append(TopKLogitsWarper(top_k=params.top_k))
+            if params.top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p=params.top_p))
+        self.pending: torch.Tensor | None = None  # (N, V) log-softmax of the last step's distribution
+        self.taken: list[torch.Tensor] = []  # (N,) per step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.pending = torch.log_softmax(self.warpers(input_ids, scores.float().clone()), dim=-1)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.taken.append(self.pending.gather(1, tokens[:, None]).squeeze(1))
+            self.pending = None
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T_new) log-probs aligned with the new tokens (the last step read from the output)."""
+        if new_tokens.shape[1] > len(self.taken):
+            self._take(new_tokens[:, len(self.taken)])
+        if not self.taken:
+            return new_tokens.new_zeros(new_tokens.shape, dtype=torch.float32)
+        return torch.stack(self.taken[: new_tokens.shape[1]], dim=1)
 
 
 class _StopStrings(StoppingCriteria):

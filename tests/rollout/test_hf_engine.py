@@ -9,7 +9,6 @@ from rlvr.models import build_char_tokenizer
 from rlvr.rollout import SamplingParams, make_engine
 
 
-
 @pytest.fixture(scope="module")
 def tiny():
     tok = build_char_tokenizer()
@@ -105,3 +104,32 @@ def test_top_k_and_top_p_narrow_sampling_to_greedy(tiny, knob):
     assert all(c == greedy for c in sampled.completion_ids)
     free = engine.generate(p, 4, SamplingParams(max_new_tokens=8, temperature=1.0, seed=0))
     assert any(c != greedy for c in free.completion_ids)  # without the knob, sampling differs
+
+
+def _forward_logprobs(model, prompt, completion, temperature, top_k=0):
+    """Log-probs of `completion` under the sampling distribution, from one forward pass."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1].float() / temperature
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 5)])
+def test_sampled_logprobs_match_a_forward_pass(tiny, temperature, top_k):
+    model, tok = tiny
+    prompts = [tok("Q: 12+3=?\nA: ")["input_ids"], tok("7")["input_ids"]]
+    out = make_engine("hf", model, tok).generate(
+        prompts, 3, SamplingParams(max_new_tokens=10, temperature=temperature, top_k=top_k, seed=1))
+    assert out.logprobs is not None
+    for i, (ids, lps) in enumerate(zip(out.completion_ids, out.logprobs)):
+        assert len(lps) == len(ids)  # cut with the completion (EOS, stop strings, padding)
+        want = _forward_logprobs(model, prompts[i // 3], ids, temperature, top_k)
+        assert torch.allclose(torch.tensor(lps), want, atol=1e-4), (i, lps, want.tolist())
+
+
+def test_top_k_one_samples_with_log_prob_zero(tiny):
+    model, tok = tiny
+    out = make_engine("hf", model, tok).generate([tok("5")["input_ids"]], 2, SamplingParams(max_new_tokens=6, top_k=1))
+    assert all(lp == pytest.approx(0.0, abs=1e-6) for row in out.logprobs for lp in row)

@@ -249,6 +249,16 @@ def test_mcts_puct_and_backprop():
     assert priors([0.0, 0.0, -1e9]) == pytest.approx([0.5, 0.5, 0.0])
 
 
+def test_sampled_steps_carry_log_probs_for_mcts_priors(ctx):
+    # the hf engine reports each token's sampling log-prob, so MCTS priors follow the policy
+    from rlvr.search.mcts import priors
+
+    steps = ctx.sample_steps([toy_problem().prompt], 4)[0]
+    nonempty = [c.mean_logprob for c in steps if c.num_tokens]
+    assert nonempty and all(m is not None and m <= 0 for m in nonempty)
+    assert sum(priors(nonempty)) == pytest.approx(1.0)
+
+
 def test_calibrate_threshold_separates_training_scores():
     from rlvr.search.adaptive import calibrate_threshold
 
