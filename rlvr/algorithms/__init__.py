@@ -9,7 +9,7 @@ from .losses import (
     compute_policy_loss,
     register_policy_loss,
 )
-from .registry import Registry
+from rlvr.registry import Registry
 
 __all__ = [
     "ADVANTAGES", "KL_ESTIMATORS", "POLICY_LOSSES", "LossNormalizer", "PolicyLossConfig",

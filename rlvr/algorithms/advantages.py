@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .registry import Registry
+from rlvr.registry import Registry
 
 AdvantageFn = Callable[..., torch.Tensor]
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .registry import Registry
+from rlvr.registry import Registry
 
 KLEstimator = Callable[[torch.Tensor], torch.Tensor]
 KL_ESTIMATORS: Registry[KLEstimator] = Registry("KL estimator")

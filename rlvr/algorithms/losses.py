@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .kl import KL_ESTIMATORS, kl_penalty
-from .registry import Registry
+from rlvr.registry import Registry
 
 MAX_LOG_RATIO = 20.0
 """|log r| is clamped here before exp: an old/new mismatch this large is a bug or a stale

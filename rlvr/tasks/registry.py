@@ -3,26 +3,20 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rlvr.registry import Registry
 from rlvr.tasks.base import TaskSource
 
 TaskFactory = Callable[..., TaskSource]
-_TASKS: dict[str, TaskFactory] = {}
+_TASKS: Registry[TaskFactory] = Registry("task", valid_label="valid tasks")
 
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     """Decorator: register a factory `f(seed=..., difficulty=..., **options) -> TaskSource`."""
-
-    def add(factory: TaskFactory) -> TaskFactory:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        _TASKS[name] = factory
-        return factory
-
-    return add
+    return _TASKS.register(name)
 
 
 def available_tasks() -> list[str]:
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 def make_task(name: str, seed: int = 0, difficulty: int | list[int] | None = None, **options) -> TaskSource:
@@ -33,11 +27,10 @@ def make_task(name: str, seed: int = 0, difficulty: int | list[int] | None = Non
     `options` go to the source (e.g. `ops=["+"]` for arithmetic, `tasks=[...]` for mixed,
     `source=..., preset="gsm8k"` for dataset); an option the source does not take is an error.
     """
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(available_tasks())}")
+    factory = _TASKS.get(name)
     try:
         if difficulty is not None:
             options["difficulty"] = difficulty
-        return _TASKS[name](seed=seed, **options)
+        return factory(seed=seed, **options)
     except TypeError as e:  # an option the factory does not accept: say which task refused it
         raise ValueError(f"task {name!r}: {e}") from e

@@ -17,34 +17,27 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from rlvr.registry import Registry
 from rlvr.tasks.base import Example
 
 R1_INSTRUCTION = "Think in <think></think>, then answer in <answer></answer>."
 
 TemplateFn = Callable[[Example, Any, str], str]
-_TEMPLATES: dict[str, TemplateFn] = {}
+_TEMPLATES: Registry[TemplateFn] = Registry("prompt template", valid_label="valid templates")
 
 
 def register_template(name: str) -> Callable[[TemplateFn], TemplateFn]:
-    def add(fn: TemplateFn) -> TemplateFn:
-        if name in _TEMPLATES:
-            raise ValueError(f"prompt template {name!r} is already registered")
-        _TEMPLATES[name] = fn
-        return fn
-
-    return add
+    return _TEMPLATES.register(name)
 
 
 def available_templates() -> list[str]:
-    return sorted(_TEMPLATES)
+    return _TEMPLATES.names()
 
 
 def render_prompt(example: Example, tokenizer: Any = None, template: str = "r1",
                   instruction: str = R1_INSTRUCTION) -> str:
     """The prompt text for `example` (the completion is generated right after it)."""
-    if template not in _TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r}; valid templates: {', '.join(available_templates())}")
-    return _TEMPLATES[template](example, tokenizer, instruction)
+    return _TEMPLATES.get(template)(example, tokenizer, instruction)
 
 
 @register_template("plain")

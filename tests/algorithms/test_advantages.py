@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlvr.algorithms import ADVANTAGES, compute_advantages, group_advantages, register_advantage
-from rlvr.algorithms.registry import Registry
+from rlvr.registry import Registry
 
 # two groups of G = 3: one with signal, one where every sample got the same reward
 REWARDS = [1.0, 0.0, 0.0, 0.5, 0.5, 0.5]

@@ -1,4 +1,4 @@
-"""A name -> function registry shared by advantages, policy losses and KL estimators.
+"""A name -> function registry: advantages, policy losses, KL estimators, tasks, prompt templates.
 
 One name, one function, no synonyms: registering a name twice raises, and asking for an
 unknown name lists the valid ones (verl `core_algos` style, without its signature drift).
@@ -11,9 +11,11 @@ F = TypeVar("F", bound=Callable)
 
 
 class Registry(Generic[F]):
-    def __init__(self, what: str):
+    def __init__(self, what: str, valid_label: str = "valid"):
         self.what = what
         """What the entries are, for error messages ("advantage estimator", ...)."""
+        self.valid_label = valid_label
+        """What precedes the list of names in the unknown-name error ("valid tasks", ...)."""
         self._entries: dict[str, F] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
@@ -32,7 +34,7 @@ class Registry(Generic[F]):
             return self._entries[name]
         except KeyError:
             raise ValueError(
-                f"unknown {self.what} {name!r}; valid: {', '.join(sorted(self._entries))}"
+                f"unknown {self.what} {name!r}; {self.valid_label}: {', '.join(sorted(self._entries))}"
             ) from None
 
     def names(self) -> list[str]:
