@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Row, host_time_s, median, out_path, print_table, save  # noqa: E402
 
 PROMPT_LEN, NEW_TOKENS, GROUP = 128, 256, 8
-ENGINES = ("fast", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
+ENGINES = ("fast", "fast_pointwise", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
+"""fast: triton kernels with the norm-fused GEMMs; fast_pointwise: triton kernels around cuBLAS
+GEMMs (FastEngineConfig.fuse_gemms=False); fast_torch: torch ops; *_compiled: + torch.compile."""
 
 
 class IdTokenizer:
@@ -73,17 +75,25 @@ def hf_runner(model, prompt_ids, static: bool):
     return run
 
 
-def fast_runner(model, prompt_ids, compiled: bool, kernels: str):
+def fast_runner(model, prompt_ids, compiled: bool, kernels: str, fuse_gemms: bool = True):
     from rlvr.rollout.base import SamplingParams
     from rlvr.rollout.fast import FastEngine, FastEngineConfig
 
-    engine = FastEngine(model, IdTokenizer(), FastEngineConfig(compile=compiled, kernels=kernels))
+    engine = FastEngine(model, IdTokenizer(), FastEngineConfig(compile=compiled, kernels=kernels,
+                                                               fuse_gemms=fuse_gemms))
     params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0)
 
     def run() -> int:
         out = engine.generate(prompt_ids, GROUP, params)
         return sum(out.lengths)
-    return run
+    return run, engine
+
+
+def fast_label(engine) -> str:
+    """What the engine ran after capture (a failed Triton build falls back with a warning)."""
+    kernels = ("triton kernels + fused GEMMs" if engine.fused_gemms else
+               "triton kernels" if engine.fused else "torch ops")
+    return f"rlvr fast ({kernels}, CUDA graph{' + compile' if engine.config.compile else ''})"
 
 
 def measure(name: str, run, n: int, reps: int, warmup: bool = True) -> Row:
@@ -129,9 +139,10 @@ def main(argv=None) -> int:
                 rows.append(measure("hf generate (static cache, compiled)", run, n, reps=args.reps))
             else:
                 kernels = "torch" if "torch" in name else "triton"
-                compiled = name.endswith("compiled")
-                label = f"rlvr fast ({kernels} kernels, CUDA graph{' + compile' if compiled else ''})"
-                rows.append(measure(label, fast_runner(model, prompt_ids, compiled, kernels), n, args.reps))
+                run, engine = fast_runner(model, prompt_ids, name.endswith("compiled"), kernels,
+                                          fuse_gemms=name != "fast_pointwise")
+                rows.append(measure(name, run, n, args.reps))
+                rows[-1].name = fast_label(engine)  # known only after the warm-up call captured
         static = "hf generate (static cache, compiled)"
         baseline = static if any(r.name == static and r.value for r in rows) else rows[0].name
         title = f"rollout, N={n} sequences ({n // GROUP} prompts x G={GROUP}), prompt {PROMPT_LEN} + {NEW_TOKENS} new"

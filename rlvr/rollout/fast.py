@@ -53,6 +53,11 @@ class FastEngineConfig:
     kernel each for add+RMSNorm, RoPE+cache write, attention, SiLU*up, sampling), `torch`
     (torch ops only), or `auto` (triton on CUDA when triton imports and the model fits: SiLU MLP,
     RMSNorm, power-of-two head dim, no q/k norm)."""
+    fuse_gemms: bool = True
+    """With triton kernels: also fuse residual add + RMSNorm + the q/k/v projections + RoPE +
+    cache write into one GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
+    launches per layer instead of 12). Used when the projections are plain nn.Linear (not LoRA),
+    the MLP has no bias and the head dim is >= 32; otherwise the per-op triton kernels run."""
 
     def __post_init__(self) -> None:
         if self.kernels not in ("auto", "triton", "torch"):
@@ -188,6 +193,51 @@ def decode_forward_fused(parts: _Parts, tokens, pos, col, start, k_cache: list, 
     return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
 
 
+def decode_forward_fused_gemm(parts: _Parts, tokens, pos, col, start, k_cache: list, v_cache: list) -> torch.Tensor:
+    """`decode_forward_fused` with the norm-fused GEMM kernels: per layer one launch for add +
+    norm + q/k/v + RoPE + cache write, attention, o_proj, one for add + norm + gate/up + SiLU*up,
+    down_proj. The residual stream alternates between two buffers (a kernel's programs read the
+    old stream while one of them writes the new one)."""
+    from rlvr.rollout import fast_kernels as K
+
+    n = tokens.shape[0]
+    x = parts.embed(tokens)  # (N, H)
+    spare = torch.empty_like(x)
+    cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D)
+    cos, sin = cos.reshape(n, -1).contiguous(), sin.reshape(n, -1).contiguous()
+    delta = None  # what the previous block adds to the residual stream
+    for i, layer in enumerate(parts.layers):
+        attn, mlp, norm = layer.self_attn, layer.mlp, layer.input_layernorm
+        q = K.norm_qkv_rope_cache_(x, delta, spare, norm.weight, norm.variance_epsilon, attn.q_proj, attn.k_proj,
+                                   attn.v_proj, cos, sin, k_cache[i], v_cache[i], col)
+        if delta is not None:
+            x, spare = spare, x
+        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling)
+        norm = layer.post_attention_layernorm
+        act = K.norm_gate_up_silu(x, attn.o_proj(out), spare, norm.weight, norm.variance_epsilon,
+                                  mlp.gate_proj, mlp.up_proj)
+        x, spare = spare, x
+        delta = mlp.down_proj(act)
+    return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
+
+
+def _fits_gemm_kernels(parts: _Parts) -> bool:
+    """Whether `decode_forward_fused_gemm` reads this model's weights right: plain nn.Linear
+    projections (a LoRA layer's adapter would be skipped), q/k/v bias all or none, no MLP bias,
+    head dim >= 32 (each half of a head is a GEMM tile of at least 16 columns)."""
+    def plain(m) -> bool:
+        return type(m) is torch.nn.Linear
+
+    for layer in parts.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
+        if not all(plain(m) for m in (*qkv, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)):
+            return False
+        if len({m.bias is None for m in qkv}) != 1 or mlp.gate_proj.bias is not None or mlp.up_proj.bias is not None:
+            return False
+    return parts.head_dim >= 32
+
+
 def _fits_fused_kernels(model, parts: _Parts) -> bool:
     """Whether `decode_forward_fused` computes this model: SiLU MLP, RMSNorm (weight, eps), head
     dim a power of two >= 16, no q/k norm; and triton importable."""
@@ -285,7 +335,12 @@ class FastEngine:
             raise ValueError("fast engine kernels='triton' needs CUDA, triton and a SiLU/RMSNorm model "
                              "with a power-of-two head dim; use kernels='torch'")
         self.fused = kernels == "triton"
-        forward = decode_forward_fused if self.fused else decode_forward
+        self.fused_gemms = self.fused and self.config.fuse_gemms and _fits_gemm_kernels(self.parts)
+        self._set_forward()
+
+    def _set_forward(self) -> None:
+        forward = (decode_forward_fused_gemm if self.fused_gemms else
+                   decode_forward_fused if self.fused else decode_forward)
         self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
 
     @torch.no_grad()
@@ -348,18 +403,21 @@ class FastEngine:
         return token, logp
 
     def _capture_or_fall_back(self, st: _DecodeState, params: SamplingParams) -> None:
-        try:
-            self._capture(st, params)
-        except Exception as e:  # e.g. a Triton build failure on an untested GPU/toolchain
-            if not self.fused:
-                raise
-            warnings.warn(f"fast engine: the fused Triton decode kernels failed ({type(e).__name__}: {e}); "
-                          "falling back to kernels='torch'")
-            self.fused = False
-            self._forward = (torch.compile(decode_forward, fullgraph=True, dynamic=False)
-                             if self.config.compile else decode_forward)
-            torch.cuda.synchronize()
-            self._capture(st, params)
+        """Capture; if a Triton build fails (an untested GPU/toolchain), step down: fused GEMMs ->
+        per-op triton kernels -> torch ops, with a warning each time."""
+        while True:
+            try:
+                return self._capture(st, params)
+            except Exception as e:
+                if not self.fused:
+                    raise
+                level = "fused GEMM" if self.fused_gemms else "fused Triton"
+                fallback = "the per-op triton kernels" if self.fused_gemms else "kernels='torch'"
+                warnings.warn(f"fast engine: the {level} decode kernels failed ({type(e).__name__}: {e}); "
+                              f"falling back to {fallback}")
+                self.fused, self.fused_gemms = self.fused_gemms, False
+                self._set_forward()
+                torch.cuda.synchronize()
 
     def _capture(self, st: _DecodeState, params: SamplingParams) -> None:
         # warm-up on a side stream (cuBLAS handles, compilation), then capture; the state is reset

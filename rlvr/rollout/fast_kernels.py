@@ -193,3 +193,185 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tup
     _sample_kernel[(n,)](logits, v, 1.0 if greedy else 1.0 / temperature, seed, token, logp,
                          GREEDY=greedy, BLOCK=4096, num_warps=8)
     return token, logp
+
+
+# ----------------------------------------------------------------------------- GEMMs with fused prologue/epilogue
+# The two kernels below turn a layer's 9 launches before o_proj/down_proj into 2: the residual add,
+# the RMSNorm (its row statistics recomputed by every program: K = H is small), the projection(s)
+# and their epilogue (bias + RoPE + cache write, or SiLU * up) in one GEMM each. The weights are
+# read from the model's own nn.Linear parameters (no concatenated copy), so optimizer steps are
+# seen as before. Numerics follow HF's op-by-op rounding: residual, normed row, projection output
+# and SiLU are each rounded to the model dtype where torch would round them.
+
+@triton.jit
+def _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows, row_ok, k, k_ok, rstd, write_x,
+                 H: tl.constexpr, HAS_DELTA: tl.constexpr):
+    """(BLOCK_M, BLOCK_K) tile of rmsnorm(x + delta) * weight in the model dtype; the program that
+    owns column tile 0 also writes x + delta (the next residual stream) to x_out."""
+    mask = row_ok[:, None] & k_ok[None, :]
+    offs = rows[:, None] * H + k[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    if HAS_DELTA:
+        d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(x_out_ptr + offs, x, mask=mask & write_x)
+    normed = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty)
+    w = tl.load(nw_ptr + k, mask=k_ok, other=0.0)
+    return (w.to(tl.float32)[None, :] * normed.to(tl.float32)).to(x_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _row_rstd(x_ptr, delta_ptr, rows, row_ok, eps, H: tl.constexpr, HAS_DELTA: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """1 / sqrt(mean((x + delta)^2) + eps) per row, the sum rounded to the model dtype first as torch's add is."""
+    ss = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        mask = row_ok[:, None] & (k < H)[None, :]
+        offs = rows[:, None] * H + k[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        if HAS_DELTA:
+            d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
+            x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        xf = x.to(tl.float32)
+        ss += tl.sum(xf * xf, axis=1)
+    return 1.0 / tl.sqrt(ss / H + eps)
+
+
+@triton.jit
+def _norm_qkv_rope_cache_kernel(
+        x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps,
+        wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr,
+        cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, col_ptr, N, S, H: tl.constexpr,
+        HEADS: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """Program (row tile, j): head j of q (j < HEADS), of k (next KV) or of v (last KV); the head's
+    two halves are separate accumulators, so RoPE's rotate-half is a swap of two tiles."""
+    pid_m = tl.program_id(0)
+    j = tl.program_id(1)
+    HALF: tl.constexpr = D // 2
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    if j < HEADS:
+        w_ptr = wq_ptr + j * D * H
+        b_ptr = bq_ptr + j * D
+    elif j < HEADS + KV:
+        w_ptr = wk_ptr + (j - HEADS) * D * H
+        b_ptr = bk_ptr + (j - HEADS) * D
+    else:
+        w_ptr = wv_ptr + (j - HEADS - KV) * D * H
+        b_ptr = bv_ptr + (j - HEADS - KV) * D
+    rstd = _row_rstd(x_ptr, delta_ptr, rows64, row_ok, eps, H, HAS_DELTA, BLOCK_M, BLOCK_K)
+    e = tl.arange(0, HALF)
+    acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
+    acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < H
+        a = _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok, rstd,
+                         j == 0, H, HAS_DELTA)
+        # W is (out, in) row-major: the (BLOCK_K, HALF) tile of W^T is strided along out
+        w_lo = tl.load(w_ptr + e[None, :] * H + k[:, None], mask=k_ok[:, None], other=0.0)
+        w_hi = tl.load(w_ptr + (e[None, :] + HALF) * H + k[:, None], mask=k_ok[:, None], other=0.0)
+        acc_lo = tl.dot(a, w_lo, acc_lo, input_precision=PRECISION)
+        acc_hi = tl.dot(a, w_hi, acc_hi, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc_lo += tl.load(b_ptr + e).to(tl.float32)[None, :]
+        acc_hi += tl.load(b_ptr + HALF + e).to(tl.float32)[None, :]
+    # the projection's output in the model dtype, as nn.Linear returns it
+    lo = acc_lo.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    hi = acc_hi.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    mask = row_ok[:, None]
+    if j < HEADS + KV:  # RoPE: rotate_half(x) = (-hi, lo)
+        cs = rows64[:, None] * D + e[None, :]
+        cos_lo = tl.load(cos_ptr + cs, mask=mask, other=0.0).to(tl.float32)
+        cos_hi = tl.load(cos_ptr + cs + HALF, mask=mask, other=0.0).to(tl.float32)
+        sin_lo = tl.load(sin_ptr + cs, mask=mask, other=0.0).to(tl.float32)
+        sin_hi = tl.load(sin_ptr + cs + HALF, mask=mask, other=0.0).to(tl.float32)
+        lo, hi = lo * cos_lo - hi * sin_lo, hi * cos_hi + lo * sin_hi
+    if j < HEADS:
+        dst = q_out_ptr + (rows64[:, None] * HEADS + j) * D + e[None, :]
+    else:
+        col = tl.load(col_ptr)
+        kh = (j - HEADS) % KV
+        at = (rows64[:, None] * KV + kh) * S * D + col * D + e[None, :]
+        if j < HEADS + KV:
+            dst = k_cache_ptr + at
+        else:
+            dst = v_cache_ptr + at
+    tl.store(dst, lo.to(q_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, hi.to(q_out_ptr.dtype.element_ty), mask=mask)
+
+
+def _block_m(n: int) -> int:
+    return min(64, max(16, triton.next_power_of_2(n)))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def norm_qkv_rope_cache_(x, delta, x_out, norm_weight, eps, q_proj, k_proj, v_proj, cos, sin,
+                         k_cache, v_cache, col) -> torch.Tensor:
+    """x (N, H) [+ delta, written to x_out] -> RMSNorm -> q, k, v projections (+ bias) -> RoPE on q
+    and k; k and v written at cache column `col` of k_cache/v_cache (N, kv, S, D). Returns the
+    rotated q (N, heads, D). One launch."""
+    n, h = x.shape
+    _, kv, s, d = k_cache.shape
+    heads = q_proj.weight.shape[0] // d
+    q_out = torch.empty(n, heads, d, dtype=x.dtype, device=x.device)
+    has_bias = q_proj.bias is not None
+    bias = (q_proj.bias, k_proj.bias, v_proj.bias) if has_bias else (x, x, x)
+    block_m = _block_m(n)
+    _norm_qkv_rope_cache_kernel[(triton.cdiv(n, block_m), heads + 2 * kv)](
+        x, x if delta is None else delta, x_out, norm_weight, eps,
+        q_proj.weight, k_proj.weight, v_proj.weight, *bias,
+        cos, sin, q_out, k_cache, v_cache, col, n, s, H=h,
+        HEADS=heads, KV=kv, D=d, HAS_DELTA=delta is not None, HAS_BIAS=has_bias,
+        BLOCK_M=block_m, BLOCK_K=128, PRECISION=_precision(x.dtype), num_warps=4, num_stages=3)
+    return q_out
+
+
+@triton.jit
+def _norm_gate_up_silu_kernel(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, wg_ptr, wu_ptr, out_ptr, N, I,
+                              H: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < I
+    cols64 = cols.to(tl.int64)
+    rstd = _row_rstd(x_ptr, delta_ptr, rows64, row_ok, eps, H, HAS_DELTA, BLOCK_M, BLOCK_K)
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < H
+        a = _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok, rstd,
+                         pid_n == 0, H, HAS_DELTA)
+        w_mask = k_ok[:, None] & col_ok[None, :]
+        w_offs = cols64[None, :] * H + k[:, None]
+        acc_g = tl.dot(a, tl.load(wg_ptr + w_offs, mask=w_mask, other=0.0), acc_g, input_precision=PRECISION)
+        acc_u = tl.dot(a, tl.load(wu_ptr + w_offs, mask=w_mask, other=0.0), acc_u, input_precision=PRECISION)
+    g = acc_g.to(out_ptr.dtype.element_ty).to(tl.float32)
+    u = acc_u.to(out_ptr.dtype.element_ty).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty).to(tl.float32)  # silu rounded as torch's
+    tl.store(out_ptr + rows64[:, None] * I + cols64[None, :], (act * u).to(out_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+def norm_gate_up_silu(x, delta, x_out, norm_weight, eps, gate_proj, up_proj) -> torch.Tensor:
+    """x (N, H) [+ delta, written to x_out] -> RMSNorm -> silu(gate_proj(.)) * up_proj(.) (N, I). One launch."""
+    n, h = x.shape
+    inter = gate_proj.weight.shape[0]
+    out = torch.empty(n, inter, dtype=x.dtype, device=x.device)
+    block_m, block_n = _block_m(n), 64
+    _norm_gate_up_silu_kernel[(triton.cdiv(n, block_m), triton.cdiv(inter, block_n))](
+        x, x if delta is None else delta, x_out, norm_weight, eps, gate_proj.weight, up_proj.weight, out,
+        n, inter, H=h, HAS_DELTA=delta is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=128,
+        PRECISION=_precision(x.dtype), num_warps=4, num_stages=3)
+    return out

@@ -20,11 +20,11 @@ from rlvr.rollout.hf import HFEngine
 PROMPTS = ["Q: 12+7=", "Q: what is 3*4? A:", "hi"]  # different lengths: left padding is exercised
 
 
-def _model(tokenizer, arch="qwen2", dtype=torch.float32, device="cpu"):
+def _model(tokenizer, arch="qwen2", dtype=torch.float32, device="cpu", hidden=64):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     cls_cfg, cls_model = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
-    config = cls_cfg(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = cls_cfg(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2,  # grouped-query attention
                      max_position_embeddings=256, initializer_range=0.2,  # peaked logits: no argmax ties
                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -118,7 +118,47 @@ def test_unsupported_model_is_a_clear_error():
         FastEngine(torch.nn.Linear(2, 2), build_char_tokenizer())
 
 
+def test_fused_gemm_path_only_for_plain_linear_weights():
+    """The norm-fused GEMM kernels read nn.Linear weights directly: a LoRA layer (its adapter would
+    be skipped) or a head dim under 32 keeps the per-op kernels."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlvr.rollout.fast import _fits_gemm_kernels, _Parts
+
+    tokenizer = build_char_tokenizer()
+    assert _fits_gemm_kernels(_Parts.of(_model(tokenizer, hidden=128)))  # head dim 32
+    assert not _fits_gemm_kernels(_Parts.of(_model(tokenizer)))  # head dim 16
+    lora = get_peft_model(_model(tokenizer, hidden=128), LoraConfig(r=4, target_modules=["q_proj", "up_proj"]))
+    assert not _fits_gemm_kernels(_Parts.of(lora.get_base_model()))
+
+
 # ----------------------------------------------------------------------------- CUDA graph path
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_fused_gemm_kernels_greedy_equal_generate(arch):
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, arch=arch, device="cuda", hidden=128)  # head dim 32: the fused GEMM path
+    engine = FastEngine(model, tokenizer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="fast engine")  # no fallback
+        _check_greedy_matches_generate(model, tokenizer, engine)
+    assert engine.fused_gemms
+
+
+@pytest.mark.gpu
+def test_fused_gemm_kernels_sampled_logprobs_bf16():
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, dtype=torch.bfloat16, device="cuda", hidden=128)
+    engine = FastEngine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=3)
+    _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.05)
+    with torch.no_grad():  # weights updated in place are seen by the captured graph
+        model.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+        model.model.layers[1].self_attn.q_proj.weight.mul_(0.5)
+    _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.05)
+    assert engine.fused_gemms and len(engine._states) == 1
+
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["triton", "torch"])

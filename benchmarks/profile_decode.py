@@ -1,0 +1,88 @@
+"""Where the fast engine's decode step spends its time: per decode step, the CUDA-graph replay
+time, the sum of kernel times (the difference is launch gaps inside the graph) and the kernels
+grouped by name, for each decode path. Same model and sizes as bench_rollout.py.
+
+    python benchmarks/profile_decode.py [--sizes 64,256] [--paths gemm,pointwise] [--top 12]
+
+Kernel times come from torch.profiler over eager (un-captured) steps, which run the same kernels
+as the graph; replay time is CUDA events over graph replays.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_rollout import GROUP, IdTokenizer, build_model, prompts  # noqa: E402
+
+PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
+         "torch": dict(kernels="torch")}
+
+
+def replay_ms(st, reps: int = 50) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    st.graph.replay()
+    start.record()
+    for _ in range(reps):
+        st.graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def kernel_table(engine, st, params, steps: int = 10) -> tuple[float, dict[str, tuple[float, int]]]:
+    """Sum of kernel time per step (ms) and {kernel name: (ms per step, launches per step)}."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine._step(st, params)  # warm
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine._step(st, params)
+        torch.cuda.synchronize()
+    per_name: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for evt in prof.events():
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            per_name[evt.name][0] += evt.device_time / 1000 / steps
+            per_name[evt.name][1] += 1 / steps
+    total = sum(v[0] for v in per_name.values())
+    return total, {k: (v[0], round(v[1])) for k, v in per_name.items()}
+
+
+def main(argv=None) -> int:
+    from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.fast import FastEngine, FastEngineConfig
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="64,256")
+    p.add_argument("--paths", default="gemm,pointwise")
+    p.add_argument("--top", type=int, default=12)
+    args = p.parse_args(argv)
+    model = build_model()
+    params = SamplingParams(max_new_tokens=256, temperature=1.0)
+    for n in (int(s) for s in args.sizes.split(",")):
+        for path in args.paths.split(","):
+            engine = FastEngine(model, IdTokenizer(), FastEngineConfig(**PATHS[path]))
+            engine.generate(prompts(n // GROUP, seed=n), GROUP, params)  # captures the graph
+            st = next(iter(engine._states.values()))
+            st.col.fill_(200)  # mid-rollout cache length
+            graph_ms = replay_ms(st)
+            total, table = kernel_table(engine, st, params)
+            launches = sum(c for _, c in table.values())
+            print(f"\n## N={n} path={path} (fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
+                  f"kernels {total:.3f} ms/step in {launches} launches, gaps {graph_ms - total:.3f} ms")
+            print("| kernel | ms/step | launches/step |\n|---|---|---|")
+            for name, (ms, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[: args.top]:
+                print(f"| {name[:90]} | {ms:.3f} | {count} |")
+            del engine, st
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
