@@ -1,7 +1,9 @@
 """Clipped policy-gradient losses for GRPO and its variants, one registry, one signature.
 
-Every variant is `f(PolicyLossInput, PolicyLossConfig) -> (loss, metrics)` built from the same
+Every variant is `f(PolicyLossInput, PolicyLossConfig) -> PolicyLossTerms` built from the same
 helpers (ratio, clipped surrogate, KL, aggregation), so the trainer never branches on the name.
+A variant is tensor math only (no host sync): `compute_policy_loss` adds the metrics with one
+host sync, or none with `with_metrics=False` (the fused kernels' per-chunk losses).
 Shapes: N sequences, T completion tokens; per-token tensors are (N, T) and `mask` marks the
 valid completion tokens.
 
@@ -94,23 +96,52 @@ class _Counts:
     processes: int
 
 
-PolicyLossFn = Callable[[PolicyLossInput, PolicyLossConfig], tuple[torch.Tensor, dict[str, float]]]
+@dataclass
+class PolicyLossTerms:
+    """What a variant returns: its loss and the tensors its metrics are computed from, no sync."""
+
+    loss: torch.Tensor
+    """Scalar to backpropagate: policy_loss + kl_loss."""
+    policy_loss: torch.Tensor
+    """Scalar share of the clipped surrogate term."""
+    kl_loss: torch.Tensor
+    """Scalar share of beta * KL (zero when beta = 0)."""
+    ratio: torch.Tensor
+    """(N, T) the ratio that was clipped (per token, or the sequence ratio broadcast to its tokens)."""
+    advantages: torch.Tensor
+    """(N, 1) advantages in the ratio's dtype."""
+    mask: torch.Tensor
+    """(N, T) float mask of valid tokens."""
+    kl: torch.Tensor | None = None
+    """(N, T) per-token KL estimate; None when beta = 0."""
+
+
+PolicyLossFn = Callable[[PolicyLossInput, PolicyLossConfig], PolicyLossTerms]
 POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Decorator: register f(PolicyLossInput, PolicyLossConfig) -> (loss, metrics) under `name`."""
+    """Decorator: register f(PolicyLossInput, PolicyLossConfig) -> PolicyLossTerms under `name`.
+
+    f gets masked tokens already zeroed. The fused kernels call it once per chunk of whole
+    sequences, so it must not sync with the host (no .item(), no data-dependent Python branches)
+    and must be split invariant (module doc)."""
     return POLICY_LOSSES.register(name)
 
 
 def compute_policy_loss(
-    name: str, inp: PolicyLossInput, cfg: PolicyLossConfig | None = None
+    name: str, inp: PolicyLossInput, cfg: PolicyLossConfig | None = None, *, with_metrics: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The scalar loss to backpropagate for this micro-batch, and its metrics (see module doc)."""
+    """The scalar loss to backpropagate for this micro-batch, and its metrics (see module doc).
+
+    with_metrics=False: metrics are {} and nothing syncs with the host (the fused kernels call
+    it once per chunk).
+    """
     fn = POLICY_LOSSES.get(name)
     cfg = cfg or PolicyLossConfig()
     _check_input(inp, cfg)
-    return fn(_zero_masked(inp), cfg)
+    terms = fn(_zero_masked(inp), cfg)
+    return terms.loss, (_loss_metrics(terms, cfg) if with_metrics else {})
 
 
 # ----------------------------------------------------------------------------- variants
@@ -171,7 +202,7 @@ def clipped_surrogate_loss(
     cfg: PolicyLossConfig,
     log_ratio: torch.Tensor,
     aggregate: Callable[[torch.Tensor, torch.Tensor, _Counts, PolicyLossConfig], torch.Tensor],
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> PolicyLossTerms:
     """-min(r A, clip(r, 1-eps_low, 1+eps_high) A) + beta KL per token, then `aggregate`."""
     mask = _float_mask(inp)
     counts = _resolve_counts(inp, mask)
@@ -186,9 +217,7 @@ def clipped_surrogate_loss(
         kl_loss = cfg.beta * aggregate(kl, mask, counts, cfg)
     else:
         kl_loss = policy_loss.new_zeros(())
-    loss = policy_loss + kl_loss
-    metrics = _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg)
-    return loss, metrics
+    return PolicyLossTerms(policy_loss + kl_loss, policy_loss, kl_loss, ratio, adv, mask, kl)
 
 
 # Aggregations: (values (N, T), mask (N, T), counts, cfg) -> this micro-batch's share of the
@@ -280,17 +309,18 @@ def _check_dr_grpo(cfg: PolicyLossConfig, t: int) -> None:
         raise ValueError(f"completions have {t} tokens > max_completion_length {cfg.max_completion_length}")
 
 
-def _loss_metrics(loss, policy_loss, kl_loss, ratio, adv, mask, kl, cfg) -> dict[str, float]:
+def _loss_metrics(terms: PolicyLossTerms, cfg: PolicyLossConfig) -> dict[str, float]:
     """Loss shares (add over micro-batches) and token means over this micro-batch (average them)."""
+    ratio, adv, mask, kl = terms.ratio, terms.advantages, terms.mask, terms.kl
     with torch.no_grad():
         tokens = mask.sum().clamp(min=1.0)
         low = (ratio < 1.0 - cfg.epsilon_low) & (adv < 0)
         high = (ratio > 1.0 + cfg.epsilon_high) & (adv > 0)
         valid = mask > 0
         stats = {
-            "loss/total": loss,
-            "loss/policy": policy_loss,
-            "loss/kl": kl_loss,
+            "loss/total": terms.loss,
+            "loss/policy": terms.policy_loss,
+            "loss/kl": terms.kl_loss,
             "clip_ratio/low": (low.to(mask.dtype) * mask).sum() / tokens,
             "clip_ratio/high": (high.to(mask.dtype) * mask).sum() / tokens,
             "clip_ratio/region": ((low | high).to(mask.dtype) * mask).sum() / tokens,

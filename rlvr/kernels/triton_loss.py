@@ -7,13 +7,11 @@ chunk of C rows:
   1. logits (C, V) = h @ W^T, one bf16 cuBLAS matmul into a reused chunk buffer;
   2. one Triton pass per row: online log-sum-exp, the target's logit, entropy
      (H = lse - sum_v p_v x_v, accumulated in the same pass);
-  3. dL/dlogp of the chunk's tokens by autograd on (k, T) vectors through the loss of
-     `rlvr.algorithms.losses`: the chunk holds whole sequences and the loss is normalised by
-     global counts (`LossNormalizer`), so the chunk's loss is exactly its share of the batch
-     loss -- GSPO's sequence ratio included, with no extra pass. The five registered variants
-     are composed from that module's own helpers without its metrics (the metrics' host sync
-     cost ~2 ms of idle GPU per chunk); any other registered variant goes through
-     `compute_policy_loss` itself;
+  3. dL/dlogp of the chunk's tokens by autograd on (k, T) vectors through the registered loss
+     (`compute_policy_loss(..., with_metrics=False)`: the metrics' host sync cost ~2 ms of idle
+     GPU per chunk): the chunk holds whole sequences and the loss is normalised by global
+     counts (`LossNormalizer`), so the chunk's loss is exactly its share of the batch loss --
+     GSPO's sequence ratio included, with no extra pass. Any registered variant works;
   4. a second Triton pass overwrites the logits in place with
      dL/dlogits = dL/dlogp * (onehot(target) - softmax);
   5. grad_h = dlogits @ W and grad_W += dlogits^T @ h (fp32 accumulator), two matmuls.
@@ -31,8 +29,6 @@ import torch
 import triton
 import triton.language as tl
 
-from rlvr.algorithms import losses as L
-from rlvr.algorithms.kl import kl_penalty
 from rlvr.algorithms.losses import LossNormalizer, PolicyLossConfig, PolicyLossInput, compute_policy_loss
 from rlvr.kernels.reference import _scatter_rows, _valid_rows
 
@@ -40,16 +36,6 @@ DEFAULT_CHUNK_BYTES = 5 << 28
 """Bytes of the reused logits buffer (1.25 GiB: 4416 bf16 rows at V = 151936). Measured on an
 H200 at B=64, T=512 (BENCHMARKS.md): 2048 rows 57.6 ms / 1.07 GiB, 4096 rows 56.0 ms / 1.47 GiB,
 8192 rows 55.7 ms / 2.63 GiB above the inputs."""
-
-NO_SYNC_LOSSES = {
-    "grpo": (L.token_log_ratio, L.seq_mean_token_mean),
-    "bnpo": (L.token_log_ratio, L.local_token_mean),
-    "dapo": (L.token_log_ratio, L.global_token_mean),
-    "dr_grpo": (L.token_log_ratio, L.constant_length_mean),
-    "gspo": (L.sequence_log_ratio, L.seq_mean_token_mean),
-}
-"""The registered variants as (log-ratio, aggregation) pairs of rlvr.algorithms.losses' helpers,
-exactly as its registry composes them (tests compare with the registry's result)."""
 
 BLOCK_V = 4096
 """Vocabulary columns one program handles per loop step (fp32 in registers: 16 KiB per row)."""
@@ -259,8 +245,7 @@ def fused_policy_loss(
     vocab = weight.shape[0]
     dtype = _matmul_dtype(hidden, weight)
     chunk_size = chunk_size or default_chunk_rows(vocab, dtype.itemsize)
-    _validate(loss_type, n, t, dict(advantages=advantages, mask=mask, old_logp=old_logp, ref_logp=ref_logp,
-                                    normalizer=normalizer), cfg)
+    _validate(loss_type, cfg, n, t, advantages, mask, old_logp, ref_logp, normalizer)
     index, rows_hidden, rows_targets = _valid_rows(hidden, weight, targets, mask)
     # host sync: chunk boundaries at whole sequences need each sequence's valid-token count
     rows_per_seq = (mask > 0).sum(dim=1).tolist()
@@ -312,8 +297,8 @@ def _chunk_logp_grad(chunk_logp, positions, shape, loss_type, cfg, norm, advanta
     """dL/dlogp (C,) of one chunk's valid tokens and the chunk's share of the loss.
 
     The chunk's log-probs are laid into a (k, T) leaf (zeros at masked tokens, as the reference
-    has them) and the variant's loss (`_chunk_loss`) runs on it with the global counts. No
-    metrics here: the final `compute_policy_loss` call reports them.
+    has them) and the registered loss runs on it with the global counts. No metrics (no host
+    sync) here: the final `compute_policy_loss` call reports them.
     """
     with torch.enable_grad():
         leaf = chunk_logp.new_zeros(shape[0] * shape[1])
@@ -321,34 +306,20 @@ def _chunk_logp_grad(chunk_logp, positions, shape, loss_type, cfg, norm, advanta
         leaf = leaf.view(shape).requires_grad_(True)
         inp = PolicyLossInput(logp=leaf, advantages=advantages, mask=mask, old_logp=old,
                               ref_logp=ref, normalizer=norm)
-        loss = _chunk_loss(loss_type, inp, cfg)
+        loss, _ = compute_policy_loss(loss_type, inp, cfg, with_metrics=False)
         (grad,) = torch.autograd.grad(loss, leaf)
     return grad.reshape(-1)[positions].contiguous(), loss.detach().float()
 
 
-def _chunk_loss(loss_type: str, inp: PolicyLossInput, cfg: PolicyLossConfig) -> torch.Tensor:
-    """The loss `loss_type` without its metrics (no host sync): `clipped_surrogate_loss` of
-    rlvr.algorithms.losses minus `_loss_metrics`, for the variants in NO_SYNC_LOSSES."""
-    if loss_type not in NO_SYNC_LOSSES:
-        return compute_policy_loss(loss_type, inp, cfg)[0]
-    log_ratio, aggregate = NO_SYNC_LOSSES[loss_type]
-    inp = L._zero_masked(inp)
-    mask = L._float_mask(inp)
-    counts = L._resolve_counts(inp, mask)
-    ratio = torch.exp(log_ratio(inp))  # (k, T)
-    adv = inp.advantages.detach().to(ratio.dtype).unsqueeze(1)  # (k, 1)
-    clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)
-    loss = aggregate(-torch.minimum(ratio * adv, clipped * adv), mask, counts, cfg)
-    if cfg.beta > 0.0:
-        kl = kl_penalty(inp.logp, inp.ref_logp, cfg.kl_type)
-        loss = loss + cfg.beta * aggregate(kl, mask, counts, cfg)
-    return loss
+def _validate(loss_type: str, cfg: PolicyLossConfig, n: int, t: int, advantages, mask, old_logp, ref_logp,
+              normalizer) -> None:
+    """The loss's own input checks (registry, shapes, the variant's), before any work: the loss
+    runs once on shape-only meta tensors, so no device work and no host sync (a variant that
+    syncs fails here)."""
+    def meta(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else torch.empty_like(x, device="meta")
 
-
-def _validate(loss_type: str, n: int, t: int, inp_like: dict, cfg: PolicyLossConfig) -> None:
-    """The registry's input checks, before any work (the no-sync path skips compute_policy_loss)."""
-    L.POLICY_LOSSES.get(loss_type)  # an unknown name lists the valid ones
-    placeholder = PolicyLossInput(logp=torch.zeros(n, t, device=inp_like["mask"].device), **inp_like)
-    L._check_input(placeholder, cfg)
-    if loss_type == "dr_grpo":
-        L._check_dr_grpo(cfg, t)
+    shapes_only = PolicyLossInput(logp=torch.empty(n, t, device="meta"), advantages=meta(advantages),
+                                  mask=meta(mask), old_logp=meta(old_logp), ref_logp=meta(ref_logp),
+                                  normalizer=normalizer)
+    compute_policy_loss(loss_type, shapes_only, cfg, with_metrics=False)

@@ -196,6 +196,38 @@ def test_gspo_equals_token_level_grpo_on_policy_only(name):
     assert run("gspo", old)[0] != pytest.approx(run("grpo", old)[0], abs=1e-6)
 
 
+# ----------------------------------------------------------------------------- without metrics
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES.names()))
+def test_without_metrics_gives_the_same_loss_and_gradient(name):
+    ref = torch.tensor(LOGP, dtype=torch.float64) + 0.1
+    cfg = PolicyLossConfig(beta=0.1, max_completion_length=4)
+    full, lean = _input(ref=ref, requires_grad=True), _input(ref=ref, requires_grad=True)
+    a, metrics = compute_policy_loss(name, full, cfg)
+    b, no_metrics = compute_policy_loss(name, lean, cfg, with_metrics=False)
+    a.backward()
+    b.backward()
+    assert "loss/total" in metrics and no_metrics == {}
+    assert a.item() == b.item()
+    assert torch.equal(full.logp.grad, lean.logp.grad)
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES.names()))
+def test_without_metrics_never_reads_a_value(name):
+    """Meta tensors have shapes and no data, so any host sync (.item(), bool(tensor), .tolist())
+    raises on them: the loss without metrics computes on them, the metrics cannot."""
+    def meta(*shape, dtype=torch.float64):
+        return torch.empty(*shape, device="meta", dtype=dtype)
+
+    inp = PolicyLossInput(meta(2, 3), meta(2), meta(2, 3, dtype=torch.bool), old_logp=meta(2, 3),
+                          ref_logp=meta(2, 3), normalizer=LossNormalizer(num_sequences=4, num_tokens=9.0))
+    cfg = PolicyLossConfig(beta=0.1, max_completion_length=4)
+    loss, _ = compute_policy_loss(name, inp, cfg, with_metrics=False)
+    assert loss.device.type == "meta" and loss.shape == ()
+    with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
+        compute_policy_loss(name, inp, cfg)
+
+
 # ----------------------------------------------------------------------------- split invariance
 
 def _random_batch(n=8, t=6, seed=0):

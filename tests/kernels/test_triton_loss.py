@@ -120,6 +120,32 @@ def test_fp32_inputs_are_close_to_float64():
     assert _rel_err(gw, r_gw) < 2e-3
 
 
+def test_a_newly_registered_loss_runs_fused(monkeypatch):
+    """One function in the loss registry is all a new variant needs: the fused path runs it."""
+    from rlvr.algorithms import POLICY_LOSSES, losses
+    from rlvr.kernels import reference, triton_loss
+
+    def token_sum(values, mask, counts, cfg):  # sum over tokens / N: neither grpo's nor dr_grpo's
+        return (values * mask).sum() * (counts.processes / counts.sequences)
+
+    def token_sum_loss(inp, cfg):
+        return losses.clipped_surrogate_loss(inp, cfg, losses.token_log_ratio(inp), token_sum)
+
+    monkeypatch.setitem(POLICY_LOSSES._entries, "token_sum", token_sum_loss)  # unregistered after
+    hidden, weight, targets, mask, adv, old, ref = _inputs(6, 37, 64, 1001, seed=13, dtype=torch.float32)
+    kwargs = dict(loss_type="token_sum", epsilon_low=0.2, epsilon_high=0.28, beta=0.04)
+    loss, metrics, gh, gw = _run(triton_loss, hidden, weight, targets, mask, adv, old, ref, chunk_size=50, **kwargs)
+    r_loss, r_metrics, r_gh, r_gw = _run(reference, hidden.double(), weight.double(), targets, mask, adv.double(),
+                                         old.double(), ref.double(), **kwargs)
+    assert _rel_err(loss, r_loss) < 2e-3  # fp32 storage, tf32 matmuls at worst (as above)
+    assert _rel_err(gh, r_gh) < 2e-3
+    assert _rel_err(gw, r_gw) < 2e-3
+    assert metrics["clip_ratio/region"] == pytest.approx(r_metrics["clip_ratio/region"], abs=1e-6)
+    grpo_loss, *_ = _run(reference, hidden.double(), weight.double(), targets, mask, adv.double(),
+                         old.double(), ref.double(), **{**kwargs, "loss_type": "grpo"})
+    assert _rel_err(grpo_loss, r_loss) > 0.1  # the variant is not one of the built-in ones
+
+
 def test_dispatcher_picks_triton_for_cuda(monkeypatch):
     import rlvr.kernels
     from rlvr.kernels import triton_loss
