@@ -197,56 +197,76 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tup
 
 # ----------------------------------------------------------------------------- GEMMs with fused prologue/epilogue
 # The two kernels below turn a layer's 9 launches before o_proj/down_proj into 2: the residual add,
-# the RMSNorm (its row statistics recomputed by every program: K = H is small), the projection(s)
-# and their epilogue (bias + RoPE + cache write, or SiLU * up) in one GEMM each. The weights are
-# read from the model's own nn.Linear parameters (no concatenated copy), so optimizer steps are
-# seen as before. Numerics follow HF's op-by-op rounding: residual, normed row, projection output
-# and SiLU are each rounded to the model dtype where torch would round them.
+# the RMSNorm, the projection(s) and their epilogue (bias + RoPE + cache write, or SiLU * up) in
+# one GEMM each. RMSNorm scales each row by one number, so the GEMM runs on (x + delta) * weight
+# while summing the squares of the same tiles, and the row scale multiplies the accumulator at the
+# end: one pass over x (K = H is small, every program reads all of it). The weights are read from
+# the model's own nn.Linear parameters (no concatenated copy), so optimizer steps are seen as
+# before. Rounding: the residual, the projection outputs and SiLU are rounded to the model dtype
+# where torch rounds them; the normed row is not rounded before the GEMM (torch rounds it twice),
+# a difference of bf16 rounding size.
 
 @triton.jit
-def _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows, row_ok, k, k_ok, rstd, write_x,
-                 H: tl.constexpr, HAS_DELTA: tl.constexpr):
-    """(BLOCK_M, BLOCK_K) tile of rmsnorm(x + delta) * weight in the model dtype; the program that
-    owns column tile 0 also writes x + delta (the next residual stream) to x_out."""
+def _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows, row_ok, k, k_ok, write_x,
+                   H: tl.constexpr, HAS_DELTA: tl.constexpr):
+    """(BLOCK_M, BLOCK_K) tile of (x + delta) * norm weight in the model dtype, and the tile's
+    per-row sum of squares of x + delta (fp32). The program that owns column tile 0 also writes
+    x + delta (the next residual stream) to x_out."""
     mask = row_ok[:, None] & k_ok[None, :]
     offs = rows[:, None] * H + k[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAS_DELTA:
         d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
-        x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)  # rounded as torch's add
         tl.store(x_out_ptr + offs, x, mask=mask & write_x)
-    normed = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty)
-    w = tl.load(nw_ptr + k, mask=k_ok, other=0.0)
-    return (w.to(tl.float32)[None, :] * normed.to(tl.float32)).to(x_ptr.dtype.element_ty)
+    xf = x.to(tl.float32)
+    w = tl.load(nw_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+    return (xf * w[None, :]).to(x_ptr.dtype.element_ty), tl.sum(xf * xf, axis=1)
 
 
-@triton.jit
-def _row_rstd(x_ptr, delta_ptr, rows, row_ok, eps, H: tl.constexpr, HAS_DELTA: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """1 / sqrt(mean((x + delta)^2) + eps) per row, the sum rounded to the model dtype first as torch's add is."""
-    ss = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        mask = row_ok[:, None] & (k < H)[None, :]
-        offs = rows[:, None] * H + k[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
-        if HAS_DELTA:
-            d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
-            x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
-        xf = x.to(tl.float32)
-        ss += tl.sum(xf * xf, axis=1)
-    return 1.0 / tl.sqrt(ss / H + eps)
+def _one_row_tile(n: int) -> int:
+    """BLOCK_M covering all N rows (up to 256): every weight tile is then read from memory once."""
+    return min(256, max(16, triton.next_power_of_2(n)))
 
 
+def _gemm_configs(block_ns, block_ks, max_acc_regs: int) -> list:
+    """Configs for the fused GEMMs, tuned per N (rows) the first time a shape runs -- before a CUDA
+    graph capture, in the engine's warm-up. One config under the CPU interpreter (no timing there)."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [triton.Config(dict(BLOCK_M=64, BLOCK_N=block_ns[0], BLOCK_K=128), num_warps=4)]
+    configs = []
+    for bm in (16, 32, 64, 128, 256):
+        for bn in block_ns:
+            for bk in block_ks:
+                for warps, stages in ((4, 3), (8, 3)):
+                    # two fp32 accumulators of BM x BN spread over the warps' threads
+                    if 2 * bm * bn / (warps * 32) <= max_acc_regs:
+                        configs.append(triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk),
+                                                     num_warps=warps, num_stages=stages))
+    return configs
+
+
+def _prune_to_one_row_tile(configs, named_args, **kwargs):
+    """Row tiles of all N rows, or of half of them (twice the programs, each weight tile read twice)."""
+    bm = _one_row_tile(named_args["N"])
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] in (bm, bm // 2)]
+    return kept or configs[:1]
+
+
+@triton.autotune(configs=_gemm_configs((0,), (128, 256), 128), key=["N", "H"],
+                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile})
 @triton.jit
 def _norm_qkv_rope_cache_kernel(
         x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps,
         wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr,
         cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, col_ptr, N, S, H: tl.constexpr,
         HEADS: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Program (row tile, j): head j of q (j < HEADS), of k (next KV) or of v (last KV); the head's
-    two halves are separate accumulators, so RoPE's rotate-half is a swap of two tiles."""
+    two halves are separate accumulators, so RoPE's rotate-half is a swap of two tiles (BLOCK_N unused:
+    a program's columns are one head)."""
     pid_m = tl.program_id(0)
     j = tl.program_id(1)
     HALF: tl.constexpr = D // 2
@@ -262,20 +282,24 @@ def _norm_qkv_rope_cache_kernel(
     else:
         w_ptr = wv_ptr + (j - HEADS - KV) * D * H
         b_ptr = bv_ptr + (j - HEADS - KV) * D
-    rstd = _row_rstd(x_ptr, delta_ptr, rows64, row_ok, eps, H, HAS_DELTA, BLOCK_M, BLOCK_K)
     e = tl.arange(0, HALF)
     acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
     acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
+    ss = tl.zeros([BLOCK_M], tl.float32)
     for k0 in range(0, H, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_ok = k < H
-        a = _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok, rstd,
-                         j == 0, H, HAS_DELTA)
+        a, tile_ss = _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok,
+                                    j == 0, H, HAS_DELTA)
+        ss += tile_ss
         # W is (out, in) row-major: the (BLOCK_K, HALF) tile of W^T is strided along out
         w_lo = tl.load(w_ptr + e[None, :] * H + k[:, None], mask=k_ok[:, None], other=0.0)
         w_hi = tl.load(w_ptr + (e[None, :] + HALF) * H + k[:, None], mask=k_ok[:, None], other=0.0)
         acc_lo = tl.dot(a, w_lo, acc_lo, input_precision=PRECISION)
         acc_hi = tl.dot(a, w_hi, acc_hi, input_precision=PRECISION)
+    rstd = 1.0 / tl.sqrt(ss / H + eps)
+    acc_lo = acc_lo * rstd[:, None]
+    acc_hi = acc_hi * rstd[:, None]
     if HAS_BIAS:
         acc_lo += tl.load(b_ptr + e).to(tl.float32)[None, :]
         acc_hi += tl.load(b_ptr + HALF + e).to(tl.float32)[None, :]
@@ -304,10 +328,6 @@ def _norm_qkv_rope_cache_kernel(
     tl.store(dst + HALF, hi.to(q_out_ptr.dtype.element_ty), mask=mask)
 
 
-def _block_m(n: int) -> int:
-    return min(64, max(16, triton.next_power_of_2(n)))
-
-
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -323,16 +343,18 @@ def norm_qkv_rope_cache_(x, delta, x_out, norm_weight, eps, q_proj, k_proj, v_pr
     q_out = torch.empty(n, heads, d, dtype=x.dtype, device=x.device)
     has_bias = q_proj.bias is not None
     bias = (q_proj.bias, k_proj.bias, v_proj.bias) if has_bias else (x, x, x)
-    block_m = _block_m(n)
-    _norm_qkv_rope_cache_kernel[(triton.cdiv(n, block_m), heads + 2 * kv)](
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), heads + 2 * kv)  # noqa: E731
+    _norm_qkv_rope_cache_kernel[grid](
         x, x if delta is None else delta, x_out, norm_weight, eps,
         q_proj.weight, k_proj.weight, v_proj.weight, *bias,
         cos, sin, q_out, k_cache, v_cache, col, n, s, H=h,
         HEADS=heads, KV=kv, D=d, HAS_DELTA=delta is not None, HAS_BIAS=has_bias,
-        BLOCK_M=block_m, BLOCK_K=128, PRECISION=_precision(x.dtype), num_warps=4, num_stages=3)
+        PRECISION=_precision(x.dtype))
     return q_out
 
 
+@triton.autotune(configs=_gemm_configs((32, 64, 128), (128,), 128), key=["N", "I", "H"],
+                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile})
 @triton.jit
 def _norm_gate_up_silu_kernel(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, wg_ptr, wu_ptr, out_ptr, N, I,
                               H: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -345,20 +367,22 @@ def _norm_gate_up_silu_kernel(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, wg_ptr, 
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < I
     cols64 = cols.to(tl.int64)
-    rstd = _row_rstd(x_ptr, delta_ptr, rows64, row_ok, eps, H, HAS_DELTA, BLOCK_M, BLOCK_K)
     acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    ss = tl.zeros([BLOCK_M], tl.float32)
     for k0 in range(0, H, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_ok = k < H
-        a = _normed_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok, rstd,
-                         pid_n == 0, H, HAS_DELTA)
+        a, tile_ss = _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok,
+                                    pid_n == 0, H, HAS_DELTA)
+        ss += tile_ss
         w_mask = k_ok[:, None] & col_ok[None, :]
         w_offs = cols64[None, :] * H + k[:, None]
         acc_g = tl.dot(a, tl.load(wg_ptr + w_offs, mask=w_mask, other=0.0), acc_g, input_precision=PRECISION)
         acc_u = tl.dot(a, tl.load(wu_ptr + w_offs, mask=w_mask, other=0.0), acc_u, input_precision=PRECISION)
-    g = acc_g.to(out_ptr.dtype.element_ty).to(tl.float32)
-    u = acc_u.to(out_ptr.dtype.element_ty).to(tl.float32)
+    rstd = (1.0 / tl.sqrt(ss / H + eps))[:, None]
+    g = (acc_g * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
+    u = (acc_u * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty).to(tl.float32)  # silu rounded as torch's
     tl.store(out_ptr + rows64[:, None] * I + cols64[None, :], (act * u).to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
@@ -369,9 +393,8 @@ def norm_gate_up_silu(x, delta, x_out, norm_weight, eps, gate_proj, up_proj) -> 
     n, h = x.shape
     inter = gate_proj.weight.shape[0]
     out = torch.empty(n, inter, dtype=x.dtype, device=x.device)
-    block_m, block_n = _block_m(n), 64
-    _norm_gate_up_silu_kernel[(triton.cdiv(n, block_m), triton.cdiv(inter, block_n))](
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(inter, meta["BLOCK_N"]))  # noqa: E731
+    _norm_gate_up_silu_kernel[grid](
         x, x if delta is None else delta, x_out, norm_weight, eps, gate_proj.weight, up_proj.weight, out,
-        n, inter, H=h, HAS_DELTA=delta is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=128,
-        PRECISION=_precision(x.dtype), num_warps=4, num_stages=3)
+        n, inter, H=h, HAS_DELTA=delta is not None, PRECISION=_precision(x.dtype))
     return out
