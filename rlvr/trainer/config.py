@@ -28,6 +28,9 @@ class GRPOConfig:
     # --- sampling
     max_new_tokens: int = 256
     """Completion length cap (tokens); a completion that hits it is `truncated`."""
+    max_prompt_length: int | None = None
+    """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens (left
+    truncation, as TRL: the question and the assistant turn are at the end); None = no cap."""
     temperature: float = 1.0
     """Sampling temperature tau (0 = greedy). Log-probs in the loss use the same tau."""
     top_p: float = 1.0
@@ -125,6 +128,8 @@ class GRPOConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
 

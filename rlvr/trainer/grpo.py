@@ -33,6 +33,7 @@ from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
+from rlvr.trainer.prompts import PromptEncoder, context_limit
 
 RewardFn = Callable[..., RewardOutput]
 """(examples (N), texts (N), lengths (N), truncated (N), RewardConfig) -> RewardOutput."""
@@ -69,6 +70,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
         t_start = time.perf_counter()
         # rollout -> verify -> rewards (with dynamic sampling: more rounds until the batch is full)
         samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
+        sampled_metrics.update(t.prompts.take_metrics(acc))  # prompts/truncated
         # advantages over the whole (gathered) batch, then this process's share
         advantages, adv_metrics = global_advantages(acc, samples, cfg)
         # loss -> step, num_iterations times on the same rollouts
@@ -120,7 +122,7 @@ class _Training:
     ref_model: torch.nn.Module | None
     pad_id: int
     sampling: SamplingParams
-    prompt_kwargs: dict
+    prompts: PromptEncoder
 
 
 def _check_names(cfg: GRPOConfig) -> None:
@@ -179,9 +181,9 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop))
-    prompt_kwargs = {} if cfg.instruction is None else {"instruction": cfg.instruction}
+    prompts = PromptEncoder(tokenizer, cfg, context_limit(unwrapped))  # checks prompt + completion fit
     return _Training(acc, model, optimizer, scheduler, engine, tokenizer, ref_model, pad_id,
-                     sampling, prompt_kwargs)
+                     sampling, prompts)
 
 
 def _reference_model(model, cfg: GRPOConfig):
@@ -255,11 +257,8 @@ def _draw_prompts(task, global_b: int, acc) -> list:
 
 
 def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: RewardFn, times) -> Samples:
-    from rlvr.tasks import render_prompt
-
     g = cfg.num_generations
-    prompt_ids = [_encode(t.tokenizer, render_prompt(ex, t.tokenizer, cfg.template, **t.prompt_kwargs))
-                  for ex in examples]
+    prompt_ids = t.prompts.encode(examples)  # left-truncated to max_prompt_length
     t0 = time.perf_counter()
     with distributed.full_parameters(t.acc, t.model):  # ZeRO-3/FSDP2: gathered once per generate
         rollout = t.engine.generate(prompt_ids, g, t.sampling)
@@ -277,16 +276,6 @@ def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: Reward
         rewards=[r if math.isfinite(r) else 0.0 for r in scored.total],
         per_verifier=scored.per_verifier, correct=scored.correct, reasons=scored.reasons,
     )
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    # Chat templates already start with BOS; plain templates get the tokenizer's special tokens.
-    bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and text.startswith(bos))
-    ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-    if not ids:
-        raise ValueError(f"prompt encodes to no tokens: {text!r}")
-    return ids
 
 
 def _metric_kinds() -> list[str]:

@@ -1,0 +1,103 @@
+"""The rollout's prompts: render with the template, tokenize, left-truncate to `max_prompt_length`
+(TRL's rule: keep the end, where the question and the assistant turn are), and check that
+prompt + max_new_tokens fits the model's context (`config.max_position_embeddings`).
+
+Truncated prompts are counted per step (`prompts/truncated`) and warned about once per run.
+"""
+from __future__ import annotations
+
+import warnings
+
+from rlvr.trainer.config import GRPOConfig
+from rlvr.trainer.metrics import reduce_sum
+
+
+def left_truncate(ids: list[int], max_length: int | None) -> list[int]:
+    """The last `max_length` tokens of `ids` (all of them when max_length is None)."""
+    return ids if max_length is None or len(ids) <= max_length else ids[-max_length:]
+
+
+def context_limit(model) -> int | None:
+    """The model's longest sequence in tokens (`config.max_position_embeddings`), None if unknown."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def check_context(cfg: GRPOConfig, limit: int | None) -> None:
+    """Fail at the start of training when no prompt, or no prompt of max_prompt_length tokens,
+    can be followed by max_new_tokens within the model's context."""
+    if limit is None:
+        return
+    if cfg.max_new_tokens >= limit:
+        raise ValueError(f"max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the "
+                         f"model's context (max_position_embeddings={limit}); lower max_new_tokens")
+    if cfg.max_prompt_length is not None and cfg.max_prompt_length + cfg.max_new_tokens > limit:
+        raise ValueError(
+            f"max_prompt_length ({cfg.max_prompt_length}) + max_new_tokens ({cfg.max_new_tokens}) = "
+            f"{cfg.max_prompt_length + cfg.max_new_tokens} exceeds the model's max_position_embeddings "
+            f"({limit}); set max_prompt_length <= {limit - cfg.max_new_tokens} or lower max_new_tokens")
+
+
+class PromptEncoder:
+    """Prompt token ids for a list of examples; counts the prompts it truncated since the last
+    `take_metrics`."""
+
+    def __init__(self, tokenizer, cfg: GRPOConfig, limit: int | None):
+        check_context(cfg, limit)
+        self.tokenizer = tokenizer
+        self.template = cfg.template
+        self.template_kwargs = {} if cfg.instruction is None else {"instruction": cfg.instruction}
+        self.max_prompt_length = cfg.max_prompt_length
+        self.max_new_tokens = cfg.max_new_tokens
+        self.limit = limit
+        self.seen = self.truncated = 0
+        self.warned = False
+
+    def encode(self, examples) -> list[list[int]]:
+        from rlvr.tasks import render_prompt
+
+        out = []
+        for ex in examples:
+            full = encode_text(self.tokenizer, render_prompt(ex, self.tokenizer, self.template,
+                                                             **self.template_kwargs))
+            ids = left_truncate(full, self.max_prompt_length)
+            if len(ids) < len(full):
+                self.truncated += 1
+                self._warn_once(len(full))
+            self._check_fits(len(ids))
+            out.append(ids)
+        self.seen += len(examples)
+        return out
+
+    def take_metrics(self, acc) -> dict[str, float]:
+        """`prompts/truncated`: share of the prompts encoded since the last call (every process)
+        that were left-truncated. A collective: every process calls it once per step."""
+        seen, truncated = reduce_sum(acc, [float(self.seen), float(self.truncated)])
+        self.seen = self.truncated = 0
+        return {"prompts/truncated": truncated / max(seen, 1.0)}
+
+    def _warn_once(self, length: int) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"a prompt of {length} tokens was left-truncated to max_prompt_length="
+                          f"{self.max_prompt_length} (its last tokens kept); the share per step is "
+                          "logged as prompts/truncated (warned once)")
+
+    def _check_fits(self, length: int) -> None:
+        # with max_prompt_length set, check_context already guaranteed it
+        if self.limit is not None and length + self.max_new_tokens > self.limit:
+            raise ValueError(
+                f"a prompt of {length} tokens + max_new_tokens ({self.max_new_tokens}) = "
+                f"{length + self.max_new_tokens} exceeds the model's max_position_embeddings "
+                f"({self.limit}); set max_prompt_length <= {self.limit - self.max_new_tokens} "
+                "(keeps each prompt's last tokens) or lower max_new_tokens")
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    # Chat templates already start with BOS; plain templates get the tokenizer's special tokens.
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt encodes to no tokens: {text!r}")
+    return ids
