@@ -8,12 +8,19 @@ variance) are those of `bench_grpo_step.py`. A random model samples EOS with pro
 1/V per token, so completions run the full `--new-tokens` (the measured lengths are reported).
 Per GPU and step: `--prompts` prompts x G=`--group` completions. Throughput = completion tokens
 of all processes / step time, over the steps after `--warmup` (CUDA graphs, allocator, NCCL and
-DeepSpeed set-up happen in the first ones).
+DeepSpeed set-up happen in the first ones). `--rollout`: `hf` (transformers generate) or `fast`
+(the CUDA-graph engine; eager on the CPU).
+
+The step's breakdown is the trainer's `time/*` metrics (docs/trainer.md), each the slowest
+process's: generate, verify, sync (the first collective after generation: where the other
+processes wait for the slowest generation), advantage, train, other; `time/generate_min` is the
+fastest process's generation, so a straggler shows as the gap between the two. The table gives
+their medians over the timed steps; the json keeps every step's values.
 
 Two modes:
     python benchmarks/bench_multigpu.py drive --out DIR [--gpus 1,2] [--engines ddp,zero2] [--cpu]
         launches every (engine, process count) with its own timeout; failures are recorded as rows,
-        not fatal; writes DIR/bench_multigpu.json and DIR/bench_multigpu.md.
+        not fatal; writes DIR/bench_multigpu_<rollout>.json and .md.
     accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes N \
         benchmarks/bench_multigpu.py worker --result FILE ...   (what `drive` runs)
 `--cpu`: a tiny model on CPU processes (recipes/accelerate/cpu2.yaml) to check the script's logic
@@ -22,8 +29,10 @@ without a GPU; its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 CONFIGS = {"ddp": "ddp.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml", "fsdp2": "fsdp2.yaml"}
 """Engine -> accelerate config in recipes/accelerate/."""
+ROLLOUTS = ("hf", "fast", "auto")
+PHASES = ("time/generate", "time/verify", "time/sync", "time/advantage", "time/train", "time/other")
+"""The trainer's step phases (they add up to `time/step` on one process)."""
 
 
 # ----------------------------------------------------------------------------- worker (one launch)
@@ -141,15 +153,19 @@ def summarise(rows: list[dict], warmup: int, wall: float, peak_gib, processes: i
         raise RuntimeError(f"no step after the {warmup} warm-up steps was logged ({len(rows)} rows)")
     seconds = [r["time/step"] for r in timed]
     tokens = [r["completions/tokens"] for r in timed]
+    time_keys = sorted(k for k in rows[-1] if k.startswith("time/"))
     return {
         "processes": processes,
         "timed_steps": len(timed),
         "s_per_step": statistics.median(seconds),
+        "s_per_step_max": max(seconds),
         "tokens_per_s": sum(tokens) / sum(seconds),
         "generate_s": statistics.median(r["time/generate"] for r in timed),
         "train_s": statistics.median(r["time/train"] for r in timed),
+        "median_times": {k: statistics.median(r[k] for r in timed) for k in time_keys},
         "mean_completion_tokens": statistics.mean(r["completions/mean_length"] for r in timed),
         "step_times": [r["time/step"] for r in rows],
+        "per_step_times": {k: [r[k] for r in rows] for k in time_keys},
         "peak_gib_rank0": peak_gib,
         "wall_s": wall,
     }
@@ -168,6 +184,8 @@ class Result:
 
 
 def drive(args) -> int:
+    # SIGTERM (e.g. from `timeout`) unwinds through _launch, which kills the running launch
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
@@ -176,15 +194,21 @@ def drive(args) -> int:
         for engine in args.engines.split(","):
             results.append(run_one(engine, n, args, deadline))
             print(f"[bench_multigpu] {engine} x{n}: {results[-1].status} {results[-1].note}", flush=True)
+            table = write_results(out, args, results)  # after every configuration: a stopped drive keeps them
+    print(table, flush=True)
+    return 0
+
+
+def write_results(out: Path, args, results: list[Result]) -> str:
+    """DIR/bench_multigpu_<rollout>.json (the record) and .md (the table); returns the table."""
     title = (f"GRPO throughput, Qwen2-0.5B shape bf16, per GPU {args.prompts} prompts x G={args.group}, "
              f"prompt 128 + {args.new_tokens} new tokens, rollout {args.rollout}, {args.steps} timed steps "
              f"after {args.warmup}" + (" (CPU logic check: tiny model, figures meaningless)" if args.cpu else ""))
-    table = markdown_table(title, results)
-    print(table, flush=True)
-    (out / "bench_multigpu.md").write_text(table)
     record = {"title": title, "env": _environment(), "args": vars(args), "results": [asdict(r) for r in results]}
-    (out / "bench_multigpu.json").write_text(json.dumps(record, indent=1))
-    return 0
+    (out / f"bench_multigpu_{args.rollout}.json").write_text(json.dumps(record, indent=1))
+    table = markdown_table(title, results)
+    (out / f"bench_multigpu_{args.rollout}.md").write_text(table)
+    return table
 
 
 def run_one(engine: str, n: int, args, deadline: float) -> Result:
@@ -200,26 +224,51 @@ def run_one(engine: str, n: int, args, deadline: float) -> Result:
     if left < 30:
         return Result(engine, n, "skipped", note="benchmark time budget spent")
     config = ROOT / "recipes" / "accelerate" / ("cpu2.yaml" if args.cpu else CONFIGS[engine])
+    # a port of its own per launch: a previous launch's socket may still be closing
+    port = 29500 + 100 * ROLLOUTS.index(args.rollout) + 10 * n + list(CONFIGS).index(engine)
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-{n}-") as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-               "--num_processes", str(n),
-               "--main_process_port", str(29500 + 10 * n + list(CONFIGS).index(engine)),
+               "--num_processes", str(n), "--main_process_port", str(port),
                str(Path(__file__).resolve()), "worker", "--result", str(result),
                *_shared_flags(args)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
-        log = Path(args.out) / f"bench_multigpu_{engine}_x{n}.log"
+        log = Path(args.out) / f"bench_multigpu_{args.rollout}_{engine}_x{n}.log"
         timeout = min(args.timeout, left)
-        try:
-            with log.open("w") as f:
-                proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env,
-                                      cwd=ROOT, start_new_session=False)
-        except subprocess.TimeoutExpired:
+        returncode = _launch(cmd, env, log, timeout)
+        if returncode is None:
             return Result(engine, n, "timeout", note=f"over {timeout:.0f}s (log: {log.name})")
-        if proc.returncode != 0 or not result.is_file():
-            return Result(engine, n, "failed", note=f"exit {proc.returncode}: {_last_error(log)}")
+        if returncode != 0 or not result.is_file():
+            return Result(engine, n, "failed", note=f"exit {returncode}: {_last_error(log)}")
         return Result(engine, n, "ok", figures=json.loads(result.read_text()))
+
+
+def _launch(cmd: list[str], env: dict, log: Path, timeout: float) -> int | None:
+    """The launch's exit status, or None after a timeout. On a timeout, or when the driver is
+    stopped, the launch is killed with all its workers: workers left behind would hold GPUs and
+    slow (or hang) the configurations after it."""
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if proc.poll() is None:
+                _kill_tree(proc.pid)
+                proc.wait()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and its descendants: torchrun starts each worker in a session of its own, so
+    killing the launcher's process group misses them."""
+    import psutil  # an accelerate dependency
+
+    root = psutil.Process(pid)
+    for p in root.children(recursive=True) + [root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _shared_flags(args) -> list[str]:
@@ -235,23 +284,32 @@ def _last_error(log: Path) -> str:
 
 
 def markdown_table(title: str, results: list[Result]) -> str:
-    """One row per run; speed-up = tokens/s over the same engine's 1-process tokens/s."""
+    """One row per run; speed-up = tokens/s over the same engine's 1-process tokens/s. Phase
+    columns: medians over the timed steps of the slowest process's seconds; generate gives the
+    fastest-slowest process range."""
     base = {r.engine: r.figures["tokens_per_s"] for r in results if r.status == "ok" and r.processes == 1}
-    lines = [f"## {title}", "",
-             "| engine | GPUs | completion tok/s | s/step | generate s | train s | tokens/completion "
-             "| peak GiB (rank 0) | speed-up vs 1 GPU | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["engine", "GPUs", "completion tok/s", "s/step", "generate s (min-max)", "verify s", "sync s",
+              "advantage s", "train s", "other s", "tokens/completion", "peak GiB (rank 0)",
+              "speed-up vs 1 GPU", "note"]
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         if r.status != "ok":
-            lines.append(f"| {r.engine} | {r.processes} | - | - | - | - | - | - | - | {r.status}: {r.note} |")
-            continue
-        f = r.figures
-        speedup = f"{f['tokens_per_s'] / base[r.engine]:.2f}x" if r.engine in base else "-"
-        peak = "-" if f["peak_gib_rank0"] is None else f"{f['peak_gib_rank0']:.1f}"
-        lines.append(f"| {r.engine} | {r.processes} | {f['tokens_per_s']:,.0f} | {f['s_per_step']:.2f} | "
-                     f"{f['generate_s']:.2f} | {f['train_s']:.2f} | {f['mean_completion_tokens']:.0f} | {peak} | "
-                     f"{speedup} | {f['timed_steps']} timed steps, wall {f['wall_s']:.0f}s |")
+            cells = [r.engine, str(r.processes)] + ["-"] * (len(header) - 3) + [f"{r.status}: {r.note}"]
+        else:
+            cells = _figure_cells(r, base)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _figure_cells(r: Result, base: dict) -> list[str]:
+    f, t = r.figures, r.figures["median_times"]
+    speedup = f"{f['tokens_per_s'] / base[r.engine]:.2f}x" if r.engine in base else "-"
+    peak = "-" if f["peak_gib_rank0"] is None else f"{f['peak_gib_rank0']:.1f}"
+    generate = f"{t['time/generate_min']:.2f}-{t['time/generate']:.2f}"
+    phases = [f"{t[k]:.2f}" for k in PHASES[1:]]
+    note = f"{f['timed_steps']} timed steps (slowest {f['s_per_step_max']:.2f}s), wall {f['wall_s']:.0f}s"
+    return [r.engine, str(r.processes), f"{f['tokens_per_s']:,.0f}", f"{f['s_per_step']:.2f}", generate,
+            *phases, f"{f['mean_completion_tokens']:.0f}", peak, speedup, note]
 
 
 def _environment() -> dict:
@@ -272,14 +330,24 @@ def _environment() -> dict:
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompts", type=int, default=8, help="prompts per GPU per step")
-    p.add_argument("--group", type=int, default=8, help="G: completions per prompt")
-    p.add_argument("--new-tokens", type=int, default=128, help="max completion tokens")
-    p.add_argument("--steps", type=int, default=3, help="timed steps")
+    p.add_argument("--prompts", type=int, help="prompts per GPU per step (default 8; --cpu: 2)")
+    p.add_argument("--group", type=int, help="G: completions per prompt (default 8; --cpu: 4)")
+    p.add_argument("--new-tokens", type=int, help="max completion tokens (default 128; --cpu: 16)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    p.add_argument("--rollout", default="hf", help="rollout engine: hf, fast or auto")
+    p.add_argument("--rollout", default="hf", choices=ROLLOUTS, help="rollout engine")
     p.add_argument("--micro-batch", type=int, default=0, help="sequences per forward/backward (0 = all)")
     p.add_argument("--cpu", action="store_true", help="tiny model on CPU processes (logic check)")
+
+
+def _default_sizes(args) -> None:
+    """The GPU batch, or a small one for --cpu (a 152k vocabulary makes the full batch's logits
+    gigabytes: minutes per step on a CPU)."""
+    sizes = {"prompts": 2, "group": 4, "new_tokens": 16} if args.cpu else \
+        {"prompts": 8, "group": 8, "new_tokens": 128}
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def main(argv=None) -> int:
@@ -296,6 +364,7 @@ def main(argv=None) -> int:
     w.add_argument("--result", required=True)
     _add_shared(w)
     args = p.parse_args(argv)
+    _default_sizes(args)
     return drive(args) if args.mode == "drive" else worker(args)
 
 

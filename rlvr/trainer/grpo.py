@@ -72,14 +72,15 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
         samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
         sampled_metrics.update(t.prompts.take_metrics(acc))  # prompts/truncated
         # advantages over the whole (gathered) batch, then this process's share
-        advantages, adv_metrics = global_advantages(acc, samples, cfg)
+        with _timed(times, "time/advantage"):
+            advantages, adv_metrics = global_advantages(acc, samples, cfg)
         # loss -> step, num_iterations times on the same rollouts
         t_train = time.perf_counter()
         batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
         train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
         times["time/train"] = time.perf_counter() - t_train
         times["time/step"] = time.perf_counter() - t_start
-        times = dict(zip(times, reduce_max(acc, list(times.values()))))  # the slowest process's
+        times = _reduce_times(acc, times)
 
         state.step = step
         state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
@@ -214,12 +215,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------- rollout -> rewards
 
 def collect_samples(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn):
-    """This process's B_local groups, scored; the step's sampling metrics; generate/verify times."""
-    times = {"time/generate": 0.0, "time/verify": 0.0}
+    """This process's B_local groups, scored; the step's sampling metrics; generate/verify/sync times."""
+    times = {"time/generate": 0.0, "time/verify": 0.0, "time/sync": 0.0}
     if cfg.dynamic_sampling:
         return (*_dynamic_sampling(t, task, cfg, reward_fn, times), times)
     samples = _sample_and_score(t, _draw_prompts(task, cfg.prompts_per_step, t.acc), cfg, reward_fn, times)
-    return samples, sample_metrics(t.acc, samples, cfg.num_generations, _metric_kinds()), times
+    with _timed(times, "time/sync"):  # first collective after generation: waits for the slowest process
+        metrics = sample_metrics(t.acc, samples, cfg.num_generations, _metric_kinds())
+    return samples, metrics, times
 
 
 def _dynamic_sampling(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn, times):
@@ -237,14 +240,39 @@ def _dynamic_sampling(t: _Training, task, cfg: GRPOConfig, reward_fn: RewardFn, 
         spare.append(samples.select_groups([i for i, f in enumerate(flat) if f], g))
         short = max(0, b_local - sum(len(k) for k in kept) // g)
         # every process must agree on whether to sample again (same number of collectives)
-        if reduce_sum(acc, [float(short)])[0] == 0:
+        with _timed(times, "time/sync"):
+            short_anywhere = reduce_sum(acc, [float(short)])[0]
+        if short_anywhere == 0:
             break
     batch = Samples.concat(kept + spare).select_groups(list(range(b_local)), g)
-    metrics = sample_metrics(acc, Samples.concat(every_round), g, _metric_kinds())
     informative = sum(1 for r in batch.group_rewards(g) if max(r) != min(r))
+    with _timed(times, "time/sync"):
+        metrics = sample_metrics(acc, Samples.concat(every_round), g, _metric_kinds())
+        (informative_total,) = reduce_sum(acc, [float(informative)])
     metrics["dynamic_sampling/rounds"] = float(rounds)
-    metrics["dynamic_sampling/informative_frac"] = reduce_sum(acc, [float(informative)])[0] / cfg.prompts_per_step
+    metrics["dynamic_sampling/informative_frac"] = informative_total / cfg.prompts_per_step
     return batch, metrics
+
+
+@contextlib.contextmanager
+def _timed(times: dict[str, float], key: str):
+    """Adds the block's wall seconds to `times[key]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _reduce_times(acc, times: dict[str, float]) -> dict[str, float]:
+    """Each phase's time on the slowest process, in one gather. `time/other` (drawing, templating
+    and tokenising prompts; the rest of the step outside the timed phases) is this process's
+    remainder before the reduction. `time/generate_min`, the fastest process's generation, shows
+    a straggler: the others wait for it in `time/sync`."""
+    phases = sum(v for k, v in times.items() if k != "time/step")
+    times = {**times, "time/other": max(times["time/step"] - phases, 0.0)}
+    values = reduce_max(acc, list(times.values()) + [-times["time/generate"]])
+    return {**dict(zip(times, values)), "time/generate_min": -values[-1]}
 
 
 def _draw_prompts(task, global_b: int, acc) -> list:
