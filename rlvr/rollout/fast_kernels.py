@@ -231,7 +231,8 @@ def _one_row_tile(n: int) -> int:
 
 def _gemm_configs(block_ns, block_ks, max_acc_regs: int) -> list:
     """Configs for the fused GEMMs, tuned per N (rows) the first time a shape runs -- before a CUDA
-    graph capture, in the engine's warm-up. One config under the CPU interpreter (no timing there)."""
+    graph capture, in the engine's warm-up; the choice is cached on disk (Triton's cache), so
+    later processes skip the tuning. One config under the CPU interpreter (no timing there)."""
     import os
 
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -256,7 +257,7 @@ def _prune_to_one_row_tile(configs, named_args, **kwargs):
 
 
 @triton.autotune(configs=_gemm_configs((0,), (128, 256), 128), key=["N", "H"],
-                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile})
+                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile}, warmup=5, rep=20, cache_results=True)
 @triton.jit
 def _norm_qkv_rope_cache_kernel(
         x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps,
@@ -354,7 +355,7 @@ def norm_qkv_rope_cache_(x, delta, x_out, norm_weight, eps, q_proj, k_proj, v_pr
 
 
 @triton.autotune(configs=_gemm_configs((32, 64, 128), (128,), 128), key=["N", "I", "H"],
-                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile})
+                 prune_configs_by={"early_config_prune": _prune_to_one_row_tile}, warmup=5, rep=20, cache_results=True)
 @triton.jit
 def _norm_gate_up_silu_kernel(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, wg_ptr, wu_ptr, out_ptr, N, I,
                               H: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
