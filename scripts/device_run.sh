@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --fo
 for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
-    tests) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
+    tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
              tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
