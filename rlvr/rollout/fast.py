@@ -53,7 +53,7 @@ class FastEngineConfig:
     kernel each for add+RMSNorm, RoPE+cache write, attention, SiLU*up, sampling), `torch`
     (torch ops only), or `auto` (triton on CUDA when triton imports and the model fits: SiLU MLP,
     RMSNorm, power-of-two head dim, no q/k norm)."""
-    fuse_gemms: bool = True
+    fuse_gemms: bool = False
     """With triton kernels: also fuse residual add + RMSNorm + the q/k/v projections + RoPE +
     cache write into one GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
     launches per layer instead of 12). Used when the projections are plain nn.Linear (not LoRA),
