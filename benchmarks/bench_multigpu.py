@@ -321,12 +321,20 @@ def _environment() -> dict:
         ds = deepspeed.__version__
     except Exception:  # not installed (CPU check) or broken: the rows say what ran
         ds = None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT, check=False).stdout.strip()
+    # the device copy's .git is absent or stale: the caller passes the tree's commit as RLVR_COMMIT
+    commit = os.environ.get("RLVR_COMMIT") or _git_head()
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
             "transformers": transformers.__version__, "deepspeed": ds, "commit": commit,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
+
+
+def _git_head() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT, check=False).stdout.strip()
+    except OSError:  # no git on the machine
+        return ""
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
