@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Row, host_time_s, median, out_path, print_table, save  # noqa: E402
 
 PROMPT_LEN, NEW_TOKENS, GROUP = 128, 256, 8
-ENGINES = ("fast", "fast_pointwise", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
-"""fast: triton kernels with the norm-fused GEMMs; fast_pointwise: triton kernels around cuBLAS
-GEMMs (FastEngineConfig.fuse_gemms=False); fast_torch: torch ops; *_compiled: + torch.compile."""
+ENGINES = ("fast", "fast_gemm", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
+"""fast: the default (triton kernels around cuBLAS GEMMs); fast_gemm: with the norm-fused Triton
+GEMMs (FastEngineConfig.fuse_gemms=True); fast_torch: torch ops; *_compiled: + torch.compile."""
 
 
 class IdTokenizer:
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             else:
                 kernels = "torch" if "torch" in name else "triton"
                 run, engine = fast_runner(model, prompt_ids, name.endswith("compiled"), kernels,
-                                          fuse_gemms=name != "fast_pointwise")
+                                          fuse_gemms=name == "fast_gemm")
                 rows.append(measure(name, run, n, args.reps))
                 rows[-1].name = fast_label(engine)  # known only after the warm-up call captured
         static = "hf generate (static cache, compiled)"

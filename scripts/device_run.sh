@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
 #   scripts/device_run.sh PART...   with PART in: tests, tests_fast, loss, loss_quick, rollout,
-#   rollout_quick, rollout_compiled, grpo, profile
+#   rollout_quick, rollout_peers, rollout_compiled, grpo, profile
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -21,11 +21,16 @@ for part in "$@"; do
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
-    rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_pointwise 2>&1 | tee "$OUT/rollout_quick.log" ;;
+    rollout_peers) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_torch,hf_static,hf \
+               2>&1 | tee "$OUT/rollout.log" ;;
+    rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm 2>&1 | tee "$OUT/rollout_quick.log" ;;
     profile) timeout 150 python3 benchmarks/profile_decode.py 2>&1 | tee "$OUT/profile.log" ;;
-    rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_pointwise,fast_compiled,fast_torch,hf_static,hf \
+    rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
+    tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
+                  tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
+                grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;
     tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py \
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \

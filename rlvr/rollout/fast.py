@@ -55,9 +55,11 @@ class FastEngineConfig:
     RMSNorm, power-of-two head dim, no q/k norm)."""
     fuse_gemms: bool = False
     """With triton kernels: also fuse residual add + RMSNorm + the q/k/v projections + RoPE +
-    cache write into one GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
-    launches per layer instead of 12). Used when the projections are plain nn.Linear (not LoRA),
-    the MLP has no bias and the head dim is >= 32; otherwise the per-op triton kernels run."""
+    cache write into one Triton GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
+    launches per layer instead of 12). Off by default: on an H200 at the Qwen2-0.5B shape these
+    GEMMs are about 2x slower than cuBLAS's, which outweighs the saved launches (see
+    BENCHMARKS.md). Used when the projections are plain nn.Linear (not LoRA), the MLP has no bias
+    and the head dim is >= 32; otherwise the per-op triton kernels run."""
 
     def __post_init__(self) -> None:
         if self.kernels not in ("auto", "triton", "torch"):

@@ -8,7 +8,8 @@ sizes, so each kernel replaces several torch ops:
                     K/V head in one program), online softmax, reading only columns start..col
   silu_mul          act(gate) * up of the MLP (SiLU), rounded as the two torch ops would be
   sample_           temperature softmax -> one token per row by the Gumbel-max trick (argmax of
-                    logits/T + Gumbel noise, exact sampling), and its log-prob; greedy is argmax
+                    logits/T + Gumbel noise, exact sampling), and its log-prob; greedy is argmax;
+                    the vocabulary is split over programs, then combined (two launches)
 
 Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
 so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
@@ -151,47 +152,107 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _sample_kernel(logits_ptr, V, inv_temp, seed_ptr, token_ptr, logp_ptr,
-                   GREEDY: tl.constexpr, BLOCK: tl.constexpr):
+def _race_update(x, u, cols, m, s, best, best_idx, GREEDY: tl.constexpr):
+    """Fold one block of x = logits / T (invalid columns -inf) into the running max m, the running
+    sum s of exp(x - m), and the running best of x + Gumbel noise (x alone when greedy)."""
+    m_new = tl.maximum(m, tl.max(x, axis=0))
+    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+    if GREEDY:
+        z = x
+    else:
+        z = x - tl.log(-tl.log(u))  # + Gumbel(0, 1); u = 0 gives -inf (never chosen)
+    block_best = tl.max(z, axis=0)
+    block_idx = tl.min(tl.where(z == block_best, cols, 2147483647), axis=0)  # first maximum, as torch.argmax
+    take = block_best > best
+    return m_new, s, tl.maximum(best, block_best), tl.where(take, block_idx, best_idx)
+
+
+@triton.jit
+def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s_ptr, part_best_ptr, part_idx_ptr,
+                           CHUNK, SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): the race over columns [split * CHUNK, (split + 1) * CHUNK) of the row.
+    Four uniforms per Philox call (rand4x): the block is four quarters, one uniform stream each."""
     row = tl.program_id(0)
+    split = tl.program_id(1)
     base = logits_ptr + row.to(tl.int64) * V
     seed = tl.load(seed_ptr)
-    m = float("-inf")  # running max of x = logits / T
-    s = 0.0  # running sum of exp(x - m)
-    best = float("-inf")  # running max of x + Gumbel noise (x alone when greedy)
+    Q: tl.constexpr = BLOCK // 4
+    q = tl.arange(0, Q)
+    blocks_per_row = tl.cdiv(V, BLOCK)
+    m = float("-inf")
+    s = 0.0
+    best = float("-inf")
     best_idx = 0
-    for start in range(0, V, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        valid = cols < V
-        x = (tl.load(base + cols, mask=valid, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
-        m = m_new
+    lo = split * CHUNK
+    for start in range(lo, tl.minimum(lo + CHUNK, V), BLOCK):
+        c0 = start + q
+        x0 = (tl.load(base + c0, mask=c0 < V, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
+        x1 = (tl.load(base + c0 + Q, mask=c0 + Q < V, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
+        x2 = (tl.load(base + c0 + 2 * Q, mask=c0 + 2 * Q < V, other=float("-inf")).to(tl.float32)
+              * inv_temp).to(tl.float32)
+        x3 = (tl.load(base + c0 + 3 * Q, mask=c0 + 3 * Q < V, other=float("-inf")).to(tl.float32)
+              * inv_temp).to(tl.float32)
         if GREEDY:
-            z = x
-        else:
-            u = tl.rand(seed, row * V + cols)  # uniform [0, 1), Philox
-            z = x - tl.log(-tl.log(u))  # + Gumbel(0, 1); u = 0 gives -inf (never chosen)
-        block_best = tl.max(z, axis=0)
-        block_idx = start + tl.argmax(z, axis=0)
-        take = block_best > best  # first maximum wins, as torch.argmax
-        best_idx = tl.where(take, block_idx, best_idx)
-        best = tl.maximum(best, block_best)
-    x_token = (tl.load(base + best_idx).to(tl.float32) * inv_temp).to(tl.float32)
-    tl.store(token_ptr + row, best_idx.to(tl.int64))
-    tl.store(logp_ptr + row, x_token - (m + tl.log(s)))
+            u0, u1, u2, u3 = x0, x1, x2, x3  # unused
+        else:  # one Philox counter per 4 columns, unique over (row, block, quarter column)
+            u0, u1, u2, u3 = tl.rand4x(seed, (row * blocks_per_row + start // BLOCK) * Q + q)
+        m, s, best, best_idx = _race_update(x0, u0, c0, m, s, best, best_idx, GREEDY)
+        m, s, best, best_idx = _race_update(x1, u1, c0 + Q, m, s, best, best_idx, GREEDY)
+        m, s, best, best_idx = _race_update(x2, u2, c0 + 2 * Q, m, s, best, best_idx, GREEDY)
+        m, s, best, best_idx = _race_update(x3, u3, c0 + 3 * Q, m, s, best, best_idx, GREEDY)
+    out = row * SPLITS + split
+    tl.store(part_m_ptr + out, m)
+    tl.store(part_s_ptr + out, s)
+    tl.store(part_best_ptr + out, best)
+    tl.store(part_idx_ptr + out, best_idx)
+
+
+@triton.jit
+def _sample_combine_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part_best_ptr, part_idx_ptr,
+                           token_ptr, logp_ptr, SPLITS: tl.constexpr):
+    """Per row: the log-sum-exp of the splits' (m, s), the split with the best race value (the
+    first on ties: lower columns), and the chosen token's log-prob."""
+    row = tl.program_id(0)
+    i = row * SPLITS + tl.arange(0, SPLITS)
+    m = tl.load(part_m_ptr + i)
+    s = tl.load(part_s_ptr + i)
+    best = tl.load(part_best_ptr + i)
+    idx = tl.load(part_idx_ptr + i)
+    m_all = tl.max(m, axis=0)
+    s_all = tl.sum(tl.where(s > 0, s * tl.exp(m - m_all), 0.0), axis=0)  # empty splits: m = -inf, s = 0
+    top = tl.max(best, axis=0)
+    token = tl.min(tl.where(best == top, idx, 2147483647), axis=0)  # splits are in column order
+    x_token = (tl.load(logits_ptr + row.to(tl.int64) * V + token).to(tl.float32) * inv_temp).to(tl.float32)
+    tl.store(token_ptr + row, token.to(tl.int64))
+    tl.store(logp_ptr + row, x_token - (m_all + tl.log(s_all)))
+
+
+_SAMPLE_BLOCK = 2048
+_SAMPLE_PROGRAMS = 1024  # enough row x split programs to fill an H200 several times over
 
 
 def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (N, V) -> token (N,) sampled from softmax(logits / T) (argmax when T = 0) and its
     log-prob under softmax(logits / T) (T = 1 when greedy). `seed` (1,) int64 on the device;
-    the caller advances it between calls."""
+    the caller advances it between calls.
+
+    Two launches: each row's vocabulary is split over several programs (a few rows alone would
+    leave most of the GPU idle), then one program per row combines the splits.
+    """
     n, v = logits.shape
+    blocks = triton.cdiv(v, _SAMPLE_BLOCK)
+    splits = min(64, triton.next_power_of_2(triton.cdiv(_SAMPLE_PROGRAMS, n)), triton.next_power_of_2(blocks))
+    chunk = triton.cdiv(blocks, splits) * _SAMPLE_BLOCK
+    part_m, part_s, part_best = (torch.empty(n, splits, dtype=torch.float32, device=logits.device) for _ in range(3))
+    part_idx = torch.empty(n, splits, dtype=torch.int32, device=logits.device)
     token = torch.empty(n, dtype=torch.long, device=logits.device)
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
     greedy = temperature == 0
-    _sample_kernel[(n,)](logits, v, 1.0 if greedy else 1.0 / temperature, seed, token, logp,
-                         GREEDY=greedy, BLOCK=4096, num_warps=8)
+    inv_temp = 1.0 if greedy else 1.0 / temperature
+    _sample_partial_kernel[(n, splits)](logits, v, inv_temp, seed, part_m, part_s, part_best, part_idx, chunk,
+                                        SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK, num_warps=4)
+    _sample_combine_kernel[(n,)](logits, v, inv_temp, part_m, part_s, part_best, part_idx, token, logp,
+                                 SPLITS=splits, num_warps=1)
     return token, logp
 
 

@@ -138,8 +138,8 @@ def test_fused_gemm_path_only_for_plain_linear_weights():
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 def test_fused_gemm_kernels_greedy_equal_generate(arch):
     tokenizer = build_char_tokenizer()
-    model = _model(tokenizer, arch=arch, device="cuda", hidden=128)  # head dim 32: the fused GEMM path
-    engine = FastEngine(model, tokenizer)
+    model = _model(tokenizer, arch=arch, device="cuda", hidden=128)  # head dim 32: the fused GEMM path fits
+    engine = FastEngine(model, tokenizer, FastEngineConfig(fuse_gemms=True))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="fast engine")  # no fallback
         _check_greedy_matches_generate(model, tokenizer, engine)
@@ -150,7 +150,7 @@ def test_fused_gemm_kernels_greedy_equal_generate(arch):
 def test_fused_gemm_kernels_sampled_logprobs_bf16():
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer, dtype=torch.bfloat16, device="cuda", hidden=128)
-    engine = FastEngine(model, tokenizer)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(fuse_gemms=True))
     params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=3)
     _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.05)
     with torch.no_grad():  # weights updated in place are seen by the captured graph
@@ -189,6 +189,38 @@ def test_fused_sampler_draws_from_the_softmax():
     torch.testing.assert_close(logp, expected[tokens], atol=1e-4, rtol=0)
     greedy, _ = sample_(logits, 0.0, seed)
     assert greedy.item() == logits.float().argmax().item()
+
+
+@pytest.mark.gpu
+def test_fused_sampler_split_vocabulary():
+    """Few rows and a large vocabulary: each row's vocabulary is split over programs; the draws
+    still follow the softmax (mass placed in a late split included), log-probs are exact, greedy
+    is argmax and a tie across splits goes to the lower column."""
+    from rlvr.rollout.fast_kernels import sample_
+
+    v = 100_003
+    logits = torch.zeros(1, v, device="cuda")
+    late, early = torch.arange(90_000, 90_010), torch.arange(1_000, 1_010)
+    logits[0, late] = 9.0  # about 0.38 of the mass in a late split, 0.14 in an early one
+    logits[0, early] = 8.0 + torch.linspace(0, 1, 10)
+    rows = logits.repeat(64, 1)
+    expected = logits.log_softmax(-1)[0]
+    draws = []
+    for seed in range(100):
+        tokens, logp = sample_(rows, 1.0, torch.tensor([seed], device="cuda"))
+        torch.testing.assert_close(logp, expected[tokens], atol=1e-4, rtol=0)
+        draws.append(tokens)
+    counts = torch.bincount(torch.cat(draws), minlength=v).float()
+    freq, p = counts / counts.sum(), expected.exp()
+    for group in (late, early):  # 6400 draws: a binomial sd of about 0.006
+        assert abs(freq[group].sum().item() - p[group].sum().item()) < 0.03
+    within = freq[early] / freq[early].sum() - p[early] / p[early].sum()
+    assert 0.5 * within.abs().sum().item() < 0.1  # the shape inside the early group too
+    greedy, _ = sample_(rows[:3], 0.0, torch.tensor([0], device="cuda"))
+    assert greedy.tolist() == [logits.argmax().item()] * 3
+    tie = torch.zeros(2, v, device="cuda")
+    tie[:, [3_000, 97_000]] = 5.0
+    assert sample_(tie, 0.0, torch.tensor([0], device="cuda"))[0].tolist() == [3_000, 3_000]
 
 
 @pytest.mark.gpu
