@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
-#   scripts/device_run.sh PART...   with PART in: tests, tests_fast, loss, loss_quick, rollout,
+#   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_loss, loss, loss_quick, rollout,
 #   rollout_quick, rollout_peers, rollout_compiled, grpo, profile
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
@@ -24,7 +24,7 @@ for part in "$@"; do
     rollout_peers) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm 2>&1 | tee "$OUT/rollout_quick.log" ;;
-    profile) timeout 150 python3 benchmarks/profile_decode.py 2>&1 | tee "$OUT/profile.log" ;;
+    profile) timeout 150 python3 benchmarks/profile_decode.py --paths "${PROFILE_PATHS:-pointwise,gemm}" 2>&1 | tee "$OUT/profile.log" ;;
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;

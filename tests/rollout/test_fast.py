@@ -202,7 +202,7 @@ def test_fused_sampler_split_vocabulary():
     logits = torch.zeros(1, v, device="cuda")
     late, early = torch.arange(90_000, 90_010), torch.arange(1_000, 1_010)
     logits[0, late] = 9.0  # about 0.38 of the mass in a late split, 0.14 in an early one
-    logits[0, early] = 8.0 + torch.linspace(0, 1, 10)
+    logits[0, early] = 8.0 + torch.linspace(0, 1, 10, device="cuda")
     rows = logits.repeat(64, 1)
     expected = logits.log_softmax(-1)[0]
     draws = []
