@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
 #   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_loss, loss, loss_quick, rollout,
-#   rollout_quick, rollout_peers, rollout_compiled, grpo, profile
+#   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, profile
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -23,6 +23,7 @@ for part in "$@"; do
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
     rollout_peers) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
+    rollout_fast) timeout 120 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_fast.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm 2>&1 | tee "$OUT/rollout_quick.log" ;;
     profile) timeout 150 python3 benchmarks/profile_decode.py --paths "${PROFILE_PATHS:-pointwise,gemm}" 2>&1 | tee "$OUT/profile.log" ;;
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \

@@ -153,18 +153,18 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _race_update(x, u, cols, m, s, best, best_idx, GREEDY: tl.constexpr):
-    """Fold one block of x = logits / T (invalid columns -inf) into the running max m, the running
-    sum s of exp(x - m), and the running best of x + Gumbel noise (x alone when greedy)."""
-    m_new = tl.maximum(m, tl.max(x, axis=0))
-    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+    """Fold one vector of x = logits / T (invalid columns -inf) into per-lane running state: max m,
+    sum s of exp(x - m), best race value x + Gumbel noise (x alone when greedy) and its column.
+    Elementwise only: the cross-lane reductions happen once per chunk, not once per block."""
+    m_new = tl.maximum(m, x)
+    empty = m_new == float("-inf")  # nothing valid seen in this lane yet: avoid -inf - -inf
+    s = s * tl.where(empty, 0.0, tl.exp(m - m_new)) + tl.where(empty, 0.0, tl.exp(x - m_new))
     if GREEDY:
         z = x
     else:
         z = x - tl.log(-tl.log(u))  # + Gumbel(0, 1); u = 0 gives -inf (never chosen)
-    block_best = tl.max(z, axis=0)
-    block_idx = tl.min(tl.where(z == block_best, cols, 2147483647), axis=0)  # first maximum, as torch.argmax
-    take = block_best > best
-    return m_new, s, tl.maximum(best, block_best), tl.where(take, block_idx, best_idx)
+    take = z > best  # strict: a lane keeps its first maximum (its columns only increase)
+    return m_new, s, tl.where(take, z, best), tl.where(take, cols, best_idx)
 
 
 @triton.jit
@@ -179,10 +179,10 @@ def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s
     Q: tl.constexpr = BLOCK // 4
     q = tl.arange(0, Q)
     blocks_per_row = tl.cdiv(V, BLOCK)
-    m = float("-inf")
-    s = 0.0
-    best = float("-inf")
-    best_idx = 0
+    m = tl.full([Q], float("-inf"), tl.float32)
+    s = tl.zeros([Q], tl.float32)
+    best = tl.full([Q], float("-inf"), tl.float32)
+    best_idx = tl.zeros([Q], tl.int32)
     lo = split * CHUNK
     for start in range(lo, tl.minimum(lo + CHUNK, V), BLOCK):
         c0 = start + q
@@ -200,11 +200,14 @@ def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s
         m, s, best, best_idx = _race_update(x1, u1, c0 + Q, m, s, best, best_idx, GREEDY)
         m, s, best, best_idx = _race_update(x2, u2, c0 + 2 * Q, m, s, best, best_idx, GREEDY)
         m, s, best, best_idx = _race_update(x3, u3, c0 + 3 * Q, m, s, best, best_idx, GREEDY)
+    m_all = tl.max(m, axis=0)
+    s_all = tl.sum(tl.where(s > 0, s * tl.exp(m - m_all), 0.0), axis=0)
+    top = tl.max(best, axis=0)
     out = row * SPLITS + split
-    tl.store(part_m_ptr + out, m)
-    tl.store(part_s_ptr + out, s)
-    tl.store(part_best_ptr + out, best)
-    tl.store(part_idx_ptr + out, best_idx)
+    tl.store(part_m_ptr + out, m_all)
+    tl.store(part_s_ptr + out, s_all)
+    tl.store(part_best_ptr + out, top)
+    tl.store(part_idx_ptr + out, tl.min(tl.where(best == top, best_idx, 2147483647), axis=0))
 
 
 @triton.jit
