@@ -1,9 +1,12 @@
 """Sample completions for problems and check them with the verifiers (eval, rejection sampling).
 
 Shapes: B problems, K samples per problem; results come back as B lists of K `Sample`s.
+Prompts longer than `max_prompt_length` tokens keep their last tokens (the GRPO trainer's rule,
+`rlvr.trainer.prompts`); each `Sample` says whether its prompt was cut.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +30,8 @@ class Sample:
     """The verifier's verdict."""
     answer: str | None
     """The answer the verifier extracted (for voting)."""
+    prompt_truncated: bool = False
+    """True when the prompt was left-truncated to max_prompt_length (`prompt` stays the full text)."""
 
 
 def render_prompts(examples: Sequence[Example], tokenizer, template: str) -> list[str]:
@@ -36,26 +41,50 @@ def render_prompts(examples: Sequence[Example], tokenizer, template: str) -> lis
 
 
 def sample_and_verify(policy, examples: Sequence[Example], template: str, k: int,
-                      params: SamplingParams, batch_size: int, desc: str = "sampling") -> list[list[Sample]]:
-    """K completions for each of the B examples, each verified; (B) lists of (K) samples."""
+                      params: SamplingParams, batch_size: int, desc: str = "sampling",
+                      max_prompt_length: int | None = None) -> list[list[Sample]]:
+    """K completions for each of the B examples, each verified; (B) lists of (K) samples.
+    Prompts over `max_prompt_length` tokens are left-truncated (None: no cap)."""
     from tqdm.auto import tqdm
 
     from rlvr.rollout import make_engine
+    from rlvr.trainer.prompts import left_truncate
 
     engine = make_engine("hf", policy.model, policy.tokenizer)
     prompts = render_prompts(examples, policy.tokenizer, template)
     results: list[list[Sample]] = []
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, leave=False):
         batch_prompts = prompts[start:start + batch_size]
-        prompt_ids = [policy.tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch_prompts]
+        full_ids = [policy.tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch_prompts]
+        prompt_ids = [left_truncate(ids, max_prompt_length) for ids in full_ids]
         rollout = engine.generate(prompt_ids, group_size=k, params=params)  # N = B*K rows
         verdicts = verify_texts([ex for ex in examples[start:start + batch_size] for _ in range(k)],
                                 rollout.texts)
         for b, prompt in enumerate(batch_prompts):
             rows = range(b * k, (b + 1) * k)
+            cut = len(prompt_ids[b]) < len(full_ids[b])
             results.append([Sample(prompt, rollout.texts[i], rollout.lengths[i], rollout.truncated[i],
-                                   verdicts[i].correct, verdicts[i].extracted) for i in rows])
+                                   verdicts[i].correct, verdicts[i].extracted, cut) for i in rows])
     return results
+
+
+def check_prompt_cap(policy, cfg) -> None:
+    """With `cfg.max_prompt_length` set, fail before sampling when the cap + `cfg.max_new_tokens`
+    exceeds the model's context (the trainer's check; without a cap nothing changes)."""
+    from rlvr.trainer.prompts import check_context, context_limit
+
+    if cfg.max_prompt_length is not None:
+        check_context(cfg, context_limit(policy.model))
+
+
+def count_truncated_prompts(groups: Sequence[Sequence[Sample]], max_prompt_length: int | None,
+                            stage: str) -> int:
+    """How many problems had their prompt left-truncated; warns once (per call) when any did."""
+    count = sum(bool(g) and g[0].prompt_truncated for g in groups)
+    if count:
+        warnings.warn(f"{stage}: {count} of {len(groups)} prompts were left-truncated to max_prompt_length="
+                      f"{max_prompt_length} (their last tokens kept); counted as prompts_truncated")
+    return count
 
 
 def verify_texts(examples: Sequence[Example], texts: Sequence[str]) -> list:

@@ -25,7 +25,8 @@ def context_limit(model) -> int | None:
 
 def check_context(cfg: GRPOConfig, limit: int | None) -> None:
     """Fail at the start of training when no prompt, or no prompt of max_prompt_length tokens,
-    can be followed by max_new_tokens within the model's context."""
+    can be followed by max_new_tokens within the model's context. `cfg`: any options with
+    `max_new_tokens` and `max_prompt_length` (also the eval and rejection_sampling stages')."""
     if limit is None:
         return
     if cfg.max_new_tokens >= limit:

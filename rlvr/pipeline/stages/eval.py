@@ -18,6 +18,9 @@ class EvalStageConfig:
     """Temperature of the k samples (the accuracy itself is always greedy)."""
     max_new_tokens: int = 128
     """Completion length cap (tokens)."""
+    max_prompt_length: int | None = None
+    """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens, as in
+    the grpo stage (set per stage, never inherited); None = no cap."""
     batch_size: int = 64
     """Problems per generate call (each expands to k rows when sampling)."""
     difficulty: int | None = None
@@ -30,28 +33,34 @@ class EvalStageConfig:
             raise ValueError(f"k must be >= 0, got {self.k}")
         if self.temperature <= 0 and self.k > 0:
             raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
 
 
 def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:
     """The eval metrics of `policy` on `examples` (also used by self_improve's rounds)."""
     from rlvr.eval import maj_at_k, pass_at_k
-    from rlvr.pipeline.sampling import sample_and_verify
+    from rlvr.pipeline.sampling import check_prompt_cap, count_truncated_prompts, sample_and_verify
     from rlvr.rollout.base import SamplingParams
 
+    check_prompt_cap(policy, cfg)
     greedy = sample_and_verify(policy, examples, template, 1,
                                SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
-                               cfg.batch_size, desc="eval greedy")
+                               cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length)
     firsts = [g[0] for g in greedy]
     metrics = {
         "accuracy": sum(s.correct for s in firsts) / len(firsts),
         "mean_completion_tokens": sum(s.num_tokens for s in firsts) / len(firsts),
         "truncated_fraction": sum(s.truncated for s in firsts) / len(firsts),
         "num_problems": len(firsts),
+        # the k samples below use the same prompts, so they are counted (and warned about) once
+        "prompts_truncated": count_truncated_prompts(greedy, cfg.max_prompt_length, "eval"),
     }
     if cfg.k > 0:
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
         sampled = sample_and_verify(policy, examples, template, cfg.k, params,
-                                    max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}")
+                                    max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}",
+                                    max_prompt_length=cfg.max_prompt_length)
         n = cfg.k
         metrics[f"pass@{n}"] = sum(pass_at_k(n, sum(s.correct for s in g), n) for g in sampled) / len(sampled)
         metrics[f"maj@{n}"] = sum(

@@ -29,6 +29,10 @@ class RejectionSamplingConfig:
     """Sampling temperature."""
     max_new_tokens: int = 128
     """Completion length cap (tokens); truncated completions are never kept."""
+    max_prompt_length: int | None = None
+    """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens for
+    sampling, as in the grpo stage (set per stage, never inherited); the dataset keeps the full
+    prompt text. None = no cap."""
     batch_size: int = 16
     """Problems per generate call (each expands to K rows)."""
     difficulty: int | None = None
@@ -40,6 +44,8 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
@@ -58,12 +64,13 @@ def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
 
 def keep_correct(policy, examples, template: str, cfg: RejectionSamplingConfig, seed: int):
     """(rows for the dataset, metrics) from sampling `examples` with `policy`."""
-    from rlvr.pipeline.sampling import sample_and_verify
+    from rlvr.pipeline.sampling import check_prompt_cap, count_truncated_prompts, sample_and_verify
     from rlvr.rollout.base import SamplingParams
 
+    check_prompt_cap(policy, cfg)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
     groups = sample_and_verify(policy, examples, template, cfg.samples_per_problem, params,
-                               cfg.batch_size, desc="rejection sampling")
+                               cfg.batch_size, desc="rejection sampling", max_prompt_length=cfg.max_prompt_length)
     rows = []
     solved = 0
     for ex, samples in zip(examples, groups):
@@ -79,6 +86,7 @@ def keep_correct(policy, examples, template: str, cfg: RejectionSamplingConfig, 
         "kept": len(rows),
         "sample_accuracy": sum(s.correct for g in groups for s in g) / total,
         "mean_kept_tokens": sum(r["num_tokens"] for r in rows) / len(rows) if rows else 0.0,
+        "prompts_truncated": count_truncated_prompts(groups, cfg.max_prompt_length, "rejection_sampling"),
     }
     return rows, metrics
 
