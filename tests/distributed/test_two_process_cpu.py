@@ -45,14 +45,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(recipe: Path, out: Path, digests: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU2),
-           "--main_process_port", str(_free_port()),
-           "-m", "rlvr", "run", str(recipe), "--output-dir", str(out), *extra]
+def _launch(recipe: Path, out: Path, digests: Path, *extra: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """`accelerate launch` with two CPU processes, or a plain `python -m rlvr run` for one."""
+    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU2),
+               "--main_process_port", str(_free_port())] if processes == 2 else [sys.executable])
+    cmd = [*launch, "-m", "rlvr", "run", str(recipe), "--output-dir", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]), "RLVR_PARAM_DIGEST_DIR": str(digests)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _lose_the_end(out: Path, digests: Path) -> None:
+    """As if killed after the step-2 checkpoint: the step-4 checkpoint, the stage's result and the eval are gone."""
+    shutil.rmtree(out / "1-grpo" / "checkpoints" / "step-00000004")
+    shutil.rmtree(out / "1-grpo" / "model")
+    (out / "1-grpo" / "DONE.json").unlink()
+    shutil.rmtree(out / "2-eval")
+    shutil.rmtree(digests)
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -80,14 +91,9 @@ def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
         assert first[f"{owner}-rank-0"] == first[f"{owner}-rank-1"], f"{owner}: processes diverged"
     assert first["step-00000002-rank-0"] != first["1-grpo-rank-0"], "training did not move the parameters"
 
-    # As if killed after the step-2 checkpoint: the step-4 checkpoint, the stage's result and the
-    # eval are gone. --resume auto skips the SFT and redoes steps 3-4 from step 2 on both processes.
+    # --resume auto skips the SFT and redoes steps 3-4 from step 2 on both processes.
     cold_done = (out / "0-cold" / "DONE.json").read_text()
-    shutil.rmtree(out / "1-grpo" / "checkpoints" / "step-00000004")
-    shutil.rmtree(out / "1-grpo" / "model")
-    (out / "1-grpo" / "DONE.json").unlink()
-    shutil.rmtree(out / "2-eval")
-    shutil.rmtree(digests)
+    _lose_the_end(out, digests)
     _launch(recipe, out, digests, "--resume", "auto")
 
     resumed = _digests(digests)
@@ -95,4 +101,14 @@ def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
     for r in (0, 1):
         assert resumed[f"1-grpo-rank-{r}"] == first[f"1-grpo-rank-{r}"], f"rank {r}: resume changed the result"
     assert (out / "0-cold" / "DONE.json").read_text() == cold_done  # not re-run
+    assert json.loads((out / "summary.json").read_text())["stages"][2]["name"] == "eval"
+
+    # DDP allows resuming on another process count: one process picks up the two-process checkpoint
+    # of step 2 (full state), warns that its RNG streams are reseeded, and finishes the recipe.
+    _lose_the_end(out, digests)
+    proc = _launch(recipe, out, digests, "--resume", "auto", processes=1)
+    assert "written by 2 processes, now 1" in proc.stderr
+    single = _digests(digests)
+    assert set(single) == {"step-00000004-rank-0", "1-grpo-rank-0"}  # steps 1-2 not redone
+    assert single["1-grpo-rank-0"] != first["step-00000002-rank-0"], "the resumed steps did not train"
     assert json.loads((out / "summary.json").read_text())["stages"][2]["name"] == "eval"
