@@ -32,7 +32,7 @@ export PATH=/tmp/site/bin:$PATH
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c 'import torch, transformers, accelerate, deepspeed, trl; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count()); print("transformers", transformers.__version__, "accelerate", accelerate.__version__, "deepspeed", deepspeed.__version__, "trl", trl.__version__)'
-  git rev-parse --short HEAD 2>/dev/null || true
+  echo "commit ${RLVR_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 } 2>&1 | tee "$OUT/env.txt"
 
 bench_end=$((SECONDS + BENCH_BUDGET_S)); [ "$bench_end" -le $((TOTAL_S - 20)) ] || bench_end=$((TOTAL_S - 20))
