@@ -152,6 +152,14 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def _scaled_logits(base, cols, V, inv_temp):
+    """logits[cols] / T in fp32, -inf beyond the vocabulary. (The second .to(fp32): under
+    torch.compile a Python float argument can arrive as an fp64 constant.)"""
+    x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+    return (x * inv_temp).to(tl.float32)
+
+
+@triton.jit
 def _race_update(x, u, cols, m, s, best, best_idx, GREEDY: tl.constexpr):
     """Fold one vector of x = logits / T (invalid columns -inf) into per-lane running state: max m,
     sum s of exp(x - m), best race value x + Gumbel noise (x alone when greedy) and its column.
@@ -186,12 +194,10 @@ def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s
     lo = split * CHUNK
     for start in range(lo, tl.minimum(lo + CHUNK, V), BLOCK):
         c0 = start + q
-        x0 = (tl.load(base + c0, mask=c0 < V, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
-        x1 = (tl.load(base + c0 + Q, mask=c0 + Q < V, other=float("-inf")).to(tl.float32) * inv_temp).to(tl.float32)
-        x2 = (tl.load(base + c0 + 2 * Q, mask=c0 + 2 * Q < V, other=float("-inf")).to(tl.float32)
-              * inv_temp).to(tl.float32)
-        x3 = (tl.load(base + c0 + 3 * Q, mask=c0 + 3 * Q < V, other=float("-inf")).to(tl.float32)
-              * inv_temp).to(tl.float32)
+        x0 = _scaled_logits(base, c0, V, inv_temp)
+        x1 = _scaled_logits(base, c0 + Q, V, inv_temp)
+        x2 = _scaled_logits(base, c0 + 2 * Q, V, inv_temp)
+        x3 = _scaled_logits(base, c0 + 3 * Q, V, inv_temp)
         if GREEDY:
             u0, u1, u2, u3 = x0, x1, x2, x3  # unused
         else:  # one Philox counter per 4 columns, unique over (row, block, quarter column)
