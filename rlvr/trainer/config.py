@@ -128,8 +128,7 @@ class GRPOConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
+        check_max_prompt_length(self.max_prompt_length)
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
 
@@ -146,3 +145,9 @@ class GRPOConfig:
     def total_updates(self) -> int:
         """Optimizer updates over the run (the scheduler's horizon)."""
         return self.steps * self.num_iterations
+
+
+def check_max_prompt_length(value: int | None) -> None:
+    """The prompt cap of the grpo, eval and rejection_sampling stages: None (no cap) or >= 1."""
+    if value is not None and value < 1:
+        raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {value}")

@@ -75,10 +75,9 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
         with _timed(times, "time/advantage"):
             advantages, adv_metrics = global_advantages(acc, samples, cfg)
         # loss -> step, num_iterations times on the same rollouts
-        t_train = time.perf_counter()
-        batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
-        train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
-        times["time/train"] = time.perf_counter() - t_train
+        with _timed(times, "time/train"):
+            batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
+            train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
         times["time/step"] = time.perf_counter() - t_start
         times = _reduce_times(acc, times)
 
@@ -287,14 +286,11 @@ def _draw_prompts(task, global_b: int, acc) -> list:
 def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: RewardFn, times) -> Samples:
     g = cfg.num_generations
     prompt_ids = t.prompts.encode(examples)  # left-truncated to max_prompt_length
-    t0 = time.perf_counter()
-    with distributed.full_parameters(t.acc, t.model):  # ZeRO-3/FSDP2: gathered once per generate
-        rollout = t.engine.generate(prompt_ids, g, t.sampling)
-    t1 = time.perf_counter()
+    with _timed(times, "time/generate"), distributed.full_parameters(t.acc, t.model):
+        rollout = t.engine.generate(prompt_ids, g, t.sampling)  # ZeRO-3/FSDP2: gathered once per generate
     per_seq_examples = [ex for ex in examples for _ in range(g)]
-    scored = reward_fn(per_seq_examples, rollout.texts, rollout.lengths, rollout.truncated, cfg.reward)
-    times["time/generate"] += t1 - t0
-    times["time/verify"] += time.perf_counter() - t1
+    with _timed(times, "time/verify"):
+        scored = reward_fn(per_seq_examples, rollout.texts, rollout.lengths, rollout.truncated, cfg.reward)
     if any(not math.isfinite(r) for r in scored.total):
         warnings.warn("non-finite rewards; they are counted as 0")
     return Samples(

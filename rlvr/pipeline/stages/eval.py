@@ -33,8 +33,9 @@ class EvalStageConfig:
             raise ValueError(f"k must be >= 0, got {self.k}")
         if self.temperature <= 0 and self.k > 0:
             raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
+        from rlvr.trainer.config import check_max_prompt_length
+
+        check_max_prompt_length(self.max_prompt_length)
 
 
 def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:

@@ -44,8 +44,9 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {self.max_prompt_length}")
+        from rlvr.trainer.config import check_max_prompt_length
+
+        check_max_prompt_length(self.max_prompt_length)
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
