@@ -121,8 +121,9 @@ def run_rlvr(steps: int, workdir: Path) -> list[float]:
     lines = (workdir / "rlvr" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     times = [r["time/step"] for r in records if "time/step" in r]
-    gen = [r.get("time/generate") for r in records]
-    print(f"rlvr step times {[round(t, 3) for t in times]}, generate {gen}", flush=True)
+    print(f"rlvr step times {[round(t, 3) for t in times]}", flush=True)
+    for key in sorted({k for r in records for k in r if k.startswith("time/") and k != "time/step"}):
+        print(f"  {key} {[round(r[key], 3) for r in records if key in r]}", flush=True)
     return times
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
 #   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_loss, loss, loss_quick, rollout,
-#   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, profile
+#   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -28,6 +28,8 @@ for part in "$@"; do
     profile) timeout 150 python3 benchmarks/profile_decode.py --paths "${PROFILE_PATHS:-pointwise,gemm}" 2>&1 | tee "$OUT/profile.log" ;;
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
+    profile_train) timeout 120 python3 benchmarks/profile_train_step.py 2>&1 | tee "$OUT/profile_train.log" ;;
+    grpo_rlvr) timeout 120 python3 benchmarks/bench_grpo_step.py --skip trl --out "$OUT/bench_grpo_rlvr.json" 2>&1 | tee "$OUT/grpo_rlvr.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
     tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
                   tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
