@@ -89,7 +89,9 @@ class GRPOConfig:
 
     # --- compute
     kernels: Literal["auto", "triton", "torch"] = "auto"
-    """Backend of the fused log-prob/loss kernels: triton on CUDA, torch reference elsewhere."""
+    """Backend of the fused log-prob/loss kernels: triton on CUDA, torch reference elsewhere. Unless
+    torch, a CUDA policy's RMSNorm and SiLU MLP also run fused Triton kernels in training
+    (`rlvr.kernels.triton_layers.patch_for_training`)."""
     bf16: bool = True
     """bf16 mixed precision on GPU (fp32 on CPU always)."""
     max_consecutive_nonfinite: int = 3

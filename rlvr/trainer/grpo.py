@@ -161,6 +161,10 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed + acc.process_index)  # processes sample different completions
     model, tokenizer = policy.model, policy.tokenizer
+    if cfg.kernels != "torch":  # fused Triton RMSNorm/SwiGLU; patches nothing off CUDA or without triton
+        from rlvr.kernels.triton_layers import patch_for_training
+
+        patch_for_training(model)  # before the reference copy (it shares them) and before prepare
     ref_model = _reference_model(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
