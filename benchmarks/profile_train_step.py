@@ -1,7 +1,8 @@
 """Where the GRPO update spends its time, outside generation: the policy forward to the final
 hidden states, the fused loss (forward + backward through the lm_head), the backward through the
 model, gradient clipping and the AdamW step, each timed with CUDA events; then the kernels of one
-whole update under torch.profiler, grouped by name. Same model and batch as bench_grpo_step.py
+whole update under torch.profiler, grouped by name; with the HF modules as they are, then with
+rlvr's fused RMSNorm/SwiGLU kernels patched in (what the trainer does). Same model and batch as bench_grpo_step.py
 (Qwen2-0.5B shape, random, bf16; 64 sequences of 128 prompt + 256 completion tokens, loss dapo).
 
     python benchmarks/profile_train_step.py [--reps 5] [--top 15]
@@ -63,8 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
-    from torch.profiler import ProfilerActivity, profile
-
+    from rlvr.kernels.triton_layers import patch_for_training
     from rlvr.trainer.batch import output_weight
 
     model = build_model()
@@ -73,8 +73,17 @@ def main(argv=None) -> int:
     batch = random_batch(PROMPTS * GROUP, "cuda")
     advantages = torch.randn(PROMPTS * GROUP, device="cuda")
     weight = output_weight(model)
+    for label in ("HF modules", "fused RMSNorm/SwiGLU"):
+        if label != "HF modules":
+            print(f"\npatched {patch_for_training(model)} modules")
+        report(label, model, optimizer, batch, advantages, weight, args)
+
+
+def report(label, model, optimizer, batch, advantages, weight, args) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
     runs = [phases(model, optimizer, batch, advantages, weight) for _ in range(args.reps + 1)][1:]
-    print(f"## update phases, {PROMPTS * GROUP} x ({PROMPT_LEN}+{NEW_TOKENS}) tokens, median of {args.reps}")
+    print(f"## {label}: update phases, {PROMPTS * GROUP} x ({PROMPT_LEN}+{NEW_TOKENS}) tokens, median of {args.reps}")
     print("| phase | ms |\n|---|---|")
     total = 0.0
     for name in runs[0]:
@@ -91,7 +100,7 @@ def main(argv=None) -> int:
             per_name[evt.name][1] += 1
     kernel_ms = sum(v[0] for v in per_name.values())
     launches = sum(v[1] for v in per_name.values())
-    print(f"\n## kernels of one update: {kernel_ms:.1f} ms in {launches} launches")
+    print(f"\n## {label}: kernels of one update: {kernel_ms:.1f} ms in {launches} launches")
     print("| kernel | ms | launches |\n|---|---|---|")
     for name, (ms, count) in sorted(per_name.items(), key=lambda kv: -kv[1][0])[: args.top]:
         print(f"| {name[:90]} | {ms:.1f} | {count} |")

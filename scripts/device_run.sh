@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
-#   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_loss, loss, loss_quick, rollout,
+#   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_layers, tests_loss, loss, loss_quick, rollout,
 #   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
@@ -17,7 +17,7 @@ for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
     tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
-             tests/kernels/test_triton_advantages.py tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
+             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -31,6 +31,8 @@ for part in "$@"; do
     profile_train) timeout 120 python3 benchmarks/profile_train_step.py 2>&1 | tee "$OUT/profile_train.log" ;;
     grpo_rlvr) timeout 120 python3 benchmarks/bench_grpo_step.py --skip trl --out "$OUT/bench_grpo_rlvr.json" 2>&1 | tee "$OUT/grpo_rlvr.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
+    tests_layers) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_layers.py \
+                    > "$OUT/tests_layers.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_layers.log" ;;
     tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
                   tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
                 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;

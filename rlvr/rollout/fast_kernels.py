@@ -52,7 +52,7 @@ def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tens
 
 @triton.jit
 def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, col_ptr,
-                       S, HEADS: tl.constexpr, KV: tl.constexpr, D: tl.constexpr):
+                       S, q_stride, k_stride, v_stride, HEADS: tl.constexpr, KV: tl.constexpr, D: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     d = tl.arange(0, D)
@@ -62,29 +62,31 @@ def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache
     cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
     sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
     if head < HEADS:
-        base = q_ptr + (n * HEADS + head) * D
+        base = q_ptr + n * q_stride + head * D
         x = tl.load(base + d).to(tl.float32)
         rot = tl.load(base + partner).to(tl.float32) * sign
         tl.store(q_out_ptr + (n * HEADS + head) * D + d, (x * cos + rot * sin).to(q_out_ptr.dtype.element_ty))
     else:
         kh = head - HEADS
         col = tl.load(col_ptr)
-        base = k_ptr + (n * KV + kh) * D
+        base = k_ptr + n * k_stride + kh * D
         x = tl.load(base + d).to(tl.float32)
         rot = tl.load(base + partner).to(tl.float32) * sign
         dst = ((n * KV + kh) * S + col) * D + d
         tl.store(k_cache_ptr + dst, (x * cos + rot * sin).to(k_cache_ptr.dtype.element_ty))
-        tl.store(v_cache_ptr + dst, tl.load(v_ptr + (n * KV + kh) * D + d))
+        tl.store(v_cache_ptr + dst, tl.load(v_ptr + n * v_stride + kh * D + d))
 
 
 def rope_and_cache_(q, k, v, cos, sin, k_cache, v_cache, col) -> torch.Tensor:
     """q (N, heads*D), k, v (N, kv*D), cos/sin (N, D) -> rotated q (N, heads, D); rotated k and v
-    are written at cache column `col` (a (1,) device tensor) of k_cache/v_cache (N, kv, S, D)."""
+    are written at cache column `col` (a (1,) device tensor) of k_cache/v_cache (N, kv, S, D).
+    q, k and v may be column slices of one (N, (heads + 2 kv) * D) projection (rows strided)."""
     n, kv, s, d = k_cache.shape
     heads = q.shape[1] // d
+    assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     q_out = torch.empty(n, heads, d, dtype=q.dtype, device=q.device)
     _rope_cache_kernel[(n, heads + kv)](q, k, v, cos, sin, q_out, k_cache, v_cache, col, s,
-                                        HEADS=heads, KV=kv, D=d, num_warps=1)
+                                        q.stride(0), k.stride(0), v.stride(0), HEADS=heads, KV=kv, D=d, num_warps=1)
     return q_out
 
 
@@ -135,19 +137,23 @@ def decode_attention(q, k_cache, v_cache, start, col, scale: float) -> torch.Ten
 
 
 @triton.jit
-def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, numel, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < numel
-    g = tl.load(gate_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-    u = tl.load(up_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = cols < I
+    g = tl.load(gate_ptr + row * gate_stride + cols, mask=valid, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + row * up_stride + cols, mask=valid, other=0.0).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty)  # rounded like torch's silu output
-    tl.store(out_ptr + offs, (act.to(tl.float32) * u).to(out_ptr.dtype.element_ty), mask=valid)
+    tl.store(out_ptr + row * I + cols, (act.to(tl.float32) * u).to(out_ptr.dtype.element_ty), mask=valid)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(gate)
+    """silu(gate) * up for gate, up (N, I); both may be column slices of one (N, 2I) projection."""
+    n, i = gate.shape
+    assert gate.stride(1) == up.stride(1) == 1, "gate and up rows must be contiguous"
+    out = torch.empty(n, i, dtype=gate.dtype, device=gate.device)
     block = 1024
-    _silu_mul_kernel[(triton.cdiv(gate.numel(), block),)](gate, up, out, gate.numel(), BLOCK=block)
+    _silu_mul_kernel[(n, triton.cdiv(i, block))](gate, up, out, i, gate.stride(0), up.stride(0), BLOCK=block)
     return out
 
 
@@ -218,9 +224,13 @@ def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s
 
 @triton.jit
 def _sample_combine_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part_best_ptr, part_idx_ptr,
-                           token_ptr, logp_ptr, SPLITS: tl.constexpr):
+                           token_ptr, logp_ptr, finished_ptr, stop_ptr, n_stop, pad_id, out_tokens_ptr,
+                           out_logp_ptr, step_ptr, max_new, pos_ptr,
+                           SPLITS: tl.constexpr, RECORD: tl.constexpr, STOP_BLOCK: tl.constexpr):
     """Per row: the log-sum-exp of the splits' (m, s), the split with the best race value (the
-    first on ties: lower columns), and the chosen token's log-prob."""
+    first on ties: lower columns), and the chosen token's log-prob. With RECORD, also the decode
+    step's bookkeeping: a finished row gets the pad token and log-prob 0, both are written at
+    output column `step`, the row finishes on a stop token, and its position advances."""
     row = tl.program_id(0)
     i = row * SPLITS + tl.arange(0, SPLITS)
     m = tl.load(part_m_ptr + i)
@@ -232,18 +242,37 @@ def _sample_combine_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part
     top = tl.max(best, axis=0)
     token = tl.min(tl.where(best == top, idx, 2147483647), axis=0)  # splits are in column order
     x_token = (tl.load(logits_ptr + row.to(tl.int64) * V + token).to(tl.float32) * inv_temp).to(tl.float32)
-    tl.store(token_ptr + row, token.to(tl.int64))
-    tl.store(logp_ptr + row, x_token - (m_all + tl.log(s_all)))
+    logp = x_token - (m_all + tl.log(s_all))
+    token = token.to(tl.int64)
+    if RECORD:
+        done = tl.load(finished_ptr + row) != 0
+        token = tl.where(done, pad_id, token)
+        logp = tl.where(done, 0.0, logp)
+        j = tl.arange(0, STOP_BLOCK)
+        stops = tl.load(stop_ptr + j, mask=j < n_stop, other=-1)
+        stopped = tl.sum((stops == token).to(tl.int32), axis=0) > 0
+        step = tl.load(step_ptr)
+        tl.store(out_tokens_ptr + row.to(tl.int64) * max_new + step, token)
+        tl.store(out_logp_ptr + row.to(tl.int64) * max_new + step, logp)
+        tl.store(finished_ptr + row, (done | stopped).to(finished_ptr.dtype.element_ty))
+        tl.store(pos_ptr + row, tl.load(pos_ptr + row) + 1)
+    tl.store(token_ptr + row, token)
+    tl.store(logp_ptr + row, logp)
 
 
 _SAMPLE_BLOCK = 2048
 _SAMPLE_PROGRAMS = 1024  # enough row x split programs to fill an H200 several times over
 
 
-def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record=None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (N, V) -> token (N,) sampled from softmax(logits / T) (argmax when T = 0) and its
     log-prob under softmax(logits / T) (T = 1 when greedy). `seed` (1,) int64 on the device;
     the caller advances it between calls.
+
+    `record`, optional: the decode state (attributes tokens (N,), finished (N,) bool, stop_ids (k,),
+    pad_id, out_tokens/out_logp (N, max_new), step (1,), pos (N,)); the combine launch then also
+    does the step's bookkeeping (see `_sample_combine_kernel`) and writes the token (the pad token
+    for finished rows) into `tokens`. The caller advances `step` (and the cache column).
 
     Two launches: each row's vocabulary is split over several programs (a few rows alone would
     leave most of the GPU idle), then one program per row combines the splits.
@@ -254,14 +283,23 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor) -> tup
     chunk = triton.cdiv(blocks, splits) * _SAMPLE_BLOCK
     part_m, part_s, part_best = (torch.empty(n, splits, dtype=torch.float32, device=logits.device) for _ in range(3))
     part_idx = torch.empty(n, splits, dtype=torch.int32, device=logits.device)
-    token = torch.empty(n, dtype=torch.long, device=logits.device)
+    token = torch.empty(n, dtype=torch.long, device=logits.device) if record is None else record.tokens
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
     greedy = temperature == 0
     inv_temp = 1.0 if greedy else 1.0 / temperature
     _sample_partial_kernel[(n, splits)](logits, v, inv_temp, seed, part_m, part_s, part_best, part_idx, chunk,
                                         SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK, num_warps=4)
+    if record is None:
+        bookkeeping = (token, token, 0, 0, token, logp, seed, 0, token)  # unused pointers
+        stop_block = 1
+    else:
+        r = record
+        bookkeeping = (r.finished, r.stop_ids, r.stop_ids.numel(), r.pad_id, r.out_tokens, r.out_logp, r.step,
+                       r.out_tokens.shape[1], r.pos)
+        stop_block = triton.next_power_of_2(max(1, r.stop_ids.numel()))
     _sample_combine_kernel[(n,)](logits, v, inv_temp, part_m, part_s, part_best, part_idx, token, logp,
-                                 SPLITS=splits, num_warps=1)
+                                 *bookkeeping, SPLITS=splits, RECORD=record is not None, STOP_BLOCK=stop_block,
+                                 num_warps=1)
     return token, logp
 
 

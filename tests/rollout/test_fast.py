@@ -132,6 +132,34 @@ def test_fused_gemm_path_only_for_plain_linear_weights():
     assert not _fits_gemm_kernels(_Parts.of(lora.get_base_model()))
 
 
+def test_stacked_projections_follow_the_weights_and_skip_lora():
+    """The stacked q/k/v and gate/up copies compute the modules' outputs, see in-place weight
+    updates after `refresh`, and are not used for LoRA projections (the adapter would be lost)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlvr.rollout.fast import StackedProjections, _Parts
+
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    parts = _Parts.of(model)
+    stacked = StackedProjections(parts)
+    attn, mlp = parts.layers[1].self_attn, parts.layers[1].mlp
+    h = torch.randn(5, 64)
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(0.5)
+        attn.v_proj.bias.add_(1.0)
+        mlp.up_proj.weight.mul_(2.0)
+        stale = stacked.qkv(1, h)[1]
+        stacked.refresh()
+        for got, module in zip(stacked.qkv(1, h) + stacked.gate_up(1, h),
+                               (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)):
+            torch.testing.assert_close(got, module(h))
+    assert not torch.allclose(stale, attn.k_proj(h))  # before refresh: the old copy
+    assert StackedProjections.fits(parts)
+    lora = get_peft_model(_model(tokenizer), LoraConfig(r=4, target_modules=["v_proj"]))
+    assert not StackedProjections.fits(_Parts.of(lora.get_base_model()))
+
+
 # ----------------------------------------------------------------------------- CUDA graph path
 
 @pytest.mark.gpu
@@ -233,11 +261,24 @@ def test_sampled_logprobs_match_forward_cuda_graph_bf16(kernels):
     # bf16 activations through different kernels (decode vs full forward): a few 0.1s at most,
     # about 0.03 on average (measured on an H200: up to 0.033 for the fused kernels)
     _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.05)
-    # a second call reuses the captured graph and sees weights updated in place
+    # a second call reuses the captured graph and sees weights updated in place (the stacked
+    # q/k/v and gate/up copies included)
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)
+        model.model.layers[0].self_attn.k_proj.weight.mul_(0.5)
+        model.model.layers[1].mlp.up_proj.weight.mul_(1.5)
     _check_sampled_logprobs(model, tokenizer, engine, params, tol=0.3, mean_tol=0.05)
     assert len(engine._states) == 1
+    assert (engine.stacked is not None) == (kernels == "triton")
+
+
+@pytest.mark.gpu
+def test_greedy_tokens_equal_generate_without_stacked_projections():
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, device="cuda")
+    engine = FastEngine(model, tokenizer, FastEngineConfig(stack_projections=False))
+    _check_greedy_matches_generate(model, tokenizer, engine)
+    assert engine.fused and engine.stacked is None
 
 
 @pytest.mark.gpu
