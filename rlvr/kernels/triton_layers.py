@@ -280,11 +280,16 @@ def patch_modules(model: torch.nn.Module) -> int:
     return patched
 
 
-def patch_for_training(model: torch.nn.Module) -> int:
-    """`patch_modules` when the model's parameters are on CUDA and triton is installed; otherwise
-    (CPU) nothing is patched. Idempotent; returns how many modules it newly patched."""
+def patch_for_training(model: torch.nn.Module, device: torch.device | str | None = None) -> int:
+    """`patch_modules` when the model will train on CUDA (`device`, default: where its parameters
+    are now -- a trainer passes its device, since accelerate moves the model there only later) and
+    triton is installed; otherwise nothing is patched. Idempotent; returns how many modules it
+    newly patched."""
     param = next(model.parameters(), None)
-    if param is None or not _use_triton(param):
+    if param is None:
+        return 0
+    device = torch.device(device) if device is not None else param.device
+    if device.type != "cuda" or triton is None:
         return 0
     return patch_modules(model)
 

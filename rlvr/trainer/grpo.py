@@ -164,7 +164,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     if cfg.kernels != "torch":  # fused Triton RMSNorm/SwiGLU; patches nothing off CUDA or without triton
         from rlvr.kernels.triton_layers import patch_for_training
 
-        patch_for_training(model)  # before the reference copy (it shares them) and before prepare
+        patch_for_training(model, acc.device)  # before the reference copy and before prepare moves it
     ref_model = _reference_model(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -190,8 +190,10 @@ def test_triton_swiglu_matches_reference(shape, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_patched_model_matches_unpatched(arch, dtype):
     model = tiny_model(arch, device="cuda", dtype=dtype)
-    patched = copy.deepcopy(model)
-    assert layers.patch_for_training(patched) == PATCHABLE
+    patched = copy.deepcopy(model).cpu()  # as a trainer sees it: loaded on the CPU, moved later
+    assert layers.patch_for_training(patched) == 0
+    assert layers.patch_for_training(patched, "cuda") == PATCHABLE
+    patched.cuda()
     assert layers.patch_for_training(patched) == 0
     ids = torch.randint(0, 96, (4, 33), device="cuda")
     loss, grads = loss_and_grads(model, ids)
