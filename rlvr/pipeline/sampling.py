@@ -48,14 +48,16 @@ def sample_and_verify(policy, examples: Sequence[Example], template: str, k: int
     from tqdm.auto import tqdm
 
     from rlvr.rollout import make_engine
-    from rlvr.trainer.prompts import left_truncate
+    from rlvr.trainer.prompts import encode_text, left_truncate
 
     engine = make_engine("hf", policy.model, policy.tokenizer)
     prompts = render_prompts(examples, policy.tokenizer, template)
     results: list[list[Sample]] = []
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, leave=False):
         batch_prompts = prompts[start:start + batch_size]
-        full_ids = [policy.tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch_prompts]
+        # encoded as the GRPO trainer encodes its prompts (special tokens included): eval and
+        # rejection sampling see what training saw
+        full_ids = [encode_text(policy.tokenizer, p) for p in batch_prompts]
         prompt_ids = [left_truncate(ids, max_prompt_length) for ids in full_ids]
         rollout = engine.generate(prompt_ids, group_size=k, params=params)  # N = B*K rows
         verdicts = verify_texts([ex for ex in examples[start:start + batch_size] for _ in range(k)],

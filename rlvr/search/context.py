@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlvr.reward_models.steps import DEFAULT_SEPARATOR, encode
+from rlvr.reward_models.steps import DEFAULT_SEPARATOR
 from rlvr.rollout.base import SamplingParams
 from rlvr.search.base import SearchError
+from rlvr.trainer.prompts import encode_text
 
 
 @dataclass
@@ -102,7 +103,7 @@ class SearchContext:
             top_p=self.generation.top_p,
             stop=list(stop or []),
         )
-        rollout = self.engine.generate([encode(self.tokenizer, p) for p in prefixes], n, params)
+        rollout = self.engine.generate([encode_text(self.tokenizer, p) for p in prefixes], n, params)  # as trained
         out: list[list[Completion]] = [[] for _ in prefixes]
         for i, text in enumerate(rollout.texts):
             ids = rollout.completion_ids[i]

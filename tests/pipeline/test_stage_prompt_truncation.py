@@ -3,6 +3,7 @@ N tokens, the stages count the cut prompts, bad caps name the key, and the Qwen 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from rlvr.config import ConfigError
 from rlvr.pipeline import sampling
 from rlvr.pipeline.recipe import load_recipe, parse_recipe
 from rlvr.pipeline.runner import run_recipe
+from rlvr.trainer.prompts import encode_text
 
 CAP = 6
 RECIPE = {
@@ -43,7 +45,7 @@ def engine_calls(monkeypatch):
         generate = engine.generate
 
         def record(prompt_ids, *a, **kw):
-            full = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in rendered[:len(prompt_ids)]]
+            full = [encode_text(tokenizer, p) for p in rendered[:len(prompt_ids)]]
             del rendered[:len(prompt_ids)]
             calls.extend(zip(full, prompt_ids))
             return generate(prompt_ids, *a, **kw)
@@ -108,3 +110,28 @@ def test_the_qwen_recipes_cap_their_eval_and_rejection_sampling_prompts():
         stages = [s for s in load_recipe(root / name).stages if s.type in ("eval", "rejection_sampling")]
         assert {s.type for s in stages} == {"eval", "rejection_sampling"}, name
         assert all(s.options.max_prompt_length == 512 for s in stages), name
+
+
+def test_eval_prompts_are_encoded_as_the_trainer_encodes_them(engine_calls):
+    """A tokenizer that adds BOS (Llama-style): eval/rejection sampling send the trainer's prompt
+    ids, BOS included, not the bare text's."""
+    from tokenizers.processors import TemplateProcessing
+
+    from rlvr.models.loading import Policy
+    from rlvr.rollout.base import SamplingParams
+    from rlvr.tasks import make_task
+    from rlvr.trainer import GRPOConfig
+    from rlvr.trainer.prompts import PromptEncoder
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "trainer"))
+    from grpo_fixtures import tiny_policy
+
+    policy = tiny_policy()
+    tok = policy.tokenizer
+    tok._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+    examples = make_task("arithmetic", difficulty=1).sample(3)
+    sampling.sample_and_verify(Policy(policy.model, tok), examples, "plain", 1,
+                               SamplingParams(max_new_tokens=2, temperature=0.0), batch_size=3)
+    trainer_ids = PromptEncoder(tok, GRPOConfig(template="plain", max_new_tokens=2), None).encode(examples)
+    assert [sent for _, sent in engine_calls] == trainer_ids
+    assert all(ids[0] == tok.bos_token_id for ids in trainer_ids)
