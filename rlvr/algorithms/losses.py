@@ -139,7 +139,7 @@ def compute_policy_loss(
     """
     fn = POLICY_LOSSES.get(name)
     cfg = cfg or PolicyLossConfig()
-    _check_input(inp, cfg)
+    check_policy_loss_input(inp, cfg)
     terms = fn(_zero_masked(inp), cfg)
     return terms.loss, (_loss_metrics(terms, cfg) if with_metrics else {})
 
@@ -278,7 +278,8 @@ def _resolve_counts(inp: PolicyLossInput, mask: torch.Tensor) -> _Counts:
     )
 
 
-def _check_input(inp: PolicyLossInput, cfg: PolicyLossConfig) -> None:
+def check_policy_loss_input(inp: PolicyLossInput, cfg: PolicyLossConfig) -> None:
+    """Shapes and settings only (reads no values): what every variant needs."""
     if inp.logp.dim() != 2:
         raise ValueError(f"logp must be (N, T), got shape {tuple(inp.logp.shape)}")
     n, t = inp.logp.shape

@@ -29,7 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from rlvr.algorithms.losses import LossNormalizer, PolicyLossConfig, PolicyLossInput, compute_policy_loss
+from rlvr.algorithms.losses import (POLICY_LOSSES, LossNormalizer, PolicyLossConfig, PolicyLossInput,
+                                   check_policy_loss_input, compute_policy_loss)
 from rlvr.kernels.reference import _scatter_rows, _valid_rows
 
 DEFAULT_CHUNK_BYTES = 5 << 28
@@ -313,13 +314,11 @@ def _chunk_logp_grad(chunk_logp, positions, shape, loss_type, cfg, norm, advanta
 
 def _validate(loss_type: str, cfg: PolicyLossConfig, n: int, t: int, advantages, mask, old_logp, ref_logp,
               normalizer) -> None:
-    """The loss's own input checks (registry, shapes, the variant's), before any work: the loss
-    runs once on shape-only meta tensors, so no device work and no host sync (a variant that
-    syncs fails here)."""
-    def meta(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else torch.empty_like(x, device="meta")
-
-    shapes_only = PolicyLossInput(logp=torch.empty(n, t, device="meta"), advantages=meta(advantages),
-                                  mask=meta(mask), old_logp=meta(old_logp), ref_logp=meta(ref_logp),
-                                  normalizer=normalizer)
-    compute_policy_loss(loss_type, shapes_only, cfg, with_metrics=False)
+    """The loss name and the input shapes, before any work; the variant's own checks run in the
+    first chunk's (or, with no chunk, the final) `compute_policy_loss` call. Not the whole loss on
+    meta tensors: that cost 5-15 ms of host time per call with the GPU idle (measured: the fused
+    loss 60.5 against 54.1 ms without it, same process)."""
+    POLICY_LOSSES.get(loss_type)  # an unknown name lists the valid ones
+    shapes_only = PolicyLossInput(logp=torch.empty(n, t, device="meta"), advantages=advantages, mask=mask,
+                                  old_logp=old_logp, ref_logp=ref_logp, normalizer=normalizer)
+    check_policy_loss_input(shapes_only, cfg)
