@@ -196,24 +196,24 @@ class StackedProjections:
     projections: a LoRA layer's adapter would be skipped (see `fits`)."""
 
     def __init__(self, parts: _Parts):
-        self.q_size, self.kv_size = parts.heads * parts.head_dim, parts.kv_heads * parts.head_dim
-        self.qkv_w, self.qkv_b, self.gate_up_w = [], [], []
-        for attn, mlp in self._modules(parts):
-            self.qkv_w.append(torch.cat([m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj)]).detach())
-            has_bias = attn.q_proj.bias is not None
-            self.qkv_b.append(torch.cat([m.bias for m in (attn.q_proj, attn.k_proj, attn.v_proj)]).detach()
-                              if has_bias else None)
-            self.gate_up_w.append(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach())
         self.parts = parts
+        self.q_size, self.kv_size = parts.heads * parts.head_dim, parts.kv_heads * parts.head_dim
+        # per layer [qkv weight, qkv bias (None without), gate/up weight]
+        self.stacks = [[None if group is None else torch.cat(group).detach() for group in self._sources(layer)]
+                       for layer in parts.layers]
 
     @staticmethod
-    def _modules(parts: _Parts):
-        return [(layer.self_attn, layer.mlp) for layer in parts.layers]
+    def _sources(layer) -> tuple:
+        """The parameters each stack is made of (None: the model has no q/k/v bias)."""
+        qkv = (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+        return ([m.weight for m in qkv], None if qkv[0].bias is None else [m.bias for m in qkv],
+                [layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight])
 
     @staticmethod
     def fits(parts: _Parts) -> bool:
         """Plain nn.Linear q/k/v/gate/up, q/k/v bias all or none, no gate/up bias."""
-        for attn, mlp in StackedProjections._modules(parts):
+        for layer in parts.layers:
+            attn, mlp = layer.self_attn, layer.mlp
             qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
             if not all(type(m) is torch.nn.Linear for m in (*qkv, mlp.gate_proj, mlp.up_proj)):
                 return False
@@ -223,19 +223,18 @@ class StackedProjections:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        for i, (attn, mlp) in enumerate(self._modules(self.parts)):
-            torch.cat([m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj)], out=self.qkv_w[i])
-            if self.qkv_b[i] is not None:
-                torch.cat([m.bias for m in (attn.q_proj, attn.k_proj, attn.v_proj)], out=self.qkv_b[i])
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], out=self.gate_up_w[i])
+        for layer, stacks in zip(self.parts.layers, self.stacks):
+            for group, stack in zip(self._sources(layer), stacks):
+                if group is not None:
+                    torch.cat(group, out=stack)
 
     def qkv(self, i: int, h: torch.Tensor):
         """q (N, heads*D), k, v (N, kv*D): column slices of one GEMM's output."""
-        out = F.linear(h, self.qkv_w[i], self.qkv_b[i])
-        return out.split([self.q_size, self.kv_size, self.kv_size], dim=1)
+        weight, bias, _ = self.stacks[i]
+        return F.linear(h, weight, bias).split([self.q_size, self.kv_size, self.kv_size], dim=1)
 
     def gate_up(self, i: int, h: torch.Tensor):
-        return F.linear(h, self.gate_up_w[i]).chunk(2, dim=1)
+        return F.linear(h, self.stacks[i][2]).chunk(2, dim=1)
 
 
 def decode_forward_fused(parts: _Parts, tokens, pos, col, start, k_cache: list, v_cache: list,
@@ -295,17 +294,9 @@ def _fits_gemm_kernels(parts: _Parts) -> bool:
     """Whether `decode_forward_fused_gemm` reads this model's weights right: plain nn.Linear
     projections (a LoRA layer's adapter would be skipped), q/k/v bias all or none, no MLP bias,
     head dim >= 32 (each half of a head is a GEMM tile of at least 16 columns)."""
-    def plain(m) -> bool:
-        return type(m) is torch.nn.Linear
-
-    for layer in parts.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
-        if not all(plain(m) for m in (*qkv, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)):
-            return False
-        if len({m.bias is None for m in qkv}) != 1 or mlp.gate_proj.bias is not None or mlp.up_proj.bias is not None:
-            return False
-    return parts.head_dim >= 32
+    plain_rest = all(type(m) is torch.nn.Linear for layer in parts.layers
+                     for m in (layer.self_attn.o_proj, layer.mlp.down_proj))
+    return StackedProjections.fits(parts) and plain_rest and parts.head_dim >= 32
 
 
 def _fits_fused_kernels(model, parts: _Parts) -> bool:
@@ -406,9 +397,13 @@ class FastEngine:
                              "with a power-of-two head dim; use kernels='torch'")
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and _fits_gemm_kernels(self.parts)
-        self.stacked = (StackedProjections(self.parts) if self.fused and not self.fused_gemms
-                        and self.config.stack_projections and StackedProjections.fits(self.parts) else None)
+        self.stacked = None if self.fused_gemms else self._stacked_projections()
         self._set_forward()
+
+    def _stacked_projections(self) -> StackedProjections | None:
+        """The stacked q/k/v and gate/up weights when the per-op Triton path can use them."""
+        fits = self.fused and self.config.stack_projections and StackedProjections.fits(self.parts)
+        return StackedProjections(self.parts) if fits else None
 
     def _set_forward(self) -> None:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
@@ -485,8 +480,7 @@ class FastEngine:
                 warnings.warn(f"fast engine: the {level} decode kernels failed ({type(e).__name__}: {e}); "
                               f"falling back to {fallback}")
                 self.fused, self.fused_gemms = self.fused_gemms, False
-                if self.fused and self.config.stack_projections and StackedProjections.fits(self.parts):
-                    self.stacked = StackedProjections(self.parts)
+                self.stacked = self._stacked_projections()
                 self._set_forward()
                 torch.cuda.synchronize()
 
