@@ -332,6 +332,30 @@ def _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows, row_ok, k, k_ok, w
     return (xf * w[None, :]).to(x_ptr.dtype.element_ty), tl.sum(xf * xf, axis=1)
 
 
+@triton.jit
+def _norm_dual_gemm(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, rows64, row_ok, write_x, w1_ptr, w2_ptr,
+                    w_rows, w_rows_ok, H: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr,
+                    WIDTH: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """rmsnorm(x [+ delta]) (BLOCK_M rows) times two weights' rows `w_rows` (WIDTH output columns
+    each, W (out, in) row-major): the two (BLOCK_M, WIDTH) fp32 products, the row scale applied."""
+    acc1 = tl.zeros([BLOCK_M, WIDTH], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, WIDTH], tl.float32)
+    ss = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < H
+        a, tile_ss = _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok,
+                                    write_x, H, HAS_DELTA)
+        ss += tile_ss
+        # the (BLOCK_K, WIDTH) tile of W^T is strided along out
+        w_offs = w_rows[None, :] * H + k[:, None]
+        w_mask = k_ok[:, None] & w_rows_ok[None, :]
+        acc1 = tl.dot(a, tl.load(w1_ptr + w_offs, mask=w_mask, other=0.0), acc1, input_precision=PRECISION)
+        acc2 = tl.dot(a, tl.load(w2_ptr + w_offs, mask=w_mask, other=0.0), acc2, input_precision=PRECISION)
+    rstd = (1.0 / tl.sqrt(ss / H + eps))[:, None]
+    return acc1 * rstd, acc2 * rstd
+
+
 def _one_row_tile(n: int) -> int:
     """BLOCK_M covering all N rows (up to 256): every weight tile is then read from memory once."""
     return min(256, max(16, triton.next_power_of_2(n)))
@@ -392,23 +416,9 @@ def _norm_qkv_rope_cache_kernel(
         w_ptr = wv_ptr + (j - HEADS - KV) * D * H
         b_ptr = bv_ptr + (j - HEADS - KV) * D
     e = tl.arange(0, HALF)
-    acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
-    acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
-    ss = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < H
-        a, tile_ss = _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok,
-                                    j == 0, H, HAS_DELTA)
-        ss += tile_ss
-        # W is (out, in) row-major: the (BLOCK_K, HALF) tile of W^T is strided along out
-        w_lo = tl.load(w_ptr + e[None, :] * H + k[:, None], mask=k_ok[:, None], other=0.0)
-        w_hi = tl.load(w_ptr + (e[None, :] + HALF) * H + k[:, None], mask=k_ok[:, None], other=0.0)
-        acc_lo = tl.dot(a, w_lo, acc_lo, input_precision=PRECISION)
-        acc_hi = tl.dot(a, w_hi, acc_hi, input_precision=PRECISION)
-    rstd = 1.0 / tl.sqrt(ss / H + eps)
-    acc_lo = acc_lo * rstd[:, None]
-    acc_hi = acc_hi * rstd[:, None]
+    acc_lo, acc_hi = _norm_dual_gemm(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, rows64, row_ok, j == 0,
+                                     w_ptr, w_ptr + HALF * H, e, e < HALF, H, HAS_DELTA, BLOCK_M, HALF,
+                                     BLOCK_K, PRECISION)
     if HAS_BIAS:
         acc_lo += tl.load(b_ptr + e).to(tl.float32)[None, :]
         acc_hi += tl.load(b_ptr + HALF + e).to(tl.float32)[None, :]
@@ -476,22 +486,11 @@ def _norm_gate_up_silu_kernel(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, wg_ptr, 
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < I
     cols64 = cols.to(tl.int64)
-    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    ss = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < H
-        a, tile_ss = _weighted_tile(x_ptr, delta_ptr, x_out_ptr, nw_ptr, rows64, row_ok, k, k_ok,
-                                    pid_n == 0, H, HAS_DELTA)
-        ss += tile_ss
-        w_mask = k_ok[:, None] & col_ok[None, :]
-        w_offs = cols64[None, :] * H + k[:, None]
-        acc_g = tl.dot(a, tl.load(wg_ptr + w_offs, mask=w_mask, other=0.0), acc_g, input_precision=PRECISION)
-        acc_u = tl.dot(a, tl.load(wu_ptr + w_offs, mask=w_mask, other=0.0), acc_u, input_precision=PRECISION)
-    rstd = (1.0 / tl.sqrt(ss / H + eps))[:, None]
-    g = (acc_g * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
-    u = (acc_u * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
+    acc_g, acc_u = _norm_dual_gemm(x_ptr, delta_ptr, x_out_ptr, nw_ptr, eps, rows64, row_ok, pid_n == 0,
+                                   wg_ptr, wu_ptr, cols64, col_ok, H, HAS_DELTA, BLOCK_M, BLOCK_N, BLOCK_K,
+                                   PRECISION)
+    g = acc_g.to(out_ptr.dtype.element_ty).to(tl.float32)
+    u = acc_u.to(out_ptr.dtype.element_ty).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty).to(tl.float32)  # silu rounded as torch's
     tl.store(out_ptr + rows64[:, None] * I + cols64[None, :], (act * u).to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
