@@ -89,6 +89,10 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = getattr(cls, "renamed", {})
+    for key in unknown:
+        if key in renamed:
+            raise ConfigError(f"{_join(path, key)}: {renamed[key]}")
     if unknown:
         raise ConfigError(
             f"unknown key {_join(path, unknown[0])}; valid keys: {', '.join(sorted(fields))}"

@@ -60,7 +60,7 @@ class RewardOutput:
     """(N) the reward R_i the advantages are computed from."""
     per_verifier: dict[str, list[float]]
     """(N) per term: the raw score of each verifier kind (NaN for completions of another kind),
-    `format` (raw format score) and `overlong` (the penalty) when those are on. Unweighted."""
+    `format` (raw format score, always measured) and `overlong` (the penalty, when on). Unweighted."""
     correct: list[bool]
     """(N) the task verifier's `correct` verdict (accuracy)."""
     reasons: list[str] = field(default_factory=list)
@@ -121,10 +121,11 @@ def compute_rewards(
             reasons[i] = res.reason
         per_verifier[kind] = column
     total = list(scores)
+    # measured even at weight 0: the format rate is the first signal to read when a run is flat
+    fmt = verifiers.verify_batch("format", list(texts), [None] * n, timeout_s=cfg.timeout_s,
+                                 workers=cfg.workers, **cfg.verifier_options.get("format", {}))
+    per_verifier["format"] = [float(r.score) for r in fmt]
     if cfg.format_weight:
-        fmt = verifiers.verify_batch("format", list(texts), [None] * n, timeout_s=cfg.timeout_s,
-                                     workers=cfg.workers, **cfg.verifier_options.get("format", {}))
-        per_verifier["format"] = [float(r.score) for r in fmt]
         total = [t + cfg.format_weight * f for t, f in zip(total, per_verifier["format"])]
     if cfg.overlong_max_length:
         pen = [overlong_penalty(L, cfg.overlong_max_length, cfg.overlong_cache) for L in lengths]

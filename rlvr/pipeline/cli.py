@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder) if there is one and starts it otherwise; a PATH must hold a run. "
                              "Finished stages are skipped; the interrupted one resumes from its checkpoint")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override recipe keys, e.g. --set stages.2.steps=5 model.dtype=float32 "
+                        help="override recipe keys, e.g. --set stages.2.steps=5 model.precision=fp32 "
                              "(values parsed as YAML; a number indexes a list)")
     parser.add_argument("--validate-only", action="store_true",
                         help="check the recipe and exit without running anything")

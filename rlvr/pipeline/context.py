@@ -46,10 +46,12 @@ class StageContext:
             return cfg
         return dataclasses.replace(cfg, **_from_saved_model_fields(cfg, self.model_dir))
 
-    def load_policy(self):
+    def load_policy(self, train: bool = True):
+        """The stage's starting policy; `train=False` (stages that only generate) loads the weights
+        in the dtype generation computes in rather than as training masters."""
         from rlvr.models import load_policy
 
-        return load_policy(self.model_config(), device=self.device)
+        return load_policy(self.model_config(), device=self.device, train=train)
 
     def make_task(self, difficulty: int | list[int] | None = None, for_eval: bool = False):
         """The recipe's task at `difficulty` (default: the recipe's level).

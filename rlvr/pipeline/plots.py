@@ -1,4 +1,6 @@
-"""PNG plots of a run: reward per step across grpo stages, accuracy per stage and per round."""
+"""PNG plots of a run: reward per step across grpo stages, the GRPO signal per step (reward,
+accuracy, format rate, completion length, entropy, groups without signal), accuracy per stage and
+per round."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +17,7 @@ def write_plots(summary: dict, rows: list[dict], plot_dir: Path) -> list[Path]:
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in (("reward_per_step.png", _reward_per_step),
+                       ("grpo_curves.png", _grpo_curves),
                        ("accuracy_per_stage.png", _accuracy_per_stage),
                        ("accuracy_per_round.png", _accuracy_per_round)):
         if draw(summary, rows, plot_dir / name):
@@ -25,18 +28,7 @@ def write_plots(summary: dict, rows: list[dict], plot_dir: Path) -> list[Path]:
 def _reward_per_step(summary: dict, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
-    series: dict[str, tuple[list, list]] = {}
-    offset, last_stage, last_step = 0, None, 0
-    for r in rows:
-        if r["stage_type"] != "grpo" or REWARD_KEY not in r:
-            continue
-        if r["stage"] != last_stage:  # stages follow one another on one x axis
-            offset += last_step
-            last_stage = r["stage"]
-        last_step = r.get("step", 0)
-        xs, ys = series.setdefault(r["stage"], ([], []))
-        xs.append(offset + r.get("step", len(xs)))
-        ys.append(r[REWARD_KEY])
+    series = _grpo_series(rows, REWARD_KEY)
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -44,6 +36,49 @@ def _reward_per_step(summary: dict, rows: list[dict], path: Path) -> bool:
         ax.plot(xs, ys, label=stage)
     ax.set(xlabel="GRPO step (all grpo stages)", ylabel="mean reward", title=summary["recipe"])
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+CURVES = {"reward/mean": "mean reward", "accuracy": "sampled accuracy", "reward/format/mean": "format rate",
+          "completions/mean_length": "completion tokens", "entropy/mean": "entropy (nats/token)",
+          "frac_reward_zero_std": "groups with equal rewards"}
+"""The per-step GRPO metrics `grpo_curves.png` draws, one panel each."""
+
+
+def _grpo_series(rows: list[dict], key: str) -> dict[str, tuple[list, list]]:
+    """{stage: (x, y)} of `key` over GRPO steps, the stages one after another on one x axis."""
+    series: dict[str, tuple[list, list]] = {}
+    offset, last_stage, last_step = 0, None, 0
+    for r in rows:
+        if r["stage_type"] != "grpo" or "step" not in r:
+            continue
+        if r["stage"] != last_stage:
+            offset += last_step
+            last_stage = r["stage"]
+        last_step = r["step"]
+        if key in r:
+            xs, ys = series.setdefault(r["stage"], ([], []))
+            xs.append(offset + r["step"])
+            ys.append(r[key])
+    return series
+
+
+def _grpo_curves(summary: dict, rows: list[dict], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    panels = {key: _grpo_series(rows, key) for key in CURVES}
+    if not any(panels.values()):
+        return False
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (key, series) in zip(axes.flat, panels.items()):
+        for stage, (xs, ys) in series.items():
+            ax.plot(xs, ys, label=stage, linewidth=1)
+        ax.set(xlabel="GRPO step", title=CURVES[key])
+    axes.flat[0].legend()
+    fig.suptitle(summary["recipe"])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

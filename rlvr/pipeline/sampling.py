@@ -42,15 +42,15 @@ def render_prompts(examples: Sequence[Example], tokenizer, template: str) -> lis
 
 def sample_and_verify(policy, examples: Sequence[Example], template: str, k: int,
                       params: SamplingParams, batch_size: int, desc: str = "sampling",
-                      max_prompt_length: int | None = None) -> list[list[Sample]]:
+                      max_prompt_length: int | None = None, engine: str = "auto") -> list[list[Sample]]:
     """K completions for each of the B examples, each verified; (B) lists of (K) samples.
-    Prompts over `max_prompt_length` tokens are left-truncated (None: no cap)."""
+    Prompts over `max_prompt_length` tokens are left-truncated (None: no cap). `engine`: as the
+    GRPO trainer picks it (`rlvr.rollout.choose_engine`)."""
     from tqdm.auto import tqdm
 
-    from rlvr.rollout import make_engine
     from rlvr.trainer.prompts import encode_text, left_truncate
 
-    engine = make_engine("hf", policy.model, policy.tokenizer)
+    engine = policy.engine(engine)
     prompts = render_prompts(examples, policy.tokenizer, template)
     results: list[list[Sample]] = []
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, leave=False):

@@ -38,6 +38,27 @@ register_engine("hf", _lazy("rlvr.rollout.hf", "HFEngine"))
 register_engine("fast", _lazy("rlvr.rollout.fast", "FastEngine"))  # CUDA graphs (rlvr/rollout/fast.py)
 
 
+def check_engine_name(name: str) -> None:
+    """`auto` or a registered engine; otherwise a ValueError listing the valid names."""
+    if name != "auto" and name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; valid: auto, {', '.join(sorted(ENGINES))}")
+
+
+def choose_engine(requested: str, model) -> str:
+    """The engine `requested` names; `auto` is `fast` when the model sits on CUDA and has the
+    layout the fast engine runs (Llama/Qwen2/Qwen3, no sliding window), else `hf`. Every stage
+    and command that samples picks its engine here, as GRPO does."""
+    if requested != "auto":
+        check_engine_name(requested)
+        return requested
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cuda" or "fast" not in ENGINES:
+        return "hf"
+    from rlvr.rollout.fast import supports
+
+    return "fast" if supports(model) else "hf"
+
+
 def make_engine(name: str, model, tokenizer) -> RolloutEngine:
     """Build the engine registered as `name`; an unknown name lists the valid ones."""
     if name not in ENGINES:
@@ -45,4 +66,5 @@ def make_engine(name: str, model, tokenizer) -> RolloutEngine:
     return ENGINES[name](model, tokenizer)
 
 
-__all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "make_engine", "register_engine"]
+__all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "check_engine_name", "choose_engine", "make_engine",
+           "register_engine"]

@@ -110,6 +110,18 @@ class _Parts:
                    scaling=getattr(attn, "scaling", head_dim ** -0.5))
 
 
+def supports(model) -> bool:
+    """Whether the fast engine can run `model` (a Llama/Qwen-layout causal LM, LoRA included)."""
+    model = getattr(model, "module", model)
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    try:
+        _Parts.of(model)
+    except ValueError:
+        return False
+    return True
+
+
 class _DecodeState:
     """Static tensors of one captured decode step (their addresses are baked into the graph)."""
 

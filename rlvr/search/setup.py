@@ -15,6 +15,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prm", help="directory of a trained PRM (loads scorer 'prm')")
     g.add_argument("--judge", help="a causal LM used as LLM-as-a-judge (loads scorer 'judge')")
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    g.add_argument("--engine", default="auto",
+                   help="rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (tiny models on a busy CPU run far faster with 1)")
@@ -53,14 +55,14 @@ def build_context(args):
 
     from rlvr.models import ModelConfig, load_policy
     from rlvr.reward_models.model import load_reward_model
-    from rlvr.rollout import make_engine
+    from rlvr.rollout import choose_engine, make_engine
     from rlvr.search.context import GenerationConfig, SearchContext
     from rlvr.search.scorers import RewardModelScorer
 
     torch.manual_seed(args.seed)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    policy = load_policy(ModelConfig(name_or_path=args.model), device=args.device)
+    policy = load_policy(ModelConfig(name_or_path=args.model), device=args.device, train=False)
     generation = GenerationConfig(
         temperature=args.temperature, max_new_tokens=args.max_new_tokens, max_step_tokens=args.max_step_tokens,
         step_separator=codecs.decode(args.step_separator, "unicode_escape"),
@@ -73,9 +75,9 @@ def build_context(args):
     if getattr(args, "judge", None):
         from rlvr.search.judge import JudgeScorer
 
-        judge = load_policy(ModelConfig(name_or_path=args.judge), device=args.device)
+        judge = load_policy(ModelConfig(name_or_path=args.judge), device=args.device, train=False)
         scorers["judge"] = JudgeScorer(judge.model, judge.tokenizer)
-    engine = make_engine("hf", policy.model, policy.tokenizer)
+    engine = make_engine(choose_engine(getattr(args, "engine", "auto"), policy.model), policy.model, policy.tokenizer)
     return SearchContext(engine, policy.tokenizer, generation, scorers), policy
 
 

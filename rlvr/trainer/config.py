@@ -8,13 +8,17 @@ spans processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlvr.rewards import RewardConfig
 
 
 @dataclass
 class GRPOConfig:
+    renamed: ClassVar[dict[str, str]] = {
+        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)"}
+    """Old keys and what replaced them (`from_dict` says so)."""
+
     # --- schedule
     steps: int = 100
     """Training steps; each step samples one batch of rollouts and makes num_iterations updates."""
@@ -92,8 +96,6 @@ class GRPOConfig:
     """Backend of the fused log-prob/loss kernels: triton on CUDA, torch reference elsewhere. Unless
     torch, a CUDA policy's RMSNorm and SiLU MLP also run fused Triton kernels in training
     (`rlvr.kernels.triton_layers.patch_for_training`)."""
-    bf16: bool = True
-    """bf16 mixed precision on GPU (fp32 on CPU always)."""
     max_consecutive_nonfinite: int = 3
     """Non-finite loss or grad norm skips the update; this many in a row saves and stops the run."""
 

@@ -72,15 +72,18 @@ def shards_training_state(acc) -> bool:
     return engine_name(acc) in ("zero1", "zero2", "zero3", "fsdp1", "fsdp2")
 
 
-def rollout_engine_name(acc, requested: str, available) -> str:
-    """The rollout engine to build for `requested` (`auto`, `hf`, `fast`, ...).
+def rollout_engine_name(acc, requested: str, model) -> str:
+    """The rollout engine to build for `requested` (`auto`, `hf`, `fast`, ...) and `model`.
 
-    `auto`: `fast` on CUDA with replicated parameters, else `hf`. `fast` reads the parameters'
-    storage in place (its CUDA graphs capture it), which ZeRO-3 and FSDP free after every forward.
+    `auto`: `rlvr.rollout.choose_engine` (fast on CUDA when the model fits) with replicated
+    parameters, else `hf`. `fast` reads the parameters' storage in place (its CUDA graphs capture
+    it), which ZeRO-3 and FSDP free after every forward.
     """
+    from rlvr.rollout import choose_engine
+
     sharded = shards_parameters(acc)
     if requested == "auto":
-        return "fast" if acc.device.type == "cuda" and "fast" in available and not sharded else "hf"
+        return "hf" if sharded or acc.device.type != "cuda" else choose_engine("auto", model)
     if requested == "fast" and sharded:
         raise DistributedConfigError(
             f"grpo.engine=fast cannot run under {engine_name(acc)}: it reads parameter storage in place "

@@ -12,7 +12,6 @@ sampling decides its number of rounds with an all-reduce.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import re
@@ -26,6 +25,8 @@ import torch
 
 from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, LossNormalizer, compute_advantages
 from rlvr.config import to_dict
+from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision, compute_dtype, frozen_copy,
+                                   warn_pure_bf16)
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import ENGINES, SamplingParams, make_engine
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
@@ -123,6 +124,8 @@ class _Training:
     pad_id: int
     sampling: SamplingParams
     prompts: PromptEncoder
+    generation: GenerationWeights
+    """The weights the engine reads; refreshed from the trained ones before every generate."""
 
 
 def _check_names(cfg: GRPOConfig) -> None:
@@ -142,8 +145,9 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
 
     trackers = resolve_trackers(cfg.report_to) if accelerator is None else []
     cuda = torch.cuda.is_available()
+    warn_pure_bf16(policy.precision, cfg.learning_rate)
     acc = accelerator or Accelerator(
-        mixed_precision="bf16" if cfg.bf16 and cuda else "no",
+        mixed_precision=accelerate_mixed_precision(policy.precision),
         # without cpu=True a CPU-only machine launched with several processes (torchrun,
         # `accelerate launch --multi_gpu`) would run them as independent single-process jobs
         cpu=not cuda,
@@ -165,7 +169,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
         from rlvr.kernels.triton_layers import patch_for_training
 
         patch_for_training(model, acc.device)  # before the reference copy and before prepare moves it
-    ref_model = _reference_model(model, cfg)
+    ref_model = _reference_model(model, cfg, policy.precision)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters")
@@ -179,25 +183,27 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
         ref_model.to(acc.device)
     if trackers:  # a caller-made accelerator brings its own trackers
         acc.init_trackers("rlvr-grpo", config=_flat(to_dict(cfg)))
-    engine_name = distributed.rollout_engine_name(acc, cfg.engine, ENGINES)  # auto: fast on CUDA unless sharded
     unwrapped = acc.unwrap_model(model)
-    engine = make_engine(engine_name, unwrapped, tokenizer)
+    # bf16-mixed: generation reads a bfloat16 copy of the float32 masters (sharded engines gather
+    # their own parameters and generate under autocast instead)
+    sharded = distributed.shards_parameters(acc)
+    generation = GenerationWeights(unwrapped, None if sharded else compute_dtype(policy.precision))
+    engine_name = distributed.rollout_engine_name(acc, cfg.engine, generation.model)
+    engine = make_engine(engine_name, generation.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop))
     prompts = PromptEncoder(tokenizer, cfg, context_limit(unwrapped))  # checks prompt + completion fit
     return _Training(acc, model, optimizer, scheduler, engine, tokenizer, ref_model, pad_id,
-                     sampling, prompts)
+                     sampling, prompts, generation)
 
 
-def _reference_model(model, cfg: GRPOConfig):
+def _reference_model(model, cfg: GRPOConfig, precision: str):
     """None when beta == 0 or for LoRA (the reference is the base with the adapter disabled);
-    otherwise a frozen copy of the initial policy."""
+    otherwise a frozen copy of the initial policy in the compute dtype (it never trains)."""
     if cfg.beta == 0 or _is_peft(model):
         return None
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
-    return ref
+    return frozen_copy(model, compute_dtype(precision))
 
 
 def _is_peft(model) -> bool:
@@ -290,7 +296,9 @@ def _draw_prompts(task, global_b: int, acc) -> list:
 def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: RewardFn, times) -> Samples:
     g = cfg.num_generations
     prompt_ids = t.prompts.encode(examples)  # left-truncated to max_prompt_length
-    with _timed(times, "time/generate"), distributed.full_parameters(t.acc, t.model):
+    autocast = t.acc.autocast() if t.generation.needs_autocast else contextlib.nullcontext()
+    with _timed(times, "time/generate"), distributed.full_parameters(t.acc, t.model), autocast:
+        t.generation.refresh()  # bf16-mixed: round this step's masters into the engine's copy
         rollout = t.engine.generate(prompt_ids, g, t.sampling)  # ZeRO-3/FSDP2: gathered once per generate
     per_seq_examples = [ex for ex in examples for _ in range(g)]
     with _timed(times, "time/verify"):

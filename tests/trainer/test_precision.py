@@ -1,0 +1,132 @@
+"""Training precision: bf16-mixed keeps float32 master weights, so a GRPO step at lr 1e-6 moves
+them; pure bf16 rounds most of that step away. Generation reads a bfloat16 copy refreshed from
+the masters. (CPU: bf16 autocast runs there too, so the arithmetic is the GPU's.)"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo_fixtures import SevensTask, small_config, tiny_policy
+from rlvr.models import ModelConfig, load_policy
+from rlvr.models.precision import GenerationWeights, resolve_precision, weight_dtype
+from rlvr.trainer.grpo import run_grpo
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision mode per process; these tests switch it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def _policy(precision: str):
+    policy = tiny_policy()
+    policy.precision = precision
+    policy.model.to(weight_dtype(precision, train=True))
+    return policy
+
+
+def _moved_fraction(before: dict, model) -> float:
+    moved = total = 0
+    for name, p in model.named_parameters():
+        moved += (p.detach().float() != before[name]).sum().item()
+        total += p.numel()
+    return moved / total
+
+
+def _one_step(precision: str, tmp_path) -> tuple[float, object]:
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    policy = _policy(precision)
+    before = {n: p.detach().float().clone() for n, p in policy.model.named_parameters()}
+    cfg = small_config(steps=1, learning_rate=1e-6, max_grad_norm=0.0)
+    with pytest.warns(UserWarning, match="round away") if precision == "bf16" else _no_warning():
+        run_grpo(policy, SevensTask(), cfg, tmp_path / precision)
+    return _moved_fraction(before, policy.model), policy
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_one_adamw_step_at_lr_1e6_moves_bf16_mixed_masters_and_rounds_away_in_pure_bf16(tmp_path):
+    mixed, mixed_policy = _one_step("bf16-mixed", tmp_path)
+    pure, pure_policy = _one_step("bf16", tmp_path)
+    assert all(p.dtype == torch.float32 for p in mixed_policy.model.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in pure_policy.model.parameters())
+    # AdamW's first step moves every weight with a gradient by about lr: float32 keeps it
+    assert mixed > 0.9, mixed
+    # bfloat16 resolves 2^-8 of a weight near 0.02 (8e-5): only weights near zero can move
+    assert pure < 0.1, pure
+
+
+def test_generation_weights_are_a_bfloat16_copy_refreshed_from_the_masters():
+    policy = _policy("bf16-mixed")
+    weights = GenerationWeights(policy.model, torch.bfloat16)
+    assert weights.is_copy and not weights.needs_autocast
+    copy_params = dict(weights.model.named_parameters())
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy_params.values())
+    storage = {n: p.data_ptr() for n, p in copy_params.items()}
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(0.5)
+    weights.refresh()
+    for name, master in policy.model.named_parameters():
+        assert torch.equal(copy_params[name], master.detach().to(torch.bfloat16)), name
+        assert copy_params[name].data_ptr() == storage[name]  # in place: CUDA graphs see it
+    # buffers (RoPE's inv_freq) keep float32, as when a model is loaded in bfloat16
+    assert all(b.dtype == torch.float32 for b in weights.model.buffers() if b.is_floating_point())
+
+
+def test_fp32_and_pure_bf16_generate_from_the_trained_weights_themselves():
+    for precision in ("fp32", "bf16"):
+        policy = _policy(precision)
+        weights = GenerationWeights(policy.model, torch.float32 if precision == "fp32" else torch.bfloat16)
+        assert weights.model is policy.model and not weights.is_copy
+
+
+def test_precision_auto_is_bf16_mixed_on_cuda_and_fp32_on_the_cpu():
+    assert resolve_precision("auto", "cuda") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert weight_dtype("bf16-mixed", train=True) == torch.float32
+    assert weight_dtype("bf16-mixed", train=False) == torch.bfloat16  # eval stages only generate
+    with pytest.raises(ValueError, match="valid: auto, bf16-mixed, bf16, fp32"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_load_policy_keeps_masters_for_training_and_compute_dtype_for_generation():
+    tiny = dict(name_or_path="tiny", tiny={"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                             "intermediate_size": 64, "max_position_embeddings": 64})
+    from rlvr.config import from_dict
+
+    cfg = from_dict(ModelConfig, {**tiny, "precision": "bf16-mixed"})
+    trained = load_policy(cfg, device="cpu")
+    generating = load_policy(cfg, device="cpu", train=False)
+    assert trained.precision == generating.precision == "bf16-mixed"
+    assert trained.model.dtype == torch.float32 and generating.model.dtype == torch.bfloat16
+    assert load_policy(from_dict(ModelConfig, tiny), device="cpu").precision == "fp32"  # auto on the CPU
+
+
+def test_lora_under_bf16_mixed_trains_float32_adapters(tmp_path):
+    from rlvr.models.loading import apply_lora
+    from rlvr.models.config import LoraSettings
+
+    policy = _policy("bf16-mixed")
+    policy.model = apply_lora(policy.model, ModelConfig(lora=LoraSettings(r=4, alpha=8, dropout=0.0,
+                                                                          target_modules=["q_proj", "v_proj"])))
+    trainable = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+    run_grpo(policy, SevensTask(), small_config(steps=1, learning_rate=1e-6, max_grad_norm=0.0), tmp_path)
+    after = dict(policy.model.named_parameters())
+    assert all(after[n].dtype == torch.float32 for n in trainable)
+    moved = sum((after[n].detach() != v).sum().item() for n, v in trainable.items())
+    # lora_B starts at zero, so only it gets a gradient on the first step; it moves by ~lr
+    lora_b = sum(v.numel() for n, v in trainable.items() if "lora_B" in n)
+    assert moved >= 0.9 * lora_b, (moved, lora_b)
