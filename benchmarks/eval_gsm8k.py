@@ -27,7 +27,8 @@ def main() -> None:
     from rlvr.tasks import make_task
 
     task = make_task("dataset", source={"train": args.train, "test": args.test}, preset="gsm8k")
-    examples = task.held_out(10**9)
+    with open(args.test) as f:
+        examples = task.held_out(sum(1 for line in f if line.strip()))
     results = {}
     for model in args.model:
         t0 = time.perf_counter()

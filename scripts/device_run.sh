@@ -55,6 +55,9 @@ for part in "$@"; do
     tests_precision) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/trainer/test_precision_gpu.py \
                        tests/rollout/test_engine_choice.py > "$OUT/tests_precision.log" 2>&1; \
                      grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_precision.log" ;;
+    sweep) timeout ${SWEEP_TIMEOUT:-200} python3 benchmarks/sweep_grpo.py --recipe recipes/smollm2-135m-r1.yaml \
+             --start runs/bench-smollm2-135m-r1/1-cold-start/model --grpo grpo-1 --eval eval-cold-start \
+             --out "$OUT/sweep.json" ${SWEEP_VARIANTS} 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/sweep.log" ;;
     bench_eval) timeout 240 python3 benchmarks/bench_eval.py 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/bench_eval.log" ;;
     gsm8k) timeout 240 python3 benchmarks/eval_gsm8k.py --model smollm2-135m $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model 2>/dev/null) \
              --test .gsm8k/test.jsonl --train .gsm8k/train.jsonl --out "$OUT/gsm8k.json" 2>&1 \
