@@ -49,7 +49,7 @@ for part in "$@"; do
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
-    chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ;;
+    chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ${CHAIN_ARGS:-} ;;
     chain_lora) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1-lora.yaml ;;
     default_recipe) RUN_TIMEOUT=${DEFAULT_TIMEOUT:-300} benchmarks/smollm2_r1_chain.sh recipes/arithmetic-r1.yaml ;;
     tests_precision) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/trainer/test_precision_gpu.py \
