@@ -54,6 +54,22 @@ def test_gsm8k_preset_reads_answers_solutions_and_test_split():
     assert all(r.correct for r in results)
 
 
+def test_gsm8k_preset_on_real_gsm8k_rows():
+    """Five rows of the published GSM8K train split (MIT; notice beside the fixture): the `#### n`
+    line becomes the reference (thousands comma dropped, sign kept), the calculator annotations
+    `<<48/2=24>>` leave the worked solution, and each worked solution verifies as correct."""
+    real = str(FIXTURES / "gsm8k_real_rows.jsonl")
+    source = load_dataset_task({"train": real, "test": real}, preset="gsm8k", seed=0)
+    rows = source.held_out(5)
+    assert sorted(e.reference for e in rows) == sorted(["72", "10", "5", "1080", "-7"])
+    natalia = next(e for e in rows if e.prompt.startswith("Natalia"))
+    assert natalia.solution == ("<think>Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips "
+                                "altogether in April and May.</think><answer>72</answer>")
+    assert not any("<<" in e.solution or "####" in e.solution for e in rows)
+    assert all(r.correct for r in verifiers.verify_batch("math", [e.solution for e in rows],
+                                                        [e.reference for e in rows]))
+
+
 def test_math_preset_boxed_answers_and_levels():
     source = load_dataset_task(str(FIXTURES / "math_train.jsonl"), preset="math", held_out_fraction=0.0)
     assert source.difficulty == [1, 2, 3, 4]  # every level unless asked otherwise
