@@ -112,3 +112,21 @@ def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
     assert set(single) == {"step-00000004-rank-0", "1-grpo-rank-0"}  # steps 1-2 not redone
     assert single["1-grpo-rank-0"] != first["step-00000002-rank-0"], "the resumed steps did not train"
     assert json.loads((out / "summary.json").read_text())["stages"][2]["name"] == "eval"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_bf16_mixed_with_float32_masters(tmp_path):
+    """DDP under bf16-mixed (CPU autocast computes in bf16 there too): the SFT and GRPO stages run,
+    both processes hold the same float32 master weights at every save, and the saved model is float32."""
+    from safetensors import safe_open
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "model": {**RECIPE["model"], "precision": "bf16-mixed"}}))
+    out, digests = tmp_path / "run", tmp_path / "digests"
+    _launch(recipe, out, digests)
+    found = _digests(digests)
+    for owner in ("step-00000002", "step-00000004", "1-grpo"):
+        assert found[f"{owner}-rank-0"] == found[f"{owner}-rank-1"], f"{owner}: processes diverged"
+    assert found["step-00000002-rank-0"] != found["1-grpo-rank-0"], "training did not move the parameters"
+    with safe_open(str(out / "1-grpo" / "model" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
