@@ -109,6 +109,9 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     except (ValueError, TypeError) as e:  # __post_init__ validation
         if isinstance(e, ConfigError):
             raise
+        field_name, sep, rest = str(e).partition(": ")
+        if sep and field_name in fields:  # "loss_type: unknown ..." -> "stages.7.loss_type: unknown ..."
+            raise ConfigError(f"{_join(path, field_name)}: {rest}") from e
         raise ConfigError(f"{where}: {e}") from e
 
 

@@ -135,6 +135,25 @@ class GRPOConfig:
         check_max_prompt_length(self.max_prompt_length)
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Registry names fail when the config is built (a recipe: when it is parsed, before any
+        stage runs), each naming its field and listing the valid names."""
+        from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES
+        from rlvr.rollout import check_engine_name
+        from rlvr.trainer.metrics import resolve_trackers
+
+        checks = {"advantage": lambda: ADVANTAGES.get(self.advantage),
+                  "loss_type": lambda: POLICY_LOSSES.get(self.loss_type),
+                  "kl_type": lambda: KL_ESTIMATORS.get(self.kl_type),
+                  "engine": lambda: check_engine_name(self.engine),
+                  "report_to": lambda: resolve_trackers(self.report_to)}
+        for name, check in checks.items():
+            try:
+                check()
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
 
     @property
     def epsilon_low(self) -> float:

@@ -23,12 +23,12 @@ from typing import Callable
 
 import torch
 
-from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, LossNormalizer, compute_advantages
+from rlvr.algorithms import LossNormalizer, compute_advantages
 from rlvr.config import to_dict
 from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision, compute_dtype, frozen_copy,
                                    warn_pure_bf16)
 from rlvr.rewards import RewardOutput, compute_rewards
-from rlvr.rollout import ENGINES, SamplingParams, make_engine
+from rlvr.rollout import SamplingParams, make_engine
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume
 from rlvr.trainer import distributed
@@ -54,7 +54,6 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     """
     from rlvr.models import save_policy
 
-    _check_names(cfg)
     output_dir = Path(output_dir)
     t = _setup(policy, task, cfg, output_dir, accelerator)
     acc, model, optimizer, scheduler = t.acc, t.model, t.optimizer, t.scheduler
@@ -126,16 +125,6 @@ class _Training:
     prompts: PromptEncoder
     generation: GenerationWeights
     """The weights the engine reads; refreshed from the trained ones before every generate."""
-
-
-def _check_names(cfg: GRPOConfig) -> None:
-    """Unknown registry names fail before any model work (each lists the valid names)."""
-    ADVANTAGES.get(cfg.advantage)
-    POLICY_LOSSES.get(cfg.loss_type)
-    KL_ESTIMATORS.get(cfg.kl_type)
-    if cfg.engine != "auto" and cfg.engine not in ENGINES:
-        raise ValueError(f"unknown rollout engine {cfg.engine!r}; valid: auto, {', '.join(sorted(ENGINES))}")
-    resolve_trackers(cfg.report_to)
 
 
 def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Training:

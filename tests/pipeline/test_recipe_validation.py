@@ -65,6 +65,16 @@ CASES = [
     ("template set per stage", lambda d: d["stages"][4].update(template="plain"), "stages.4.template"),
     ("no stages", lambda d: d.update(stages=[]), "stages: a recipe needs"),
     ("missing name", lambda d: d.pop("name"), "missing required key name"),
+    # registry names are checked when the recipe is parsed, not when the last stage starts
+    ("unknown loss in the last stage", lambda d: d["stages"][4].update(loss_type="dapoo"),
+     "stages.4.loss_type: unknown policy loss 'dapoo'; valid: "),
+    ("unknown advantage", lambda d: d["stages"][4].update(advantage="ppo"), "stages.4.advantage: unknown"),
+    ("unknown kl estimator", lambda d: d["stages"][4].update(kl_type="k4"), "stages.4.kl_type: unknown"),
+    ("unknown grpo engine", lambda d: d["stages"][4].update(engine="vllm"),
+     "stages.4.engine: unknown rollout engine 'vllm'; valid: auto, fast, hf"),
+    ("unknown tracker", lambda d: d["stages"][4].update(report_to="mlflow"), "stages.4.report_to: "),
+    ("unknown eval engine", lambda d: d["stages"][1].update(engine="vllm"), "stages.1.engine: unknown rollout"),
+    ("old precision key", lambda d: d["model"].update(dtype="float32"), "model.dtype: renamed to precision"),
 ]
 
 

@@ -36,7 +36,7 @@ def test_eval_stage_options_reject_an_unknown_engine():
     from rlvr.config import ConfigError, from_dict
     from rlvr.pipeline.stages.eval import EvalStageConfig
 
-    with pytest.raises(ConfigError, match="stages.3: unknown rollout engine 'fastt'"):
+    with pytest.raises(ConfigError, match="stages.3.engine: unknown rollout engine 'fastt'"):
         from_dict(EvalStageConfig, {"engine": "fastt"}, "stages.3")
 
 

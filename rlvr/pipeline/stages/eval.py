@@ -39,7 +39,10 @@ class EvalStageConfig:
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        check_engine_name(self.engine)
+        try:
+            check_engine_name(self.engine)
+        except ValueError as e:
+            raise ValueError(f"engine: {e}") from None
 
 
 def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:

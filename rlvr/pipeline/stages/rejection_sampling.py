@@ -50,7 +50,10 @@ class RejectionSamplingConfig:
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        check_engine_name(self.engine)
+        try:
+            check_engine_name(self.engine)
+        except ValueError as e:
+            raise ValueError(f"engine: {e}") from None
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
