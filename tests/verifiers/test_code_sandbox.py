@@ -218,10 +218,20 @@ def _nobody_python() -> list[str] | None:
 
 
 @pytest.mark.skipif(_nobody_python() is None, reason="needs root, setpriv and a Python that user nobody can run")
-def test_without_root_the_fallback_still_contains_hostile_programs():
-    repo = str(Path(__file__).resolve().parents[2])
+def test_without_root_the_fallback_still_contains_hostile_programs(tmp_path):
+    # user nobody imports a copy of the package from a folder it may read: the checkout itself may
+    # sit under a home directory only its owner can enter (mode 0700)
+    repo = tmp_path / "readable"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "verifiers", repo / "verifiers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (tmp_path, *tmp_path.parents):  # pytest's tmp folders are 0700
+        if folder == Path("/"):
+            break
+        folder.chmod(folder.stat().st_mode | 0o011)  # let others traverse, not list
+    for path in [repo, *repo.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
     done = subprocess.run(
-        [*_nobody_python(), "-c", NOT_ROOT_SCRIPT.format(repo=repo)], capture_output=True, text=True, timeout=60, cwd="/"
+        [*_nobody_python(), "-c", NOT_ROOT_SCRIPT.format(repo=str(repo))], capture_output=True, text=True, timeout=60, cwd="/"
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [1.0, 0.0, 0.0, 0.0]
