@@ -1,6 +1,6 @@
 """Shared helpers of the GPU benchmarks: device timing, peak memory, the result table, a record.
 
-Timing follows the device METHOD page: warm up first, time with CUDA events (or synchronise
+Timing: warm up first, time with CUDA events (or synchronise
 before reading the host clock), repeat, report the median. Every benchmark prints a table whose
 ratio column compares each row with the peer named as baseline, and writes a JSON record
 (environment, command, commit, rows) to --out.

@@ -2,7 +2,7 @@
 `metrics.jsonl`, accelerate trackers (TensorBoard / W&B) and `samples.jsonl`.
 
 Reductions are sums (and maxima) of fixed-length vectors, so every process takes part in exactly
-the same collectives whatever its data (a rank skipping one hangs the run: REFERENCE pitfall 5).
+the same collectives whatever its data (a rank that skips one hangs the run).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Triton fused loss equals the torch reference (run in float64 on the same bf16 inputs):
 loss, metrics, grad_hidden and grad_weight, for every loss variant, on odd shapes (T not a
 multiple of any block, V not a power of two, masked tokens, a fully masked sequence, several
-chunks). Tolerances from the device METHOD page: bf16 operands land between 1e-3 and 1e-2 in
+chunks). Tolerances: bf16 operands land between 1e-3 and 1e-2 in
 relative norm error. Fresh random inputs per case; NaN never passes.
 """
 from __future__ import annotations

@@ -48,9 +48,9 @@ EQUIVALENT = [
     (r"\boxed{\sqrt{2}/2}", r"\frac{\sqrt{2}}{2}", True),  # symbolic forms
     (r"\boxed{(x+1)^2}", "x^2+2x+1", True),  # expanded vs factored
     (r"\boxed{x = 5}", "5", True),  # "x = value" against a value
-    (r"\boxed{x^2 = 25}", "25", False),  # an equation is not its right-hand side (pitfall 7)
+    (r"\boxed{x^2 = 25}", "25", False),  # an equation is not its right-hand side
     (r"\boxed{x + y = 2}", "2", False),  # same
-    ("the answer is 0.0000001", "0.0000002", False),  # tiny numbers differ (math-verify rounds: pitfall 7)
+    ("the answer is 0.0000001", "0.0000002", False),  # tiny numbers differ (math-verify would round them equal)
     (r"\boxed{10^{-7}}", "2 \\times 10^{-7}", False),  # tiny numbers in LaTeX go through the guard too
     (r"\boxed{1000001}", "1000000", False),  # large integers are compared exactly
     (r"\boxed{0.333333}", r"\frac{1}{3}", True),  # within the relative tolerance of 1e-6
