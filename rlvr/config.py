@@ -144,14 +144,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass  # the next member may fit; none fitting is reported below
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:

@@ -202,7 +202,8 @@ def _whole_weights():
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
-def _is_peft(model: Any) -> bool:
+def is_peft(model: Any) -> bool:
+    """A peft model (LoRA adapters around a base model)."""
     return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
 
 
@@ -218,7 +219,7 @@ def save_policy(policy: Policy, directory: str | Path) -> Path:
     staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model = policy.model
-    if _is_peft(model):
+    if is_peft(model):
         model.save_pretrained(staging / "adapter")
         merged = copy.deepcopy(model).merge_and_unload()
         merged.save_pretrained(staging)

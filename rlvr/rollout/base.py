@@ -36,8 +36,6 @@ class Rollout:
     """(N) decoded completions (for verifiers and logging only)."""
     truncated: list[bool]
     """(N) True when the completion hit max_new_tokens without EOS or a stop string."""
-    group_size: int
-    """G."""
     logprobs: list[list[float]] | None = None
     """(N) sampling log-probs of each completion token, when the engine provides them."""
 

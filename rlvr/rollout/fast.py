@@ -564,7 +564,7 @@ class FastEngine:
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
             truncated.append(not ended and len(ids) >= params.max_new_tokens)
         return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=completions, texts=texts,
-                       truncated=truncated, group_size=group_size, logprobs=logprobs)
+                       truncated=truncated, logprobs=logprobs)
 
 
 

@@ -73,7 +73,6 @@ class HFEngine:
             completion_ids=completions,
             texts=texts,
             truncated=truncated,
-            group_size=group_size,
             logprobs=logprobs,
         )
 

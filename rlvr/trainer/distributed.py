@@ -95,11 +95,13 @@ def rollout_engine_name(acc, requested: str, model) -> str:
 
 def prepare(acc, model, optimizer, max_grad_norm: float):
     """`acc.prepare(model, optimizer)` after the engine-specific checks and settings."""
+    from rlvr.models.loading import is_peft
+
     name = engine_name(acc)
     if name == "fsdp1":
         raise DistributedConfigError("FSDP1 is not supported by the GRPO trainer; set fsdp_version: 2 "
                                      "(recipes/accelerate/fsdp2.yaml)")
-    if _is_peft(model) and name in ("zero3", "fsdp2"):
+    if is_peft(model) and name in ("zero3", "fsdp2"):
         raise DistributedConfigError(
             f"LoRA under {name} is not supported (the reference policy toggles adapters on sharded "
             "weights); use ddp or zero2, which hold LoRA models whole")
@@ -144,8 +146,6 @@ def _broadcast_from_main(model) -> None:
         dist.broadcast(b.data, src=0)
 
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 # ----------------------------------------------------------------------------- generation

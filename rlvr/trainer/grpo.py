@@ -25,6 +25,7 @@ import torch
 
 from rlvr.algorithms import LossNormalizer, compute_advantages
 from rlvr.config import to_dict
+from rlvr.models.loading import is_peft
 from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision, compute_dtype, frozen_copy,
                                    warn_pure_bf16)
 from rlvr.rewards import RewardOutput, compute_rewards
@@ -190,13 +191,9 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
 def _reference_model(model, cfg: GRPOConfig, precision: str):
     """None when beta == 0 or for LoRA (the reference is the base with the adapter disabled);
     otherwise a frozen copy of the initial policy in the compute dtype (it never trains)."""
-    if cfg.beta == 0 or _is_peft(model):
+    if cfg.beta == 0 or is_peft(model):
         return None
     return frozen_copy(model, compute_dtype(precision))
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -35,7 +35,7 @@ def test_greedy_matches_manual_argmax_with_left_padding_and_groups(tiny):
     prompts = [tok("Q: 12+30\nA: ")["input_ids"], tok("x")["input_ids"], tok("hello there")["input_ids"]]
     engine = make_engine("hf", model, tok)
     out = engine.generate(prompts, group_size=2, params=SamplingParams(max_new_tokens=10, temperature=0))
-    assert out.group_size == 2 and len(out.completion_ids) == 6
+    assert len(out.completion_ids) == 6
     for i, p in enumerate(prompts):
         expected = manual_greedy(model, p, 10, tok.eos_token_id)
         assert out.completion_ids[2 * i] == expected  # prompt i's group is rows 2i, 2i+1
