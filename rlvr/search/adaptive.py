@@ -4,8 +4,9 @@ Level 1 `single`: one sample. Level 2 `beam_search`. Level 3 `best_of_n`. After 
 answer is checked, by the verifier (`check: verifier`; an oracle on math tasks, a real test-time
 check where the reference is the problem itself, e.g. countdown or code tests) or by a scorer's
 confidence (`check: confidence`: accept when the score reaches `threshold`). The whole search
-stays within `token_budget`: a level starts only while budget remains, and best-of-N draws only
-as many samples as the remaining budget pays for at the observed tokens per sample.
+never generates more than `token_budget` tokens: the single sample is capped at the budget, and a
+later level starts only when its worst case fits what remains (beam search: every round expanding
+every beam by full steps; best-of-N: every sample at `max_new_tokens`, so N is cut to fit).
 `details['level']` names the level whose answer was returned, `details['accepted']` whether it
 passed the check.
 """
@@ -71,22 +72,28 @@ def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig
     return score >= cfg.threshold, score
 
 
+def worst_case_beam_tokens(ctx: SearchContext, cfg: BeamSearchConfig) -> int:
+    """The most tokens `beam_search` can generate: every round expands beam_width x expansions paths
+    by a full step."""
+    return cfg.max_steps * cfg.beam_width * cfg.expansions * ctx.generation.max_step_tokens
+
+
 @register_search("adaptive", AdaptiveConfig, "one sample, then beam search, then best-of-N, within a token budget")
 def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> SearchResult:
     per_level: dict[str, int] = {}
-    single = ctx.sample_solutions(problem.prompt, 1)[0]
+    single = ctx.sample_solutions(problem.prompt, 1, min(ctx.generation.max_new_tokens, cfg.token_budget))[0]
     per_level["single"] = single.num_tokens
     result = SearchResult(extract(single.text), single.text, single.num_tokens)
     level, (ok, conf) = "single", trusted(ctx, problem, single.text, cfg)
     spent = single.num_tokens
-    if not ok and spent < cfg.token_budget:
+    if not ok and worst_case_beam_tokens(ctx, cfg.beam) <= cfg.token_budget - spent:
         beam = beam_search(problem, ctx, cfg.beam)
         per_level["beam_search"] = beam.tokens_spent
         spent += beam.tokens_spent
         result, level = beam, "beam_search"
         ok, conf = trusted(ctx, problem, beam.text, cfg)
     if not ok:
-        affordable = (cfg.token_budget - spent) // max(1, single.num_tokens)
+        affordable = (cfg.token_budget - spent) // ctx.generation.max_new_tokens
         if affordable >= 1:
             bon = best_of_n(problem, ctx, replace(cfg.best_of_n, n=min(cfg.best_of_n.n, affordable)))
             per_level["best_of_n"] = bon.tokens_spent

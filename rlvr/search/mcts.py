@@ -9,9 +9,11 @@ Node = a partial solution (steps). Each simulation:
   evaluation  each child's value from the PRM (`value: prm`), or from one rollout to the end scored
               by the verifier (`value: rollout`, rStar-Math style);
   backprop    add each child's value to every node on the path to the root.
-The budget is `simulations`, and optionally `max_tokens` generated policy tokens (checked between
-simulations); the search also ends when every leaf is terminal (the tree is exhausted). The answer is the finished node with the highest mean value Q; if no node finished,
-the most visited path is completed with one sample.
+The budget is `simulations`, and optionally `max_tokens` generated policy tokens: checked between
+simulations, so the last one may pass it by one expansion (and its rollouts), and completing the
+answer of an unfinished tree spends only what is left; the search also ends when every leaf is
+terminal (the tree is exhausted). The answer is the finished node with the highest mean value Q;
+if no node finished, the most visited path is completed with one sample.
 """
 from __future__ import annotations
 
@@ -149,7 +151,7 @@ def mcts(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> SearchResult:
                 backprop(child, value)
         if cfg.max_tokens is not None and spent >= cfg.max_tokens:
             break
-    best, extra = _answer_node(ctx, problem, root, cfg)
+    best, extra = _answer_node(ctx, problem, root, cfg, spent)
     spent += extra
     return SearchResult(
         answer=extract(best), text=best, tokens_spent=spent,
@@ -157,7 +159,7 @@ def mcts(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> SearchResult:
     )
 
 
-def _answer_node(ctx: SearchContext, problem: Problem, root: Node, cfg: MCTSConfig) -> tuple[str, int]:
+def _answer_node(ctx: SearchContext, problem: Problem, root: Node, cfg: MCTSConfig, spent: int) -> tuple[str, int]:
     finished = [n for n in _nodes(root) if n.path.finished]
     if finished:
         return max(finished, key=lambda n: n.q).path.text(ctx.separator), 0
@@ -166,6 +168,8 @@ def _answer_node(ctx: SearchContext, problem: Problem, root: Node, cfg: MCTSConf
         node = max(node.children, key=lambda ch: ch.visits)
     text = node.path.text(ctx.separator)
     room = ctx.generation.max_new_tokens - node.path.tokens
+    if cfg.max_tokens is not None:  # completing the answer spends from the same budget
+        room = min(room, cfg.max_tokens - spent)
     if room < 1:
         return text, 0
     tail = ctx.sample_solutions(problem.prompt + text, 1, room)[0]

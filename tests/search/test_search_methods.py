@@ -124,7 +124,8 @@ def test_mcts_token_budget_stops_the_search():
     result = run_search("mcts", PROBLEM, ctx, MCTSConfig(simulations=1000, max_tokens=20, expansions=2,
                                                          max_depth=50, scorer="verifier"))
     assert result.details["simulations"] < 1000 and not result.details["exhausted"]
-    assert result.tokens_spent >= 20
+    # it stops at the first simulation that reaches max_tokens: past it by at most one expansion
+    assert 20 <= result.tokens_spent <= 20 + 2 * 4
 
 
 def test_mcts_stops_when_the_tree_is_exhausted(toy):
@@ -152,7 +153,20 @@ def test_adaptive_stays_within_a_small_budget(ctx):
     cfg = AdaptiveConfig(check="verifier", token_budget=1,
                          beam=BeamSearchConfig(scorer="verifier"), best_of_n=BestOfNConfig(scorer="verifier"))
     result = run_search("adaptive", PROBLEM, ctx, cfg)
-    assert list(result.details["tokens_per_level"]) == ["single"]
+    assert list(result.details["tokens_per_level"]) == ["single"] and result.tokens_spent <= 1
+
+
+@pytest.mark.parametrize("budget", [3, 10, 40, 100, 400])
+def test_adaptive_never_generates_more_than_its_budget(budget):
+    torch.manual_seed(budget)
+    # a policy that never ends early: every sample and step runs to its cap, the worst case
+    ctx = toy_context(*toy_policy(eos_bias=-1e4), max_new_tokens=12, max_step_tokens=4)
+    cfg = AdaptiveConfig(check="verifier", token_budget=budget,
+                         beam=BeamSearchConfig(beam_width=2, expansions=2, max_steps=3, scorer="verifier"),
+                         best_of_n=BestOfNConfig(n=64, scorer="verifier"))
+    for _ in range(3):
+        result = run_search("adaptive", PROBLEM, ctx, cfg)
+        assert result.tokens_spent == sum(result.details["tokens_per_level"].values()) <= budget
 
 
 def test_thinking_budget_caps_thinking_and_forces_the_answer():
