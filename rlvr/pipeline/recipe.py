@@ -30,9 +30,9 @@ BASE = "base"
 """`model_from: base` starts a stage from the recipe's base model."""
 GENERATOR = "generator"
 """`dataset_from: generator` trains on the task's worked solutions."""
-RECIPE_LEVEL_KEYS = ("template", "seed")
-"""Set once per recipe and copied into every stage whose options have them: SFT and GRPO prompts
-must be rendered the same way, so a stage may not set its own."""
+RECIPE_LEVEL_KEYS = ("template", "instruction", "seed")
+"""Set once per recipe and copied into every stage whose options have them: every stage renders
+prompts the same way (`rlvr.tasks.prompts.PromptFormat`), so a stage may not set its own."""
 
 
 @dataclass
@@ -80,6 +80,15 @@ class Recipe:
     stages: list[StageSpec]
     raw: dict = field(default_factory=dict, repr=False)
     """The plain data the recipe was built from (saved beside the run as recipe.yaml)."""
+    instruction: str | None = None
+    """The r1 templates' instruction (None: R1_INSTRUCTION), for every stage."""
+
+    @property
+    def prompt_format(self):
+        """How every stage of this recipe renders and encodes a problem."""
+        from rlvr.tasks.prompts import PromptFormat
+
+        return PromptFormat(self.template, self.instruction)
 
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)
@@ -97,6 +106,8 @@ class _RecipeHeader:
     """The problem source."""
     template: str = "r1"
     """Prompt template for `render_prompt`: plain, r1, chat, r1_chat."""
+    instruction: str | None = None
+    """Instruction of the r1 templates (None: R1_INSTRUCTION); every stage renders prompts with it."""
     seed: int = 0
     """Seed of the task streams and of every trainer."""
 
@@ -133,7 +144,7 @@ def parse_recipe(data: dict) -> Recipe:
     for i, raw in enumerate(raw_stages):
         stages.append(_parse_stage(raw, i, stages, header))
     return Recipe(header.name, header.model, header.task, header.template, header.seed, stages,
-                  raw={**data, "model": model_data, "stages": raw_stages})
+                  raw={**data, "model": model_data, "stages": raw_stages}, instruction=header.instruction)
 
 
 def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHeader) -> StageSpec:
@@ -157,14 +168,16 @@ def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHead
     model_from = _model_from(raw.pop("model_from", None), where, earlier, name)
     dataset_from = _dataset_from(raw.pop("dataset_from", None), where, earlier, kind)
     _reject_recipe_keys(raw, where)
-    options = with_recipe_keys(from_dict(kind.options(), raw, where), header.template, header.seed)
+    options = with_recipe_keys(from_dict(kind.options(), raw, where), header.template, header.seed,
+                               header.instruction)
     return StageSpec(kind_name, name, model_from, dataset_from, options)
 
 
-def with_recipe_keys(options: Any, template: str, seed: int) -> Any:
-    """`options` with the recipe's template and seed in the fields it has of those names."""
+def with_recipe_keys(options: Any, template: str, seed: int, instruction: str | None = None) -> Any:
+    """`options` with the recipe's template, instruction and seed in the fields it has of those
+    names (nested option blocks, e.g. self_improve's grpo, get theirs when they are used)."""
     names = {f.name for f in dataclasses.fields(options)}
-    values = {"template": template, "seed": seed}
+    values = {"template": template, "seed": seed, "instruction": instruction}
     return dataclasses.replace(options, **{k: v for k, v in values.items() if k in names})
 
 

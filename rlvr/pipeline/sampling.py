@@ -34,37 +34,33 @@ class Sample:
     """True when the prompt was left-truncated to max_prompt_length (`prompt` stays the full text)."""
 
 
-def render_prompts(examples: Sequence[Example], tokenizer, template: str) -> list[str]:
-    from rlvr.tasks import render_prompt
-
-    return [render_prompt(ex, tokenizer, template=template) for ex in examples]
-
-
-def sample_and_verify(policy, examples: Sequence[Example], template: str, k: int,
+def sample_and_verify(policy, examples: Sequence[Example], prompt_format, k: int,
                       params: SamplingParams, batch_size: int, desc: str = "sampling",
                       max_prompt_length: int | None = None, engine: str = "auto") -> list[list[Sample]]:
     """K completions for each of the B examples, each verified; (B) lists of (K) samples.
-    Prompts over `max_prompt_length` tokens are left-truncated (None: no cap). `engine`: as the
-    GRPO trainer picks it (`rlvr.rollout.choose_engine`)."""
+    `prompt_format`: a `PromptFormat` (or a template name), the recipe's for every stage. Prompts
+    over `max_prompt_length` tokens are left-truncated (None: no cap). `engine`: as the GRPO
+    trainer picks it (`rlvr.rollout.choose_engine`)."""
     from tqdm.auto import tqdm
 
-    from rlvr.trainer.prompts import encode_text, left_truncate
+    from rlvr.tasks.prompts import as_format
 
     engine = policy.engine(engine)
-    prompts = render_prompts(examples, policy.tokenizer, template)
+    fmt = as_format(prompt_format)
+    prompts = [fmt.render(ex, policy.tokenizer) for ex in examples]
     results: list[list[Sample]] = []
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, leave=False):
         batch_prompts = prompts[start:start + batch_size]
-        # encoded as the GRPO trainer encodes its prompts (special tokens included): eval and
-        # rejection sampling see what training saw
-        full_ids = [encode_text(policy.tokenizer, p) for p in batch_prompts]
-        prompt_ids = [left_truncate(ids, max_prompt_length) for ids in full_ids]
+        # encoded as the GRPO trainer encodes its prompts: eval and rejection sampling see what
+        # training saw
+        encoded = [fmt.encode(ex, policy.tokenizer, max_prompt_length) for ex in examples[start:start + batch_size]]
+        prompt_ids = [ids for ids, _ in encoded]
         rollout = engine.generate(prompt_ids, group_size=k, params=params)  # N = B*K rows
         verdicts = verify_texts([ex for ex in examples[start:start + batch_size] for _ in range(k)],
                                 rollout.texts)
         for b, prompt in enumerate(batch_prompts):
             rows = range(b * k, (b + 1) * k)
-            cut = len(prompt_ids[b]) < len(full_ids[b])
+            cut = len(prompt_ids[b]) < encoded[b][1]
             results.append([Sample(prompt, rollout.texts[i], rollout.lengths[i], rollout.truncated[i],
                                    verdicts[i].correct, verdicts[i].extracted, cut) for i in rows])
     return results

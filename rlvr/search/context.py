@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rlvr.reward_models.steps import DEFAULT_SEPARATOR
 from rlvr.rollout.base import SamplingParams
 from rlvr.search.base import SearchError
-from rlvr.trainer.prompts import encode_text
+from rlvr.tasks.prompts import encode_text
 
 
 @dataclass

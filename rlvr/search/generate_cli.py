@@ -42,14 +42,13 @@ def hide_thinking(text: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from rlvr.config import apply_overrides
     from rlvr.search.base import Problem, make_config, run_search
-    from rlvr.search.setup import build_context
-    from rlvr.tasks import render_prompt
+    from rlvr.search.setup import build_context, prompt_format
     from rlvr.tasks.base import Example
 
     cfg = make_config(args.method, apply_overrides({}, args.overrides))
     ctx, policy = build_context(args)
     example = Example(prompt=args.prompt, reference=args.reference, kind=args.kind, id="cli")
-    problem = Problem(render_prompt(example, policy.tokenizer, template=args.template), example)
+    problem = Problem(prompt_format(args).render(example, policy.tokenizer), example)
     result = run_search(args.method, problem, ctx, cfg)
     shown = result.text if args.show_thinking else hide_thinking(result.text)
     if args.json:

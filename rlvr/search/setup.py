@@ -22,6 +22,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (tiny models on a busy CPU run far faster with 1)")
     s = parser.add_argument_group("generation")
     s.add_argument("--template", default="r1", help="prompt template (rlvr.tasks.render_prompt)")
+    s.add_argument("--instruction", default=None,
+                   help="instruction of the r1 templates (default: the one recipes use unless they set theirs)")
     s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
     s.add_argument("--max-new-tokens", type=int, default=128, help="cap on a solution's tokens")
     s.add_argument("--max-step-tokens", type=int, default=48, help="cap on one step's tokens")
@@ -93,14 +95,21 @@ def task_options(args) -> dict:
     return options
 
 
+def prompt_format(args):
+    """The PromptFormat of --template and --instruction (as a recipe's template and instruction)."""
+    from rlvr.tasks.prompts import PromptFormat
+
+    return PromptFormat(args.template, getattr(args, "instruction", None))
+
+
 def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
     """Problems at every --difficulty level: the task's fixed held-out split, or ('train') its stream."""
-    from rlvr.tasks import make_task, render_prompt
+    from rlvr.tasks import make_task
 
     problems = []
     for level in parse_ints(args.difficulty, "--difficulty"):
         task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
         examples = task.held_out(args.num_problems) if split == "held_out" else task.sample(args.num_problems)
         for ex in examples:
-            problems.append(Problem(render_prompt(ex, tokenizer, template=args.template), ex))
+            problems.append(Problem(prompt_format(args).render(ex, tokenizer), ex))
     return problems

@@ -1,5 +1,5 @@
-"""The rollout's prompts: render with the template, tokenize, left-truncate to `max_prompt_length`
-(TRL's rule: keep the end, where the question and the assistant turn are), and check that
+"""The rollout's prompts: encoded by `rlvr.tasks.prompts.PromptFormat` (template, instruction,
+left-truncation to `max_prompt_length`) as every other stage encodes them, and checked so that
 prompt + max_new_tokens fits the model's context (`config.max_position_embeddings`).
 
 Truncated prompts are counted per step (`prompts/truncated`) and warned about once per run.
@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import warnings
 
+from rlvr.tasks.prompts import PromptFormat
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import reduce_sum
-
-
-def left_truncate(ids: list[int], max_length: int | None) -> list[int]:
-    """The last `max_length` tokens of `ids` (all of them when max_length is None)."""
-    return ids if max_length is None or len(ids) <= max_length else ids[-max_length:]
 
 
 def context_limit(model) -> int | None:
@@ -46,8 +42,7 @@ class PromptEncoder:
     def __init__(self, tokenizer, cfg: GRPOConfig, limit: int | None):
         check_context(cfg, limit)
         self.tokenizer = tokenizer
-        self.template = cfg.template
-        self.template_kwargs = {} if cfg.instruction is None else {"instruction": cfg.instruction}
+        self.format = PromptFormat(cfg.template, cfg.instruction)
         self.max_prompt_length = cfg.max_prompt_length
         self.max_new_tokens = cfg.max_new_tokens
         self.limit = limit
@@ -55,16 +50,12 @@ class PromptEncoder:
         self.warned = False
 
     def encode(self, examples) -> list[list[int]]:
-        from rlvr.tasks import render_prompt
-
         out = []
         for ex in examples:
-            full = encode_text(self.tokenizer, render_prompt(ex, self.tokenizer, self.template,
-                                                             **self.template_kwargs))
-            ids = left_truncate(full, self.max_prompt_length)
-            if len(ids) < len(full):
+            ids, full_length = self.format.encode(ex, self.tokenizer, self.max_prompt_length)
+            if len(ids) < full_length:
                 self.truncated += 1
-                self._warn_once(len(full))
+                self._warn_once(full_length)
             self._check_fits(len(ids))
             out.append(ids)
         self.seen += len(examples)
@@ -92,13 +83,3 @@ class PromptEncoder:
                 f"{length + self.max_new_tokens} exceeds the model's max_position_embeddings "
                 f"({self.limit}); set max_prompt_length <= {self.limit - self.max_new_tokens} "
                 "(keeps each prompt's last tokens) or lower max_new_tokens")
-
-
-def encode_text(tokenizer, text: str) -> list[int]:
-    # Chat templates already start with BOS; plain templates get the tokenizer's special tokens.
-    bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and text.startswith(bos))
-    ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-    if not ids:
-        raise ValueError(f"prompt encodes to no tokens: {text!r}")
-    return ids

@@ -60,15 +60,17 @@ class SFTStageConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
-def worked_solution_pairs(examples: Iterable[Example], tokenizer, template: str) -> list[dict]:
-    """Prompt/completion pairs from examples that carry a worked `solution`."""
-    from rlvr.tasks import render_prompt
+def worked_solution_pairs(examples: Iterable[Example], tokenizer, prompt_format) -> list[dict]:
+    """Prompt/completion pairs from examples that carry a worked `solution`; `prompt_format`: a
+    `rlvr.tasks.prompts.PromptFormat` (or a template name), the one every stage renders with."""
+    from rlvr.tasks.prompts import as_format
 
+    fmt = as_format(prompt_format)
     pairs = []
     for ex in examples:
         if not ex.solution:
             raise ValueError(f"example {ex.id or ex.prompt[:40]!r} has no worked solution for SFT")
-        pairs.append({"prompt": render_prompt(ex, tokenizer, template=template), "completion": ex.solution})
+        pairs.append({"prompt": fmt.render(ex, tokenizer), "completion": ex.solution})
     return pairs
 
 

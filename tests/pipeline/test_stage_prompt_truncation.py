@@ -13,7 +13,7 @@ from rlvr.config import ConfigError
 from rlvr.pipeline import sampling
 from rlvr.pipeline.recipe import load_recipe, parse_recipe
 from rlvr.pipeline.runner import run_recipe
-from rlvr.trainer.prompts import encode_text
+from rlvr.tasks.prompts import PromptFormat, encode_text
 
 CAP = 6
 RECIPE = {
@@ -34,26 +34,28 @@ RECIPE = {
 def engine_calls(monkeypatch):
     """(full prompt ids, ids the engine received) for every prompt sent (the real engine still generates)."""
     calls, rendered = [], []
-    render, make_engine = sampling.render_prompts, rlvr.rollout.make_engine
+    render, make_engine = PromptFormat.render, rlvr.rollout.make_engine
 
-    def recording_render(examples, tokenizer, template):
-        rendered[:] = render(examples, tokenizer, template)
-        return rendered[:]
+    def recording_render(self, example, tokenizer=None):
+        text = render(self, example, tokenizer)
+        rendered.append(text)
+        return text
 
     def recording_engine(kind, model, tokenizer):
         engine = make_engine(kind, model, tokenizer)
         generate = engine.generate
 
         def record(prompt_ids, *a, **kw):
-            full = [encode_text(tokenizer, p) for p in rendered[:len(prompt_ids)]]
-            del rendered[:len(prompt_ids)]
+            texts = rendered[-len(prompt_ids):]  # the batch's prompts are the last ones rendered
+            full = [encode_text(tokenizer, p) for p in texts]
+            rendered.clear()
             calls.extend(zip(full, prompt_ids))
             return generate(prompt_ids, *a, **kw)
 
         engine.generate = record
         return engine
 
-    monkeypatch.setattr(sampling, "render_prompts", recording_render)
+    monkeypatch.setattr(PromptFormat, "render", recording_render)
     monkeypatch.setattr(rlvr.rollout, "make_engine", recording_engine)
     return calls
 

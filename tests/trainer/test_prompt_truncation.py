@@ -8,7 +8,7 @@ from rlvr.config import ConfigError
 from rlvr.pipeline.recipe import parse_recipe
 from rlvr.tasks.base import Example
 from rlvr.trainer import GRPOConfig, grpo, run_grpo
-from rlvr.trainer.prompts import left_truncate
+from rlvr.tasks.prompts import left_truncate
 
 from grpo_fixtures import small_config, tiny_policy
 

@@ -45,14 +45,15 @@ class EvalStageConfig:
             raise ValueError(f"engine: {e}") from None
 
 
-def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -> dict:
-    """The eval metrics of `policy` on `examples` (also used by self_improve's rounds)."""
+def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -> dict:
+    """The eval metrics of `policy` on `examples` (also used by self_improve's rounds);
+    `prompt_format`: the recipe's `PromptFormat` (or a template name)."""
     from rlvr.eval import maj_at_k, pass_at_k
     from rlvr.pipeline.sampling import check_prompt_cap, count_truncated_prompts, sample_and_verify
     from rlvr.rollout.base import SamplingParams
 
     check_prompt_cap(policy, cfg)
-    greedy = sample_and_verify(policy, examples, template, 1,
+    greedy = sample_and_verify(policy, examples, prompt_format, 1,
                                SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
                                cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length,
                                engine=cfg.engine)
@@ -70,7 +71,7 @@ def evaluate(policy, examples, template: str, cfg: EvalStageConfig, seed: int) -
         metrics[f"accuracy/{name}"] = sum(firsts[i].correct for i in rows) / len(rows)
     if cfg.k > 0:
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-        sampled = sample_and_verify(policy, examples, template, cfg.k, params,
+        sampled = sample_and_verify(policy, examples, prompt_format, cfg.k, params,
                                     max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}",
                                     max_prompt_length=cfg.max_prompt_length, engine=cfg.engine)
         n = cfg.k
@@ -109,6 +110,6 @@ def eval_options():
 def run_eval(ctx, cfg: EvalStageConfig) -> dict:
     policy = ctx.load_policy(train=False)
     examples = ctx.make_task(cfg.difficulty, for_eval=True).held_out(cfg.num_problems)
-    metrics = evaluate(policy, examples, ctx.recipe.template, cfg, ctx.seed)
+    metrics = evaluate(policy, examples, ctx.recipe.prompt_format, cfg, ctx.seed)
     ctx.write_metrics([{"step": 0, **{f"eval/{k}": v for k, v in metrics.items()}}])
     return metrics

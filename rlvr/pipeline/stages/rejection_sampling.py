@@ -70,14 +70,14 @@ def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
     return candidates[:max_per_problem]
 
 
-def keep_correct(policy, examples, template: str, cfg: RejectionSamplingConfig, seed: int):
+def keep_correct(policy, examples, prompt_format, cfg: RejectionSamplingConfig, seed: int):
     """(rows for the dataset, metrics) from sampling `examples` with `policy`."""
     from rlvr.pipeline.sampling import check_prompt_cap, count_truncated_prompts, sample_and_verify
     from rlvr.rollout.base import SamplingParams
 
     check_prompt_cap(policy, cfg)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-    groups = sample_and_verify(policy, examples, template, cfg.samples_per_problem, params,
+    groups = sample_and_verify(policy, examples, prompt_format, cfg.samples_per_problem, params,
                                cfg.batch_size, desc="rejection sampling", max_prompt_length=cfg.max_prompt_length,
                                engine=cfg.engine)
     rows = []
@@ -112,7 +112,7 @@ def run_rejection_sampling(ctx, cfg: RejectionSamplingConfig) -> dict:
 
     policy = ctx.load_policy(train=False)
     examples = ctx.make_task(cfg.difficulty).sample(cfg.num_problems)
-    rows, metrics = keep_correct(policy, examples, ctx.recipe.template, cfg, ctx.seed)
+    rows, metrics = keep_correct(policy, examples, ctx.recipe.prompt_format, cfg, ctx.seed)
     if ctx.is_main:
         # Written beside and renamed into place: a crash never leaves a half dataset behind.
         final, tmp = ctx.stage_dir / DATASET_DIR, ctx.stage_dir / f"{DATASET_DIR}.tmp"

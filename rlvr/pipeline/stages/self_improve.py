@@ -80,6 +80,8 @@ class SelfImproveConfig:
     """Difficulty schedule."""
     template: str = "r1"
     """Set from the recipe (the prompt template of every round)."""
+    instruction: str | None = None
+    """Set from the recipe (the r1 templates' instruction of every round)."""
     seed: int = 0
     """Set from the recipe."""
 
@@ -132,6 +134,7 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
     from rlvr.pipeline.context import MODEL_DIR
     from rlvr.pipeline.recipe import with_recipe_keys
     from rlvr.pipeline.stages.rejection_sampling import keep_correct
+    from rlvr.tasks.prompts import PromptFormat
     from rlvr.trainer.grpo import run_grpo
     from rlvr.trainer.sft import run_sft
 
@@ -144,16 +147,17 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
     policy = _round_context(ctx, model_dir).load_policy()
     level = task.difficulty
     examples = task.sample(cfg.generate.num_problems)
-    kept, gen = keep_correct(policy, examples, cfg.template, cfg.generate, cfg.seed + r)
+    fmt = PromptFormat(cfg.template, cfg.instruction)
+    kept, gen = keep_correct(policy, examples, fmt, cfg.generate, cfg.seed + r)
     trained = cfg.train == "grpo" or bool(kept)  # SFT with nothing kept: the round trains nothing
     if cfg.train == "sft" and kept:
         run_sft(policy, [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept],
                 cfg.sft, rdir, resume=resume, seed=cfg.seed + r)
     elif cfg.train == "grpo":
-        grpo_cfg = with_recipe_keys(cfg.grpo, cfg.template, cfg.seed + r)
+        grpo_cfg = with_recipe_keys(cfg.grpo, cfg.template, cfg.seed + r, cfg.instruction)
         run_grpo(policy, task, grpo_cfg, rdir, resume="auto" if resume else None)
     out_model = rdir / MODEL_DIR if trained else model_dir
-    scores = evaluate(_round_context(ctx, out_model).load_policy(train=False), held_out, cfg.template, cfg.eval, cfg.seed)
+    scores = evaluate(_round_context(ctx, out_model).load_policy(train=False), held_out, fmt, cfg.eval, cfg.seed)
     row = {"round": r, "difficulty": level, "pass_rate": gen["sample_accuracy"],
            "problems_with_kept": gen["problems_with_kept"], "kept": gen["kept"], "trained": trained,
            "accuracy": scores["accuracy"], "mean_completion_tokens": scores["mean_completion_tokens"],

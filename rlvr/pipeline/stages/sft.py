@@ -17,7 +17,7 @@ def training_pairs(ctx, cfg, tokenizer) -> list[dict]:
 
     if ctx.stage.dataset_from == GENERATOR:
         examples = ctx.make_task().sample(cfg.num_examples)
-        return worked_solution_pairs(examples, tokenizer, ctx.recipe.template)
+        return worked_solution_pairs(examples, tokenizer, ctx.recipe.prompt_format)
     from datasets import load_from_disk
 
     if not ctx.dataset_dir.is_dir():
