@@ -92,11 +92,12 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def summarize(results: list) -> dict:
-    """Count, mean score, accuracy and a histogram of reason categories."""
+    """Count, mean score, accuracy, timeouts and a histogram of reason categories."""
     count = len(results)
     return {
         "count": count,
         "mean_score": sum(r.score for r in results) / count if count else 0.0,
         "accuracy": sum(r.correct for r in results) / count if count else 0.0,
+        "timeouts": sum(r.category == "timeout" for r in results),
         "reasons": dict(Counter(r.category for r in results).most_common()),
     }

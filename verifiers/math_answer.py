@@ -1,6 +1,7 @@
 """The `math` kind: extract the final answer, then decide equivalence with the reference.
 
-Plain numbers are compared exactly in the calling process (the fast path: no sympy, no worker).
+An answer written as its reference is (whitespace aside) and plain numbers are decided in the
+calling process (the fast path: no sympy, no worker).
 Anything else goes to math-verify inside a pooled worker process that is killed at the deadline,
 because sympy can compute for hours on inputs like ``9^{9^{9^9}}`` and math-verify's own timeout
 uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
@@ -8,11 +9,12 @@ uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
 from __future__ import annotations
 
 import functools
+import re
 from fractions import Fraction
 from typing import Any, Sequence
 
 from verifiers.extract import DEFAULT_STRATEGIES, check_strategies, extract_answer
-from verifiers.plain_numbers import parse_number, same_number
+from verifiers.plain_numbers import canonical_integer, parse_number, same_number
 from verifiers.registry import register_verifier
 from verifiers.result import VerifyResult, full, zero
 
@@ -33,14 +35,38 @@ def math_fast_path(
     extract: Sequence[str] = DEFAULT_STRATEGIES,
     rel_tol: float = DEFAULT_REL_TOL,
 ) -> VerifyResult | None:
-    """The answer when it needs no sympy (no answer found, or two plain numbers); else None."""
+    """The answer when it needs no sympy (no answer found, the reference's own text, or two plain
+    numbers); else None."""
     answer = extract_answer(completion, extract)
     if answer is None:
         return zero("no answer found")
+    if same_text(answer, str(reference)):
+        return full(answer)
+    gold_digits, pred_digits = canonical_integer(str(reference)), canonical_integer(answer)
+    if gold_digits is not None and pred_digits is not None:
+        return full(answer) if pred_digits == gold_digits else zero("wrong answer", answer)
     gold, pred = parse_number(str(reference)), parse_number(answer)
     if gold is None or pred is None:
         return None
     return full(answer) if same_number(pred, gold, rel_tol) else zero("wrong answer", answer)
+
+
+_SPACE_BETWEEN_NON_LETTERS = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
+
+
+def same_text(answer: str, reference: str) -> bool:
+    """Whether the answer is the reference's text, whitespace aside: equal without evaluating it,
+    which matters for answers too big for sympy within the deadline (a sum of 20,000 terms).
+
+    Spaces between letters are kept: ``\\pi r`` is not ``\\pir``.
+
+    >>> same_text("1 +  1", "1+1"), same_text(r"\\pi r", r"\\pir")
+    (True, False)
+    """
+    def normal(text: str) -> str:
+        return _SPACE_BETWEEN_NON_LETTERS.sub("", " ".join(text.split()))
+
+    return normal(answer) == normal(reference)
 
 
 def math_verdict_key(

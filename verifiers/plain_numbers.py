@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+_INTEGER = re.compile(r"[-+]?\d+")
 _DECIMAL = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _LATEX_FRAC = re.compile(r"(-?)\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
@@ -42,6 +43,28 @@ def parse_number(text: str) -> Fraction | None:
         numerator, denominator = text.split("/")
         return _ratio(numerator, denominator)
     return _decimal(text)
+
+
+def canonical_integer(text: str) -> str | None:
+    """The digits of a plain integer (sign kept, leading zeros and separators dropped), or None.
+
+    Any length: equal integers have equal digit strings, so no int() is needed (Python refuses to
+    parse ints over 4300 digits, and a 5,000-digit answer is still a plain answer).
+
+    >>> canonical_integer("+0,001,234")
+    '1234'
+    >>> canonical_integer("-0"), canonical_integer("1.0")
+    ('0', None)
+    """
+    text = _clean(text)
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    if not _INTEGER.fullmatch(text):
+        return None
+    digits = text.lstrip("+-").lstrip("0")
+    if not digits:
+        return "0"
+    return "-" + digits if text.startswith("-") else digits
 
 
 def _clean(text: str) -> str:

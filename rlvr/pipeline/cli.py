@@ -1,4 +1,4 @@
-"""`rlvr run RECIPE.yaml [--output-dir DIR] [--resume auto|PATH] [--set key.path=value ...]`."""
+"""`rlvr run RECIPE.yaml [--output-dir DIR] [--resume auto|PATH] [--rerun-changed] [--set key.path=value ...]`."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' continues the run in --output-dir (or the default "
                              "folder) if there is one and starts it otherwise; a PATH must hold a run. "
                              "Finished stages are skipped; the interrupted one resumes from its checkpoint")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="with --resume: a stage that ran with other settings than the recipe's is "
+                             "re-run, with every stage after it (their folders are replaced); without "
+                             "it such a resume is refused, naming the changed keys")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override recipe keys, e.g. --set stages.2.steps=5 model.precision=fp32 "
                              "(values parsed as YAML; a number indexes a list)")
@@ -50,7 +54,7 @@ def main(args) -> int:
         print(f"{args.recipe}: valid ({len(recipe.stages)} stages: "
               f"{', '.join(f'{s.name} ({s.type})' for s in recipe.stages)})")
         return 0
-    summary = run_recipe(recipe, out, resume=resume)
+    summary = run_recipe(recipe, out, resume=resume, rerun_changed=args.rerun_changed)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

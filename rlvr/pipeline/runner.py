@@ -9,21 +9,28 @@ Layout of a run (`<out>`):
     summary.json             each stage with its metrics (`accuracy` for every eval)
     plots/*.png              reward per step (grpo), accuracy per stage and per round
 
-With `resume`, finished stages (DONE.json present) are skipped and the first unfinished stage
-continues from its own checkpoint (grpo through run_grpo's resume, sft through the HF Trainer's
-resume_from_checkpoint). Under `accelerate launch` every process runs every stage; only the main
-process writes the run-level files.
+A run folder has one owner: the main process holds `<out>/.lock` while the run lives (`lock.py`).
+Each stage folder records the settings it ran with (`FINGERPRINT.json`, `fingerprint.py`). With
+`resume`, a finished stage (DONE.json present) is skipped and the first unfinished stage continues
+from its own checkpoint (grpo through run_grpo's resume, sft through the HF Trainer's
+resume_from_checkpoint), but only when its recorded settings match the recipe's: otherwise the
+resume is refused naming the changed keys, or, with `rerun_changed`, that stage and every later
+one are cleared and run again. `recipe.yaml` is written once those checks pass, so it always
+describes what is on disk. Under `accelerate launch` every process runs every stage; only the
+main process takes the lock and writes the run-level files.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import yaml
 
 from rlvr.config import ConfigError
+from rlvr.pipeline import fingerprint, lock
 from rlvr.pipeline.context import DATASET_DIR, MODEL_DIR, StageContext
 from rlvr.pipeline.recipe import BASE, GENERATOR, Recipe
 from rlvr.pipeline.stages import stage_kind
@@ -37,10 +44,12 @@ def stage_dir(out: Path, index: int, name: str) -> Path:
 
 
 def check_output_dir(out: Path, resume: bool) -> None:
-    """Refuse to mix two runs in one folder; refuse to resume a folder that holds no run."""
-    has_content = out.is_dir() and any(out.iterdir())
+    """Refuse a folder another live run owns, two runs in one folder, and resuming a folder that
+    holds no run."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} exists and is not a folder")
+    lock.check_not_locked(out)
+    has_content = out.is_dir() and any(p.name != lock.LOCK_FILE for p in out.iterdir())
     if resume and not (out / RECIPE_FILE).is_file():
         raise ConfigError(f"--resume: {out} holds no run to resume (no {RECIPE_FILE})")
     if not resume and has_content:
@@ -48,7 +57,49 @@ def check_output_dir(out: Path, resume: bool) -> None:
                           f"or choose another folder")
 
 
-def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> dict:
+def plan_resume(recipe: Recipe, out: Path, rerun_changed: bool) -> int | None:
+    """The first stage whose folder ran with other settings than the recipe's (None: every stage
+    on disk matches). Without `rerun_changed` such a stage is an error naming the changed keys."""
+    memo: dict = {}
+    for index, stage in enumerate(recipe.stages):
+        recorded = fingerprint.read_recorded(stage_dir(out, index, stage.name))
+        if recorded is None or recorded.get("fingerprint") == fingerprint.fingerprint_of(recipe, index, memo):
+            continue  # not started, same settings, or an older run that recorded none
+        if rerun_changed:
+            return index
+        keys = fingerprint.changed_keys(recorded.get("settings", {}),
+                                        fingerprint.stage_settings(recipe, index), index)
+        raise ConfigError(f"--resume: stage {index} {stage.name} ran with other settings "
+                          f"({'; '.join(keys[:4]) or 'unknown'}{'; ...' if len(keys) > 4 else ''}); "
+                          "resume with the settings it ran with, or pass --rerun-changed to re-run it "
+                          "and every stage after it")
+    return None
+
+
+def open_run(recipe: Recipe, out: Path, resume: bool, rerun_changed: bool = False) -> None:
+    """Main process: check the folder, take its lock, clear stages to re-run, write recipe.yaml.
+    On an error the lock is released and nothing in the folder has changed."""
+    check_output_dir(out, resume)
+    created = not out.exists()
+    lock.acquire(out)
+    try:
+        first = plan_resume(recipe, out, rerun_changed) if resume else None
+    except BaseException:
+        lock.release(out)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if first is not None:
+        for index in range(first, len(recipe.stages)):
+            sdir = stage_dir(out, index, recipe.stages[index].name)
+            if sdir.is_dir():
+                print(f"[rlvr run] --rerun-changed: removing {sdir} (re-run with the new settings)", flush=True)
+                shutil.rmtree(sdir)
+    (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
+
+
+def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False,
+               rerun_changed: bool = False) -> dict:
     """Run every stage of `recipe` into `output_dir`; returns the summary (also summary.json)."""
     from accelerate import PartialState
 
@@ -56,17 +107,31 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
 
     state = PartialState(cpu=use_cpu_processes())  # several CPU processes: gloo
     out = Path(output_dir)
-    check_output_dir(out, resume)
-    state.wait_for_everyone()  # every process has looked at the folder before the main one writes
+    error = None
     if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
-    state.wait_for_everyone()
+        try:
+            open_run(recipe, out, resume, rerun_changed)
+        except ConfigError as e:
+            error = e
+    # the other processes learn the main one's verdict instead of waiting on it forever
+    message = _from_main(state, None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise ConfigError(message)
+    try:
+        return _run_stages(recipe, out, resume, state)
+    finally:
+        if state.is_main_process:
+            lock.release(out)
+
+
+def _run_stages(recipe: Recipe, out: Path, resume: bool, state) -> dict:
     started = time.time()
     for index, stage in enumerate(recipe.stages):
         sdir = stage_dir(out, index, stage.name)
         if (sdir / DONE_FILE).is_file():
-            _say(state, f"stage {index} {stage.name} already finished; skipped")
+            _say(state, f"stage {index} {stage.name} already finished with these settings; skipped")
             continue
         _run_stage(recipe, out, index, sdir, resume, state)
         if state.is_main_process:
@@ -78,12 +143,22 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> 
     return json.loads((out / "summary.json").read_text())
 
 
+def _from_main(state, value):
+    """`value` as the main process has it, on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
 def _run_stage(recipe: Recipe, out: Path, index: int, sdir: Path, resume: bool, state) -> None:
     stage = recipe.stages[index]
     interrupted = sdir.is_dir()
     state.wait_for_everyone()  # every process has looked before the main one creates it
     if state.is_main_process:
         sdir.mkdir(parents=True, exist_ok=True)
+        fingerprint.record(sdir, recipe, index)  # what this folder's checkpoints were made with
     state.wait_for_everyone()
     ctx = StageContext(
         recipe=recipe, stage=stage, index=index, stage_dir=sdir,

@@ -124,3 +124,35 @@ def test_output_dir_with_another_run_is_refused(tmp_path, capsys):
     assert rlvr_main(["run", str(path), "--resume", str(tmp_path / "new")]) == 2
     assert "no run to resume" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+RECIPE_TEXT = """\
+name: t
+model:
+  name_or_path: tiny
+  tiny: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}
+task: {name: arithmetic, difficulty: 1}
+stages:
+- type: sft
+  steps: 3
+  dataset_from: generator
+  name: cold
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, key, lines",
+    [("name: t2\n", "name", (1, 11)), ("  steps: 5\n", "steps", (8, 11))],
+    ids=["top level", "inside a stage"],
+)
+def test_duplicate_key_is_refused_with_both_lines(tmp_path, capsys, extra, key, lines):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE_TEXT)
+    run_args = ["--output-dir", str(tmp_path / "run"), "--validate-only"]
+    assert rlvr_main(["run", str(path), *run_args]) == 0  # the recipe itself is valid
+    capsys.readouterr()
+    path.write_text(RECIPE_TEXT + extra)
+    assert rlvr_main(["run", str(path), *run_args]) != 0
+    err = capsys.readouterr().err
+    assert f"duplicate key '{key}' (lines {lines[0]} and {lines[1]})" in err, err
+    assert not (tmp_path / "run").exists()

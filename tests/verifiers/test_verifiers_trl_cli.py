@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from verifiers import trl_reward_func
+from verifiers import trl_reward_func, verify_batch
 from verifiers.cli import summarize
 from verifiers.result import VerifyResult
 
@@ -63,6 +63,7 @@ def test_cli_prints_items_and_summary_and_writes_results(tmp_path):
         "count": 4,
         "mean_score": 0.5,
         "accuracy": 0.5,
+        "timeouts": 0,
         "reasons": {"correct": 2, "no answer found": 1, "wrong answer": 1},
     }
     written = [json.loads(line) for line in out.read_text().splitlines()]
@@ -106,5 +107,18 @@ def test_summary_counts_reason_categories():
         "count": 2,
         "mean_score": 0.75,
         "accuracy": 0.5,
+        "timeouts": 0,
         "reasons": {"tests failed": 1, "correct": 1},
     }
+
+
+def test_summary_counts_timeouts_apart_from_failed_tests():
+    completions = [
+        "def f():\n    import time\n    time.sleep(60)",  # one test past its time limit
+        "def f():\n    return 1",  # a wrong answer
+        "def f():\n    return 2",  # correct
+    ]
+    results = verify_batch("code", completions, [{"tests": ["assert f() == 2"]}] * 3, test_timeout_s=1.0, timeout_s=8)
+    summary = summarize(results)
+    assert summary["timeouts"] == 1, results
+    assert summary["reasons"] == {"timeout": 1, "tests failed": 1, "correct": 1}

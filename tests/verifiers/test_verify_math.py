@@ -76,6 +76,25 @@ def test_fast_path_needs_no_worker(monkeypatch):
     assert verify("math", "no answer", "1234").reason == "no answer found"
 
 
+def test_integers_past_pythons_digit_limit_are_compared_as_digits(monkeypatch):
+    import verifiers.api
+
+    monkeypatch.setattr(verifiers.api, "shared_pool", lambda: pytest.fail("a plain integer used the pool"))
+    digits = "7" * 5000  # int() of a string this long raises
+    assert verify("math", f"\\boxed{{{digits}}}", digits).correct
+    assert verify("math", f"The answer is +000{digits}", digits).correct  # equal, not the same text
+    assert verify("math", f"\\boxed{{{digits[:-1]}8}}", digits).reason == "wrong answer"
+
+
+def test_an_answer_written_as_its_reference_needs_no_evaluation(monkeypatch):
+    import verifiers.api
+
+    monkeypatch.setattr(verifiers.api, "shared_pool", lambda: pytest.fail("an exact match used the pool"))
+    huge = "+".join(["1"] * 20000)  # sympy cannot evaluate this within any sensible deadline
+    assert verify("math", f"\\boxed{{{huge.replace('+', ' + ')}}}", huge, timeout_s=2).correct
+    assert verify("math", r"\boxed{\pi r^2}", r"\pi r^2").correct
+
+
 def test_sympy_hard_answers_end_at_the_deadline():
     hard = [
         r"\boxed{9^{9^{9^{9}}}}",  # exponent tower: sympy would compute for hours

@@ -59,6 +59,12 @@ def verify_code(
     if score == 1.0:
         return VerifyResult(1.0, True, "correct", program)
     first = next(i for i, ok in enumerate(report.passed) if not ok)
-    prefix = "timeout" if report.timed_out else "tests failed"
+    prefix = "timeout" if report.timed_out or any(map(_ran_out_of_time, report.details)) else "tests failed"
     reason = f"{prefix}: {sum(report.passed)}/{len(report.passed)} passed; test {first}: {report.details[first]}"
     return VerifyResult(score, False, reason, program)
+
+
+def _ran_out_of_time(detail: str) -> bool:
+    # A test past its wall or CPU limit is a timeout, not a failed test: counts of reasons tell
+    # "too slow" apart from "wrong".
+    return detail.startswith(("timeout", "crashed: SIGXCPU"))
