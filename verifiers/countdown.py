@@ -1,7 +1,7 @@
 """The `countdown` kind: reach the target with + - * / using each given number at most once.
 
 The expression is parsed with `ast` and evaluated by walking the tree with exact fractions; Python
-never evaluates model output (REFERENCE.md pitfall 8).
+never evaluates model output.
 """
 from __future__ import annotations
 

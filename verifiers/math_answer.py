@@ -4,7 +4,7 @@ An answer written as its reference is (whitespace aside) and plain numbers are d
 calling process (the fast path: no sympy, no worker).
 Anything else goes to math-verify inside a pooled worker process that is killed at the deadline,
 because sympy can compute for hours on inputs like ``9^{9^{9^9}}`` and math-verify's own timeout
-uses ``signal.alarm``, which fails off the main thread (REFERENCE.md pitfall 6).
+uses ``signal.alarm``, which fails off the main thread.
 """
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ def _numeric_verdict(pred: Any, gold: Any) -> tuple[bool, str] | None:
 def _guard(pred: Any, gold: Any, rel_tol: float) -> tuple[bool, str] | None:
     """Our decision where math-verify is known to be wrong; None to let it decide.
 
-    - Two numbers: math-verify rounds to 6 digits, so 1e-7 equals 2e-7 (REFERENCE.md pitfall 7).
+    - Two numbers: math-verify rounds to 6 digits, so 1e-7 equals 2e-7.
     - An equation against a value: math-verify compares the right-hand side only, so
       ``x^2 = 25`` or ``x + y = 2`` would "equal" 25 or 2. Accept ``x = 5`` style only.
     """

@@ -2,7 +2,7 @@
 
 This is the fast path of the `math` kind and the whole of the `numeric` kind. It is exact
 (`fractions.Fraction`), so it also avoids math-verify's 6-digit rounding, which calls 1e-7 and
-2e-7 equal (REFERENCE.md pitfall 7).
+2e-7 equal.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ one, else a guard that makes `socket.socket` refuse.
 
 Each test runs in a forked child that executes program, setup and that test, then reports on a
 pipe of its own with a per-run nonce: a program that exits early (`sys.exit(0)`, `os._exit(0)`)
-or crashes sends no report, so the test counts as failed (REFERENCE.md pitfall 9). The children
+or crashes sends no report, so the test counts as failed. The children
 cannot reach `results_fd`, which they close before running any candidate code. A test of the form
 `assert EXPR == LITERAL` arrives here as just EXPR: the child reports repr(value) and the verifier,
 outside the sandbox, compares it with the literal, which never enters the sandbox, so no program
