@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch (here, where pip reaches PyPI) the wheels rlvr needs on the GPU machine that its image
 # lacks, into .whl/ (git-ignored; the device tool carries it with `carry: [".whl"]`).
-# The image (see /work/.library/device/KINDS.md, "Python packages already there") has torch,
+# The GPU machine's image has torch,
 # transformers, accelerate, peft, safetensors, numpy, sympy, pyarrow, xxhash, msgpack, ninja,
 # py-cpuinfo, psutil, einops, tqdm, ...; rlvr itself travels with the working tree (PYTHONPATH=.).
 # Versions are those CI uses here. Idempotent: a wheel already in .whl/ is not fetched again, and
@@ -16,6 +16,7 @@ WHEELS=(
   trl==1.16.0
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19          # datasets' needs missing there
   math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+  gguf==0.19.0                                                 # transformers reads SmolLM2's GGUF with it
   hjson==3.1.0                                                 # deepspeed's needs missing there
   pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
 )

@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out} OMP_NUM_THREADS=4
 GPUS=${GPUS:-1,2} ROLLOUT=${ROLLOUT:-fast,hf} STEPS=${STEPS:-8} ENGINE_TESTS=${ENGINE_TESTS:-0}
 TOTAL_S=${TOTAL_S:-450}
 BENCH_BUDGET_S=${BENCH_BUDGET_S:-$((TOTAL_S - (ENGINE_TESTS == 1 ? 230 : 30)))}
-# NVLink multicast stays off on these shared hosts (device KINDS.md)
+# NVLink multicast stays off on these shared hosts
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD
