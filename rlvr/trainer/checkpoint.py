@@ -9,15 +9,21 @@ Layout of `<output_dir>/checkpoints/step-XXXXXXXX/`:
     task.pt                  the task source's state_dict (stream position)
     rng/rank-<p>.pt          python, numpy, torch and CUDA RNG states of process p
     trainer_state.json       step, non-finite streak, world size, last metrics
+    manifest.json            every other file's relative path, size and (small files) sha256
 
 Everything is written into `checkpoints/.tmp-step-XXXXXXXX/` and renamed into place with one
 `os.replace`, the commit point: a process killed while writing leaves only a `.tmp-*` folder,
 which resume ignores (and the next save removes). Nothing is unpickled beyond tensors and plain
 containers (`torch.load(weights_only=True)`).
+
+The manifest is written last, so it catches what the rename cannot: a file truncated or damaged
+after the commit (a full disk, a bad copy). `resume="auto"` skips a checkpoint that does not match
+its manifest or does not read back, with a warning, and takes the previous one.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -32,9 +38,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlvr.trainer import distributed
+from rlvr.trainer.metrics import reduce_sum
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.json"
+MANIFEST = "manifest.json"
+HASH_LIMIT = 64 << 20
+"""Files up to this size get a sha256 in the manifest; larger ones (model weights) only a size."""
 
 
 @dataclass
@@ -65,17 +75,83 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def resolve_resume(resume: str | os.PathLike | None, root: Path) -> Path | None:
-    """`auto` -> the newest complete checkpoint under `root` (None when there is none); a path ->
-    that checkpoint, which must be complete."""
+    """`auto` -> the newest checkpoint under `root` that matches its manifest (None when there is
+    none; each one skipped is warned about); a path -> that checkpoint, which must be complete."""
     if resume is None:
         return None
-    if str(resume) == "auto":
-        found = list_checkpoints(root)
-        return found[-1][1] if found else None
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"resume: {path} is not a complete checkpoint (no {STATE_FILE})")
-    return path
+    return next(iter(candidates(resume, root)), None)
+
+
+def candidates(resume: str | os.PathLike, root: Path):
+    """The checkpoints to try, newest first: those of `root` that pass `check` for `auto`, else the
+    one path, which must pass."""
+    if str(resume) != "auto":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"resume: {path} is not a complete checkpoint (no {STATE_FILE})")
+        problem = check(path)
+        if problem:
+            raise ValueError(f"resume: {path} is damaged: {problem}")
+        yield path
+        return
+    for _, path in reversed(list_checkpoints(root)):
+        problem = check(path)
+        if problem:
+            warn_skipped(path, problem)
+        else:
+            yield path
+
+
+def warn_skipped(path: Path, problem: str) -> None:
+    warnings.warn(f"resume: skipping {path}: {problem}; trying the previous checkpoint")
+
+
+# ----------------------------------------------------------------------------- manifest
+
+def write_manifest(path: Path) -> None:
+    """Record every file under `path` (relative path, size, sha256 up to HASH_LIMIT), durably."""
+    files = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST):
+        entry = {"size": f.stat().st_size}
+        if entry["size"] <= HASH_LIMIT:
+            entry["sha256"] = _sha256(f)
+        files[f.relative_to(path).as_posix()] = entry
+    target = path / MANIFEST
+    target.write_text(json.dumps({"files": files}, indent=1))
+    _fsync(target)
+
+
+def check(path: Path) -> str | None:
+    """Why checkpoint `path` cannot be trusted, or None. One written before manifests existed
+    (its trainer_state.json does not say it has one) passes here; reading its files decides."""
+    if not (path / MANIFEST).exists():
+        try:
+            raw = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError) as e:
+            return f"{STATE_FILE} is unreadable ({e})"
+        return f"{MANIFEST} is missing" if isinstance(raw, dict) and raw.get("manifest") else None
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} is unreadable ({e!r})"
+    for rel, entry in files.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        size = f.stat().st_size
+        if size != entry["size"]:
+            return f"{rel} is {size} bytes, the manifest says {entry['size']}"
+        if "sha256" in entry and _sha256(f) != entry["sha256"]:
+            return f"{rel} does not match its sha256"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -130,11 +206,13 @@ class Checkpointer:
             save_file(trainable, str(tmp / "trainable.safetensors"))
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(task.state_dict(), tmp / "task.pt")
-            # written last: a folder without it is never taken for a checkpoint
-            (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state), indent=1, default=float))
+            # "manifest": a checkpoint that says so and lacks manifest.json is damaged, not old
+            saved = {**dataclasses.asdict(state), "manifest": True}
+            (tmp / STATE_FILE).write_text(json.dumps(saved, indent=1, default=float))
         acc.wait_for_everyone()
         if acc.is_main_process:
             _fsync_tree(tmp)
+            write_manifest(tmp)  # last, over every process's files, once they are on disk
             if final.exists():  # re-saving a step after resuming from an older checkpoint
                 old = self.root / f".old-{step_dir_name(step)}"
                 shutil.rmtree(old, ignore_errors=True)
@@ -145,18 +223,61 @@ class Checkpointer:
         acc.wait_for_everyone()
         return final
 
+    def resume(self, resume, *, model, optimizer, scheduler, task) -> TrainerState | None:
+        """Restore the checkpoint `resume` names (None, "auto" or a path); None when there is none.
+        `auto` falls back to the previous checkpoint when one is damaged or does not read back;
+        every process takes the same decision."""
+        if resume is None:
+            return None
+        for path in candidates(resume, self.root):
+            try:
+                saved, problem = self._read(path), None
+            except Exception as e:  # noqa: BLE001 - any failure to read means damaged content
+                saved, problem = None, f"it does not read back ({type(e).__name__}: {e})"
+            (failed,) = reduce_sum(self.acc, [0.0 if problem is None else 1.0])
+            if failed:
+                problem = problem or "another process could not read it"
+                if str(resume) != "auto":
+                    raise ValueError(f"resume: {path} is damaged: {problem}")
+                warn_skipped(path, problem)
+                continue
+            return self._apply(path, saved, model=model, optimizer=optimizer, scheduler=scheduler, task=task)
+        return None
+
     def load(self, path: Path, *, model, optimizer, scheduler, task) -> TrainerState:
-        """Restore everything saved by `save`; returns the trainer state."""
+        """Restore everything saved by `save` from `path`; returns the trainer state."""
+        return self._apply(path, self._read(path), model=model, optimizer=optimizer, scheduler=scheduler,
+                           task=task)
+
+    def _read(self, path: Path) -> "_Saved":
+        """Everything this process needs from `path`, read into memory before anything changes,
+        so a file that does not read back leaves the model and optimizer untouched."""
         acc = self.acc
-        state = TrainerState(**json.loads((path / STATE_FILE).read_text()))
-        if not distributed.load_sharded_training_state(acc, path, state.world_size):  # ZeRO/FSDP: engine/
-            _load_trainable(acc.unwrap_model(model), load_file(str(path / "trainable.safetensors")), path)
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-        task.load_state_dict(torch.load(path / "task.pt", weights_only=True))
+        raw = json.loads((path / STATE_FILE).read_text())
+        state = TrainerState(**{f.name: raw[f.name] for f in dataclasses.fields(TrainerState) if f.name in raw})
+        whole = not distributed.shards_training_state(acc)  # sharded engines read engine/ themselves
         rng_file = path / "rng" / f"rank-{acc.process_index}.pt"
-        if rng_file.is_file() and state.world_size == acc.num_processes:
-            set_rng_state(torch.load(rng_file, weights_only=True))
+        same_world = rng_file.is_file() and state.world_size == acc.num_processes
+        return _Saved(
+            state=state,
+            trainable=load_file(str(path / "trainable.safetensors")) if whole else None,
+            optimizer=torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu") if whole else None,
+            scheduler=torch.load(path / "scheduler.pt", weights_only=True),
+            task=torch.load(path / "task.pt", weights_only=True),
+            rng=torch.load(rng_file, weights_only=True) if same_world else None,
+        )
+
+    def _apply(self, path: Path, saved: "_Saved", *, model, optimizer, scheduler, task) -> TrainerState:
+        acc, state = self.acc, saved.state
+        if saved.trainable is None:
+            distributed.load_sharded_training_state(acc, path, state.world_size)  # ZeRO/FSDP: engine/
+        else:
+            _load_trainable(acc.unwrap_model(model), saved.trainable, path)
+            optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        task.load_state_dict(saved.task)
+        if saved.rng is not None:
+            set_rng_state(saved.rng)
         else:
             warnings.warn(f"resume: checkpoint written by {state.world_size} processes, now "
                           f"{acc.num_processes}; RNG streams are reseeded, so sampling will not "
@@ -169,6 +290,18 @@ class Checkpointer:
             return
         for _, p in list_checkpoints(self.root)[: -self.keep_last]:
             shutil.rmtree(p)
+
+
+@dataclass
+class _Saved:
+    """A checkpoint read into memory (see Checkpointer._read)."""
+
+    state: TrainerState
+    trainable: dict | None
+    optimizer: dict | None
+    scheduler: dict
+    task: dict
+    rng: dict | None
 
 
 def _trainable_state(model, acc) -> dict[str, torch.Tensor]:
@@ -198,8 +331,12 @@ def _fsync_tree(root: Path) -> None:
     """Flush file contents to disk before the rename makes the checkpoint visible."""
     for dirpath, _, files in os.walk(root):
         for f in files:
-            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(Path(dirpath) / f)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -31,7 +31,7 @@ from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import SamplingParams, make_engine
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
-from rlvr.trainer.checkpoint import Checkpointer, TrainerState, resolve_resume
+from rlvr.trainer.checkpoint import Checkpointer, TrainerState
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
@@ -60,9 +60,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     acc, model, optimizer, scheduler = t.acc, t.model, t.optimizer, t.scheduler
     state = TrainerState(world_size=acc.num_processes)
     ckpt = Checkpointer(output_dir / "checkpoints", acc, cfg.keep_last)
-    resume_path = resolve_resume(resume, ckpt.root)
-    if resume_path is not None:
-        state = ckpt.load(resume_path, model=model, optimizer=optimizer, scheduler=scheduler, task=task)
+    state = ckpt.resume(resume, model=model, optimizer=optimizer, scheduler=scheduler, task=task) or state
     logger = MetricsLogger(output_dir, acc, cfg.steps, state.step, cfg.log_every)
     save = lambda: ckpt.save(state.step, model=model, policy=policy, save_policy=save_policy,  # noqa: E731
                              optimizer=optimizer, scheduler=scheduler, task=task, state=state)

@@ -1,7 +1,10 @@
 """Checkpoints: a run stopped after step k and resumed equals, bit for bit on the CPU, a run that
-was never stopped; a process killed while writing a checkpoint loses only that checkpoint."""
+was never stopped; a process killed while writing a checkpoint loses only that checkpoint; a
+damaged checkpoint is skipped for the previous one."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlvr.trainer import run_grpo
+from rlvr.trainer import checkpoint, run_grpo
 from rlvr.trainer.checkpoint import list_checkpoints, resolve_resume
 
 from grpo_fixtures import SevensTask, resume_config, tiny_policy
@@ -94,3 +97,103 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2, 3]
     state = json.loads((tmp_path / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())
     assert state["step"] == 3 and "reward/mean" in state["metrics"]
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+def reward_stopping_at(n: int):
+    """A reward function that raises Stop in the n-th step's rollouts (steps 1..n-1 done)."""
+    calls = {"n": 0}
+
+    def reward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Stop
+        from rlvr.rewards import compute_rewards
+        return compute_rewards(*args, **kwargs)
+    return reward
+
+
+@pytest.fixture(scope="module")
+def stopped_after_4(tmp_path_factory):
+    """A run stopped in step 5: checkpoints of steps 2 and 4 on disk."""
+    out = tmp_path_factory.mktemp("stopped")
+    with pytest.raises(Stop):
+        run_grpo(tiny_policy(), SevensTask(), resume_config(), out, reward_fn=reward_stopping_at(5))
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2, 4]
+    return out
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_and_rewrite_manifest(ckpt: Path) -> None:
+    """Damaged content the manifest agrees with: only reading it can tell."""
+    (ckpt / "task.pt").write_bytes(b"\0" * (ckpt / "task.pt").stat().st_size)
+    checkpoint.write_manifest(ckpt)
+
+
+def make_legacy_and_truncate(ckpt: Path) -> None:
+    """A checkpoint from before manifests, with a truncated file."""
+    (ckpt / "manifest.json").unlink()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    del state["manifest"]
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    truncate(ckpt / "trainable.safetensors")
+
+
+DAMAGE = {
+    "truncated safetensors": (lambda c: truncate(c / "trainable.safetensors"), "trainable.safetensors is"),
+    "truncated rng": (lambda c: truncate(c / "rng" / "rank-0.pt"), "rng/rank-0.pt is"),
+    "empty trainer_state": (lambda c: (c / "trainer_state.json").write_text(""), "trainer_state.json is 0 bytes"),
+    "flipped byte": (lambda c: flip_middle_byte(c / "optimizer.pt"), "optimizer.pt does not match its sha256"),
+    "missing manifest": (lambda c: (c / "manifest.json").unlink(), "manifest.json is missing"),
+    "content the manifest matches": (damage_and_rewrite_manifest, "does not read back"),
+    "legacy, truncated": (make_legacy_and_truncate, "does not read back"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(damage, stopped_after_4, uninterrupted, tmp_path):
+    shutil.copytree(stopped_after_4, tmp_path, dirs_exist_ok=True)
+    newest = tmp_path / "checkpoints" / "step-00000004"
+    apply, reason = DAMAGE[damage]
+    apply(newest)
+    with pytest.warns(UserWarning, match=rf"skipping .*step-00000004: .*{re.escape(reason)}") as caught:
+        result = run_grpo(tiny_policy(seed=5), SevensTask(), resume_config(), tmp_path, resume="auto")
+    skipped = [str(w.message) for w in caught if "skipping" in str(w.message)]
+    assert len(skipped) == 1 and "\n" not in skipped[0]
+    assert result["step"] == 6
+    assert_bitwise_equal(final_params(tmp_path), final_params(uninterrupted))
+
+
+def test_checkpoint_without_manifest_from_older_versions_is_accepted(stopped_after_4):
+    ckpt = stopped_after_4 / "checkpoints" / "step-00000004"
+    manifest = json.loads((ckpt / "manifest.json").read_text())["files"]
+    assert {"trainable.safetensors", "optimizer.pt", "rng/rank-0.pt", "trainer_state.json",
+            "model/config.json"} <= set(manifest)
+    assert all(e["size"] > 0 and len(e["sha256"]) == 64 for e in manifest.values())
+    legacy = stopped_after_4.parent / "legacy"
+    shutil.copytree(ckpt, legacy)
+    (legacy / "manifest.json").unlink()
+    state = json.loads((legacy / "trainer_state.json").read_text())
+    del state["manifest"]
+    (legacy / "trainer_state.json").write_text(json.dumps(state))
+    assert checkpoint.check(legacy) is None
+    (legacy / "trainer_state.json").write_text(json.dumps({**state, "manifest": True}))
+    assert checkpoint.check(legacy) == "manifest.json is missing"
+
+
+def test_damaged_explicit_checkpoint_is_an_error(stopped_after_4, tmp_path):
+    shutil.copytree(stopped_after_4 / "checkpoints" / "step-00000004", tmp_path / "c")
+    truncate(tmp_path / "c" / "task.pt")
+    with pytest.raises(ValueError, match="damaged: task.pt is"):
+        resolve_resume(tmp_path / "c", tmp_path)
