@@ -23,6 +23,7 @@ its manifest or does not read back, with a warning, and takes the previous one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -45,6 +46,10 @@ STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
 HASH_LIMIT = 64 << 20
 """Files up to this size get a sha256 in the manifest; larger ones (model weights) only a size."""
+
+
+class CheckpointDiskFullError(OSError):
+    """A checkpoint could not be written for lack of disk space; the partial folder is removed."""
 
 
 @dataclass
@@ -188,12 +193,46 @@ class Checkpointer:
         self.acc = accelerator
         self.keep_last = keep_last
 
-    def save(self, step: int, *, model, policy, save_policy, optimizer, scheduler, task,
-             state: TrainerState) -> Path:
-        """Write checkpoint `step`; returns its final path. Collective: all processes call it."""
+    def clean_staging(self) -> None:
+        """Remove folders a killed or failed save left behind (main process). Collective."""
+        if self.acc.is_main_process and self.root.is_dir():
+            for p in self.root.iterdir():
+                if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(p, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def save(self, step: int, **parts) -> Path:
+        """Write checkpoint `step` from `parts` (model, policy, save_policy, optimizer, scheduler,
+        task, state); returns its final path. Collective: all processes call it. A failed write
+        leaves no partial folder and the previous checkpoints untouched."""
         acc = self.acc
         tmp = self.root / f".tmp-{step_dir_name(step)}"
         final = self.root / step_dir_name(step)
+        try:
+            self._write(tmp, **parts)
+        except Exception as e:  # safetensors raises its own SafetensorError on I/O errors
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if _disk_full(e):
+                raise CheckpointDiskFullError(
+                    f"checkpoint of step {step}: no space left on device while writing {tmp}; the "
+                    f"partial folder was removed, the last good checkpoint is kept "
+                    f"({self._newest() or 'none yet'}). Free space (or lower keep_last) and resume") from e
+            raise
+        if acc.is_main_process:
+            if final.exists():  # re-saving a step after resuming from an older checkpoint
+                old = self.root / f".old-{step_dir_name(step)}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                shutil.rmtree(old)
+            os.replace(tmp, final)  # the commit point
+            self._prune()
+        acc.wait_for_everyone()
+        return final
+
+    def _write(self, tmp: Path, *, model, policy, save_policy, optimizer, scheduler, task,
+               state: TrainerState) -> None:
+        acc = self.acc
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed save
             (tmp / "rng").mkdir(parents=True)
@@ -213,15 +252,10 @@ class Checkpointer:
         if acc.is_main_process:
             _fsync_tree(tmp)
             write_manifest(tmp)  # last, over every process's files, once they are on disk
-            if final.exists():  # re-saving a step after resuming from an older checkpoint
-                old = self.root / f".old-{step_dir_name(step)}"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-                shutil.rmtree(old)
-            os.replace(tmp, final)  # the commit point
-            self._prune()
-        acc.wait_for_everyone()
-        return final
+
+    def _newest(self) -> Path | None:
+        found = list_checkpoints(self.root)
+        return found[-1][1] if found else None
 
     def resume(self, resume, *, model, optimizer, scheduler, task) -> TrainerState | None:
         """Restore the checkpoint `resume` names (None, "auto" or a path); None when there is none.
@@ -325,6 +359,19 @@ def _load_trainable(model, tensors: dict[str, torch.Tensor], path: Path) -> None
     with torch.no_grad():
         for name, t in tensors.items():
             params[name].copy_(t)
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    """ENOSPC anywhere in the exception chain; torch.save on a full disk raises RuntimeErrors
+    that only say where the zip writer stopped."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        text = str(e)
+        if any(m in text for m in ("unexpected pos", "PytorchStreamWriter failed", "No space left on device")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _fsync_tree(root: Path) -> None:

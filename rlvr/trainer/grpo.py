@@ -60,6 +60,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     acc, model, optimizer, scheduler = t.acc, t.model, t.optimizer, t.scheduler
     state = TrainerState(world_size=acc.num_processes)
     ckpt = Checkpointer(output_dir / "checkpoints", acc, cfg.keep_last)
+    ckpt.clean_staging()
     state = ckpt.resume(resume, model=model, optimizer=optimizer, scheduler=scheduler, task=task) or state
     logger = MetricsLogger(output_dir, acc, cfg.steps, state.step, cfg.log_every)
     save = lambda: ckpt.save(state.step, model=model, policy=policy, save_policy=save_policy,  # noqa: E731

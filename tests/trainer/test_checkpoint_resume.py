@@ -1,6 +1,7 @@
 """Checkpoints: a run stopped after step k and resumed equals, bit for bit on the CPU, a run that
 was never stopped; a process killed while writing a checkpoint loses only that checkpoint; a
 damaged checkpoint is skipped for the previous one."""
+import errno
 import json
 import os
 import re
@@ -197,3 +198,40 @@ def test_damaged_explicit_checkpoint_is_an_error(stopped_after_4, tmp_path):
     truncate(tmp_path / "c" / "task.pt")
     with pytest.raises(ValueError, match="damaged: task.pt is"):
         resolve_resume(tmp_path / "c", tmp_path)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def full_disk_in(monkeypatch, which: str, step: int) -> None:
+    """Make writing `which` of checkpoint `step` fail the way a full disk does."""
+    if which == "safetensors":
+        real = checkpoint.save_file
+
+        def save_file(tensors, filename, *args, **kwargs):
+            if f"step-{step:08d}" in str(filename):
+                raise OSError(errno.ENOSPC, "No space left on device", filename)
+            return real(tensors, filename, *args, **kwargs)
+        monkeypatch.setattr(checkpoint, "save_file", save_file)
+    else:
+        real_save = torch.save
+
+        def torch_save(obj, f, *args, **kwargs):
+            if f"step-{step:08d}" in str(f) and str(f).endswith("scheduler.pt"):
+                raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed "
+                                   "writing file data/0: file write failed")
+            return real_save(obj, f, *args, **kwargs)
+        monkeypatch.setattr(torch, "save", torch_save)
+
+
+@pytest.mark.parametrize("which", ["safetensors", "torch.save"])
+def test_full_disk_while_saving_keeps_the_last_good_checkpoint(which, monkeypatch, tmp_path):
+    leftover = tmp_path / "checkpoints" / ".tmp-step-00000099"
+    (leftover / "rng").mkdir(parents=True)  # a killed save of an earlier run
+    full_disk_in(monkeypatch, which, 4)
+    with pytest.raises(checkpoint.CheckpointDiskFullError,
+                       match=r"no space left on device while writing .*\.tmp-step-00000004"):
+        run_grpo(tiny_policy(), SevensTask(), resume_config(), tmp_path)
+    root = tmp_path / "checkpoints"
+    assert not leftover.exists()  # removed when the run started
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000002"]  # no partial folder
+    assert checkpoint.check(root / "step-00000002") is None
