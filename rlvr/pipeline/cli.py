@@ -54,9 +54,19 @@ def main(args) -> int:
         print(f"{args.recipe}: valid ({len(recipe.stages)} stages: "
               f"{', '.join(f'{s.name} ({s.type})' for s in recipe.stages)})")
         return 0
-    summary = run_recipe(recipe, out, resume=resume, rerun_changed=args.rerun_changed)
     from accelerate import PartialState
 
+    from rlvr.trainer.signals import Interrupted
+
+    try:
+        summary = run_recipe(recipe, out, resume=resume, rerun_changed=args.rerun_changed)
+    except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint is on disk; one line, no traceback
+        if PartialState().is_main_process:
+            print(f"rlvr run: {e}", file=sys.stderr)
+        return e.exit_code
+    except ConfigError as e:  # refused by the runner (a live lock, changed settings on resume)
+        print(f"rlvr run: {e}", file=sys.stderr)
+        return 2
     if PartialState().is_main_process:
         print_summary(summary, out)
     return 0

@@ -100,7 +100,7 @@ class GRPOConfig:
     """Non-finite loss or grad norm skips the update; this many in a row saves and stops the run."""
 
     # --- output
-    save_every: int = 0
+    save_every: int = 50
     """Checkpoint every this many steps (0 = only at the end)."""
     keep_last: int = 2
     """Checkpoints kept on disk (older ones are deleted); 0 = keep all."""

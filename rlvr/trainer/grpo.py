@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
 from rlvr.trainer.prompts import PromptEncoder, context_limit
+from rlvr.trainer.signals import Interrupted, catch_stop_signals
 
 RewardFn = Callable[..., RewardOutput]
 """(examples (N), texts (N), lengths (N), truncated (N), RewardConfig) -> RewardOutput."""
@@ -51,7 +53,8 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
 
     Writes `output_dir/metrics.jsonl`, `samples.jsonl`, `checkpoints/step-XXXXXXXX/` and the final
     model to `output_dir/model`. `resume`: None, "auto" (newest complete checkpoint, if any) or a
-    checkpoint path. Returns the metrics of the last step (plus `step`).
+    checkpoint path. Returns the metrics of the last step (plus `step`). On SIGTERM/SIGINT the
+    current step finishes, a checkpoint is written and `Interrupted` is raised.
     """
     from rlvr.models import save_policy
 
@@ -66,36 +69,43 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     save = lambda: ckpt.save(state.step, model=model, policy=policy, save_policy=save_policy,  # noqa: E731
                              optimizer=optimizer, scheduler=scheduler, task=task, state=state)
 
-    for step in range(state.step + 1, cfg.steps + 1):
-        t_start = time.perf_counter()
-        # rollout -> verify -> rewards (with dynamic sampling: more rounds until the batch is full)
-        samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
-        sampled_metrics.update(t.prompts.take_metrics(acc))  # prompts/truncated
-        # advantages over the whole (gathered) batch, then this process's share
-        with _timed(times, "time/advantage"):
-            advantages, adv_metrics = global_advantages(acc, samples, cfg)
-        # loss -> step, num_iterations times on the same rollouts
-        with _timed(times, "time/train"):
-            batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
-            train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
-        times["time/step"] = time.perf_counter() - t_start
-        times = _reduce_times(acc, times)
+    with catch_stop_signals() as caught:  # SIGTERM/SIGINT: finish the step, save, stop
+        for step in range(state.step + 1, cfg.steps + 1):
+            t_start = time.perf_counter()
+            # rollout -> verify -> rewards (with dynamic sampling: more rounds until the batch is full)
+            samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
+            sampled_metrics.update(t.prompts.take_metrics(acc))  # prompts/truncated
+            # advantages over the whole (gathered) batch, then this process's share
+            with _timed(times, "time/advantage"):
+                advantages, adv_metrics = global_advantages(acc, samples, cfg)
+            # loss -> step, num_iterations times on the same rollouts
+            with _timed(times, "time/train"):
+                batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
+                train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
+            times["time/step"] = time.perf_counter() - t_start
+            times = _reduce_times(acc, times)
 
-        state.step = step
-        state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
-                         "lr": scheduler.get_last_lr()[0],
-                         "tokens_per_s": sampled_metrics["completions/tokens"] / times["time/step"]}
-        logger.log(step, state.metrics)
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            logger.log_samples(step, samples, cfg.num_samples, t.tokenizer)
-        if state.nonfinite_streak >= cfg.max_consecutive_nonfinite:
-            path = save()
-            raise NonFiniteError(
-                f"step {step}: {state.nonfinite_streak} consecutive updates had a non-finite loss or "
-                f"gradient norm (max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}); state saved "
-                f"to {path}. Lower learning_rate, check rewards for NaN, or set max_grad_norm.")
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
-            save()
+            state.step = step
+            state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
+                             "lr": scheduler.get_last_lr()[0],
+                             "tokens_per_s": sampled_metrics["completions/tokens"] / times["time/step"]}
+            logger.log(step, state.metrics)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                logger.log_samples(step, samples, cfg.num_samples, t.tokenizer)
+            if state.nonfinite_streak >= cfg.max_consecutive_nonfinite:
+                path = save()
+                raise NonFiniteError(
+                    f"step {step}: {state.nonfinite_streak} consecutive updates had a non-finite loss or "
+                    f"gradient norm (max_consecutive_nonfinite={cfg.max_consecutive_nonfinite}); state saved "
+                    f"to {path}. Lower learning_rate, check rewards for NaN, or set max_grad_norm.")
+            stop = _agreed_signal(acc, caught)  # every process stops after the same step
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or stop:
+                path = save()
+            if stop:
+                if acc.is_main_process:
+                    print(f"[rlvr] {signal.Signals(stop).name}: stopped after step {step}, checkpoint {path}",
+                          flush=True)
+                raise Interrupted(stop, step, path)
 
     logger.close()
     distributed.save_full_policy(acc, model, policy, save_policy, output_dir / "model")  # collective
@@ -256,6 +266,12 @@ def _timed(times: dict[str, float], key: str):
         yield
     finally:
         times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _agreed_signal(acc, caught: dict) -> int:
+    """The stop signal any process received (0: none), the same on every process."""
+    (signum,) = reduce_max(acc, [float(caught["signum"])])
+    return int(signum)
 
 
 def _reduce_times(acc, times: dict[str, float]) -> dict[str, float]:
@@ -461,4 +477,4 @@ def _reference_logprobs(t: _Training, batch: TrainBatch, cfg: GRPOConfig, token_
         return _logprobs(unwrapped, batch, output_weight(unwrapped), cfg, t.acc, token_logprobs)
 
 
-__all__ = ["GRPOConfig", "NonFiniteError", "run_grpo"]
+__all__ = ["GRPOConfig", "Interrupted", "NonFiniteError", "run_grpo"]
