@@ -19,7 +19,7 @@ RECIPE = {
               "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
     "task": {"name": "arithmetic", "difficulty": 1, "options": {"ops": ["+"]}},
     "template": "plain",
-    "stages": [{"type": "grpo", "name": "grpo", "steps": 200, "prompts_per_step": 2, "num_generations": 2,
+    "stages": [{"type": "grpo", "name": "grpo", "steps": 40, "prompts_per_step": 2, "num_generations": 2,
                 "max_new_tokens": 8, "learning_rate": 1e-4, "report_to": "none", "sample_every": 0}],
 }
 
@@ -52,16 +52,14 @@ def test_signal_saves_a_checkpoint_and_resume_continues(signum, code, tmp_path):
     assert "Traceback" not in stderr
     assert stderr.count(f"rlvr run: stopped by {signal.Signals(signum).name} after step") == 1
     stopped_at = logged_steps(metrics)[-1]
-    assert 3 <= stopped_at < 200
+    assert 3 <= stopped_at < 40
     root = out / "0-grpo" / "checkpoints"
     assert [s for s, _ in list_checkpoints(root)] == [stopped_at]  # save_every (50) not reached
     assert check(root / f"step-{stopped_at:08d}") is None
     assert f"checkpoint {root / f'step-{stopped_at:08d}'}" in stdout
 
-    RECIPE_SHORT = {**RECIPE, "stages": [{**RECIPE["stages"][0], "steps": stopped_at + 2}]}
-    recipe.write_text(yaml.safe_dump(RECIPE_SHORT))
-    resumed = rlvr_run(recipe, out, "--resume", "auto")
+    resumed = rlvr_run(recipe, out, "--resume", "auto")  # the same settings: a changed stage is refused
     stdout, stderr = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, stderr[-2000:]
-    assert logged_steps(metrics) == list(range(1, stopped_at + 3))  # continued, not restarted
+    assert logged_steps(metrics) == list(range(1, 41))  # continued, not restarted
     assert (out / "0-grpo" / "DONE.json").is_file()
