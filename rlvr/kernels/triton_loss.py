@@ -8,8 +8,8 @@ chunk of C rows:
   2. one Triton pass per row: online log-sum-exp, the target's logit, entropy
      (H = lse - sum_v p_v x_v, accumulated in the same pass);
   3. dL/dlogp of the chunk's tokens by autograd on (k, T) vectors through the registered loss
-     (`compute_policy_loss(..., with_metrics=False)`: the metrics' host sync cost ~2 ms of idle
-     GPU per chunk): the chunk holds whole sequences and the loss is normalised by global
+     (`compute_policy_loss(..., with_metrics=False)`: the metrics' host sync would idle the
+     GPU on every chunk): the chunk holds whole sequences and the loss is normalised by global
      counts (`LossNormalizer`), so the chunk's loss is exactly its share of the batch loss --
      GSPO's sequence ratio included, with no extra pass. Any registered variant works;
   4. a second Triton pass overwrites the logits in place with
@@ -34,9 +34,8 @@ from rlvr.algorithms.losses import (POLICY_LOSSES, LossNormalizer, PolicyLossCon
 from rlvr.kernels.reference import _scatter_rows, _valid_rows
 
 DEFAULT_CHUNK_BYTES = 5 << 28
-"""Bytes of the reused logits buffer (1.25 GiB: 4416 bf16 rows at V = 151936). Measured on an
-H200 at B=64, T=512 (BENCHMARKS.md): 2048 rows 57.6 ms / 1.07 GiB, 4096 rows 56.0 ms / 1.47 GiB,
-8192 rows 55.7 ms / 2.63 GiB above the inputs."""
+"""Bytes of the reused logits buffer (1.25 GiB: 4416 bf16 rows at V = 151936): larger chunks
+cost memory and gain almost no time (BENCHMARKS.md)."""
 
 BLOCK_V = 4096
 """Vocabulary columns one program handles per loop step (fp32 in registers: 16 KiB per row)."""
@@ -316,8 +315,7 @@ def _validate(loss_type: str, cfg: PolicyLossConfig, n: int, t: int, advantages,
               normalizer) -> None:
     """The loss name and the input shapes, before any work; the variant's own checks run in the
     first chunk's (or, with no chunk, the final) `compute_policy_loss` call. Not the whole loss on
-    meta tensors: that cost 5-15 ms of host time per call with the GPU idle (measured: the fused
-    loss 60.5 against 54.1 ms without it, same process)."""
+    meta tensors: that host work left the GPU idle on every call (BENCHMARKS.md)."""
     POLICY_LOSSES.get(loss_type)  # an unknown name lists the valid ones
     shapes_only = PolicyLossInput(logp=torch.empty(n, t, device="meta"), advantages=advantages, mask=mask,
                                   old_logp=old_logp, ref_logp=ref_logp, normalizer=normalizer)

@@ -59,16 +59,16 @@ class FastEngineConfig:
     fuse_gemms: bool = False
     """With triton kernels: also fuse residual add + RMSNorm + the q/k/v projections + RoPE +
     cache write into one Triton GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
-    launches per layer instead of 12). Off by default: on an H200 at the Qwen2-0.5B shape these
-    GEMMs are about 2x slower than cuBLAS's, which outweighs the saved launches (see
-    BENCHMARKS.md). Used when the projections are plain nn.Linear (not LoRA), the MLP has no bias
-    and the head dim is >= 32; otherwise the per-op triton kernels run."""
+    launches per layer instead of 12). Off by default: these GEMMs are slower than cuBLAS's by
+    more than the saved launches gain (BENCHMARKS.md). Used when the projections are plain
+    nn.Linear (not LoRA), the MLP has no bias and the head dim is >= 32; otherwise the per-op
+    triton kernels run."""
 
     stack_projections: bool = True
     """With triton kernels: run q/k/v as one GEMM and gate/up as one, on stacked copies of those
-    weights refreshed at the start of every generate (about 0.25 ms of launches saved per decode
-    step at the Qwen2-0.5B shape, for the memory of the copies: about 2/3 of the non-embedding
-    weights). Off: the model's own modules, no copy. Skipped for LoRA projections."""
+    weights refreshed at the start of every generate (fewer launches per decode step, for the
+    memory of the copies: about 2/3 of the non-embedding weights; BENCHMARKS.md). Off: the
+    model's own modules, no copy. Skipped for LoRA projections."""
 
     def __post_init__(self) -> None:
         if self.kernels not in ("auto", "triton", "torch"):
