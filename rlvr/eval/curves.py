@@ -158,8 +158,9 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
 
     Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU).
     """
+    from verifiers import extract_answer
+
     from rlvr.eval.metrics import default_equivalence
-    from rlvr.search.context import extract
 
     pools = []
     for start in range(0, len(problems), chunk):
@@ -169,7 +170,7 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
             texts = [s.text for s in samples]
             ex = problem.example
             correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts)]
-            ids = group_answers([extract(t) for t in texts], default_equivalence(ex.kind))
+            ids = group_answers([extract_answer(t) for t in texts], default_equivalence(ex.kind))
             scores = {name: ctx.score(name, problem, texts, aggregation) for name in scorers}
             pools.append(SamplePool(ex.difficulty, ids, correct, [s.num_tokens for s in samples], scores))
     return pools

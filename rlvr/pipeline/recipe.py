@@ -25,11 +25,8 @@ from typing import Any
 
 from rlvr.config import ConfigError, apply_overrides, from_dict, load_yaml
 from rlvr.pipeline.stages import stage_kind, STAGE_KINDS
+from rlvr.pipeline.stages.registry import BASE, GENERATOR
 
-BASE = "base"
-"""`model_from: base` starts a stage from the recipe's base model."""
-GENERATOR = "generator"
-"""`dataset_from: generator` trains on the task's worked solutions."""
 RECIPE_LEVEL_KEYS = ("template", "instruction", "seed")
 """Set once per recipe and copied into every stage whose options have them: every stage renders
 prompts the same way (`rlvr.tasks.prompts.PromptFormat`), so a stage may not set its own."""
@@ -154,10 +151,9 @@ def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHead
     raw = dict(raw)
     kind_name = raw.pop("type", None)
     if kind_name is None:
-        raise ConfigError(f"missing required key {where}.type; valid types: {', '.join(sorted(STAGE_KINDS))}")
+        raise ConfigError(f"missing required key {where}.type; valid types: {', '.join(STAGE_KINDS.names())}")
     if kind_name not in STAGE_KINDS:
-        raise ConfigError(f"{where}.type: unknown stage type {kind_name!r}; valid types: "
-                          f"{', '.join(sorted(STAGE_KINDS))}")
+        raise ConfigError(f"{where}.type: {STAGE_KINDS.unknown(kind_name)}")
     kind = stage_kind(kind_name)
     name = raw.pop("name", kind_name)
     if not isinstance(name, str) or not name or "/" in name:

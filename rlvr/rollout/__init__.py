@@ -1,7 +1,7 @@
 """Generation engines behind one interface (`RolloutEngine.generate(prompt_ids, G, params)`).
 
-`make_engine(name, model, tokenizer)` looks the engine up in `ENGINES`, a registry of name ->
-factory. Factories import their module lazily, so `import rlvr.rollout` stays light and an engine
+`make_engine(name, model, tokenizer)` looks the engine up in `ENGINES` (an `rlvr.registry.Registry`
+of name -> factory). Factories import their module lazily, so `import rlvr.rollout` stays light and an engine
 whose backend is missing (e.g. `fast` without CUDA) fails only when it is asked for.
 """
 from __future__ import annotations
@@ -9,21 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from rlvr.registry import Registry
 from rlvr.rollout.base import Rollout, RolloutEngine, SamplingParams
 
-ENGINES: dict[str, Callable] = {}
+ENGINES: Registry[Callable] = Registry("rollout engine")
 
 
 def register_engine(name: str, factory: Callable | None = None):
     """Register `factory(model, tokenizer) -> RolloutEngine` under `name` (usable as a decorator)."""
 
-    def add(f: Callable) -> Callable:
-        if name in ENGINES:
-            raise ValueError(f"rollout engine {name!r} is already registered")
-        ENGINES[name] = f
-        return f
-
-    return add(factory) if factory is not None else add
+    return ENGINES.add(name, factory) if factory is not None else ENGINES.register(name)
 
 
 def _lazy(module: str, attr: str) -> Callable:
@@ -39,9 +34,9 @@ register_engine("fast", _lazy("rlvr.rollout.fast", "FastEngine"))  # CUDA graphs
 
 
 def check_engine_name(name: str) -> None:
-    """`auto` or a registered engine; otherwise a ValueError listing the valid names."""
+    """`auto` or a registered engine; otherwise an UnknownNameError listing the valid names."""
     if name != "auto" and name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; valid: auto, {', '.join(sorted(ENGINES))}")
+        raise ENGINES.unknown(name, also=["auto"])
 
 
 def choose_engine(requested: str, model) -> str:
@@ -61,9 +56,7 @@ def choose_engine(requested: str, model) -> str:
 
 def make_engine(name: str, model, tokenizer) -> RolloutEngine:
     """Build the engine registered as `name`; an unknown name lists the valid ones."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; valid: {', '.join(sorted(ENGINES))}")
-    return ENGINES[name](model, tokenizer)
+    return ENGINES.get(name)(model, tokenizer)
 
 
 __all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "check_engine_name", "choose_engine", "make_engine",

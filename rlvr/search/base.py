@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rlvr.registry import Registry
 from rlvr.tasks.base import Example
 
 
@@ -47,16 +48,14 @@ class MethodSpec:
     description: str
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("search method")
 
 
 def register_search(name: str, config_cls: type, description: str):
     """Decorator: register `fn(problem, ctx, cfg) -> SearchResult` under `name`."""
 
     def wrap(fn):
-        if name in _METHODS:
-            raise ValueError(f"search method {name!r} is already registered")
-        _METHODS[name] = MethodSpec(fn, config_cls, description)
+        _METHODS.add(name, MethodSpec(fn, config_cls, description))
         return fn
 
     return wrap
@@ -64,14 +63,13 @@ def register_search(name: str, config_cls: type, description: str):
 
 def available_methods() -> list[str]:
     _load_builtin_methods()
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def get_method(name: str) -> MethodSpec:
+    """The method registered as `name`; an unknown name raises UnknownNameError listing the valid ones."""
     _load_builtin_methods()
-    if name not in _METHODS:
-        raise SearchError(f"unknown search method {name!r}; valid: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def make_config(name: str, options: dict[str, Any] | None = None):

@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.slow  # loads tiny policies and trains a PRM: about a minute on a shared CPU
 
 from rlvr.cli import main as rlvr_main
+from rlvr.registry import UnknownNameError
 
 COMMON = ["--model", "tiny", "--task", "arithmetic", "--difficulty", "1", "--max-new-tokens", "12",
           "--max-step-tokens", "6", "--step-separator", "\\n"]
@@ -77,7 +78,7 @@ def test_a_policy_directory_is_not_a_prm(tmp_path):
 def test_search_cli_rejects_unknown_method_and_stray_options():
     from rlvr.search import SearchError
 
-    with pytest.raises(SearchError, match="unknown search method 'beam'"):
+    with pytest.raises(UnknownNameError, match="unknown search method 'beam'"):
         rlvr_main(["search", "--methods", "beam"])
     with pytest.raises(SearchError, match="--set for method\\(s\\) not being run: mcts"):
         rlvr_main(["search", "--methods", "best_of_n", "--set", "mcts.simulations=3"])

@@ -19,6 +19,7 @@ from rlvr.search import (
     available_methods,
     run_search,
 )
+from rlvr.registry import UnknownNameError
 from rlvr.search.base import register_search
 from toy_setup import toy_context, toy_policy, toy_problem
 
@@ -28,7 +29,7 @@ PROBLEM = toy_problem(3, 4)
 def test_registry_lists_every_method_and_rejects_unknown_and_duplicate_names():
     assert {"best_of_n", "majority_vote", "weighted_vote", "beam_search", "dvts", "mcts", "adaptive",
             "thinking"} <= set(available_methods())
-    with pytest.raises(SearchError, match="unknown search method 'beem'.*beam_search"):
+    with pytest.raises(UnknownNameError, match="unknown search method 'beem'.*beam_search"):
         run_search("beem", PROBLEM, None)
     with pytest.raises(ValueError, match="already registered"):
         register_search("best_of_n", BestOfNConfig, "again")(lambda *a: None)

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-STAGE_KINDS: dict[str, "StageKind"] = {}
+from rlvr.registry import Registry
+
+STAGE_KINDS: Registry["StageKind"] = Registry("stage type", valid_label="valid types")
+BASE = "base"
+"""`model_from: base` starts a stage from the recipe's base model."""
+GENERATOR = "generator"
+"""`dataset_from: generator` trains on the task's worked solutions."""
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,12 @@ def register_stage(type: str, options: Callable[[], type], *, trains: bool,
     """Decorator registering `run` as the runner of stage `type`; a duplicate name raises."""
 
     def deco(run):
-        if type in STAGE_KINDS:
-            raise ValueError(f"stage type {type!r} is already registered")
-        STAGE_KINDS[type] = StageKind(type, options, run, trains, reads_dataset, writes_dataset, scores_held_out)
+        STAGE_KINDS.add(type, StageKind(type, options, run, trains, reads_dataset, writes_dataset, scores_held_out))
         return run
 
     return deco
 
 
 def stage_kind(type: str) -> StageKind:
-    """The registered entry for `type`; an unknown type lists the valid ones."""
-    try:
-        return STAGE_KINDS[type]
-    except KeyError:
-        raise KeyError(f"unknown stage type {type!r}; valid types: {', '.join(sorted(STAGE_KINDS))}") from None
+    """The registered entry for `type`; an unknown type raises UnknownNameError listing the valid ones."""
+    return STAGE_KINDS.get(type)

@@ -12,7 +12,7 @@ def sft_options():
 
 def training_pairs(ctx, cfg, tokenizer) -> list[dict]:
     """Prompt/completion pairs: the task's worked solutions, or the kept rejection samples."""
-    from rlvr.pipeline.recipe import GENERATOR
+    from rlvr.pipeline.stages.registry import GENERATOR
     from rlvr.trainer.sft import worked_solution_pairs
 
     if ctx.stage.dataset_from == GENERATOR:
