@@ -74,6 +74,20 @@ CASES = [
      "stages.4.engine: unknown rollout engine 'vllm'; valid: auto, fast, hf"),
     ("unknown tracker", lambda d: d["stages"][4].update(report_to="mlflow"), "stages.4.report_to: "),
     ("unknown eval engine", lambda d: d["stages"][1].update(engine="vllm"), "stages.1.engine: unknown rollout"),
+    ("unknown rejection-sampling engine", lambda d: d["stages"][2].update(engine="vlm"),
+     "stages.2.engine: unknown rollout engine 'vlm'"),
+    ("unknown sft schedule", lambda d: d["stages"][0].update(lr_scheduler="cosin"),
+     "stages.0.lr_scheduler: unknown learning-rate schedule 'cosin'; valid: "),
+    # and in the configs nested in a self_improve stage
+    ("unknown loss in self_improve's grpo", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "train": "grpo", "grpo": {"loss_type": "dapoo"}}),
+     "stages.5.grpo.loss_type: unknown policy loss 'dapoo'"),
+    ("unknown engine in self_improve's eval", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "eval": {"engine": "vllm"}}), "stages.5.eval.engine: unknown"),
+    ("unknown engine in self_improve's generate", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "generate": {"engine": "vllm"}}), "stages.5.generate.engine: unknown"),
+    ("unknown schedule in self_improve's sft", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "sft": {"lr_scheduler": "cosin"}}), "stages.5.sft.lr_scheduler: unknown"),
     ("old precision key", lambda d: d["model"].update(dtype="float32"), "model.dtype: renamed to precision"),
 ]
 
@@ -156,3 +170,13 @@ def test_duplicate_key_is_refused_with_both_lines(tmp_path, capsys, extra, key, 
     err = capsys.readouterr().err
     assert f"duplicate key '{key}' (lines {lines[0]} and {lines[1]})" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_importing_the_recipe_parser_loads_no_torch():
+    """Stage options are declared without torch; only running (or checking a registry name of) a
+    stage loads it."""
+    import subprocess
+    import sys
+
+    code = "import sys, rlvr.pipeline.recipe; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,7 +22,7 @@ from rlvr.pipeline.stages.eval import EvalStageConfig
 from rlvr.pipeline.stages.registry import register_stage
 from rlvr.pipeline.stages.rejection_sampling import RejectionSamplingConfig
 from rlvr.trainer.config import GRPOConfig
-from rlvr.trainer.sft import SFTStageConfig
+from rlvr.trainer.sft_config import SFTStageConfig
 
 ROUND_FILE = "ROUND.json"
 

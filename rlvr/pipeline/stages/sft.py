@@ -5,7 +5,7 @@ from rlvr.pipeline.stages.registry import register_stage
 
 
 def sft_options():
-    from rlvr.trainer.sft import SFTStageConfig
+    from rlvr.trainer.sft_config import SFTStageConfig
 
     return SFTStageConfig
 
