@@ -73,6 +73,7 @@ def main() -> None:
               "ref_grad_norm": float(torch.stack([p.grad.norm() for p in ref.parameters()]).norm())}
     with open(sys.argv[1], "a") as f:
         f.write(json.dumps(result) + "\n")
+    dist.barrier()  # neither process tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 

@@ -12,6 +12,8 @@ last), so `--resume auto` skips finished rounds and continues the interrupted on
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -132,7 +134,6 @@ def _first_level(difficulty) -> int:
 def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) -> dict:
     """One round: generate, keep correct, train, evaluate; its row of the table."""
     from rlvr.pipeline.context import MODEL_DIR
-    from rlvr.pipeline.recipe import with_recipe_keys
     from rlvr.pipeline.stages.rejection_sampling import keep_correct
     from rlvr.tasks.prompts import PromptFormat
     from rlvr.trainer.grpo import run_grpo
@@ -154,7 +155,8 @@ def _round(ctx, cfg, r: int, rdir: Path, task, held_out, model_dir, evaluate) ->
         run_sft(policy, [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept],
                 cfg.sft, rdir, resume=resume, seed=cfg.seed + r)
     elif cfg.train == "grpo":
-        grpo_cfg = with_recipe_keys(cfg.grpo, cfg.template, cfg.seed + r, cfg.instruction)
+        # the recipe's prompt format; a fresh seed per round
+        grpo_cfg = dataclasses.replace(cfg.grpo, template=cfg.template, instruction=cfg.instruction, seed=cfg.seed + r)
         run_grpo(policy, task, grpo_cfg, rdir, resume="auto" if resume else None)
     out_model = rdir / MODEL_DIR if trained else model_dir
     scores = evaluate(_round_context(ctx, out_model).load_policy(train=False), held_out, fmt, cfg.eval, cfg.seed)
