@@ -114,3 +114,24 @@ def test_a_changed_input_stage_is_named_for_the_stages_that_read_it(tmp_path):
     (out / "0-cold" / "FINGERPRINT.json").unlink()
     with pytest.raises(ConfigError, match=r"stage 1 first .*input model"):
         plan_resume(parse_recipe(data), out, rerun_changed=False)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_refused_run_leaves_the_folder_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    run_recipe(_recipe(), out)
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        _write_lock(out, owner.pid)
+        before = _snapshot(out)
+        with pytest.raises(lock.RunLocked, match=rf"{out}.*process {owner.pid}"):
+            run_recipe(_recipe(num_problems=8), out, resume=True, rerun_changed=True)
+        assert _snapshot(out) == before  # not even recipe.yaml or a stage folder touched
+    finally:
+        owner.kill()
+        owner.wait()
+
