@@ -1,5 +1,8 @@
 """The `rlvr` command. Each subcommand lives beside the library code it fronts:
 the module named here provides `add_arguments(parser)` and `main(args) -> int`.
+
+A user error (`ConfigError`, `rlvr.errors.UserError`) is one line on stderr and exit status 2;
+`--debug` shows its traceback. A GRPO stage stopped by SIGTERM/SIGINT exits 128 + the signal.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        _add_arguments(importlib.import_module(module), p)
     return parser
 
 
@@ -33,10 +36,40 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
         parser = argparse.ArgumentParser(prog=f"rlvr {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
-        module.add_arguments(parser)
-        return int(module.main(parser.parse_args(argv[1:])) or 0)
+        _add_arguments(module, parser)
+        return _call(module, parser.parse_args(argv[1:]), argv[0])
     args = build_parser().parse_args(argv)
-    return int(importlib.import_module(args._module).main(args) or 0)
+    return _call(importlib.import_module(args._module), args, args.command)
+
+
+def _add_arguments(module, parser: argparse.ArgumentParser) -> None:
+    module.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _call(module, args, command: str) -> int:
+    from rlvr.config import ConfigError
+    from rlvr.errors import UserError
+
+    try:
+        return int(module.main(args) or 0)
+    except (ConfigError, UserError) as e:
+        if args.debug:
+            raise
+        print(f"rlvr {command}: {_one_line(e)}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as e:
+        stopped = getattr(e, "exit_status", None)  # a training run stopped by a signal
+        if stopped is None or args.debug:
+            raise
+        print(f"rlvr {command}: {_one_line(e)}", file=sys.stderr, flush=True)
+        return stopped
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line: a list of errors is joined with '; '."""
+    lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines).replace(":; ", ": ") or type(e).__name__
 
 
 if __name__ == "__main__":

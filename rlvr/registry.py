@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterable, TypeVar
 
+from rlvr.errors import UserError
+
 F = TypeVar("F")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UserError, ValueError):
     """A name no registry has an entry for; the message lists the valid names."""
 
 

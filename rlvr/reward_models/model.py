@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from rlvr.errors import UserError
 from rlvr.reward_models.steps import DEFAULT_SEPARATOR, encode_steps, split_steps
 
 CONFIG_FILE = "reward_model.json"
@@ -27,7 +28,7 @@ HEAD_FILE = "value_head.safetensors"
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
 
-class RewardModelError(ValueError):
+class RewardModelError(UserError, ValueError):
     """A reward model that cannot be loaded or used as asked."""
 
 
@@ -167,8 +168,8 @@ def load_reward_model(path: str | Path, expect: str | None = None, device: str |
     if not cfg_file.is_file():
         what = "does not exist" if not path.exists() else f"has no {CONFIG_FILE}"
         raise RewardModelError(
-            f"{path} is not a reward model: it {what} (train one with rlvr.reward_models.train_reward_model "
-            "or `python -m rlvr.reward_models`)"
+            f"{path} is not a reward model: it {what} (train one with `rlvr train-rm --kind orm|prm "
+            f"--output-dir {path} ...`)"
         )
     try:
         cfg = from_dict(RewardModelConfig, json.loads(cfg_file.read_text()), path=str(cfg_file))

@@ -9,11 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rlvr.errors import UserError
 from rlvr.registry import Registry
 from rlvr.tasks.base import Example
 
 
-class SearchError(ValueError):
+class SearchError(UserError, ValueError):
     """A search cannot run as asked (bad budget, unknown scorer, ...); the message says why."""
 
 

@@ -58,9 +58,10 @@ def main(args: argparse.Namespace) -> int:
     from rlvr.eval.curves import compute_optimal
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import build_context, load_problems
+    from rlvr.search.setup import build_context, check_scorers, load_problems
 
     specs = method_specs(args.methods, args.overrides)
+    check_scorers({label: cfg for label, (_, cfg) in specs.items()}, args)
     ns = parse_ints(args.ns, "--ns")
     ctx, policy = build_context(args)
     problems = load_problems(args, policy.tokenizer)

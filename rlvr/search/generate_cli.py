@@ -1,7 +1,7 @@
 """`rlvr generate`: answer one prompt with any search method.
 
     rlvr generate --model runs/arith/02-grpo/model --prompt "What is 23 + 58?" \
-        --method best_of_n --set n=8 --set scorer=orm --orm rm/orm
+        --method best_of_n --set n=8 --set scorer=orm --orm rm/orm   # default method: majority_vote
 
 Prints the final answer and the tokens spent; the text inside <think> is hidden unless
 --show-thinking is given.
@@ -19,7 +19,8 @@ THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="the problem to answer")
-    parser.add_argument("--method", default="best_of_n", help="search method (rlvr search --help lists them)")
+    parser.add_argument("--method", default="majority_vote",
+                        help="search method (rlvr search --help lists them); the default needs no reward model")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, e.g. --set n=16 --set scorer=prm (repeatable)")
     parser.add_argument("--reference", default=None,
@@ -42,10 +43,11 @@ def hide_thinking(text: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from rlvr.config import apply_overrides
     from rlvr.search.base import Problem, make_config, run_search
-    from rlvr.search.setup import build_context, prompt_format
+    from rlvr.search.setup import build_context, check_scorers, prompt_format
     from rlvr.tasks.base import Example
 
     cfg = make_config(args.method, apply_overrides({}, args.overrides))
+    check_scorers({args.method: cfg}, args)
     ctx, policy = build_context(args)
     example = Example(prompt=args.prompt, reference=args.reference, kind=args.kind, id="cli")
     problem = Problem(prompt_format(args).render(example, policy.tokenizer), example)

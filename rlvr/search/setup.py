@@ -51,11 +51,58 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
+def needed_scorers(cfg) -> set[str]:
+    """The scorers a method's config reads (nested configs of `adaptive` included)."""
+    import dataclasses
+
+    names = set()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            names |= needed_scorers(value)
+        elif f.name == "confidence_scorer" and getattr(cfg, "check", None) == "verifier":
+            continue  # adaptive trusts the verifier then
+        elif f.name == "scorer" or f.name.endswith("_scorer"):
+            names.add(value)
+    return names
+
+
+def check_scorers(configs: dict, args) -> None:
+    """Before any model loads: every method's scorers are loaded by --orm/--prm/--judge."""
+    loaded = {"verifier"} | {k for k in ("orm", "prm", "judge") if getattr(args, k, None)}
+    for label, cfg in configs.items():
+        missing = sorted(needed_scorers(cfg) - loaded)
+        if not missing:
+            continue
+        what = missing[0]
+        how = "--judge MODEL" if what == "judge" else f"--{what} DIR (train one with `rlvr train-rm --kind {what}`)"
+        raise SearchError(f"{label} scores with {what!r}, which is not loaded: pass {how}, or choose a "
+                          "method that needs no reward model (majority_vote)")
+
+
+def check_model(name_or_path: str, option: str = "--model") -> None:
+    """A local-looking model path must exist (else transformers takes it for a hub id)."""
+    from pathlib import Path
+
+    if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().exists():
+        raise SearchError(f"{option} {name_or_path}: no such folder")
+
+
+def load_model(name_or_path: str, device, option: str = "--model"):
+    """The policy, or a one-line error naming the option when it cannot be loaded."""
+    from rlvr.models import ModelConfig, load_policy
+
+    check_model(name_or_path, option)
+    try:
+        return load_policy(ModelConfig(name_or_path=name_or_path), device=device, train=False)
+    except OSError as e:  # not a model folder, or a hub id that cannot be fetched
+        raise SearchError(f"{option} {name_or_path}: cannot load a model: {str(e).splitlines()[0]}") from e
+
+
 def build_context(args):
     """(SearchContext, Policy) from parsed arguments."""
     import torch
 
-    from rlvr.models import ModelConfig, load_policy
     from rlvr.reward_models.model import load_reward_model
     from rlvr.rollout import choose_engine, make_engine
     from rlvr.search.context import GenerationConfig, SearchContext
@@ -64,7 +111,7 @@ def build_context(args):
     torch.manual_seed(args.seed)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    policy = load_policy(ModelConfig(name_or_path=args.model), device=args.device, train=False)
+    policy = load_model(args.model, args.device)
     generation = GenerationConfig(
         temperature=args.temperature, max_new_tokens=args.max_new_tokens, max_step_tokens=args.max_step_tokens,
         step_separator=codecs.decode(args.step_separator, "unicode_escape"),
@@ -77,7 +124,7 @@ def build_context(args):
     if getattr(args, "judge", None):
         from rlvr.search.judge import JudgeScorer
 
-        judge = load_policy(ModelConfig(name_or_path=args.judge), device=args.device, train=False)
+        judge = load_model(args.judge, args.device, "--judge")
         scorers["judge"] = JudgeScorer(judge.model, judge.tokenizer)
     engine = make_engine(choose_engine(getattr(args, "engine", "auto"), policy.model), policy.model, policy.tokenizer)
     return SearchContext(engine, policy.tokenizer, generation, scorers), policy
@@ -108,7 +155,10 @@ def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
 
     problems = []
     for level in parse_ints(args.difficulty, "--difficulty"):
-        task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
+        try:
+            task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
+        except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
+            raise SearchError(f"--task {args.task}: {e}") from e
         examples = task.held_out(args.num_problems) if split == "held_out" else task.sample(args.num_problems)
         for ex in examples:
             problems.append(Problem(prompt_format(args).render(ex, tokenizer), ex))

@@ -72,15 +72,15 @@ def test_a_policy_directory_is_not_a_prm(tmp_path):
 
     save_policy(load_policy(ModelConfig(name_or_path="tiny")), tmp_path / "policy")
     with pytest.raises(RewardModelError, match="is not a reward model: it has no reward_model.json"):
-        rlvr_main(["generate", "--prompt", "1+1", "--prm", str(tmp_path / "policy")])
+        rlvr_main(["generate", "--prompt", "1+1", "--prm", str(tmp_path / "policy"), "--debug"])
 
 
 def test_search_cli_rejects_unknown_method_and_stray_options():
     from rlvr.search import SearchError
 
     with pytest.raises(UnknownNameError, match="unknown search method 'beam'"):
-        rlvr_main(["search", "--methods", "beam"])
+        rlvr_main(["search", "--methods", "beam", "--debug"])
     with pytest.raises(SearchError, match="--set for method\\(s\\) not being run: mcts"):
-        rlvr_main(["search", "--methods", "best_of_n", "--set", "mcts.simulations=3"])
+        rlvr_main(["search", "--methods", "best_of_n", "--set", "mcts.simulations=3", "--debug"])
     with pytest.raises(SearchError, match="majority_vote takes no scorer"):
-        rlvr_main(["search", "--methods", "majority_vote:prm"])
+        rlvr_main(["search", "--methods", "majority_vote:prm", "--debug"])

@@ -100,6 +100,23 @@ def keep_correct(policy, examples, prompt_format, cfg: RejectionSamplingConfig, 
     return rows, metrics
 
 
+def check_kept_some(ctx, rows: list, metrics: dict) -> None:
+    """A stage that kept nothing fails (before it counts as done) when a later stage trains on its
+    dataset, saying which settings to change; re-running it unchanged would keep nothing again."""
+    readers = [s.name for s in ctx.recipe.stages if s.dataset_from == ctx.stage.name]
+    if rows or not readers:
+        return
+    from rlvr.errors import StageError
+
+    i = ctx.index
+    raise StageError(
+        f"stage {i} {ctx.stage.name}: rejection sampling kept no correct completion ({metrics['problems']} "
+        f"problems, sample accuracy {metrics['sample_accuracy']:.3f}), so {readers[0]} has nothing to "
+        f"train on; train the model it samples longer, or sample more (stages.{i}.samples_per_problem, "
+        f"stages.{i}.num_problems, stages.{i}.max_new_tokens), then continue with --resume auto "
+        "--rerun-changed --set ...")
+
+
 def rejection_sampling_options():
     return RejectionSamplingConfig
 
@@ -113,6 +130,7 @@ def run_rejection_sampling(ctx, cfg: RejectionSamplingConfig) -> dict:
     policy = ctx.load_policy(train=False)
     examples = ctx.make_task(cfg.difficulty).sample(cfg.num_problems)
     rows, metrics = keep_correct(policy, examples, ctx.recipe.prompt_format, cfg, ctx.seed)
+    check_kept_some(ctx, rows, metrics)
     if ctx.is_main:
         # Written beside and renamed into place: a crash never leaves a half dataset behind.
         final, tmp = ctx.stage_dir / DATASET_DIR, ctx.stage_dir / f"{DATASET_DIR}.tmp"

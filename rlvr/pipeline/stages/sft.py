@@ -21,8 +21,11 @@ def training_pairs(ctx, cfg, tokenizer) -> list[dict]:
     from datasets import load_from_disk
 
     if not ctx.dataset_dir.is_dir():
-        raise RuntimeError(f"stage {ctx.stage.name!r}: no dataset at {ctx.dataset_dir} "
-                           f"(rejection sampling kept no correct completion)")
+        from rlvr.errors import StageError
+
+        raise StageError(f"stage {ctx.stage.name!r}: no dataset at {ctx.dataset_dir} (rejection sampling "
+                         f"kept no correct completion); re-run stage {ctx.stage.dataset_from!r} with settings "
+                         "that keep some (--resume auto --rerun-changed --set ...)")
     data = load_from_disk(str(ctx.dataset_dir))
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in data]
 
