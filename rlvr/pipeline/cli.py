@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override recipe keys, e.g. --set stages.2.steps=5 model.precision=fp32 "
                              "(values parsed as YAML; a number indexes a list)")
     parser.add_argument("--validate-only", action="store_true",
-                        help="check the recipe and exit without running anything")
+                        help="check the recipe (and every row of its local dataset files) and exit "
+                             "without running anything")
 
 
 def resolve_output_dir(args, recipe_name: str) -> tuple[Path, bool]:
@@ -43,14 +44,19 @@ def main(args) -> int:
     from rlvr.pipeline.recipe import load_recipe
     from rlvr.pipeline.runner import check_output_dir, run_recipe
 
+    from rlvr.pipeline.datacheck import check_local_datasets
+
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         out, resume = resolve_output_dir(args, recipe.name)
         check_output_dir(out, resume)
+        data_report = check_local_datasets(recipe)  # every row of every local file, before any work
     except ConfigError as e:
         print(f"rlvr run: {e}", file=sys.stderr)
         return 2
     if args.validate_only:
+        for line in data_report:
+            print(line)
         print(f"{args.recipe}: valid ({len(recipe.stages)} stages: "
               f"{', '.join(f'{s.name} ({s.type})' for s in recipe.stages)})")
         return 0

@@ -39,12 +39,15 @@ def sample_and_verify(policy, examples: Sequence[Example], prompt_format, k: int
                       max_prompt_length: int | None = None, engine: str = "auto") -> list[list[Sample]]:
     """K completions for each of the B examples, each verified; (B) lists of (K) samples.
     `prompt_format`: a `PromptFormat` (or a template name), the recipe's for every stage. Prompts
-    over `max_prompt_length` tokens are left-truncated (None: no cap). `engine`: as the GRPO
-    trainer picks it (`rlvr.rollout.choose_engine`)."""
+    over `max_prompt_length` tokens are left-truncated (None: the model's context minus
+    max_new_tokens, when the model states it). `engine`: as the GRPO trainer picks it
+    (`rlvr.rollout.choose_engine`)."""
     from tqdm.auto import tqdm
 
     from rlvr.tasks.prompts import as_format
+    from rlvr.trainer.prompts import context_limit, prompt_cap
 
+    max_prompt_length = prompt_cap(max_prompt_length, params.max_new_tokens, context_limit(policy.model))
     engine = policy.engine(engine)
     fmt = as_format(prompt_format)
     prompts = [fmt.render(ex, policy.tokenizer) for ex in examples]

@@ -1,6 +1,7 @@
 """The rollout's prompts: encoded by `rlvr.tasks.prompts.PromptFormat` (template, instruction,
 left-truncation to `max_prompt_length`) as every other stage encodes them, and checked so that
 prompt + max_new_tokens fits the model's context (`config.max_position_embeddings`).
+Unset, the cap is the context minus max_new_tokens.
 
 Truncated prompts are counted per step (`prompts/truncated`) and warned about once per run.
 """
@@ -17,6 +18,15 @@ def context_limit(model) -> int | None:
     """The model's longest sequence in tokens (`config.max_position_embeddings`), None if unknown."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def prompt_cap(max_prompt_length: int | None, max_new_tokens: int, limit: int | None) -> int | None:
+    """The prompt length cap in effect: `max_prompt_length`, or when unset the model's context
+    minus the completion budget (a huge prompt is cut to what the model can read instead of
+    being run whole); None when neither is known."""
+    if max_prompt_length is not None or limit is None:
+        return max_prompt_length
+    return max(limit - max_new_tokens, 1)
 
 
 def check_context(cfg: GRPOConfig, limit: int | None) -> None:
@@ -43,7 +53,7 @@ class PromptEncoder:
         check_context(cfg, limit)
         self.tokenizer = tokenizer
         self.format = PromptFormat(cfg.template, cfg.instruction)
-        self.max_prompt_length = cfg.max_prompt_length
+        self.max_prompt_length = prompt_cap(cfg.max_prompt_length, cfg.max_new_tokens, limit)
         self.max_new_tokens = cfg.max_new_tokens
         self.limit = limit
         self.seen = self.truncated = 0

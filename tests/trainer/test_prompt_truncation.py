@@ -95,12 +95,25 @@ def test_without_a_cap_nothing_is_truncated(tmp_path, seen_prompts):
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["prompts/truncated"] == 0.0
 
 
-def test_a_prompt_past_the_context_names_both_numbers(tmp_path):
-    # tiny_policy: max_position_embeddings=128; a 136-token prompt + 6 new tokens cannot fit
-    with pytest.raises(ValueError, match=r"a prompt of 136 tokens \+ max_new_tokens \(6\) = 142 exceeds "
-                                         r"the model's max_position_embeddings \(128\); set "
-                                         r"max_prompt_length <= 122"):
+def test_without_a_cap_a_prompt_past_the_context_keeps_what_the_model_can_read(tmp_path, seen_prompts):
+    # tiny_policy: max_position_embeddings=128; a 136-token prompt + 6 new tokens cannot fit, so
+    # the default cap (128 - 6 = 122 tokens) keeps its end
+    with pytest.warns(UserWarning, match=r"a prompt of 136 tokens was left-truncated to max_prompt_length=122"):
         run_grpo(tiny_policy(), AlternatingTask(long="9" * 129), small_config(steps=1), tmp_path)
+    assert max(len(p) for p in seen_prompts) == 122
+
+
+def test_eval_sampling_caps_a_huge_prompt_by_default():
+    from rlvr.models import ModelConfig, load_policy
+    from rlvr.pipeline.sampling import sample_and_verify
+    from rlvr.rollout.base import SamplingParams
+
+    policy = load_policy(ModelConfig(name_or_path="tiny"), train=False)
+    limit = policy.model.config.max_position_embeddings
+    huge = Example(prompt="1+" * 200_000 + "1=?", reference="200001", kind="math", id="huge")
+    [[sample]] = sample_and_verify(policy, [huge], "plain", 1, SamplingParams(max_new_tokens=4, temperature=0.0),
+                                   batch_size=1)
+    assert sample.prompt_truncated and limit < 400_000
 
 
 def test_a_cap_past_the_context_fails_at_the_start(tmp_path, seen_prompts):
