@@ -32,7 +32,7 @@ class RejectionSamplingConfig:
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens for
     sampling, as in the grpo stage (set per stage, never inherited); the dataset keeps the full
-    prompt text. None = no cap."""
+    prompt text. None = the model's context minus max_new_tokens."""
     batch_size: int = 16
     """Problems per generate call (each expands to K rows)."""
     difficulty: int | None = None
