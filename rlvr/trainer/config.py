@@ -34,7 +34,8 @@ class GRPOConfig:
     """Completion length cap (tokens); a completion that hits it is `truncated`."""
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens (left
-    truncation, as TRL: the question and the assistant turn are at the end); None = no cap."""
+    truncation, as TRL: the question and the assistant turn are at the end); None = the model's
+    context minus max_new_tokens."""
     temperature: float = 1.0
     """Sampling temperature tau (0 = greedy). Log-probs in the loss use the same tau."""
     top_p: float = 1.0
@@ -171,6 +172,6 @@ class GRPOConfig:
 
 
 def check_max_prompt_length(value: int | None) -> None:
-    """The prompt cap of the grpo, eval and rejection_sampling stages: None (no cap) or >= 1."""
+    """The prompt cap of the grpo, eval and rejection_sampling stages: None (the context minus max_new_tokens) or >= 1."""
     if value is not None and value < 1:
-        raise ValueError(f"max_prompt_length must be >= 1 (or None: no cap), got {value}")
+        raise ValueError(f"max_prompt_length must be >= 1 (or None: the context minus max_new_tokens), got {value}")

@@ -20,7 +20,8 @@ class EvalStageConfig:
     """Completion length cap (tokens)."""
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens, as in
-    the grpo stage (set per stage, never inherited); None = no cap."""
+    the grpo stage (set per stage, never inherited); None = the model's context minus
+    max_new_tokens."""
     batch_size: int = 64
     """Problems per generate call (each expands to k rows when sampling)."""
     difficulty: int | None = None
