@@ -49,27 +49,21 @@ def _add_arguments(module, parser: argparse.ArgumentParser) -> None:
 
 def _call(module, args, command: str) -> int:
     from rlvr.config import ConfigError
-    from rlvr.errors import UserError
+    from rlvr.errors import UserError, one_line
 
     try:
         return int(module.main(args) or 0)
     except (ConfigError, UserError) as e:
         if args.debug:
             raise
-        print(f"rlvr {command}: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"rlvr {command}: {one_line(e)}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:
         stopped = getattr(e, "exit_status", None)  # a training run stopped by a signal
         if stopped is None or args.debug:
             raise
-        print(f"rlvr {command}: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"rlvr {command}: {one_line(e)}", file=sys.stderr, flush=True)
         return stopped
-
-
-def _one_line(e: BaseException) -> str:
-    """The message on one line: a list of errors is joined with '; '."""
-    lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()]
-    return "; ".join(lines).replace(":; ", ": ") or type(e).__name__
 
 
 if __name__ == "__main__":

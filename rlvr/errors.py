@@ -12,3 +12,9 @@ class UserError(Exception):
 
 class StageError(UserError, RuntimeError):
     """A recipe stage cannot go on with these settings (e.g. rejection sampling kept nothing)."""
+
+
+def one_line(e: BaseException) -> str:
+    """The message on one line: several errors (one per line) are joined with '; '."""
+    lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines).replace(":; ", ": ") or type(e).__name__

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rlvr.config import ConfigError
+from rlvr.errors import one_line
 from rlvr.pipeline.runner import RECIPE_FILE
 
 
@@ -52,7 +53,7 @@ def main(args) -> int:
         check_output_dir(out, resume)
         data_report = check_local_datasets(recipe)  # every row of every local file, before any work
     except ConfigError as e:
-        print(f"rlvr run: {e}", file=sys.stderr)
+        print(f"rlvr run: {one_line(e)}", file=sys.stderr)
         return 2
     if args.validate_only:
         for line in data_report:
@@ -68,10 +69,10 @@ def main(args) -> int:
         summary = run_recipe(recipe, out, resume=resume, rerun_changed=args.rerun_changed)
     except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint is on disk; one line, no traceback
         if PartialState().is_main_process:
-            print(f"rlvr run: {e}", file=sys.stderr)
+            print(f"rlvr run: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except ConfigError as e:  # refused by the runner (a live lock, changed settings on resume)
-        print(f"rlvr run: {e}", file=sys.stderr)
+        print(f"rlvr run: {one_line(e)}", file=sys.stderr)
         return 2
     if PartialState().is_main_process:
         print_summary(summary, out)

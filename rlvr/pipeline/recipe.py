@@ -117,7 +117,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def parse_recipe(data: dict) -> Recipe:
-    """Validate plain recipe data; raises `ConfigError` naming the first bad key path.
+    """Validate plain recipe data; raises one `ConfigError` listing every bad key path (one per
+    line: the model, the task, the template and each stage are checked independently).
 
     Relative paths in a recipe (model folder, dataset files) are relative to the working directory.
     """
@@ -130,18 +131,41 @@ def parse_recipe(data: dict) -> Recipe:
     if "model" not in data:
         raise ConfigError("missing required key model")
     model_data = data.pop("model")
+    errors: list[str] = []  # every independent error of the recipe, reported together
     header = from_dict(_RecipeHeader, {**data, "model": None})
-    header.model = from_dict(ModelConfig, model_data, "model")
-    _check_local_path(getattr(header.model, "name_or_path", None), "model.name_or_path")
-    _check_task(header.task, header.seed)
-    _check_template(header.template)
+    header.model = _collect(errors, lambda: from_dict(ModelConfig, model_data, "model"))
+    if header.model is not None:
+        _collect(errors, lambda: _check_local_path(getattr(header.model, "name_or_path", None), "model.name_or_path"))
+    _collect(errors, lambda: _check_task(header.task, header.seed))
+    _collect(errors, lambda: _check_template(header.template))
     if not isinstance(raw_stages, list) or not raw_stages:
-        raise ConfigError("stages: a recipe needs a non-empty list of stages")
+        errors.append("stages: a recipe needs a non-empty list of stages")
+        raw_stages = []
     stages: list[StageSpec] = []
     for i, raw in enumerate(raw_stages):
-        stages.append(_parse_stage(raw, i, stages, header))
+        stage = _collect(errors, lambda: _parse_stage(raw, i, stages, header))
+        stages.append(stage or _stand_in(raw))
+    if errors:
+        raise ConfigError("\n".join(errors))
     return Recipe(header.name, header.model, header.task, header.template, header.seed, stages,
                   raw={**data, "model": model_data, "stages": raw_stages}, instruction=header.instruction)
+
+
+def _collect(errors: list[str], check):
+    """check()'s result, or None with its ConfigError's message added to `errors`."""
+    try:
+        return check()
+    except ConfigError as e:
+        errors.append(str(e))
+        return None
+
+
+def _stand_in(raw: Any) -> StageSpec:
+    """A stage that failed validation, kept by type and name so later stages may refer to it
+    without a second, misleading error."""
+    raw = raw if isinstance(raw, dict) else {}
+    kind = raw.get("type") if raw.get("type") in STAGE_KINDS else "eval"
+    return StageSpec(kind, str(raw.get("name", kind)), BASE, None, None)
 
 
 def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHeader) -> StageSpec:

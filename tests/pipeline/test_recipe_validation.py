@@ -180,3 +180,27 @@ def test_importing_the_recipe_parser_loads_no_torch():
 
     code = "import sys, rlvr.pipeline.recipe; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_error_of_a_recipe_is_reported_at_once(tmp_path, capsys):
+    data = bad(lambda d: (d["stages"][1].update(stepz=3), d["stages"][4].update(loss_type="dapoo"),
+                          d.update(template="r2")))
+    with pytest.raises(ConfigError) as err:
+        parse_recipe(data)
+    for message in ("unknown key stages.1.stepz", "stages.4.loss_type: unknown policy loss 'dapoo'",
+                    "template: unknown template 'r2'"):
+        assert message in str(err.value)
+    # a stage that failed is still known by name: the stage reading its dataset gets no second error
+    assert "stages.3.dataset_from" not in str(bad_rs := parse_error(bad(lambda d: d["stages"][2].update(k=1))))
+    assert "stages.2" in bad_rs
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert rlvr_main(["run", str(path), "--validate-only"]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "stepz" in err_text and "dapoo" in err_text  # one line
+
+
+def parse_error(data) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_recipe(data)
+    return str(err.value)
