@@ -11,15 +11,7 @@ from rlvr.models import ModelConfig, load_policy
 from rlvr.models.precision import GenerationWeights, resolve_precision, weight_dtype
 from rlvr.trainer.grpo import run_grpo
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps one mixed-precision mode per process; these tests switch it."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _policy(precision: str):

@@ -9,16 +9,7 @@ from grpo_fixtures import SevensTask, small_config, tiny_policy
 from rlvr.models.precision import weight_dtype
 from rlvr.trainer.grpo import _setup, run_grpo
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_accelerate_state")]
 
 
 def _cuda_policy(precision: str):
