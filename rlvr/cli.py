@@ -2,7 +2,7 @@
 the module named here provides `add_arguments(parser)` and `main(args) -> int`.
 
 A user error (`ConfigError`, `rlvr.errors.UserError`) is one line on stderr and exit status 2;
-`--debug` shows its traceback. A GRPO stage stopped by SIGTERM/SIGINT exits 128 + the signal.
+`--debug` shows its traceback. `rlvr run` stopped by SIGTERM/SIGINT exits 128 + the signal.
 """
 from __future__ import annotations
 
@@ -58,12 +58,6 @@ def _call(module, args, command: str) -> int:
             raise
         print(f"rlvr {command}: {one_line(e)}", file=sys.stderr, flush=True)
         return 2
-    except Exception as e:
-        stopped = getattr(e, "exit_status", None)  # a training run stopped by a signal
-        if stopped is None or args.debug:
-            raise
-        print(f"rlvr {command}: {one_line(e)}", file=sys.stderr, flush=True)
-        return stopped
 
 
 if __name__ == "__main__":

@@ -42,10 +42,9 @@ def resolve_output_dir(args, recipe_name: str) -> tuple[Path, bool]:
 
 
 def main(args) -> int:
+    from rlvr.pipeline.datacheck import check_local_datasets
     from rlvr.pipeline.recipe import load_recipe
     from rlvr.pipeline.runner import check_output_dir, run_recipe
-
-    from rlvr.pipeline.datacheck import check_local_datasets
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)

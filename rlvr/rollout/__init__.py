@@ -1,8 +1,8 @@
 """Generation engines behind one interface (`RolloutEngine.generate(prompt_ids, G, params)`).
 
 `make_engine(name, model, tokenizer)` looks the engine up in `ENGINES` (an `rlvr.registry.Registry`
-of name -> factory). Factories import their module lazily, so `import rlvr.rollout` stays light and an engine
-whose backend is missing (e.g. `fast` without CUDA) fails only when it is asked for.
+of name -> factory). Factories import their module lazily, so `import rlvr.rollout` stays light and
+an engine whose backend is missing (e.g. `fast` without CUDA) fails only when it is asked for.
 """
 from __future__ import annotations
 
@@ -59,5 +59,5 @@ def make_engine(name: str, model, tokenizer) -> RolloutEngine:
     return ENGINES.get(name)(model, tokenizer)
 
 
-__all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "check_engine_name", "choose_engine", "make_engine",
-           "register_engine"]
+__all__ = ["ENGINES", "Rollout", "RolloutEngine", "SamplingParams", "check_engine_name", "choose_engine",
+           "make_engine", "register_engine"]

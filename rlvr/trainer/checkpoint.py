@@ -278,11 +278,6 @@ class Checkpointer:
             return self._apply(path, saved, model=model, optimizer=optimizer, scheduler=scheduler, task=task)
         return None
 
-    def load(self, path: Path, *, model, optimizer, scheduler, task) -> TrainerState:
-        """Restore everything saved by `save` from `path`; returns the trainer state."""
-        return self._apply(path, self._read(path), model=model, optimizer=optimizer, scheduler=scheduler,
-                           task=task)
-
     def _read(self, path: Path) -> "_Saved":
         """Everything this process needs from `path`, read into memory before anything changes,
         so a file that does not read back leaves the model and optimizer untouched."""

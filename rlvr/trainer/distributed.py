@@ -146,8 +146,6 @@ def _broadcast_from_main(model) -> None:
         dist.broadcast(b.data, src=0)
 
 
-
-
 # ----------------------------------------------------------------------------- generation
 
 @contextlib.contextmanager
