@@ -1,7 +1,7 @@
 """What a stage ran with, so a resume skips a finished stage only when it would run the same.
 
 A stage's settings are its type, effective options, the recipe-level keys every stage depends on
-(base model, task, template, seed) and the fingerprints of the stages whose model and dataset it
+(base model, task, template, instruction, seed) and the fingerprints of the stages whose model and dataset it
 reads; its fingerprint is a hash of them. Each stage folder keeps both in `FINGERPRINT.json`
 (written when the stage starts), so a changed key can be named.
 """
@@ -28,8 +28,8 @@ def stage_settings(recipe, index: int, _memo: dict | None = None) -> dict:
             inputs[role] = f"{source}@{fingerprint_of(recipe, j, memo)}"
     return {"type": stage.type, "model_from": stage.model_from, "dataset_from": stage.dataset_from,
             "options": to_dict(stage.options), "model": to_dict(recipe.model),
-            "task": to_dict(recipe.task), "template": recipe.template, "seed": recipe.seed,
-            "inputs": inputs}
+            "task": to_dict(recipe.task), "template": recipe.template,
+            "instruction": recipe.instruction, "seed": recipe.seed, "inputs": inputs}
 
 
 def fingerprint_of(recipe, index: int, _memo: dict | None = None) -> str:

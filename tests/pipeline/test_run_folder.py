@@ -99,6 +99,14 @@ def test_resume_refuses_a_stage_that_ran_with_other_settings(tmp_path):
     assert yaml.safe_load((out / "recipe.yaml").read_text())["stages"][0]["num_problems"] == 8
 
 
+def test_a_changed_instruction_is_a_changed_setting_of_every_stage(tmp_path):
+    out = tmp_path / "run"
+    run_recipe(parse_recipe({**RECIPE, "template": "r1"}), out)
+    changed = parse_recipe({**RECIPE, "template": "r1", "instruction": "Be brief."})
+    with pytest.raises(ConfigError, match=r"stage 0 first .*instruction: None -> Be brief\."):
+        run_recipe(changed, out, resume=True)
+
+
 def test_a_changed_input_stage_is_named_for_the_stages_that_read_it(tmp_path):
     data = json.loads(json.dumps(RECIPE))
     data["stages"] = [{"type": "sft", "name": "cold", "dataset_from": "generator", "steps": 1,
