@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -134,6 +134,15 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         if sep and field_name in fields:  # "loss_type: unknown ..." -> "stages.7.loss_type: unknown ..."
             raise ConfigError(f"{_join(path, field_name)}: {rest}") from e
         raise ConfigError(f"{where}: {e}") from e
+
+
+def check_field(name: str, check: Callable[[], Any]) -> None:
+    """Run a config's `__post_init__` check of field `name`; its ValueError is re-raised as
+    "name: message", which `from_dict` turns into the dotted key (`stages.4.loss_type: ...`)."""
+    try:
+        check()
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def to_dict(obj: Any) -> Any:

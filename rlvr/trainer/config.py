@@ -142,6 +142,7 @@ class GRPOConfig:
         """Registry names fail when the config is built (a recipe: when it is parsed, before any
         stage runs), each naming its field and listing the valid names."""
         from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES
+        from rlvr.config import check_field
         from rlvr.rollout import check_engine_name
         from rlvr.trainer.metrics import resolve_trackers
 
@@ -151,10 +152,7 @@ class GRPOConfig:
                   "engine": lambda: check_engine_name(self.engine),
                   "report_to": lambda: resolve_trackers(self.report_to)}
         for name, check in checks.items():
-            try:
-                check()
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+            check_field(name, check)
 
     @property
     def epsilon_low(self) -> float:

@@ -36,14 +36,12 @@ class EvalStageConfig:
             raise ValueError(f"k must be >= 0, got {self.k}")
         if self.temperature <= 0 and self.k > 0:
             raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
+        from rlvr.config import check_field
         from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        try:
-            check_engine_name(self.engine)
-        except ValueError as e:
-            raise ValueError(f"engine: {e}") from None
+        check_field("engine", lambda: check_engine_name(self.engine))
 
 
 def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -> dict:

@@ -46,14 +46,12 @@ class RejectionSamplingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        from rlvr.config import check_field
         from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        try:
-            check_engine_name(self.engine)
-        except ValueError as e:
-            raise ValueError(f"engine: {e}") from None
+        check_field("engine", lambda: check_engine_name(self.engine))
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:
