@@ -76,6 +76,8 @@ class RewardModel(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         hidden = backbone.config.hidden_size
+        self.score_batch_size = 16
+        """Solutions per forward when scoring (raise it on a GPU)."""
         self.head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.head.weight)  # start at score 0.5 everywhere: no accidental preferences
         nn.init.zeros_(self.head.bias)
@@ -87,8 +89,11 @@ class RewardModel(nn.Module):
         return cls(backbone, tokenizer, RewardModelConfig(kind=kind, **config))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        return self.head(hidden).squeeze(-1)  # (B, T)
+        # fp32 weights on a GPU run their matmuls in bf16 (as mixed-precision training does).
+        fast = input_ids.is_cuda and self.head.weight.dtype == torch.float32
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)
 
     # ---- scoring -------------------------------------------------------------------------
     def positions(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
@@ -99,14 +104,23 @@ class RewardModel(nn.Module):
         return ids, ends
 
     @torch.no_grad()
-    def step_scores(self, problem: str, solutions: list[list[str]], batch_size: int = 16) -> list[list[float]]:
+    def step_scores(self, problem: str, solutions: list[list[str]], batch_size: int | None = None) -> list[list[float]]:
         """Probabilities at each scored position, per solution (a PRM: one per step)."""
-        out: list[list[float]] = []
-        for start in range(0, len(solutions), batch_size):
-            chunk = [self.positions(problem, steps) for steps in solutions[start:start + batch_size]]
-            probs = torch.sigmoid(self._logits([ids for ids, _ in chunk]))  # (b, T)
-            for row, (_, ends) in zip(probs.tolist(), chunk):
-                out.append([row[e] for e in ends])
+        return self.step_scores_many([(problem, steps) for steps in solutions], batch_size)
+
+    @torch.no_grad()
+    def step_scores_many(self, pairs: list[tuple[str, list[str]]], batch_size: int | None = None) -> list[list[float]]:
+        """`step_scores` of (problem, steps) pairs from many problems, in shared forwards."""
+        encoded = [self.positions(problem, steps) for problem, steps in pairs]
+        # Similar lengths share a forward: far less padding than the arrival order.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        size = batch_size or self.score_batch_size
+        out: list[list[float]] = [[] for _ in encoded]
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            probs = torch.sigmoid(self._logits([encoded[i][0] for i in idx]).float()).cpu()  # (b, T)
+            for i, row in zip(idx, probs):
+                out[i] = row[encoded[i][1]].tolist()
         return out
 
     def score(self, problem: str, steps: list[str], aggregation: str = "last") -> float:
@@ -119,7 +133,19 @@ class RewardModel(nn.Module):
 
     def score_texts(self, problem: str, texts: list[str], aggregation: str = "last") -> list[float]:
         """Scores of solution texts, cut into steps at this model's separator."""
-        return self.score_batch(problem, [split_steps(t, self.config.step_separator) or [t] for t in texts], aggregation)
+        return self.score_texts_many([(problem, texts)], aggregation)[0]
+
+    def score_texts_many(self, items: list[tuple[str, list[str]]], aggregation: str = "last") -> list[list[float]]:
+        """`score_texts` for several problems at once: one list of scores per (problem, texts) item."""
+        aggregate([], aggregation)  # validate the name before any model work
+        sep = self.config.step_separator
+        pairs = [(problem, split_steps(t, sep) or [t]) for problem, texts in items for t in texts]
+        flat = [aggregate(s, aggregation) for s in self.step_scores_many(pairs)]
+        out = []
+        for _, texts in items:
+            out.append(flat[: len(texts)])
+            flat = flat[len(texts):]
+        return out
 
     def num_tokens(self, problem: str, texts: list[str]) -> int:
         """Tokens this model reads to score `texts` (for the scored-token ledger)."""

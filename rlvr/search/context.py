@@ -89,7 +89,11 @@ class SearchContext:
         if not texts:
             return []
         self.scored_tokens += chosen.num_tokens(problem, texts)
-        return chosen.score(problem, texts, aggregation)
+        return self._score(scorer, problem, texts, aggregation)
+
+    def _score(self, scorer: str, problem, texts: list[str], aggregation: str) -> list[float]:
+        """The scorer call itself (a batched view gathers these across problems)."""
+        return self.scorers[scorer].score(problem, texts, aggregation)
 
     def sample(self, prefixes: list[str], n: int, max_new_tokens: int, stop: list[str] | None = None) -> list[list[Completion]]:
         """n continuations of each prefix (prompt text + partial solution), grouped by prefix."""
@@ -103,16 +107,13 @@ class SearchContext:
             top_p=self.generation.top_p,
             stop=list(stop or []),
         )
-        rollout = self.engine.generate([encode_text(self.tokenizer, p) for p in prefixes], n, params)  # as trained
-        out: list[list[Completion]] = [[] for _ in prefixes]
-        for i, text in enumerate(rollout.texts):
-            ids = rollout.completion_ids[i]
-            self.generated_tokens += len(ids)
-            finish = "length" if rollout.truncated[i] else ("stop" if any(s in text for s in stop or []) else "eos")
-            lp = rollout.logprobs[i] if rollout.logprobs else None
-            mean_lp = sum(lp) / len(lp) if lp else None
-            out[i // n].append(Completion(text, len(ids), finish, mean_lp))
+        out = self._generate(prefixes, n, params)
+        self.generated_tokens += sum(c.num_tokens for group in out for c in group)
         return out
+
+    def _generate(self, prefixes: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
+        """One engine call (a batched view gathers these across problems)."""
+        return generate(self.engine, self.tokenizer, prefixes, n, params)
 
     def sample_solutions(self, prefix: str, n: int, max_new_tokens: int | None = None) -> list[Completion]:
         """n whole solutions continuing `prefix`."""
@@ -122,6 +123,18 @@ class SearchContext:
         """n next steps for each prefix: generation stops right after the step separator."""
         cap = min(self.generation.max_step_tokens, max_tokens or self.generation.max_step_tokens)
         return self.sample(prefixes, n, max(1, cap), stop=[self.separator])
+
+
+def generate(engine, tokenizer, prefixes: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
+    """n completions of each prefix from one engine call, grouped by prefix."""
+    rollout = engine.generate([encode_text(tokenizer, p) for p in prefixes], n, params)  # as trained
+    out: list[list[Completion]] = [[] for _ in prefixes]
+    for i, text in enumerate(rollout.texts):
+        finish = "length" if rollout.truncated[i] else ("stop" if any(s in text for s in params.stop) else "eos")
+        lp = rollout.logprobs[i] if rollout.logprobs else None
+        mean_lp = sum(lp) / len(lp) if lp else None
+        out[i // n].append(Completion(text, len(rollout.completion_ids[i]), finish, mean_lp))
+    return out
 
 
 def extract(text: str) -> str | None:

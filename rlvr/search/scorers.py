@@ -47,5 +47,9 @@ class RewardModelScorer:
     def score(self, problem, texts: list[str], aggregation: str = "last") -> list[float]:
         return self.model.score_texts(problem.prompt, texts, aggregation)
 
+    def score_many(self, items: list[tuple], aggregation: str = "last") -> list[list[float]]:
+        """Scores for (problem, texts) items of several problems, in shared forwards."""
+        return self.model.score_texts_many([(problem.prompt, texts) for problem, texts in items], aggregation)
+
     def num_tokens(self, problem, texts: list[str]) -> int:
         return self.model.num_tokens(problem.prompt, texts)

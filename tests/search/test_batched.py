@@ -1,0 +1,90 @@
+"""Many problems searched at once (`run_search_batch`): the same answers as one at a time, exact
+ledgers per problem, and one engine call per round instead of one per problem."""
+import pytest
+import torch
+
+from rlvr.search import BeamSearchConfig, BestOfNConfig, DVTSConfig, MCTSConfig, run_search
+from rlvr.search.batched import RoundStats, run_search_batch
+from rlvr.search.context import GenerationConfig, SearchContext
+from toy_setup import toy_context, toy_problem
+
+PROBLEMS = [toy_problem(a, b) for a, b in [(3, 4), (1, 2), (5, 2), (2, 1), (4, 3)]]
+GREEDY_CONFIGS = {
+    "best_of_n": BestOfNConfig(n=3, scorer="verifier"),
+    "beam_search": BeamSearchConfig(beam_width=2, expansions=2, max_steps=3, scorer="verifier"),
+    "dvts": DVTSConfig(subtrees=2, expansions=2, max_steps=3, scorer="verifier"),
+    "mcts": MCTSConfig(simulations=4, expansions=2, max_depth=3, value="rollout", scorer="verifier"),
+}
+
+
+class CountingEngine:
+    """The real engine, with its calls counted."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, 0
+
+    def generate(self, prompt_ids, group_size, params):
+        self.calls += 1
+        return self.engine.generate(prompt_ids, group_size, params)
+
+
+def greedy_context(toy, max_new_tokens=6):
+    model, tokenizer = toy
+    ctx = toy_context(model, tokenizer, max_new_tokens=max_new_tokens)
+    ctx.generation = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens, max_step_tokens=2,
+                                      step_separator="\n")
+    ctx.engine = CountingEngine(ctx.engine)
+    return ctx
+
+
+@pytest.mark.parametrize("method", sorted(GREEDY_CONFIGS))
+def test_batched_search_answers_as_one_problem_at_a_time(toy, method):
+    # Greedy decoding makes each search a function of its problem: any mix-up between problems
+    # (a completion handed to the wrong search) changes some answer or text.
+    cfg = GREEDY_CONFIGS[method]
+    one = greedy_context(toy)
+    sequential = [run_search(method, p, one, cfg) for p in PROBLEMS]
+    many = greedy_context(toy)
+    stats = RoundStats()
+    batched = run_search_batch(method, PROBLEMS, many, cfg, stats=stats)
+    assert [r.text for r in batched] == [r.text for r in sequential]
+    assert [r.tokens_spent for r in batched] == [r.tokens_spent for r in sequential]
+    assert many.generated_tokens == one.generated_tokens == sum(r.tokens_spent for r in batched)
+    # One engine call per round for all five problems, instead of one per problem per round.
+    assert many.engine.calls == stats.engine_calls <= stats.rounds
+    assert many.engine.calls * 2 < one.engine.calls
+
+
+def test_rows_cap_splits_an_engine_call_without_changing_the_ledger(toy):
+    ctx = greedy_context(toy)
+    stats = RoundStats()
+    results = run_search_batch("best_of_n", PROBLEMS, ctx, BestOfNConfig(n=4, scorer="verifier"), max_rows=8,
+                               stats=stats)
+    # one sampling round of 20 rows, at most 8 (two problems) per call, then one scoring round
+    assert stats.rounds == 2 and stats.engine_calls == 3
+    assert ctx.generated_tokens == sum(r.tokens_spent for r in results)
+    assert all(len(r.details["sample_tokens"]) == 4 for r in results)
+
+
+def test_one_failing_search_raises_after_the_others_finish(toy):
+    ctx = greedy_context(toy)
+    # mcts asks for a scorer that is not loaded: its error reaches the caller, nothing hangs.
+    with pytest.raises(Exception, match="scorer 'prm' is not loaded"):
+        run_search_batch("mcts", PROBLEMS[:3], ctx, MCTSConfig(simulations=2, value="prm", scorer="prm"))
+
+
+def test_reward_model_scores_many_problems_in_shared_forwards(toy):
+    from rlvr.reward_models.model import RewardModel
+
+    model, tokenizer = toy
+    torch.manual_seed(0)
+    prm = RewardModel.from_policy(model, tokenizer, "prm", step_separator="\n")
+    torch.nn.init.normal_(prm.head.weight, std=1.0)
+    texts = {"Q: 3+4\nA: ": ["7", "1\n3\n", "5\n1"], "Q: 1+2\nA: ": ["3\n", "1"]}
+    one_by_one = [prm.score_texts(p, t, "min") for p, t in texts.items()]
+    together = prm.score_texts_many(list(texts.items()), "min")
+    assert [len(t) for t in together] == [3, 2]
+    for got, want in zip(together, one_by_one):
+        assert got == pytest.approx(want, abs=1e-6)
+    assert prm.step_scores_many([("Q: 3+4\nA: ", ["1", "3"])], batch_size=1)[0] == pytest.approx(
+        prm.step_scores("Q: 3+4\nA: ", [["1", "3"]])[0], abs=1e-6)
