@@ -156,7 +156,8 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
                 chunk: int = 8) -> list[SamplePool]:
     """Sample n solutions of each `rlvr.search.Problem`, verify, group answers and score them.
 
-    Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU).
+    Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU); a
+    scorer that can (`score_many`) scores the chunk's solutions in shared forwards.
     """
     from verifiers import extract_answer
 
@@ -166,11 +167,12 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
     for start in range(0, len(problems), chunk):
         part = problems[start:start + chunk]
         groups = ctx.sample([p.prompt for p in part], n, ctx.generation.max_new_tokens)
-        for problem, samples in zip(part, groups):
-            texts = [s.text for s in samples]
+        texts = [[s.text for s in samples] for samples in groups]
+        scores = {name: ctx.score_many(name, list(zip(part, texts)), aggregation) for name in scorers}
+        for j, (problem, samples) in enumerate(zip(part, groups)):
             ex = problem.example
-            correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts)]
-            ids = group_answers([extract_answer(t) for t in texts], default_equivalence(ex.kind))
-            scores = {name: ctx.score(name, problem, texts, aggregation) for name in scorers}
-            pools.append(SamplePool(ex.difficulty, ids, correct, [s.num_tokens for s in samples], scores))
+            correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts[j])]
+            ids = group_answers([extract_answer(t) for t in texts[j]], default_equivalence(ex.kind))
+            pools.append(SamplePool(ex.difficulty, ids, correct, [s.num_tokens for s in samples],
+                                    {name: scores[name][j] for name in scorers}))
     return pools

@@ -28,6 +28,9 @@ class FitConfig:
     """Width of the fresh small backbone (backbone: tiny)."""
     tiny_layers: int = 2
     """Depth of the fresh small backbone (backbone: tiny)."""
+    rows_per_call: int | None = None
+    """Sequences sampled per engine call while labelling (None: 16 problems or 32 step prefixes a
+    call, right for a CPU; a GPU takes thousands)."""
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     """Optimisation."""
 
@@ -52,9 +55,10 @@ def fit_reward_model(ctx, policy_model, problems, cfg: FitConfig, progress: bool
     start = time.time()
     pairs = [(p.prompt, p.example) for p in problems]
     if cfg.kind == "orm":
-        records = orm_labels(ctx, pairs, cfg.samples_per_problem)
+        records = orm_labels(ctx, pairs, cfg.samples_per_problem, cfg.rows_per_call)
     else:
-        records = prm_labels(ctx, pairs, cfg.samples_per_problem, cfg.rollouts_per_step, cfg.label_type)
+        records = prm_labels(ctx, pairs, cfg.samples_per_problem, cfg.rollouts_per_step, cfg.label_type,
+                             cfg.rows_per_call)
     labelled = time.time()
     model = make_backbone_model(policy_model, ctx.tokenizer, cfg, ctx.separator)
     initial = evaluate_loss(model, records)

@@ -44,6 +44,11 @@ def verified(examples: list[Example], texts: list[str]) -> list[float]:
     return scores
 
 
+def _per_call(rows: int | None, n: int, default: int = 16) -> int:
+    """Prompts per engine call so that a call samples about `rows` sequences (n per prompt)."""
+    return max(1, rows // n) if rows else default
+
+
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -59,9 +64,10 @@ def sample_solutions(ctx, problems: list[tuple[str, Example]], n: int, chunk: in
     return out
 
 
-def orm_labels(ctx, problems: list[tuple[str, Example]], samples_per_problem: int) -> list[LabeledSolution]:
+def orm_labels(ctx, problems: list[tuple[str, Example]], samples_per_problem: int,
+               rows_per_call: int | None = None) -> list[LabeledSolution]:
     """Sample solutions per (prompt, example) and label each with its verified outcome."""
-    solutions = sample_solutions(ctx, problems, samples_per_problem)
+    solutions = sample_solutions(ctx, problems, samples_per_problem, _per_call(rows_per_call, samples_per_problem))
     scores = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
     return [LabeledSolution(prompt, split_steps(text, ctx.separator) or [text], [score])
             for (prompt, _, text), score in zip(solutions, scores)]
@@ -73,20 +79,22 @@ def prm_labels(
     samples_per_problem: int,
     rollouts_per_step: int,
     label_type: Literal["hard", "soft"] = "hard",
+    rows_per_call: int | None = None,
 ) -> list[LabeledSolution]:
     """Math-Shepherd step labels for sampled solutions (hard: any rollout correct; soft: fraction)."""
     if label_type not in ("hard", "soft"):
         raise ValueError(f"label_type must be 'hard' or 'soft', got {label_type!r}")
     if rollouts_per_step < 1:
         raise ValueError(f"rollouts_per_step must be >= 1, got {rollouts_per_step}")
-    solutions = sample_solutions(ctx, problems, samples_per_problem)
+    solutions = sample_solutions(ctx, problems, samples_per_problem, _per_call(rows_per_call, samples_per_problem))
     outcomes = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
     records, prefixes = [], []
     for (prompt, ex, text), outcome in zip(solutions, outcomes):
         steps = split_steps(text, ctx.separator) or [text]
         records.append(LabeledSolution(prompt, steps, []))
         prefixes += [(len(records) - 1, prompt, ex, steps[: i + 1]) for i in range(len(steps) - 1)]
-    labels = step_labels(ctx, [(prompt, ex, steps) for _, prompt, ex, steps in prefixes], rollouts_per_step, label_type)
+    labels = step_labels(ctx, [(prompt, ex, steps) for _, prompt, ex, steps in prefixes], rollouts_per_step, label_type,
+                         _per_call(rows_per_call, rollouts_per_step, 32))
     for (r, *_), label in zip(prefixes, labels):
         records[r].labels.append(label)
     for record, outcome in zip(records, outcomes):

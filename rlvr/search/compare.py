@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlvr.eval.curves import Point
-from rlvr.search.base import Problem, SearchResult, get_method, replace, run_search
+from rlvr.search.base import Problem, SearchResult, get_method, replace
+from rlvr.search.batched import run_search_batch
 
 
 @dataclass
@@ -59,16 +60,17 @@ def is_correct(problem: Problem, result: SearchResult) -> bool:
     return VerifierScorer().score(problem, [result.text])[0] >= 1.0
 
 
-def run_method(name: str, cfg, problems: list[Problem], ctx, n: int, progress=None, label: str | None = None) -> list[Outcome]:
+def run_method(name: str, cfg, problems: list[Problem], ctx, n: int, progress=None, label: str | None = None,
+               max_rows: int = 4096) -> list[Outcome]:
+    """One method at one budget over every problem, searched together (`run_search_batch`)."""
     outcomes = []
-    for problem in problems:
-        result = run_search(name, problem, ctx, cfg)
+    for problem, result in zip(problems, run_search_batch(name, problems, ctx, cfg, max_rows=max_rows)):
         correct = is_correct(problem, result)
         outcomes.append(Outcome(label or name, n, problem.example.difficulty, correct, result.tokens_spent,
                                 result.details.get("scored_tokens", 0), result.answer,
                                 {k: v for k, v in result.details.items() if k in ("level", "accepted", "forced_close")}))
-        if progress is not None:
-            progress.update(1)
+    if progress is not None:
+        progress.update(len(problems))
     return outcomes
 
 
@@ -84,7 +86,8 @@ def summarize(outcomes: list[Outcome]) -> list[Point]:
 
 
 def compare_methods(problems: list[Problem], ctx, methods: dict[str, object], ns: list[int],
-                    thinking_unit: int = 16, show_progress: bool = True) -> tuple[list[Point], list[Outcome]]:
+                    thinking_unit: int = 16, show_progress: bool = True,
+                    max_rows: int = 4096) -> tuple[list[Point], list[Outcome]]:
     """Every (method, N): accuracy and mean tokens over `problems`. `methods` maps a label to
     (registered method name, base config), or a label that is itself a method name to its config."""
     from tqdm.auto import tqdm
@@ -96,7 +99,7 @@ def compare_methods(problems: list[Problem], ctx, methods: dict[str, object], ns
         base = base if base is not None else get_method(name).config_cls()
         for n in ns:
             cfg = config_at_budget(name, base, n, thinking_unit)
-            got = run_method(name, cfg, problems, ctx, n, bar, label)
+            got = run_method(name, cfg, problems, ctx, n, bar, label, max_rows)
             outcomes += got
             points += summarize(got)
     bar.close()

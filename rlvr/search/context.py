@@ -91,6 +91,16 @@ class SearchContext:
         self.scored_tokens += chosen.num_tokens(problem, texts)
         return self._score(scorer, problem, texts, aggregation)
 
+    def score_many(self, scorer: str, items: list[tuple], aggregation: str = "last") -> list[list[float]]:
+        """`score` for (problem, texts) items of several problems; a reward model scores them all
+        in shared forwards."""
+        chosen = self.scorer(scorer)
+        many = getattr(chosen, "score_many", None)
+        if many is None:
+            return [self.score(scorer, problem, texts, aggregation) for problem, texts in items]
+        self.scored_tokens += sum(chosen.num_tokens(problem, texts) for problem, texts in items)
+        return many(items, aggregation)
+
     def _score(self, scorer: str, problem, texts: list[str], aggregation: str) -> list[float]:
         """The scorer call itself (a batched view gathers these across problems)."""
         return self.scorers[scorer].score(problem, texts, aggregation)
