@@ -3,7 +3,8 @@
 #   scripts/device_run.sh PART...   with PART in: tests, tests_fast, tests_layers, tests_loss, loss, loss_quick, rollout,
 #   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train,
 #   chain, chain_lora, default_recipe (learning runs: records in $OUT/<recipe>.tar.gz), tests_precision,
-#   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K)
+#   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K),
+#   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm)
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -62,6 +63,12 @@ for part in "$@"; do
     gsm8k) timeout 240 python3 benchmarks/eval_gsm8k.py --model smollm2-135m $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model 2>/dev/null) \
              --test .gsm8k/test.jsonl --train .gsm8k/train.jsonl --out "$OUT/gsm8k.json" 2>&1 \
              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/gsm8k.log" ;;
+    ttc_rm) timeout ${TTC_RM_TIMEOUT:-300} python3 benchmarks/ttc_smollm2.py rm --work runs/ttc \
+              --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
+              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_rm.log"; cp runs/ttc/rm_facts.json "$OUT/" ;;
+    ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
+                  --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
+                  | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done

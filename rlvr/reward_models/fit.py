@@ -38,7 +38,8 @@ class FitConfig:
 def make_backbone_model(policy_model, tokenizer, cfg: FitConfig, separator: str) -> RewardModel:
     extra = dict(step_separator=separator, label_type=cfg.label_type)
     if cfg.backbone == "policy":
-        return RewardModel.from_policy(policy_model, tokenizer, cfg.kind, **extra)
+        # float32 weights whatever the policy generates in: bf16 weights drop small updates.
+        return RewardModel.from_policy(policy_model, tokenizer, cfg.kind, **extra).float()
     from rlvr.models import TinyModelConfig, build_tiny_model
 
     heads = max(1, cfg.tiny_hidden_size // 32)

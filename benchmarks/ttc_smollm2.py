@@ -1,0 +1,355 @@
+"""Test-time compute on a real model: ORM and PRM on SmolLM2-135M-Instruct, then every search
+method against N on held-out word problems at difficulties 1-5, searched many problems at once.
+
+Two phases, so each fits one device call after the SmolLM2 R1 chain has trained the policy:
+
+    python benchmarks/ttc_smollm2.py rm     --policy runs/bench-smollm2-135m-r1/8-grpo-2/model --work runs/ttc
+    python benchmarks/ttc_smollm2.py search --policy runs/bench-smollm2-135m-r1/8-grpo-2/model --work runs/ttc \
+        --out benchmarks/results/ttc_smollm2
+
+`rm`: the policy samples solutions to *training* problems (never the held-out ones); Math-Shepherd
+labels come from rollouts from every step prefix (a step is one line of the worked solution); from
+one labelling pass come the ORM labels (the outcome), the PRM's hard labels (any rollout correct)
+and soft labels (the fraction). Three reward models (copies of the policy's backbone with a value
+head, float32 weights) are trained; a tenth of the training problems is kept back to choose the
+PRM (hard or soft) and its aggregation by within-problem AUC.
+`search`: on the held-out problems, majority vote, ORM/PRM best-of-N and weighted vote from one
+pool of max(N) samples per problem (subsampled for every N), and beam search, DVTS, MCTS and
+adaptive search run live, all problems at once. Then the compute-optimal choice per difficulty,
+chosen on one half of the problems and measured on the other, against PRM best-of-max(N).
+Writes ttc.md, ttc.json, accuracy_vs_n.png, accuracy_vs_tokens.png into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the repo
+
+AGGREGATIONS = ("last", "min", "prod", "mean")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("phase", choices=["rm", "search"])
+    p.add_argument("--policy", required=True, help="the RL-trained policy (a model directory, or 'tiny')")
+    p.add_argument("--work", type=Path, default=Path("runs/ttc"), help="where the reward models are kept")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/ttc_smollm2"))
+    p.add_argument("--task", default="word_problems")
+    p.add_argument("--levels", default="1,2,3,4,5")
+    p.add_argument("--template", default="r1_chat", help="the prompt template the policy was trained with")
+    p.add_argument("--train-problems", type=int, default=64, help="RM training problems per level")
+    p.add_argument("--samples-per-problem", type=int, default=4, help="solutions labelled per training problem")
+    p.add_argument("--rollouts-per-step", type=int, default=8, help="Math-Shepherd rollouts from each step")
+    p.add_argument("--rm-epochs", type=int, default=2)
+    p.add_argument("--rm-lr", type=float, default=2e-5)
+    p.add_argument("--rm-batch", type=int, default=32)
+    p.add_argument("--num-problems", type=int, default=60, help="held-out problems per level")
+    p.add_argument("--ns", default="1,4,16,64")
+    p.add_argument("--live-ns", default="4,16,64", help="budgets for beam search, DVTS, MCTS, adaptive")
+    p.add_argument("--live", default="beam_search,dvts,mcts,adaptive")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--max-new-tokens", type=int, default=192)
+    p.add_argument("--max-step-tokens", type=int, default=48)
+    p.add_argument("--max-rows", type=int, default=4096, help="sequences per engine call")
+    p.add_argument("--score-batch", type=int, default=256, help="solutions per reward-model forward")
+    p.add_argument("--deadline", type=float, default=480.0,
+                   help="seconds after which the search phase starts no new live (method, N); skipped rows are listed")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+# ---- shared setup ------------------------------------------------------------------------------
+def setup(args):
+    """(SearchContext, Policy) for the policy on the fast engine where it applies."""
+    import torch
+
+    from rlvr.models import ModelConfig, load_policy
+    from rlvr.rollout import choose_engine, make_engine
+    from rlvr.search.context import GenerationConfig, SearchContext
+
+    torch.manual_seed(args.seed)
+    policy = load_policy(ModelConfig(name_or_path=args.policy), device=args.device, train=False)
+    engine = make_engine(choose_engine("auto", policy.model), policy.model, policy.tokenizer)
+    generation = GenerationConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                  max_step_tokens=args.max_step_tokens, step_separator="\n")
+    return SearchContext(engine, policy.tokenizer, generation), policy
+
+
+def problems(args, tokenizer, split: str, per_level: int):
+    from rlvr.search import Problem
+    from rlvr.search.setup import parse_ints
+    from rlvr.tasks import make_task
+    from rlvr.tasks.prompts import PromptFormat
+
+    fmt = PromptFormat(args.template, None)
+    out = []
+    for level in parse_ints(args.levels, "--levels"):
+        task = make_task(args.task, seed=args.seed, difficulty=level)
+        examples = task.sample(per_level) if split == "train" else task.held_out(per_level)
+        out += [Problem(fmt.render(ex, tokenizer), ex) for ex in examples]
+    return out
+
+
+def within_problem_auc(groups: list[tuple[list[float], list[bool]]]) -> float | None:
+    """P(a correct solution outscores an incorrect one of the same problem), ties half."""
+    wins = pairs = 0.0
+    for scores, correct in groups:
+        good = [s for s, c in zip(scores, correct) if c]
+        bad = [s for s, c in zip(scores, correct) if not c]
+        wins += sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
+        pairs += len(good) * len(bad)
+    return wins / pairs if pairs else None
+
+
+# ---- phase 1: reward models --------------------------------------------------------------------
+def phase_rm(args) -> dict:
+    import random
+
+    from rlvr.reward_models.fit import FitConfig, make_backbone_model
+    from rlvr.reward_models.labels import LabeledSolution, prm_labels
+    from rlvr.reward_models.train import RewardTrainConfig, evaluate_loss, train_reward_model
+
+    start = time.time()
+    ctx, policy = setup(args)
+    train = problems(args, policy.tokenizer, "train", args.train_problems)
+    random.Random(args.seed).shuffle(train)
+    n_val = max(1, len(train) // 10)
+    pairs = [(p.prompt, p.example) for p in train]
+    soft = prm_labels(ctx, pairs, args.samples_per_problem, args.rollouts_per_step, "soft", rows_per_call=args.max_rows)
+    labelled = time.time()
+    print(f"labelled {len(soft)} solutions ({sum(len(r.labels) for r in soft)} steps) in {labelled - start:.0f} s",
+          flush=True)
+    outcome = [float(r.labels[-1] >= 1.0) for r in soft]
+    records = {
+        "orm": [LabeledSolution(r.prompt, r.steps, [o]) for r, o in zip(soft, outcome)],
+        "prm_hard": [LabeledSolution(r.prompt, r.steps, [float(x > 0.0) for x in r.labels[:-1]] + [o])
+                     for r, o in zip(soft, outcome)],
+        "prm_soft": soft,
+    }
+    val_prompts = {p.prompt for p in train[:n_val]}
+    facts = {"policy": args.policy, "train_problems": len(train), "validation_problems": n_val,
+             "solutions": len(soft), "steps": sum(len(r.labels) for r in soft),
+             "solution_accuracy": sum(outcome) / len(outcome),
+             "step_label_mean_soft": _mean([x for r in soft for x in r.labels[:-1]]),
+             "step_label_positive_hard": _mean([x > 0 for r in soft for x in r.labels[:-1]]),
+             "label_seconds": labelled - start, "models": {}}
+    cfg = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=args.rm_lr, batch_size=args.rm_batch, seed=args.seed)
+    for name, recs in records.items():
+        kind = "orm" if name == "orm" else "prm"
+        fit = FitConfig(kind=kind, label_type="soft" if name == "prm_soft" else "hard")
+        model = make_backbone_model(policy.model, policy.tokenizer, fit, ctx.separator)
+        model.score_batch_size = args.score_batch
+        fit_part = [r for r in recs if r.prompt not in val_prompts]
+        val_part = [r for r in recs if r.prompt in val_prompts]
+        t0 = time.time()
+        initial = evaluate_loss(model, val_part)
+        losses = train_reward_model(model, fit_part, cfg, progress=True)
+        facts["models"][name] = {
+            "records": len(fit_part), "initial_val_loss": initial, "val_loss": evaluate_loss(model, val_part),
+            "epoch_losses": losses, "train_seconds": time.time() - t0,
+            "val_auc": {agg: validation_auc(model, val_part, outcome_of(soft, val_prompts), agg)
+                        for agg in (AGGREGATIONS if kind == "prm" else ("last",))}}
+        model.save(args.work / name)
+        print(f"{name}: {json.dumps(facts['models'][name])}", flush=True)
+    prm_choice = max(((n, a) for n in ("prm_hard", "prm_soft") for a in AGGREGATIONS),
+                     key=lambda na: facts["models"][na[0]]["val_auc"][na[1]] or 0.0)
+    facts["prm_choice"] = {"model": prm_choice[0], "aggregation": prm_choice[1]}
+    facts["seconds"] = time.time() - start
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "rm_facts.json").write_text(json.dumps(facts, indent=1))
+    print(json.dumps(facts["prm_choice"]), f"phase rm {facts['seconds']:.0f} s", flush=True)
+    return facts
+
+
+def outcome_of(soft, prompts) -> list[bool]:
+    return [r.labels[-1] >= 1.0 for r in soft if r.prompt in prompts]
+
+
+def validation_auc(model, records, correct: list[bool], aggregation: str) -> float | None:
+    """Within-problem AUC of the model's solution scores on validation records."""
+    from rlvr.reward_models.model import aggregate
+
+    step_scores = model.step_scores_many([(r.prompt, r.steps) for r in records])
+    by_problem: dict[str, tuple[list[float], list[bool]]] = {}
+    for r, s, c in zip(records, step_scores, correct):
+        scores, flags = by_problem.setdefault(r.prompt, ([], []))
+        scores.append(aggregate(s, aggregation))
+        flags.append(c)
+    return within_problem_auc(list(by_problem.values()))
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+# ---- phase 2: search ---------------------------------------------------------------------------
+def live_methods(names: list[str], aggregation: str, threshold: float, max_new_tokens: int) -> dict:
+    from rlvr.search import AdaptiveConfig, BeamSearchConfig, BestOfNConfig, DVTSConfig, MCTSConfig
+
+    beam = BeamSearchConfig(beam_width=1, expansions=4, max_steps=10, aggregation=aggregation)
+    table = {
+        "beam_search": ("beam_search (PRM)", beam),
+        "dvts": ("dvts (PRM)", DVTSConfig(expansions=4, max_steps=10, aggregation=aggregation)),
+        "mcts": ("mcts (PRM)", MCTSConfig(expansions=3, max_depth=10, aggregation=aggregation)),
+        "adaptive": ("adaptive (PRM conf.)", AdaptiveConfig(
+            check="confidence", confidence_scorer="prm", threshold=threshold, aggregation=aggregation,
+            token_budget=64 * max_new_tokens, beam=beam,
+            best_of_n=BestOfNConfig(scorer="prm", aggregation=aggregation))),
+    }
+    return {table[n][0]: (n, table[n][1]) for n in names}
+
+
+def phase_search(args) -> int:
+    import torch
+
+    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves
+    from rlvr.eval.report import full_report, plot_curves
+    from rlvr.reward_models.model import load_reward_model
+    from rlvr.search import RewardModelScorer
+    from rlvr.search.adaptive import calibrate_threshold
+    from rlvr.search.compare import compare_methods
+    from rlvr.search.setup import parse_ints
+
+    start = time.time()
+    facts = json.loads((args.work / "rm_facts.json").read_text())
+    choice = facts["prm_choice"]
+    agg = choice["aggregation"]
+    ctx, policy = setup(args)
+    device = str(policy.device)
+    for kind, name in (("orm", "orm"), ("prm", choice["model"])):
+        rm = load_reward_model(args.work / name, expect=kind, device=device)
+        rm.score_batch_size = args.score_batch
+        ctx.scorers[kind] = RewardModelScorer(rm)
+    held_out = problems(args, policy.tokenizer, "held_out", args.num_problems)
+    ns = parse_ints(args.ns, "--ns")
+    pools = build_pools(ctx, held_out, max(ns), ["orm", "prm"], agg, chunk=max(1, args.max_rows // max(ns)))
+    pooled = time.time()
+    print(f"pools: {len(held_out)} problems x {max(ns)} samples in {pooled - start:.0f} s", flush=True)
+    rename = {"majority": "majority_vote", "best_of_n[orm]": "best_of_n (ORM)", "best_of_n[prm]": "best_of_n (PRM)",
+              "weighted_vote[orm]": "weighted_vote (ORM)", "weighted_vote[prm]": "weighted_vote (PRM)",
+              "pass@N": "pass@N (coverage bound)"}
+    auc = {k: _pool_auc(pools, k) for k in ("orm", "prm")}
+    # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
+    # only (the second half is where the compute-optimal choice is measured).
+    half_a = [i for i in range(len(held_out)) if i % 2 == 0]
+    threshold = min(1.0, calibrate_threshold([pools[i].scores["prm"][j] for i in half_a for j in range(len(pools[i].correct))],
+                                    [pools[i].correct[j] for i in half_a for j in range(len(pools[i].correct))]))  # inf: none was right
+    live_ns = parse_ints(args.live_ns, "--live-ns")
+    methods = live_methods([m for m in args.live.split(",") if m], agg, threshold, args.max_new_tokens)
+    outcomes, live_seconds, skipped = [], {}, []
+    for label, spec in methods.items():
+        for n in live_ns:
+            if time.time() - start > args.deadline:
+                skipped.append(f"{label} N={n}")
+                continue
+            t0 = time.time()
+            _, got = compare_methods(held_out, ctx, {label: spec}, [n], show_progress=False, max_rows=args.max_rows)
+            outcomes += got
+            live_seconds[f"{label} N={n}"] = time.time() - t0
+            print(f"{label} N={n}: acc {sum(o.correct for o in got) / len(got):.3f} "
+                  f"tokens {sum(o.tokens for o in got) / len(got):.0f} in {live_seconds[f'{label} N={n}']:.0f} s",
+                  flush=True)
+    points = _points(pools, outcomes, range(len(held_out)), ns, rename, args.seed)
+    optimal = optimal_vs_best_of_n(pools, outcomes, held_out, ns, rename, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = full_report(points, compute_optimal(points, exclude=("pass@N (coverage bound)",)),
+                         title="Test-time compute on SmolLM2-135M-Instruct (measured)",
+                         excluded="pass@N, the coverage bound")
+    header = (f"Policy `{args.policy}`; {len(held_out)} held-out {args.task} problems ({args.num_problems} per level "
+              f"{args.levels}); temperature {args.temperature}, max {args.max_new_tokens} new tokens, a step = one "
+              f"line. ORM and PRM ({choice['model']}, aggregation `{agg}`, chosen by validation AUC) trained on "
+              f"{facts['solutions']} solutions to {facts['train_problems']} training problems. Pool: {max(ns)} samples "
+              f"per problem in {pooled - start:.0f} s; live search {sum(live_seconds.values()):.0f} s; "
+              f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}.")
+    report = report.replace("\n\n", f"\n\n{header}\n\n", 1)
+    report += ("\nWithin-problem AUC on the held-out pool samples: "
+               + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a" for k, v in auc.items()) + "\n")
+    report += "\n" + optimal_table(optimal) + "\n"
+    if skipped:
+        report += f"\nNot run (past the {args.deadline:.0f} s deadline): {', '.join(skipped)}\n"
+    (args.out / "ttc.md").write_text(report)
+    plot_curves(points, args.out / "accuracy_vs_n.png", x="n", title="accuracy vs N")
+    plot_curves(points, args.out / "accuracy_vs_tokens.png", x="tokens", title="accuracy vs tokens")
+    (args.out / "ttc.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "reward_models": facts, "auc": auc,
+        "adaptive_threshold": threshold, "points": [asdict(p) for p in points], "compute_optimal": optimal,
+        "live_seconds": live_seconds, "skipped": skipped, "pool_seconds": pooled - start,
+        "seconds": time.time() - start}, indent=1))
+    print(report, flush=True)
+    return 0
+
+
+def _pool_auc(pools, scorer):
+    return within_problem_auc([(p.scores[scorer], p.correct) for p in pools])
+
+
+def _points(pools, outcomes, indices, ns, rename, seed):
+    """Points of pool methods and live methods over the problems at `indices`."""
+    from rlvr.eval.curves import pool_curves
+    from rlvr.search.compare import summarize
+
+    indices = list(indices)
+    chosen = [pools[i] for i in indices]
+    points = [replace(p, method=rename[p.method]) for p in pool_curves(chosen, ns, seed=seed) if p.method in rename]
+    for key in dict.fromkeys((o.method, o.n) for o in outcomes):
+        per_problem = [o for o in outcomes if (o.method, o.n) == key]  # in problem order
+        points += summarize([per_problem[i] for i in indices])
+    return points
+
+
+def optimal_vs_best_of_n(pools, outcomes, held_out, ns, rename, seed) -> dict:
+    """Per difficulty, the cheapest (method, N) that matches PRM best-of-max(N) on half A of the
+    problems; then what that choice scores and costs on half B, against best-of-max(N) on half B."""
+    big = max(ns)
+    half = {"A": [i for i in range(len(held_out)) if i % 2 == 0], "B": [i for i in range(len(held_out)) if i % 2 == 1]}
+    pts = {h: _points(pools, outcomes, idx, ns, rename, seed) for h, idx in half.items()}
+    usable = lambda p: not p.method.startswith("pass@")  # noqa: E731 (an oracle is not a choice)
+    rows = []
+    for level in sorted({p.example.difficulty for p in held_out}):
+        ref_a = _find(pts["A"], "best_of_n (PRM)", big, level)
+        fits = [p for p in pts["A"] if usable(p) and p.difficulty == level and p.accuracy >= ref_a.accuracy]
+        pick = min(fits, key=lambda p: (p.tokens, -p.accuracy))
+        got, ref_b = _find(pts["B"], pick.method, pick.n, level), _find(pts["B"], "best_of_n (PRM)", big, level)
+        rows.append({"difficulty": level, "method": pick.method, "n": pick.n, "accuracy": got.accuracy,
+                     "tokens": got.tokens, "best_of_n_accuracy": ref_b.accuracy, "best_of_n_tokens": ref_b.tokens,
+                     "problems": got.problems})
+    total = {k: sum(r[k] * r["problems"] for r in rows) / sum(r["problems"] for r in rows)
+             for k in ("accuracy", "tokens", "best_of_n_accuracy", "best_of_n_tokens")}
+    return {"levels": rows, "overall": total, "reference": f"best_of_n (PRM) N={big}"}
+
+
+def _find(points, method, n, level):
+    return next(p for p in points if p.method == method and p.n == n and p.difficulty == level)
+
+
+def optimal_table(optimal: dict) -> str:
+    lines = [f"Compute-optimal per difficulty (chosen on half A: the cheapest method and N that matches "
+             f"{optimal['reference']} there; measured on half B):", "",
+             "| level | choice | accuracy | tokens | best-of-N accuracy | best-of-N tokens |", "|---|---|---|---|---|---|"]
+    for r in optimal["levels"]:
+        lines.append(f"| {r['difficulty']} | {r['method']} N={r['n']} | {r['accuracy']:.3f} | {r['tokens']:.0f} | "
+                     f"{r['best_of_n_accuracy']:.3f} | {r['best_of_n_tokens']:.0f} |")
+    o = optimal["overall"]
+    lines.append(f"| all | per level | {o['accuracy']:.3f} | {o['tokens']:.0f} | {o['best_of_n_accuracy']:.3f} | "
+                 f"{o['best_of_n_tokens']:.0f} |")
+    lines.append(f"\nTokens of the adaptive choice / best-of-N: {o['tokens'] / o['best_of_n_tokens']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.phase == "rm":
+        phase_rm(args)
+        return 0
+    return phase_search(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
