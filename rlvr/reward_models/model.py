@@ -78,7 +78,7 @@ class RewardModel(nn.Module):
         hidden = backbone.config.hidden_size
         self.score_batch_size = 16
         """Solutions per forward when scoring (raise it on a GPU)."""
-        self.head = nn.Linear(hidden, 1)
+        self.head = nn.Linear(hidden, 1, device=next(backbone.parameters()).device)  # beside the backbone
         nn.init.zeros_(self.head.weight)  # start at score 0.5 everywhere: no accidental preferences
         nn.init.zeros_(self.head.bias)
 
