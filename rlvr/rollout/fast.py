@@ -35,7 +35,7 @@ from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forwar
                                        fits_fused_kernels, fits_gemm_kernels, prefill_forward, supports)
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
-from rlvr.rollout.sampler import sample_tokens
+from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
 
 __all__ = ["FastEngine", "FastEngineConfig", "supports"]
@@ -119,8 +119,12 @@ class FastEngine:
         self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout:
+    def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams,
+                 end_at: list[int] | None = None) -> Rollout:
+        """`end_at`, optional: per sequence (N = B*G), the completion length at which EOS is forced
+        (its logit set far above the rest): variable-length workloads on random-weight models."""
         _check_request(prompt_ids, group_size, params)
+        self._check_end_at(end_at, len(prompt_ids) * group_size)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         device = self.model.lm_head.weight.device
@@ -128,23 +132,31 @@ class FastEngine:
         valid = valid.bool()
         if self.stacked is not None:
             self.stacked.refresh()  # before capture too: warm-up runs read the copies
-        st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device)
-        first_logits = self._prefill_into(st, ids, valid, group_size)
+        st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device, end_at is not None)
+        first_logits = self._prefill_into(st, ids, valid, group_size, end_at)
         steps = self._decode(st, first_logits, params)
         return self._rollout(prompt_ids, group_size, st, steps, params)
 
+    def _check_end_at(self, end_at: list[int] | None, n: int) -> None:
+        if end_at is None:
+            return
+        if len(end_at) != n or min(end_at) < 1:
+            raise ValueError(f"end_at needs one length >= 1 per sequence ({n}), got {len(end_at)} values")
+        if not self.eos_ids:
+            raise ValueError("end_at forces EOS, but the model and tokenizer define no EOS token")
+
     # -- setup
 
-    def _state(self, n: int, width: int, params: SamplingParams, device) -> DecodeState:
+    def _state(self, n: int, width: int, params: SamplingParams, device, forced: bool) -> DecodeState:
         bucket = self.config.length_bucket
         length = -(-(width + params.max_new_tokens - 1) // bucket) * bucket
-        key = (n, length, params.max_new_tokens, params.temperature, params.top_k, params.top_p, str(device))
+        key = (n, length, params.max_new_tokens, params.temperature, params.top_k, params.top_p, str(device), forced)
         st = self._states.pop(key, None)  # re-inserted last: the dict is in least-recently-used order
         if st is None:
             while len(self._states) >= self.config.max_graphs:
                 self._states.pop(next(iter(self._states)))
             st = DecodeState(self.parts, n, length, params.max_new_tokens, self.model.lm_head.weight.dtype,
-                              device, self.eos_ids, self.pad_id)
+                             device, self.eos_ids, self.pad_id, forced)
             if device.type == "cuda" and self.config.cuda_graph:
                 self._capture_or_fall_back(st, params)
         self._states[key] = st
@@ -155,6 +167,7 @@ class FastEngine:
         if self.fused:
             stacked = {} if self.fused_gemms else {"stacked": self.stacked}
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v, **stacked)
+            self._force_end(st, logits, st.step)
             if not (params.top_k or params.top_p < 1.0):  # the fused sampler also records the step
                 from rlvr.rollout.fast_kernels import sample_
 
@@ -164,6 +177,7 @@ class FastEngine:
             token, logp = sample_tokens(logits.float(), params)
         else:
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.bias, st.k, st.v)
+            self._force_end(st, logits, st.step)
             token, logp = sample_tokens(logits, params)
         token = torch.where(st.finished, self.pad_id, token)
         logp = torch.where(st.finished, 0.0, logp)
@@ -173,6 +187,12 @@ class FastEngine:
         st.tokens.copy_(token)
         st.pos += 1
         st.counters += 1
+
+    @staticmethod
+    def _force_end(st: DecodeState, logits: torch.Tensor, column) -> None:
+        """With `end_at`: rows whose completion reaches its length at output `column` get EOS."""
+        if st.forced:
+            force_token(logits, st.end_at <= column + 1, st.force_id)
 
     def _capture_or_fall_back(self, st: DecodeState, params: SamplingParams) -> None:
         """Capture; if a Triton build fails (an untested GPU/toolchain), step down: fused GEMMs ->
@@ -211,7 +231,7 @@ class FastEngine:
 
     # -- generation
 
-    def _prefill_into(self, st: DecodeState, ids, valid, group_size: int) -> torch.Tensor:
+    def _prefill_into(self, st: DecodeState, ids, valid, group_size: int, end_at: list[int] | None) -> torch.Tensor:
         """Prefill each prompt once, copy its K/V into its G cache rows; first-token logits (N, V)."""
         width = ids.shape[1]
         logits, keys, values = prefill_forward(self.parts, ids, valid)
@@ -229,10 +249,13 @@ class FastEngine:
         st.finished.zero_()
         st.out_tokens.fill_(self.pad_id)
         st.out_logp.zero_()
+        if end_at is not None:
+            st.end_at.copy_(torch.tensor(end_at))
         return logits.repeat_interleave(group_size, dim=0)
 
     def _decode(self, st: DecodeState, first_logits: torch.Tensor, params: SamplingParams) -> int:
         """Sample the first token from the prefill, then decode; returns the output columns used."""
+        self._force_end(st, first_logits, 0)
         token, logp = sample_tokens(first_logits, params)
         st.out_tokens[:, 0] = token
         st.out_logp[:, 0] = logp

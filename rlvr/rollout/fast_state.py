@@ -14,7 +14,7 @@ class DecodeState:
     """Static tensors of one captured decode step (their addresses are baked into the graph)."""
 
     def __init__(self, parts: ModelParts, n: int, length: int, max_new: int, dtype, device, stop_ids: list[int],
-                 pad_id: int):
+                 pad_id: int, forced: bool = False):
         shape = (n, parts.kv_heads, length, parts.head_dim)
         # zeros, not empty: masked columns get probability 0, and 0 * NaN garbage would be NaN
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in parts.layers]
@@ -34,4 +34,7 @@ class DecodeState:
         self.stop_ids = torch.tensor(stop_ids, dtype=torch.long, device=device)
         self.pad_id = pad_id
         self.start = torch.zeros(n, dtype=torch.long, device=device)  # first non-padding column
+        self.forced = forced  # the step forces EOS at each row's `end_at` completion length
+        self.end_at = torch.zeros(n, dtype=torch.long, device=device)
+        self.force_id = stop_ids[0] if stop_ids else pad_id
         self.graph: torch.cuda.CUDAGraph | None = None

@@ -37,3 +37,12 @@ def _top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         scaled = torch.full_like(scaled, float("-inf")).scatter(1, order, sorted_logits)
     return scaled
+
+
+FORCE_LOGIT = 1.0e4
+"""Far above any logit of a trained or random model, finite in bf16 (so no inf - inf in softmax)."""
+
+
+def force_token(logits: torch.Tensor, rows: torch.Tensor, token_id: int) -> None:
+    """In place: the rows where `rows` (N,) bool is set sample `token_id` (log-prob about 0)."""
+    logits[:, token_id] = torch.where(rows, FORCE_LOGIT, logits[:, token_id])

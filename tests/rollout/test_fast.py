@@ -102,6 +102,27 @@ def test_stop_string_cuts_on_token_boundary_cpu():
     assert cut.completion_ids[row] == greedy.completion_ids[row][: len(cut.completion_ids[row])]
 
 
+def test_end_at_forces_eos_at_each_rows_length_cpu():
+    """`end_at` ends each row with EOS at its own length; the tokens before it are the unforced ones."""
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    engine = FastEngine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    free = engine.generate(_prompt_ids(tokenizer), 2, params)
+    end_at = [1, 2, 3, 5, 8, 40]  # the last is beyond max_new_tokens: never forced
+    forced = engine.generate(_prompt_ids(tokenizer), 2, params, end_at=end_at)
+    for free_ids, ids, logps, cut, truncated in zip(free.completion_ids, forced.completion_ids, forced.logprobs,
+                                                    end_at, forced.truncated):
+        if len(free_ids) < cut:  # the model ended first on its own
+            assert ids == free_ids
+            continue
+        assert ids == free_ids[: cut - 1] + [tokenizer.eos_token_id]
+        assert truncated is False and logps[-1] == pytest.approx(0.0, abs=1e-4)
+    assert forced.completion_ids[5] == free.completion_ids[5]
+    with pytest.raises(ValueError, match="end_at"):
+        engine.generate(_prompt_ids(tokenizer), 2, params, end_at=[3] * 5)
+
+
 def test_registered_as_fast_and_rejects_bad_params():
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer)
