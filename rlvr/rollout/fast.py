@@ -74,11 +74,20 @@ class FastEngineConfig:
     memory of the copies: about 2/3 of the non-embedding weights; BENCHMARKS.md). Off: the
     model's own modules, no copy. Skipped for LoRA projections."""
 
+    compact: bool = True
+    """At each host check, when the unfinished rows fit a batch of half the size or less (powers of
+    two, at least `compact_min_rows`), move them to the front of the cache and step only that
+    prefix (its own graph, captured on first use): finished rows stop costing. Greedy outputs are
+    unchanged; sampled ones are drawn from the same distribution, but a row's random stream
+    depends on its slot, so a seed gives other samples than with `compact=False`."""
+    compact_min_rows: int = 8
+    """The smallest batch compaction steps down to."""
+
     def __post_init__(self) -> None:
         if self.kernels not in ("auto", "triton", "torch"):
             raise ValueError(f"kernels must be auto, triton or torch, got {self.kernels!r}")
-        if self.length_bucket < 1 or self.check_every < 1 or self.max_graphs < 1:
-            raise ValueError("length_bucket, check_every and max_graphs must be >= 1")
+        if min(self.length_bucket, self.check_every, self.max_graphs, self.compact_min_rows) < 1:
+            raise ValueError("length_bucket, check_every, max_graphs and compact_min_rows must be >= 1")
 
 
 
@@ -157,8 +166,6 @@ class FastEngine:
                 self._states.pop(next(iter(self._states)))
             st = DecodeState(self.parts, n, length, params.max_new_tokens, self.model.lm_head.weight.dtype,
                              device, self.eos_ids, self.pad_id, forced)
-            if device.type == "cuda" and self.config.cuda_graph:
-                self._capture_or_fall_back(st, params)
         self._states[key] = st
         return st
 
@@ -194,12 +201,15 @@ class FastEngine:
         if st.forced:
             force_token(logits, st.end_at <= column + 1, st.force_id)
 
-    def _capture_or_fall_back(self, st: DecodeState, params: SamplingParams) -> None:
-        """Capture; if a Triton build fails (an untested GPU/toolchain), step down: fused GEMMs ->
-        per-op triton kernels -> torch ops, with a warning each time."""
+    def _capture_or_fall_back(self, st: DecodeState, batch: DecodeState,
+                              params: SamplingParams) -> torch.cuda.CUDAGraph:
+        """Capture the step over `batch` (`st` or a prefix of it); if a Triton build fails (an
+        untested GPU/toolchain), step down: fused GEMMs -> per-op triton kernels -> torch ops, with
+        a warning each time, and drop the graphs captured with the old kernels."""
         while True:
             try:
-                return self._capture(st, params)
+                st.graphs[batch.n] = self._capture(st, batch, params)
+                return st.graphs[batch.n]
             except Exception as e:
                 if not self.fused:
                     raise
@@ -210,24 +220,30 @@ class FastEngine:
                 self.fused, self.fused_gemms = self.fused_gemms, False
                 self.stacked = self._stacked_projections()
                 self._set_forward()
+                for other in (st, *self._states.values()):
+                    other.graphs.clear()  # they may read the old stacked copies, no longer refreshed
                 torch.cuda.synchronize()
 
-    def _capture(self, st: DecodeState, params: SamplingParams) -> None:
-        # warm-up on a side stream (cuBLAS handles, compilation), then capture; the state is reset
-        # before every use, so what warm-up wrote does not matter
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                st.col.zero_()
-                st.step.zero_()
-                self._step(st, params)
-        torch.cuda.current_stream().wait_stream(side)
-        st.col.zero_()
-        st.step.zero_()
-        st.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(st.graph):
-            self._step(st, params)
+    def _capture(self, st: DecodeState, batch: DecodeState, params: SamplingParams) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream (cuBLAS handles, compilation), then capture. Mid-generation:
+        what the warm-up steps write is put back, except the cache column, which the next real
+        step rewrites."""
+        saved = st.snapshot()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    st.restore(saved)
+                    self._step(batch, params)
+            torch.cuda.current_stream().wait_stream(side)
+            st.restore(saved)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._step(batch, params)
+            return graph
+        finally:
+            st.restore(saved)
 
     # -- generation
 
@@ -249,6 +265,8 @@ class FastEngine:
         st.finished.zero_()
         st.out_tokens.fill_(self.pad_id)
         st.out_logp.zero_()
+        st.width = width
+        st.reset_order()
         if end_at is not None:
             st.end_at.copy_(torch.tensor(end_at))
         return logits.repeat_interleave(group_size, dim=0)
@@ -261,20 +279,45 @@ class FastEngine:
         st.out_logp[:, 0] = logp
         st.finished.copy_((token[:, None] == st.stop_ids[None, :]).any(dim=1))
         st.tokens.copy_(token)
-        steps = 1
+        steps, batch = 1, st  # batch: the rows stepped, all of st or a prefix after compaction
         while steps < params.max_new_tokens:
-            if steps % self.config.check_every == 0 and bool(st.finished.all()):  # host sync
-                break
-            if st.graph is not None:
-                st.graph.replay()
-            else:
-                self._step(st, params)
+            if steps % self.config.check_every == 0:
+                batch = self._check(st, batch, steps)  # host sync
+                if batch is None:
+                    break
+            self._replay(st, batch, params)
             steps += 1
         return steps
 
+    def _check(self, st: DecodeState, batch: DecodeState, steps: int) -> DecodeState | None:
+        """None when every row has finished; else the rows to step next (compacted when they fit
+        a batch of half the size or less)."""
+        if not self.config.compact:
+            return None if bool(batch.finished.all()) else batch
+        alive = [i for i, done in enumerate(batch.finished.tolist()) if not done]
+        if not alive:
+            return None
+        rows = min(batch.n, max(self.config.compact_min_rows, 1 << (len(alive) - 1).bit_length()))
+        if rows * 2 > batch.n:
+            return batch
+        return st.compact(alive, rows, cols=st.width + steps - 1)
+
+    def _replay(self, st: DecodeState, batch: DecodeState, params: SamplingParams) -> None:
+        """One decode step over `batch`: its graph (captured on first use) on CUDA, eager otherwise."""
+        graph = st.graphs.get(batch.n)
+        if graph is None and st.tokens.is_cuda and self.config.cuda_graph:
+            graph = self._capture_or_fall_back(st, batch, params)
+        if graph is not None:
+            graph.replay()
+        else:
+            self._step(batch, params)
+
     def _rollout(self, prompt_ids, group_size: int, st: DecodeState, steps: int, params) -> Rollout:
-        tokens = st.out_tokens[:, :steps].tolist()  # one host copy per batch
-        logps = st.out_logp[:, :steps].tolist()
+        tokens, logps = [None] * st.n, [None] * st.n
+        # one host copy per batch; compaction moved rows: slot i holds row st.order[i]
+        for row, row_tokens, row_logp in zip(st.order, st.out_tokens[:, :steps].tolist(),
+                                             st.out_logp[:, :steps].tolist()):
+            tokens[row], logps[row] = row_tokens, row_logp
         completions, texts, truncated, logprobs = [], [], [], []
         for row, row_logp in zip(tokens, logps):
             ids, ended = cut_completion(row, self.eos_ids, self.tokenizer, params.stop)
