@@ -105,6 +105,63 @@ def test_compaction_state_reused_across_calls_cpu():
     assert first.lengths != second.lengths and len(engine._states) == 1
 
 
+class _RecordedStep:
+    """CPU stand-in for a CUDA graph: capture records the step's call (running nothing, as a real
+    capture), replay runs it."""
+
+    capturing = None
+
+    def replay(self):
+        self.engine._eager_step(*self.call)
+
+
+def _fake_cuda_graphs(monkeypatch, engine: FastEngine) -> None:
+    """Route the engine's capture path through `_RecordedStep` on the CPU."""
+    import contextlib
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    @contextlib.contextmanager
+    def graph(g):
+        _RecordedStep.capturing = g
+        yield
+        _RecordedStep.capturing = None
+
+    for name, value in (("Stream", Stream), ("current_stream", Stream), ("CUDAGraph", _RecordedStep),
+                        ("graph", graph), ("stream", lambda s: contextlib.nullcontext())):
+        monkeypatch.setattr(torch.cuda, name, value)
+    engine._eager_step = engine._step
+
+    def step(batch, params):
+        if _RecordedStep.capturing is None:
+            return engine._eager_step(batch, params)
+        _RecordedStep.capturing.engine, _RecordedStep.capturing.call = engine, (batch, params)
+
+    def replay(st, batch, params):  # as FastEngine._replay on CUDA: capture on first use
+        graph = st.graphs.get(batch.n) or engine._capture_or_fall_back(st, batch, params)
+        graph.replay()
+
+    monkeypatch.setattr(engine, "_step", step)
+    monkeypatch.setattr(engine, "_replay", replay)
+
+
+def test_capture_mid_generation_leaves_the_rollout_unchanged_cpu(monkeypatch):
+    """Graphs of the smaller batches are captured mid-generation, after warm-up steps that run on
+    the live state: what they write is put back, so the rollout is the eager one."""
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(**EVERY_STEP))
+    _fake_cuda_graphs(monkeypatch, engine)
+    eager = FastEngine(model, tokenizer, FastEngineConfig(**EVERY_STEP))
+    params = SamplingParams(max_new_tokens=CAP, temperature=0.0)
+    for end_at in (END_AT, END_AT[::-1]):  # the second call reuses the graphs
+        _assert_same(eager.generate(_prompt_ids(tokenizer), 4, params, end_at=end_at),
+                     engine.generate(_prompt_ids(tokenizer), 4, params, end_at=end_at))
+    assert sorted(next(iter(engine._states.values())).graphs) == SIZES
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["triton", "torch"])
 def test_compaction_keeps_results_cuda_graph(kernels):
