@@ -90,7 +90,6 @@ class FastEngineConfig:
             raise ValueError("length_bucket, check_every, max_graphs and compact_min_rows must be >= 1")
 
 
-
 class FastEngine:
     """`RolloutEngine` with a CUDA-graph decode step (see the module doc)."""
 
@@ -222,6 +221,8 @@ class FastEngine:
                 self._set_forward()
                 for other in (st, *self._states.values()):
                     other.graphs.clear()  # they may read the old stacked copies, no longer refreshed
+                if not self.fused:
+                    st.rebuild_bias()  # decoded columns so far were never opened in the torch mask
                 torch.cuda.synchronize()
 
     def _capture(self, st: DecodeState, batch: DecodeState, params: SamplingParams) -> torch.cuda.CUDAGraph:

@@ -91,6 +91,13 @@ class DecodeState:
             cache[:a, :, :cols] = cache[:, :, :cols].index_select(0, live)
         return self.view(rows)
 
+    def rebuild_bias(self) -> None:
+        """The torch path's mask from `start` and `col` (the Triton path keeps only those): needed
+        when a fallback to torch ops happens mid-generation."""
+        cols = torch.arange(self.bias.shape[-1], device=self.bias.device)
+        visible = (cols[None, :] >= self.start[:, None]) & (cols[None, :] < self.col)  # (N, S)
+        self.bias.copy_(torch.where(visible, 0.0, float("-inf"))[:, None, None, :].expand_as(self.bias))
+
     def snapshot(self) -> list[torch.Tensor]:
         """What a warm-up step overwrites, besides the cache column the next real step rewrites."""
         return [t.clone() for t in self._stepped()]

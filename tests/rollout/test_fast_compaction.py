@@ -105,6 +105,21 @@ def test_compaction_state_reused_across_calls_cpu():
     assert first.lengths != second.lengths and len(engine._states) == 1
 
 
+def test_bias_rebuilt_from_start_and_col_equals_the_stepped_one_cpu():
+    """A fallback to torch ops mid-generation rebuilds the torch path's mask from what the Triton
+    path keeps (start, col); it equals the mask the torch steps build."""
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(compact=False))
+    engine.generate(_prompt_ids(tokenizer), 2, SamplingParams(max_new_tokens=CAP, temperature=0.0))
+    st = next(iter(engine._states.values()))
+    stepped = st.bias.clone()
+    st.bias.fill_(0.0)
+    st.rebuild_bias()
+    assert torch.equal(st.bias, stepped)
+    assert (stepped == 0).sum() < stepped.numel()  # padding and unwritten columns are masked
+
+
 class _RecordedStep:
     """CPU stand-in for a CUDA graph: capture records the step's call (running nothing, as a real
     capture), replay runs it."""
