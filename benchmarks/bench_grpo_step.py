@@ -1,14 +1,16 @@
 """GRPO step time: rlvr's trainer (`run_grpo`: fast rollout engine + Triton fused loss) against
 TRL's `GRPOTrainer` (transformers generate), same model, batch, lengths and reward, same GPU.
 
-Model: Qwen2-0.5B shape, random weights, bf16 (both train the bf16 weights with AdamW, lr 1e-6,
-loss dapo, beta 0, one update per batch). Batch: 8 prompts x G=8, prompt 128 tokens (a word-level
-tokenizer made here: one word, one token), 256 completion tokens (a random model samples EOS
-with probability about 1/V per token, so nearly every completion is full length), temperature 1. Reward: a
-deterministic pseudo-random function of the completion text (crc32), the same for both.
+Model: `--shape` (0.5b = Qwen2-0.5B shape, 1.5b = Qwen2.5-1.5B shape), random weights, bf16 (both
+train the bf16 weights with AdamW, lr 1e-6, loss dapo, beta 0, one update per batch). Batch:
+`--prompts` prompts x G=`--group`, prompt `--prompt-len` tokens (a word-level tokenizer made here:
+one word, one token), `--new-tokens` completion tokens (a random model samples EOS with
+probability about 1/V per token, so nearly every completion is full length), temperature 1.
+Reward: a deterministic pseudo-random function of the completion text (crc32), the same for both.
 Step time: median over steps 2..K (step 1 holds compilation / graph capture / allocator warm-up).
 
-    python benchmarks/bench_grpo_step.py [--steps 4] [--skip trl] [--out FILE]
+    python benchmarks/bench_grpo_step.py [--shape 0.5b] [--prompts 8] [--group 8] [--prompt-len 128]
+        [--new-tokens 256] [--steps 4] [--skip trl] [--out FILE]
 """
 from __future__ import annotations
 
@@ -24,16 +26,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Row, median, out_path, print_table, save  # noqa: E402
+from benchmarks.common import SHAPES, Row, median, out_path, print_table, save, shape_label, sync  # noqa: E402
+from benchmarks.common import build_model as build_shape  # noqa: E402
 
-PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, VOCAB = 8, 8, 128, 256, 151936
+PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 128, 256
+"""Defaults (profile_train_step.py uses them too)."""
+SHAPE, DEVICE = "0.5b", "cuda"
+"""Set by main from --shape and --device."""
+VOCAB = SHAPES[SHAPE]["vocab_size"]
 
 
 def build_tokenizer():
     """Word-level tokenizer: `w<i>` is token i; "Q:" and "A:" (the plain template) are tokens too.
 
     EOS is a token id (1) the prompts never contain; a random model samples it with probability
-    about 1/V per token, so nearly every completion runs the full 256 tokens in both trainers.
+    about 1/V per token, so nearly every completion runs the full length in both trainers.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -47,17 +54,8 @@ def build_tokenizer():
 
 
 def build_model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_theta=1e6, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.generation_config.eos_token_id = 1
-    model.generation_config.pad_token_id = 0
-    return model
+    """The benchmark's model (SHAPE on DEVICE, EOS id 1), in training mode."""
+    return build_shape(SHAPE, DEVICE, eos_token_id=1, train=True)
 
 
 def prompt_words(i: int) -> str:
@@ -139,11 +137,11 @@ def run_trl(steps: int, workdir: Path) -> list[float]:
             self.times, self.t0 = [], None
 
         def on_step_begin(self, args, state, control, **kw):
-            torch.cuda.synchronize()
+            sync()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            torch.cuda.synchronize()
+            sync()
             self.times.append(time.perf_counter() - self.t0)
 
     def reward(completions, **kw):
@@ -163,12 +161,28 @@ def run_trl(steps: int, workdir: Path) -> list[float]:
     return timer.times
 
 
+def configure(args) -> None:
+    """The workload globals every function reads (module-level: profile_train_step imports them)."""
+    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS
+    if args.prompt_len < 3:
+        raise SystemExit("--prompt-len must be >= 3 (the template takes two tokens)")
+    SHAPE, DEVICE, VOCAB = args.shape, args.device, SHAPES[args.shape]["vocab_size"]
+    PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = args.prompts, args.group, args.prompt_len, args.new_tokens
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default=SHAPE, choices=sorted(set(SHAPES) - {"7b"}))
+    p.add_argument("--prompts", type=int, default=PROMPTS, help="prompts per step")
+    p.add_argument("--group", type=int, default=GROUP, help="samples per prompt")
+    p.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help="prompt tokens (>= 3)")
+    p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    p.add_argument("--device", default=DEVICE, choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--skip", default="", help="comma list: trl, rlvr")
     p.add_argument("--out", default=out_path("bench_grpo_step.json"))
     args = p.parse_args(argv)
+    configure(args)
     skip = set(filter(None, args.skip.split(",")))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,10 +199,13 @@ def main(argv=None) -> int:
 
                 traceback.print_exc()
                 rows.append(Row(name, None, "s", note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"))
-            torch.cuda.empty_cache()
-    title = f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, Qwen2-0.5B shape bf16"
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    title = (f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, "
+             f"{shape_label(SHAPE)} bf16")
     print_table(title, rows, baseline="TRL GRPOTrainer (HF generate)")
-    save(args.out, title, rows)
+    save(args.out, title, rows, {"shape": SHAPE, "prompts": PROMPTS, "group": GROUP, "prompt_len": PROMPT_LEN,
+                                 "new_tokens": NEW_TOKENS})
     return 0
 
 

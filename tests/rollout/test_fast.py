@@ -102,6 +102,27 @@ def test_stop_string_cuts_on_token_boundary_cpu():
     assert cut.completion_ids[row] == greedy.completion_ids[row][: len(cut.completion_ids[row])]
 
 
+def test_end_at_forces_eos_at_each_rows_length_cpu():
+    """`end_at` ends each row with EOS at its own length; the tokens before it are the unforced ones."""
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    engine = FastEngine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    free = engine.generate(_prompt_ids(tokenizer), 2, params)
+    end_at = [1, 2, 3, 5, 8, 40]  # the last is beyond max_new_tokens: never forced
+    forced = engine.generate(_prompt_ids(tokenizer), 2, params, end_at=end_at)
+    for free_ids, ids, logps, cut, truncated in zip(free.completion_ids, forced.completion_ids, forced.logprobs,
+                                                    end_at, forced.truncated):
+        if len(free_ids) < cut:  # the model ended first on its own
+            assert ids == free_ids
+            continue
+        assert ids == free_ids[: cut - 1] + [tokenizer.eos_token_id]
+        assert truncated is False and logps[-1] == pytest.approx(0.0, abs=1e-4)
+    assert forced.completion_ids[5] == free.completion_ids[5]
+    with pytest.raises(ValueError, match="end_at"):
+        engine.generate(_prompt_ids(tokenizer), 2, params, end_at=[3] * 5)
+
+
 def test_registered_as_fast_and_rejects_bad_params():
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer)
@@ -123,13 +144,13 @@ def test_fused_gemm_path_only_for_plain_linear_weights():
     be skipped) or a head dim under 32 keeps the per-op kernels."""
     from peft import LoraConfig, get_peft_model
 
-    from rlvr.rollout.fast import _fits_gemm_kernels, _Parts
+    from rlvr.rollout.fast_forward import ModelParts, fits_gemm_kernels
 
     tokenizer = build_char_tokenizer()
-    assert _fits_gemm_kernels(_Parts.of(_model(tokenizer, hidden=128)))  # head dim 32
-    assert not _fits_gemm_kernels(_Parts.of(_model(tokenizer)))  # head dim 16
+    assert fits_gemm_kernels(ModelParts.of(_model(tokenizer, hidden=128)))  # head dim 32
+    assert not fits_gemm_kernels(ModelParts.of(_model(tokenizer)))  # head dim 16
     lora = get_peft_model(_model(tokenizer, hidden=128), LoraConfig(r=4, target_modules=["q_proj", "up_proj"]))
-    assert not _fits_gemm_kernels(_Parts.of(lora.get_base_model()))
+    assert not fits_gemm_kernels(ModelParts.of(lora.get_base_model()))
 
 
 def test_stacked_projections_follow_the_weights_and_skip_lora():
@@ -137,11 +158,12 @@ def test_stacked_projections_follow_the_weights_and_skip_lora():
     updates after `refresh`, and are not used for LoRA projections (the adapter would be lost)."""
     from peft import LoraConfig, get_peft_model
 
-    from rlvr.rollout.fast import StackedProjections, _Parts
+    from rlvr.rollout.fast_forward import ModelParts
+    from rlvr.rollout.fast_stacked import StackedProjections
 
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer)
-    parts = _Parts.of(model)
+    parts = ModelParts.of(model)
     stacked = StackedProjections(parts)
     attn, mlp = parts.layers[1].self_attn, parts.layers[1].mlp
     h = torch.randn(5, 64)
@@ -157,7 +179,7 @@ def test_stacked_projections_follow_the_weights_and_skip_lora():
     assert not torch.allclose(stale, attn.k_proj(h))  # before refresh: the old copy
     assert StackedProjections.fits(parts)
     lora = get_peft_model(_model(tokenizer), LoraConfig(r=4, target_modules=["v_proj"]))
-    assert not StackedProjections.fits(_Parts.of(lora.get_base_model()))
+    assert not StackedProjections.fits(ModelParts.of(lora.get_base_model()))
 
 
 # ----------------------------------------------------------------------------- CUDA graph path
