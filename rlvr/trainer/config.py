@@ -16,7 +16,9 @@ from rlvr.rewards import RewardConfig
 @dataclass
 class GRPOConfig:
     renamed: ClassVar[dict[str, str]] = {
-        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)"}
+        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)",
+        "epsilon_low": "renamed to epsilon (TRL's name: the ratio is clipped below at 1 - epsilon)",
+        "clip_high": "renamed to epsilon_high (TRL's name: clipped above at 1 + epsilon_high)"}
     """Old keys and what replaced them (`from_dict` says so)."""
 
     # --- schedule
@@ -75,7 +77,7 @@ class GRPOConfig:
     loss_type: str = "dapo"
     """Policy loss (`rlvr.algorithms` registry): grpo, bnpo, dapo, dr_grpo, gspo."""
     epsilon: float = 0.2
-    """epsilon_low: the ratio is clipped below at 1 - epsilon."""
+    """The ratio is clipped below at 1 - epsilon (and above at 1 + epsilon unless epsilon_high)."""
     epsilon_high: float | None = None
     """epsilon_high: clipped above at 1 + epsilon_high (DAPO clip-higher: 0.28); None = epsilon."""
     beta: float = 0.0
@@ -134,6 +136,8 @@ class GRPOConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         check_max_prompt_length(self.max_prompt_length)
+        if not 0 <= self.epsilon < 1:
+            raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
         self._check_names()
@@ -154,14 +158,14 @@ class GRPOConfig:
         for name, check in checks.items():
             check_field(name, check)
 
-    @property
-    def epsilon_low(self) -> float:
-        return self.epsilon
+    def policy_loss(self):
+        """The loss settings as every loss function takes them (`PolicyLossConfig`, built once per
+        run): clip range, KL weight and estimator, and dr_grpo's L_max = max_new_tokens."""
+        from rlvr.algorithms import PolicyLossConfig
 
-    @property
-    def clip_high(self) -> float:
-        """epsilon_high with its default (epsilon) applied."""
-        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+        high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        return PolicyLossConfig(epsilon_low=self.epsilon, epsilon_high=high, beta=self.beta,
+                                kl_type=self.kl_type, max_completion_length=self.max_new_tokens)
 
     @property
     def total_updates(self) -> int:
