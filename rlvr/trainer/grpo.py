@@ -192,8 +192,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     engine_name = distributed.rollout_engine_name(acc, cfg.engine, generation.model)
     engine = make_engine(engine_name, generation.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop))
+    sampling = SamplingParams.of(cfg.sampling)
     prompts = PromptEncoder(tokenizer, cfg, context_limit(unwrapped))  # checks prompt + completion fit
     return _Training(acc, model, optimizer, scheduler, engine, tokenizer, ref_model, pad_id,
                      sampling, prompts, generation, cfg.policy_loss())
@@ -451,7 +450,8 @@ def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:
 
 def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
     """logits / tau = (hidden / tau) W^T: the loss scores the distribution that was sampled."""
-    return hidden / cfg.temperature if cfg.temperature > 0 else hidden
+    tau = cfg.sampling.temperature
+    return hidden / tau if tau > 0 else hidden
 
 
 def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logprobs) -> torch.Tensor:

@@ -121,6 +121,7 @@ def test_eval_prompts_are_encoded_as_the_trainer_encodes_them(engine_calls):
 
     from rlvr.models.loading import Policy
     from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.sampling import SamplingConfig
     from rlvr.tasks import make_task
     from rlvr.trainer import GRPOConfig
     from rlvr.trainer.prompts import PromptEncoder
@@ -134,6 +135,7 @@ def test_eval_prompts_are_encoded_as_the_trainer_encodes_them(engine_calls):
     examples = make_task("arithmetic", difficulty=1).sample(3)
     sampling.sample_and_verify(Policy(policy.model, tok), examples, "plain", 1,
                                SamplingParams(max_new_tokens=2, temperature=0.0), batch_size=3)
-    trainer_ids = PromptEncoder(tok, GRPOConfig(template="plain", max_new_tokens=2), None).encode(examples)
+    cfg = GRPOConfig(template="plain", sampling=SamplingConfig(max_new_tokens=2))
+    trainer_ids = PromptEncoder(tok, cfg, None).encode(examples)
     assert [sent for _, sent in engine_calls] == trainer_ids
     assert all(ids[0] == tok.bos_token_id for ids in trainer_ids)
