@@ -89,6 +89,14 @@ CASES = [
     ("unknown schedule in self_improve's sft", lambda d: d["stages"].append(
         {"type": "self_improve", "name": "si", "sft": {"lr_scheduler": "cosin"}}), "stages.5.sft.lr_scheduler: unknown"),
     ("old precision key", lambda d: d["model"].update(dtype="float32"), "model.dtype: renamed to precision"),
+    # one name for samples per prompt (TRL's num_generations) in every stage
+    ("old eval samples key", lambda d: d["stages"][1].update(k=8), "stages.1.k: renamed to num_generations"),
+    ("old rejection-sampling samples key", lambda d: d["stages"][2].update(samples_per_problem=4),
+     "stages.2.samples_per_problem: renamed to num_generations"),
+    ("old samples key in self_improve's generate", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "generate": {"samples_per_problem": 2}}),
+     "stages.5.generate.samples_per_problem: renamed to num_generations"),
+    ("old clip name", lambda d: d["stages"][4].update(epsilon_low=0.1), "stages.4.epsilon_low: renamed to epsilon"),
 ]
 
 

@@ -69,7 +69,7 @@ def test_without_a_recipe_block_the_defaults_live_in_sampling_config():
         assert blocks[place] == SamplingConfig(), place
     # a left-out nested config keeps its own non-sampling defaults (self_improve's eval draws no samples)
     si = parse_recipe(data).stage("si").options
-    assert si.eval.k == 0 and si.eval.num_problems == 200
+    assert si.eval.num_generations == 0 and si.eval.num_problems == 200
 
 
 def test_shipped_recipe_keeps_its_per_stage_values_and_set_reaches_the_block():

@@ -44,10 +44,10 @@ def test_tiny_self_improve_run_writes_a_round_table(tmp_path):
         "template": "plain",
         "stages": [{
             "type": "self_improve", "name": "loop", "rounds": 3, "patience": 1, "train": "grpo",
-            "generate": {"num_problems": 4, "samples_per_problem": 2, "max_new_tokens": 12},
+            "generate": {"num_problems": 4, "num_generations": 2, "max_new_tokens": 12},
             "grpo": {"steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 12,
                      "report_to": "none", "sample_every": 0},
-            "eval": {"num_problems": 4, "k": 0, "max_new_tokens": 12},
+            "eval": {"num_problems": 4, "num_generations": 0, "max_new_tokens": 12},
             "curriculum": {"min_level": 1, "max_level": 3, "down_threshold": 0.2},
         }],
     })

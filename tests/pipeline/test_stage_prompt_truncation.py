@@ -23,8 +23,8 @@ RECIPE = {
     "task": {"name": "arithmetic", "difficulty": 1},
     "template": "plain",
     "stages": [
-        {"type": "eval", "name": "ev", "num_problems": 3, "k": 2, "max_new_tokens": 4, "max_prompt_length": CAP},
-        {"type": "rejection_sampling", "name": "rs", "num_problems": 3, "samples_per_problem": 2,
+        {"type": "eval", "name": "ev", "num_problems": 3, "num_generations": 2, "max_new_tokens": 4, "max_prompt_length": CAP},
+        {"type": "rejection_sampling", "name": "rs", "num_problems": 3, "num_generations": 2,
          "max_new_tokens": 4, "max_prompt_length": CAP},
     ],
 }
@@ -77,7 +77,7 @@ def test_stages_send_the_end_of_each_prompt_and_count_the_cut_ones(tmp_path, eng
 
 def test_without_a_cap_prompts_go_whole(tmp_path, engine_calls):
     data = json.loads(json.dumps(RECIPE))
-    data["stages"] = [{**data["stages"][0], "k": 0}]
+    data["stages"] = [{**data["stages"][0], "num_generations": 0}]
     del data["stages"][0]["max_prompt_length"]
     summary = run_recipe(parse_recipe(data), tmp_path / "run")
     assert engine_calls and all(sent == full for full, sent in engine_calls)

@@ -1,6 +1,6 @@
 """`self_improve` stage: rounds of generate -> verify -> keep correct -> train -> eval.
 
-Each round samples K completions for fresh problems at the current difficulty, keeps the verified
+Each round samples num_generations completions for fresh problems at the current difficulty, keeps the verified
 correct ones (as `rejection_sampling` does), trains on them (SFT on the kept samples, or a GRPO
 run on the task at that difficulty), then scores the fixed held-out list. A curriculum moves the
 difficulty up when the round's pass rate exceeds `curriculum.up_threshold` and down when it falls
@@ -75,12 +75,12 @@ class SelfImproveConfig:
     train: Literal["sft", "grpo"] = "sft"
     """How a round trains: SFT on its kept samples, or GRPO on the task at the round's level."""
     generate: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)
-    """Sampling and keeping (K, M, temperature, problems per round)."""
+    """Sampling and keeping (num_generations, max_per_problem, problems per round)."""
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     """SFT options per round (with train: sft)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """GRPO options per round (with train: grpo)."""
-    eval: EvalStageConfig = field(default_factory=lambda: EvalStageConfig(k=0))
+    eval: EvalStageConfig = field(default_factory=lambda: EvalStageConfig(num_generations=0))
     """Held-out evaluation after each round (the same problems every round)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     """Difficulty schedule."""
