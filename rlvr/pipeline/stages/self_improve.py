@@ -75,13 +75,15 @@ class SelfImproveConfig:
     train: Literal["sft", "grpo"] = "sft"
     """How a round trains: SFT on its kept samples, or GRPO on the task at the round's level."""
     generate: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)
-    """Sampling and keeping (num_generations, max_per_problem, problems per round)."""
+    """Sampling and keeping (num_generations, max_per_problem, problems per round); no `difficulty`:
+    the curriculum sets each round's level."""
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     """SFT options per round (with train: sft)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """GRPO options per round (with train: grpo)."""
     eval: EvalStageConfig = field(default_factory=lambda: EvalStageConfig(num_generations=0))
-    """Held-out evaluation after each round (the same problems every round)."""
+    """Held-out evaluation after each round (the same problems every round; `difficulty` picks their
+    level, as in an eval stage, else the recipe task's)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     """Difficulty schedule."""
     template: str = "r1"
@@ -94,6 +96,9 @@ class SelfImproveConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.patience < 1:
             raise ValueError(f"rounds and patience must be >= 1, got {self.rounds}, {self.patience}")
+        if self.generate.difficulty is not None:
+            raise ValueError("generate.difficulty: the curriculum sets each round's level; set curriculum.start "
+                             "(default: the recipe's task.difficulty), curriculum.min_level and max_level instead")
 
 
 def self_improve_options():
@@ -108,7 +113,7 @@ def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
     state = {"level": start_level, "best": None, "best_model": None, "best_round": None, "stale": 0,
              "model_dir": ctx.model_dir}
     table = []
-    held_out = ctx.make_task(for_eval=True).held_out(cfg.eval.num_problems)
+    held_out = ctx.make_task(cfg.eval.difficulty, for_eval=True).held_out(cfg.eval.num_problems)
     task = ctx.make_task(start_level)
     for r in range(cfg.rounds):
         rdir = ctx.stage_dir / f"round-{r:02d}"
