@@ -145,7 +145,8 @@ def parse_recipe(data: dict) -> Recipe:
         _collect(errors, lambda: _check_local_path(getattr(header.model, "name_or_path", None), "model.name_or_path"))
     _collect(errors, lambda: _check_task(header.task, header.seed))
     _collect(errors, lambda: _check_template(header.template))
-    _collect(errors, lambda: from_dict(SamplingConfig, header.sampling, "sampling"))
+    if _collect(errors, lambda: from_dict(SamplingConfig, header.sampling, "sampling")) is None:
+        header.sampling = {}  # reported once here, not again by every stage that would inherit it
     if not isinstance(raw_stages, list) or not raw_stages:
         errors.append("stages: a recipe needs a non-empty list of stages")
         raw_stages = []
