@@ -20,8 +20,10 @@ from benchmarks.common import Row, out_path, print_table, save
 
 def run_eval(policy, examples, engine: str, batch_size: int, max_new_tokens: int) -> tuple[float, dict]:
     from rlvr.pipeline.stages.eval import EvalStageConfig, evaluate
+    from rlvr.rollout.sampling import SamplingConfig
 
-    cfg = EvalStageConfig(num_problems=len(examples), k=8, max_new_tokens=max_new_tokens,
+    cfg = EvalStageConfig(num_problems=len(examples), k=8,
+                          sampling=SamplingConfig(max_new_tokens=max_new_tokens),
                           batch_size=batch_size, engine=engine)
     torch.cuda.synchronize()
     t0 = time.perf_counter()

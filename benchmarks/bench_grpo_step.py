@@ -108,12 +108,14 @@ def rlvr_reward(examples, texts, lengths, truncated, cfg):
 
 def run_rlvr(steps: int, workdir: Path) -> list[float]:
     from rlvr.models.loading import Policy
+    from rlvr.config import from_dict
     from rlvr.trainer.config import GRPOConfig
     from rlvr.trainer.grpo import run_grpo
 
-    cfg = GRPOConfig(steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS,
-                     temperature=1.0, template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo",
-                     beta=0.0, sample_every=0, report_to="none", keep_last=1)
+    cfg = from_dict(GRPOConfig, dict(
+        steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0,
+        template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo", beta=0.0, sample_every=0,
+        report_to="none", keep_last=1))
     policy = Policy(model=build_model(), tokenizer=build_tokenizer())
     run_grpo(policy, WordTask(), cfg, workdir / "rlvr", reward_fn=rlvr_reward)
     lines = (workdir / "rlvr" / "metrics.jsonl").read_text().splitlines()

@@ -117,6 +117,7 @@ def worker(args) -> int:
 
     from benchmarks.bench_grpo_step import build_tokenizer, rlvr_reward
     from rlvr.models.loading import Policy
+    from rlvr.config import from_dict
     from rlvr.trainer.config import GRPOConfig
     from rlvr.trainer.distributed import use_cpu_processes
     from rlvr.trainer.grpo import run_grpo
@@ -125,11 +126,11 @@ def worker(args) -> int:
     if args.cpu:
         torch.set_num_threads(1)
     measured = args.warmup + args.steps
-    cfg = GRPOConfig(steps=measured + 1, prompts_per_step=args.prompts * state.num_processes,
-                     num_generations=args.group, max_new_tokens=args.new_tokens, temperature=1.0,
-                     template="plain", engine=args.rollout, kernels="auto", learning_rate=1e-6,
-                     loss_type="dapo", beta=0.0, micro_batch_size=args.micro_batch, save_every=0,
-                     sample_every=0, report_to="none", seed=0)
+    cfg = from_dict(GRPOConfig, dict(
+        steps=measured + 1, prompts_per_step=args.prompts * state.num_processes, num_generations=args.group,
+        max_new_tokens=args.new_tokens, temperature=1.0, template="plain", engine=args.rollout, kernels="auto",
+        learning_rate=1e-6, loss_type="dapo", beta=0.0, micro_batch_size=args.micro_batch, save_every=0,
+        sample_every=0, report_to="none", seed=0))
     policy = Policy(model=build_model(args.cpu), tokenizer=build_tokenizer())
     run_dir = Path(args.result).parent / "run"
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ def main() -> None:
 
     from rlvr.models import ModelConfig, load_policy
     from rlvr.pipeline.stages.eval import EvalStageConfig, evaluate
+    from rlvr.rollout.sampling import SamplingConfig
     from rlvr.tasks import make_task
 
     task = make_task("dataset", source={"train": args.train, "test": args.test}, preset="gsm8k")
@@ -33,7 +34,8 @@ def main() -> None:
     for model in args.model:
         t0 = time.perf_counter()
         policy = load_policy(ModelConfig(name_or_path=model), train=False)
-        cfg = EvalStageConfig(num_problems=len(examples), k=args.k, max_new_tokens=args.max_new_tokens,
+        cfg = EvalStageConfig(num_problems=len(examples), k=args.k,
+                              sampling=SamplingConfig(max_new_tokens=args.max_new_tokens),
                               batch_size=512)
         metrics = evaluate(policy, examples, "r1_chat", cfg, seed=0)
         metrics["seconds"] = time.perf_counter() - t0

@@ -99,8 +99,15 @@ def _child(node: Any, part: str, path: str, create: bool) -> Any:
     raise ConfigError(f"--set {path}: parent is not a mapping or list")
 
 
-def from_dict(cls: type[T], data: Any, path: str = "") -> T:
-    """Build dataclass `cls` from `data`, validating keys and types recursively."""
+def from_dict(cls: type[T], data: Any, path: str = "", defaults: dict[type, dict] | None = None) -> T:
+    """Build dataclass `cls` from `data`, validating keys and types recursively.
+
+    `defaults`: plain data per dataclass type that fills the keys `data` leaves out wherever a
+    field of that type is built below (a recipe's `sampling:` for every stage's `sampling`); a
+    block given on the way down becomes the default of the blocks beneath it. A class's
+    `shorthand` maps flat keys to the block field they belong to (`max_new_tokens` ->
+    `sampling`), its `renamed` maps old keys to what replaced them.
+    """
     if isinstance(data, cls):
         return data
     where = path or cls.__name__
@@ -108,7 +115,44 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    if defaults and cls in defaults:
+        data = {**defaults[cls], **data}  # the given keys win
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _fold_shorthand(cls, data, path)
+    _check_keys(cls, data, fields, path)
+    hints = typing.get_type_hints(cls)
+    defaults = _narrow_defaults(defaults, hints, data)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], _join(path, name), defaults)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {_join(path, name)}")
+        elif defaults and f.default_factory is not dataclasses.MISSING:
+            kwargs[name] = _with_defaults(f.default_factory(), defaults, _join(path, name))
+    return _construct(cls, kwargs, fields, path)
+
+
+def _fold_shorthand(cls, data: dict, path: str) -> dict:
+    """`data` with the class's flat shorthand keys moved into their block (`max_new_tokens: 64`
+    -> `sampling: {max_new_tokens: 64}`); the same key given both ways is an error."""
+    shorthand = getattr(cls, "shorthand", {})
+    flat = [key for key in data if key in shorthand]
+    if not flat:
+        return data
+    data = dict(data)
+    for key in flat:
+        block = shorthand[key]
+        nested = data.get(block) or {}
+        if not isinstance(nested, dict):
+            raise ConfigError(f"{_join(path, block)}: expected a mapping, got {type(nested).__name__}")
+        if key in nested:
+            raise ConfigError(f"{_join(path, key)}: given twice (also as {block}.{key}); keep one")
+        data[block] = {**nested, key: data.pop(key)}
+    return data
+
+
+def _check_keys(cls, data: dict, fields: dict, path: str) -> None:
     unknown = sorted(set(data) - set(fields))
     renamed = getattr(cls, "renamed", {})
     for key in unknown:
@@ -118,22 +162,44 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(
             f"unknown key {_join(path, unknown[0])}; valid keys: {', '.join(sorted(fields))}"
         )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], _join(path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {_join(path, name)}")
+
+
+def _narrow_defaults(defaults: dict | None, hints: dict, data: dict) -> dict | None:
+    """The defaults for the fields below: a block of a defaulted type given here adds its keys."""
+    if not defaults:
+        return defaults
+    narrowed = dict(defaults)
+    for name, tp in hints.items():
+        if tp in defaults and isinstance(data.get(name), dict):
+            narrowed[tp] = {**defaults[tp], **data[name]}
+    return narrowed
+
+
+def _with_defaults(value: Any, defaults: dict, path: str) -> Any:
+    """A field left out (its default instance) with the defaulted blocks inside it filled."""
+    if type(value) in defaults:
+        return from_dict(type(value), {}, path, defaults)
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    fields = {f.name: f for f in dataclasses.fields(value) if f.init}
+    kwargs = {name: _with_defaults(getattr(value, name), defaults, _join(path, name)) for name in fields}
+    if all(kwargs[name] is getattr(value, name) for name in fields):
+        return value
+    return _construct(type(value), kwargs, fields, path)
+
+
+def _construct(cls, kwargs: dict, fields: dict, path: str):
+    """cls(**kwargs); a `__post_init__` ValueError "name: message" becomes "path.name: message"."""
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:  # __post_init__ validation
         if isinstance(e, ConfigError):
             raise
         field_name, sep, rest = str(e).partition(": ")
-        if sep and field_name in fields:  # "loss_type: unknown ..." -> "stages.7.loss_type: unknown ..."
+        # "loss_type: unknown ..." -> "stages.7.loss_type: unknown ..." (also "sampling.temperature: ...")
+        if sep and field_name.split(".")[0] in fields:
             raise ConfigError(f"{_join(path, field_name)}: {rest}") from e
-        raise ConfigError(f"{where}: {e}") from e
+        raise ConfigError(f"{path or cls.__name__}: {e}") from e
 
 
 def check_field(name: str, check: Callable[[], Any]) -> None:
@@ -166,7 +232,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def _convert(tp: Any, value: Any, path: str, defaults: dict | None = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -178,7 +244,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, path)
+                return _convert(arg, value, path, defaults)
             except ConfigError:
                 pass  # the next member may fit; none fitting is reported below
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -190,14 +256,14 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
         item_tp = args[0] if args else Any
-        return [_convert(item_tp, v, f"{path}.{i}") for i, v in enumerate(value)]
+        return [_convert(item_tp, v, f"{path}.{i}", defaults) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         vt = args[1] if len(args) == 2 else Any
-        return {k: _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
+        return {k: _convert(vt, v, f"{path}.{k}", defaults) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
+        return from_dict(tp, value, path, defaults)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML reads 1e-4 (no dot) as a string; accept numeric strings.

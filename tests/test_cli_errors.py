@@ -31,9 +31,14 @@ def test_missing_reward_model_points_to_rlvr_train_rm(capsys, tmp_path):
     assert "is not a reward model" in err and "rlvr train-rm" in err and "python -m" not in err
 
 
+def test_the_old_samples_flag_names_the_new_one(capsys):
+    err = _one_line_error(capsys, ["eval", "--model", "/missing/dir", "--n", "4"])
+    assert err == "rlvr eval: --n was renamed: use --num-generations (samples per problem, the name recipes use)"
+
+
 def test_bad_task_options_are_one_line(capsys):
     err = _one_line_error(capsys, ["eval", "--model", "tiny", "--task", "arithmetic", "--task-options",
-                                   "{ops: ['^']}", "--num-problems", "1", "--n", "1"])
+                                   "{ops: ['^']}", "--num-problems", "1", "--num-generations", "1"])
     assert err.startswith("rlvr eval: --task arithmetic:")
 
 
@@ -58,7 +63,7 @@ def test_rejection_sampling_that_keeps_nothing_says_what_to_change(tmp_path, cap
                                                    "intermediate_size": 64}},
         "task": {"name": "arithmetic", "difficulty": 2, "options": {"ops": ["+"]}},
         "stages": [  # an untrained model: no sample is correct
-            {"type": "rejection_sampling", "name": "rs", "num_problems": 2, "samples_per_problem": 1,
+            {"type": "rejection_sampling", "name": "rs", "num_problems": 2, "num_generations": 1,
              "max_new_tokens": 4},
             {"type": "sft", "name": "rs-sft", "dataset_from": "rs", "steps": 1},
         ],
@@ -69,5 +74,5 @@ def test_rejection_sampling_that_keeps_nothing_says_what_to_change(tmp_path, cap
     for resume in ([], ["--resume", "auto"]):  # a resume meets the same one line, not a traceback
         err = _one_line_error(capsys, ["run", str(path), "--output-dir", str(out), *resume])
         assert "stage 0 rs: rejection sampling kept no correct completion" in err, err
-        assert "stages.0.samples_per_problem" in err and "--rerun-changed" in err
+        assert "stages.0.num_generations" in err and "--rerun-changed" in err
     assert not (out / "0-rs" / "DONE.json").exists() and not (out / ".lock").exists()

@@ -7,6 +7,7 @@ from .losses import (
     PolicyLossConfig,
     PolicyLossInput,
     compute_policy_loss,
+    loss_config,
     register_policy_loss,
 )
 from rlvr.registry import Registry
@@ -14,5 +15,5 @@ from rlvr.registry import Registry
 __all__ = [
     "ADVANTAGES", "KL_ESTIMATORS", "POLICY_LOSSES", "LossNormalizer", "PolicyLossConfig",
     "PolicyLossInput", "Registry", "compute_advantages", "compute_policy_loss", "group_advantages", "kl_penalty",
-    "register_advantage", "register_policy_loss",
+    "loss_config", "register_advantage", "register_policy_loss",
 ]

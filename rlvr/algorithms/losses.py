@@ -57,6 +57,17 @@ class PolicyLossConfig:
             raise ValueError(f"max_completion_length must be > 0, got {self.max_completion_length}")
 
 
+def loss_config(config: PolicyLossConfig | None = None, **fields) -> PolicyLossConfig:
+    """`config` as given (the trainer builds it once per run), or one built from the loose keyword
+    fields the kernels also accept (fields left None take PolicyLossConfig's defaults); not both."""
+    given = {name: value for name, value in fields.items() if value is not None}
+    if config is None:
+        return PolicyLossConfig(**given)
+    if given:
+        raise TypeError(f"pass the loss settings as config or as keywords ({', '.join(given)}), not both")
+    return config
+
+
 @dataclass
 class LossNormalizer:
     """Counts of the batch the loss is normalised over. None means "this micro-batch is all of it"."""

@@ -1,10 +1,10 @@
 """`rlvr eval`: pass@k, maj@k and best-of-N scaling curves of a model on a task.
 
     rlvr eval --model runs/arith/02-grpo/model --task arithmetic --difficulty 1,2,3 \
-        --num-problems 20 --n 16 --orm rm/orm --prm rm/prm --output-dir out/eval
+        --num-problems 20 --num-generations 16 --orm rm/orm --prm rm/prm --output-dir out/eval
 
-Samples n solutions per held-out problem once, then estimates every N <= n by subsampling:
-pass@N (unbiased), majority vote, and best-of-N / weighted vote for each loaded scorer.
+Samples num_generations solutions per held-out problem once, then estimates every N up to it by
+subsampling: pass@N (unbiased), majority vote, and best-of-N / weighted vote for each loaded scorer.
 `--thinking-budgets 16,32,64` adds accuracy against a thinking budget (budget forcing).
 Writes `eval.md`, `accuracy_vs_n.png`, `accuracy_vs_tokens.png`, `points.json`.
 """
@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_task_arguments(parser)
     g = parser.add_argument_group("evaluation")
-    g.add_argument("--n", type=int, default=16, help="samples per problem (curves go up to N = n)")
+    g.add_argument("--num-generations", type=int, default=16,
+                   help="samples per problem (curves go up to N = num-generations)")
+    g.add_argument("--n", dest="old_n", default=None, help=argparse.SUPPRESS)  # renamed: says so
     g.add_argument("--aggregation", default="last", choices=["last", "min", "prod", "mean"],
                    help="how a PRM's step scores become a solution score")
     g.add_argument("--draws", type=int, default=64, help="random N-subsets averaged per problem and N")
@@ -36,12 +38,14 @@ def main(args: argparse.Namespace) -> int:
     from rlvr.search.base import SearchError
     from rlvr.search.setup import build_context, load_problems, parse_ints
 
-    if args.n < 1:
-        raise SearchError(f"--n must be >= 1, got {args.n}")
+    if args.old_n is not None:
+        raise SearchError("--n was renamed: use --num-generations (samples per problem, the name recipes use)")
+    if args.num_generations < 1:
+        raise SearchError(f"--num-generations must be >= 1, got {args.num_generations}")
     ctx, policy = build_context(args)
     problems = load_problems(args, policy.tokenizer)
     scorers = [name for name in ctx.scorers if name != "verifier"]
-    pools = build_pools(ctx, problems, args.n, scorers, args.aggregation)
+    pools = build_pools(ctx, problems, args.num_generations, scorers, args.aggregation)
     points = pool_curves(pools, draws=args.draws, seed=args.seed)
     if args.thinking_budgets:
         from rlvr.search.compare import compare_methods

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from rlvr.algorithms.losses import LossNormalizer, PolicyLossConfig, PolicyLossInput, compute_policy_loss
+from rlvr.algorithms.losses import LossNormalizer, PolicyLossConfig, PolicyLossInput, compute_policy_loss, loss_config
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 25
 """Default chunk: about 32M logits (128 MiB in fp32) per chunk, i.e. 220 rows at V = 151936."""
@@ -152,10 +152,11 @@ def fused_policy_loss(
     ref_logp: torch.Tensor | None = None,
     *,
     loss_type: str,
-    epsilon_low: float = 0.2,
-    epsilon_high: float = 0.2,
-    beta: float = 0.0,
-    kl_type: str = "k3",
+    config: PolicyLossConfig | None = None,
+    epsilon_low: float | None = None,
+    epsilon_high: float | None = None,
+    beta: float | None = None,
+    kl_type: str | None = None,
     normalizer: LossNormalizer | None = None,
     max_completion_length: int | None = None,
     chunk_size: int | None = None,
@@ -164,10 +165,12 @@ def fused_policy_loss(
     lm_head weight (V, H); gradients reach `hidden` and `weight` only.
 
     targets (N, T): the sampled token ids (position t's hidden state predicts targets[:, t]).
+    config: the loss settings (`PolicyLossConfig`); or the loose keywords epsilon_low,
+    epsilon_high, beta, kl_type, max_completion_length, never both.
     Metrics: those of `compute_policy_loss` plus `entropy/mean` over valid tokens.
     """
-    cfg = PolicyLossConfig(epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
-                           kl_type=kl_type, max_completion_length=max_completion_length)
+    cfg = loss_config(config, epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
+                      kl_type=kl_type, max_completion_length=max_completion_length)
     n, t = targets.shape
     chunk_size = chunk_size or default_chunk_size(weight.shape[0])
     index, rows, rows_targets = _valid_rows(hidden, weight, targets, mask)

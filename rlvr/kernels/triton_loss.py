@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from rlvr.algorithms.losses import (POLICY_LOSSES, LossNormalizer, PolicyLossConfig, PolicyLossInput,
-                                   check_policy_loss_input, compute_policy_loss)
+                                   check_policy_loss_input, compute_policy_loss, loss_config)
 from rlvr.kernels.reference import _scatter_rows, _valid_rows
 
 DEFAULT_CHUNK_BYTES = 5 << 28
@@ -224,10 +224,11 @@ def fused_policy_loss(
     ref_logp: torch.Tensor | None = None,
     *,
     loss_type: str,
-    epsilon_low: float = 0.2,
-    epsilon_high: float = 0.2,
-    beta: float = 0.0,
-    kl_type: str = "k3",
+    config: PolicyLossConfig | None = None,
+    epsilon_low: float | None = None,
+    epsilon_high: float | None = None,
+    beta: float | None = None,
+    kl_type: str | None = None,
     normalizer: LossNormalizer | None = None,
     max_completion_length: int | None = None,
     chunk_size: int | None = None,
@@ -239,8 +240,8 @@ def fused_policy_loss(
     1.25 GiB logits buffer, DEFAULT_CHUNK_BYTES).
     """
     _check_cuda(hidden, weight)
-    cfg = PolicyLossConfig(epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
-                           kl_type=kl_type, max_completion_length=max_completion_length)
+    cfg = loss_config(config, epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
+                      kl_type=kl_type, max_completion_length=max_completion_length)
     n, t = targets.shape
     vocab = weight.shape[0]
     dtype = _matmul_dtype(hidden, weight)

@@ -10,6 +10,7 @@ raise `ConfigError` naming the key path. Nothing is written while validating.
     model: {name_or_path: tiny, ...}          # rlvr.models.ModelConfig
     task: {name: arithmetic, difficulty: 1}   # rlvr.tasks.make_task
     template: r1                              # rlvr.tasks.render_prompt
+    sampling: {max_new_tokens: 128}           # rlvr.rollout.sampling.SamplingConfig: every stage's default
     stages:
       - {type: sft, name: cold-start, dataset_from: generator, steps: 300}
       - {type: eval, name: eval-cold-start}
@@ -26,6 +27,7 @@ from typing import Any
 from rlvr.config import ConfigError, apply_overrides, from_dict, load_yaml
 from rlvr.pipeline.stages import stage_kind, STAGE_KINDS
 from rlvr.pipeline.stages.registry import BASE, GENERATOR
+from rlvr.rollout.sampling import SamplingConfig
 
 RECIPE_LEVEL_KEYS = ("template", "instruction", "seed")
 """Set once per recipe and copied into every stage whose options have them: every stage renders
@@ -79,6 +81,8 @@ class Recipe:
     """The plain data the recipe was built from (saved beside the run as recipe.yaml)."""
     instruction: str | None = None
     """The r1 templates' instruction (None: R1_INSTRUCTION), for every stage."""
+    sampling: dict = field(default_factory=dict)
+    """The recipe's `sampling:` keys: every sampling stage's default (its own keys win)."""
 
     @property
     def prompt_format(self):
@@ -107,6 +111,9 @@ class _RecipeHeader:
     """Instruction of the r1 templates (None: R1_INSTRUCTION); every stage renders prompts with it."""
     seed: int = 0
     """Seed of the task streams and of every trainer."""
+    sampling: dict[str, Any] = field(default_factory=dict)
+    """The keys of `rlvr.rollout.sampling.SamplingConfig` every sampling stage (and self_improve's
+    rounds) takes unless it sets its own; checked as a SamplingConfig."""
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -138,6 +145,8 @@ def parse_recipe(data: dict) -> Recipe:
         _collect(errors, lambda: _check_local_path(getattr(header.model, "name_or_path", None), "model.name_or_path"))
     _collect(errors, lambda: _check_task(header.task, header.seed))
     _collect(errors, lambda: _check_template(header.template))
+    if _collect(errors, lambda: from_dict(SamplingConfig, header.sampling, "sampling")) is None:
+        header.sampling = {}  # reported once here, not again by every stage that would inherit it
     if not isinstance(raw_stages, list) or not raw_stages:
         errors.append("stages: a recipe needs a non-empty list of stages")
         raw_stages = []
@@ -148,7 +157,8 @@ def parse_recipe(data: dict) -> Recipe:
     if errors:
         raise ConfigError("\n".join(errors))
     return Recipe(header.name, header.model, header.task, header.template, header.seed, stages,
-                  raw={**data, "model": model_data, "stages": raw_stages}, instruction=header.instruction)
+                  raw={**data, "model": model_data, "stages": raw_stages}, instruction=header.instruction,
+                  sampling=header.sampling)
 
 
 def _collect(errors: list[str], check):
@@ -188,7 +198,9 @@ def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHead
     model_from = _model_from(raw.pop("model_from", None), where, earlier, name)
     dataset_from = _dataset_from(raw.pop("dataset_from", None), where, earlier, kind)
     _reject_recipe_keys(raw, where)
-    options = with_recipe_keys(from_dict(kind.options(), raw, where), header.template, header.seed,
+    # the recipe's sampling keys fill what the stage (and the configs nested in it) leave out
+    defaults = {SamplingConfig: header.sampling}
+    options = with_recipe_keys(from_dict(kind.options(), raw, where, defaults), header.template, header.seed,
                                header.instruction)
     return StageSpec(kind_name, name, model_from, dataset_from, options)
 

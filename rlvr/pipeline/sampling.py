@@ -70,7 +70,7 @@ def sample_and_verify(policy, examples: Sequence[Example], prompt_format, k: int
 
 
 def check_prompt_cap(policy, cfg) -> None:
-    """With `cfg.max_prompt_length` set, fail before sampling when the cap + `cfg.max_new_tokens`
+    """With `cfg.max_prompt_length` set, fail before sampling when the cap + `cfg.sampling.max_new_tokens`
     exceeds the model's context (the trainer's check; without a cap nothing changes)."""
     from rlvr.trainer.prompts import check_context, context_limit
 

@@ -6,22 +6,24 @@ Shapes: B prompts, G samples per prompt, N = B*G sequences.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
+
+from rlvr.rollout.sampling import SamplingConfig
 
 
 @dataclass
-class SamplingParams:
-    max_new_tokens: int = 256
-    """Completion length cap (tokens). A completion that hits it is marked truncated."""
-    temperature: float = 1.0
-    """0 means greedy."""
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 disables top-k."""
-    stop: list[str] = field(default_factory=list)
-    """Stop strings; the completion ends after the first one (included in the text)."""
+class SamplingParams(SamplingConfig):
+    """What an engine samples with: a stage's `SamplingConfig` (defaults there) and a seed."""
+
     seed: int | None = None
+    """Seed of this generate call's sampling; None = the global RNG as it stands."""
+
+    @classmethod
+    def of(cls, config: SamplingConfig, **changes) -> "SamplingParams":
+        """`config`'s fields (with `changes`, e.g. seed or temperature=0) as engine parameters."""
+        values = {f: getattr(config, f) for f in SamplingConfig.__dataclass_fields__}
+        return cls(**{**values, "stop": list(config.stop), **changes})
 
 
 @dataclass

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from rlvr.rewards import RewardConfig
+from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
 @dataclass
 class GRPOConfig:
     renamed: ClassVar[dict[str, str]] = {
-        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)"}
+        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)",
+        "epsilon_low": "renamed to epsilon (TRL's name: the ratio is clipped below at 1 - epsilon)",
+        "clip_high": "renamed to epsilon_high (TRL's name: clipped above at 1 + epsilon_high)"}
     """Old keys and what replaced them (`from_dict` says so)."""
+    shorthand: ClassVar[dict[str, str]] = SAMPLING_SHORTHAND
+    """`max_new_tokens: 64` is `sampling: {max_new_tokens: 64}` (as every sampling stage)."""
 
     # --- schedule
     steps: int = 100
@@ -30,20 +35,13 @@ class GRPOConfig:
     """Seed of python/numpy/torch RNGs; process p uses seed + p so processes sample differently."""
 
     # --- sampling
-    max_new_tokens: int = 256
-    """Completion length cap (tokens); a completion that hits it is `truncated`."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """max_new_tokens, temperature, top_p, top_k, stop (`rlvr.rollout.sampling`; the recipe's
+    `sampling:` fills what the stage leaves out). Log-probs in the loss use the same temperature."""
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens (left
     truncation, as TRL: the question and the assistant turn are at the end); None = the model's
     context minus max_new_tokens."""
-    temperature: float = 1.0
-    """Sampling temperature tau (0 = greedy). Log-probs in the loss use the same tau."""
-    top_p: float = 1.0
-    """Nucleus sampling mass; 1.0 = off."""
-    top_k: int = 0
-    """Top-k sampling; 0 = off."""
-    stop: list[str] = field(default_factory=list)
-    """Stop strings; a completion ends after the first one (e.g. "</answer>")."""
     template: str = "r1"
     """Prompt template for `rlvr.tasks.render_prompt`: plain, r1, chat, r1_chat."""
     instruction: str | None = None
@@ -75,7 +73,7 @@ class GRPOConfig:
     loss_type: str = "dapo"
     """Policy loss (`rlvr.algorithms` registry): grpo, bnpo, dapo, dr_grpo, gspo."""
     epsilon: float = 0.2
-    """epsilon_low: the ratio is clipped below at 1 - epsilon."""
+    """The ratio is clipped below at 1 - epsilon (and above at 1 + epsilon unless epsilon_high)."""
     epsilon_high: float | None = None
     """epsilon_high: clipped above at 1 + epsilon_high (DAPO clip-higher: 0.28); None = epsilon."""
     beta: float = 0.0
@@ -115,25 +113,25 @@ class GRPOConfig:
     """Trackers: auto (tensorboard when installed), none, or a comma list (tensorboard,wandb)."""
 
     def __post_init__(self) -> None:
-        positive = ("steps", "prompts_per_step", "max_new_tokens", "num_iterations",
+        positive = ("steps", "prompts_per_step", "num_iterations",
                     "max_sampling_rounds", "log_every", "max_consecutive_nonfinite")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         nonneg = ("micro_batch_size", "save_every", "keep_last", "sample_every", "warmup_steps",
-                  "top_k", "num_samples", "temperature", "weight_decay", "max_grad_norm", "beta")
+                  "num_samples", "weight_decay", "max_grad_norm", "beta")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (the group is the baseline), got {self.num_generations}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         check_max_prompt_length(self.max_prompt_length)
+        if not 0 <= self.epsilon < 1:
+            raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
         self._check_names()
@@ -154,14 +152,14 @@ class GRPOConfig:
         for name, check in checks.items():
             check_field(name, check)
 
-    @property
-    def epsilon_low(self) -> float:
-        return self.epsilon
+    def policy_loss(self):
+        """The loss settings as every loss function takes them (`PolicyLossConfig`, built once per
+        run): clip range, KL weight and estimator, and dr_grpo's L_max = max_new_tokens."""
+        from rlvr.algorithms import PolicyLossConfig
 
-    @property
-    def clip_high(self) -> float:
-        """epsilon_high with its default (epsilon) applied."""
-        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+        high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        return PolicyLossConfig(epsilon_low=self.epsilon, epsilon_high=high, beta=self.beta,
+                                kl_type=self.kl_type, max_completion_length=self.sampling.max_new_tokens)
 
     @property
     def total_updates(self) -> int:

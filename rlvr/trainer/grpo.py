@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from rlvr.algorithms import LossNormalizer, compute_advantages
+from rlvr.algorithms import LossNormalizer, PolicyLossConfig, compute_advantages
 from rlvr.config import to_dict
 from rlvr.models.loading import is_peft
 from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision, compute_dtype, frozen_copy,
@@ -135,6 +135,8 @@ class _Training:
     prompts: PromptEncoder
     generation: GenerationWeights
     """The weights the engine reads; refreshed from the trained ones before every generate."""
+    loss: PolicyLossConfig
+    """The policy-loss settings, built from the config once."""
 
 
 def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Training:
@@ -190,11 +192,10 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     engine_name = distributed.rollout_engine_name(acc, cfg.engine, generation.model)
     engine = make_engine(engine_name, generation.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop))
+    sampling = SamplingParams.of(cfg.sampling)
     prompts = PromptEncoder(tokenizer, cfg, context_limit(unwrapped))  # checks prompt + completion fit
     return _Training(acc, model, optimizer, scheduler, engine, tokenizer, ref_model, pad_id,
-                     sampling, prompts, generation)
+                     sampling, prompts, generation, cfg.policy_loss())
 
 
 def _reference_model(model, cfg: GRPOConfig, precision: str):
@@ -380,9 +381,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
             loss, m = fused_policy_loss(
                 _temper(hidden, cfg), w, part.targets, part.mask, advantages[rows],
                 None if old_logp is None else old_logp[rows], None if ref_logp is None else ref_logp[rows],
-                loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.clip_high,
-                beta=cfg.beta, kl_type=cfg.kl_type, normalizer=normalizer,
-                max_completion_length=cfg.max_new_tokens, backend=cfg.kernels)
+                loss_type=cfg.loss_type, config=t.loss, normalizer=normalizer, backend=cfg.kernels)
             acc.backward(loss)
         loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
         metrics.add(m, tokens=float(part.mask.sum().item()))
@@ -451,7 +450,8 @@ def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:
 
 def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
     """logits / tau = (hidden / tau) W^T: the loss scores the distribution that was sampled."""
-    return hidden / cfg.temperature if cfg.temperature > 0 else hidden
+    tau = cfg.sampling.temperature
+    return hidden / tau if tau > 0 else hidden
 
 
 def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logprobs) -> torch.Tensor:

@@ -31,18 +31,19 @@ def prompt_cap(max_prompt_length: int | None, max_new_tokens: int, limit: int | 
 
 def check_context(cfg: GRPOConfig, limit: int | None) -> None:
     """Fail at the start of training when no prompt, or no prompt of max_prompt_length tokens,
-    can be followed by max_new_tokens within the model's context. `cfg`: any options with
-    `max_new_tokens` and `max_prompt_length` (also the eval and rejection_sampling stages')."""
+    can be followed by max_new_tokens within the model's context. `cfg`: any options with a
+    `sampling` block and `max_prompt_length` (also the eval and rejection_sampling stages')."""
     if limit is None:
         return
-    if cfg.max_new_tokens >= limit:
-        raise ValueError(f"max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the "
+    new = cfg.sampling.max_new_tokens
+    if new >= limit:
+        raise ValueError(f"max_new_tokens ({new}) leaves no room for a prompt in the "
                          f"model's context (max_position_embeddings={limit}); lower max_new_tokens")
-    if cfg.max_prompt_length is not None and cfg.max_prompt_length + cfg.max_new_tokens > limit:
+    if cfg.max_prompt_length is not None and cfg.max_prompt_length + new > limit:
         raise ValueError(
-            f"max_prompt_length ({cfg.max_prompt_length}) + max_new_tokens ({cfg.max_new_tokens}) = "
-            f"{cfg.max_prompt_length + cfg.max_new_tokens} exceeds the model's max_position_embeddings "
-            f"({limit}); set max_prompt_length <= {limit - cfg.max_new_tokens} or lower max_new_tokens")
+            f"max_prompt_length ({cfg.max_prompt_length}) + max_new_tokens ({new}) = "
+            f"{cfg.max_prompt_length + new} exceeds the model's max_position_embeddings "
+            f"({limit}); set max_prompt_length <= {limit - new} or lower max_new_tokens")
 
 
 class PromptEncoder:
@@ -53,8 +54,8 @@ class PromptEncoder:
         check_context(cfg, limit)
         self.tokenizer = tokenizer
         self.format = PromptFormat(cfg.template, cfg.instruction)
-        self.max_prompt_length = prompt_cap(cfg.max_prompt_length, cfg.max_new_tokens, limit)
-        self.max_new_tokens = cfg.max_new_tokens
+        self.max_new_tokens = cfg.sampling.max_new_tokens
+        self.max_prompt_length = prompt_cap(cfg.max_prompt_length, self.max_new_tokens, limit)
         self.limit = limit
         self.seen = self.truncated = 0
         self.warned = False

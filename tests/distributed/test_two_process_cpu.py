@@ -34,7 +34,7 @@ RECIPE = {
          "max_new_tokens": 8, "micro_batch_size": 2, "learning_rate": 3.0e-3, "save_every": 2,
          "keep_last": 0, "report_to": "none", "sample_every": 0,
          "reward": {"overlong_max_length": 8, "overlong_cache": 6}},
-        {"type": "eval", "name": "eval", "num_problems": 4, "k": 2, "max_new_tokens": 8},
+        {"type": "eval", "name": "eval", "num_problems": 4, "num_generations": 2, "max_new_tokens": 8},
     ],
 }
 

@@ -22,7 +22,7 @@ RECIPE = {
         {"type": "sft", "name": "cold", "dataset_from": "generator", "steps": 2, "num_examples": 16, "batch_size": 4},
         {"type": "grpo", "name": "grpo", "steps": 2, "prompts_per_step": 2, "num_generations": 2,
          "max_new_tokens": 12, "report_to": "none", "sample_every": 0},
-        {"type": "eval", "name": "ev", "num_problems": 4, "k": 2, "max_new_tokens": 12},
+        {"type": "eval", "name": "ev", "num_problems": 4, "num_generations": 2, "max_new_tokens": 12},
     ],
 }
 

@@ -16,7 +16,7 @@ def _recipe(tmp_path, data_file):
     recipe = {"name": "data", "template": "plain",
               "model": {"name_or_path": "tiny"},
               "task": {"name": "dataset", "options": {"source": str(data_file)}},
-              "stages": [{"type": "eval", "name": "ev", "num_problems": 2, "k": 0}]}
+              "stages": [{"type": "eval", "name": "ev", "num_problems": 2, "num_generations": 0}]}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return ["run", str(path), "--output-dir", str(tmp_path / "run"), "--validate-only"]

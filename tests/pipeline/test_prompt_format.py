@@ -24,8 +24,8 @@ RECIPE = {
         {"type": "sft", "name": "cold", "dataset_from": "generator", "steps": 1, "num_examples": 4, "batch_size": 2},
         {"type": "grpo", "name": "g", "steps": 1, "prompts_per_step": 2, "num_generations": 2,
          "max_new_tokens": 4, "report_to": "none", "sample_every": 0},
-        {"type": "eval", "name": "ev", "num_problems": 2, "k": 2, "max_new_tokens": 4},
-        {"type": "rejection_sampling", "name": "rs", "num_problems": 2, "samples_per_problem": 2,
+        {"type": "eval", "name": "ev", "num_problems": 2, "num_generations": 2, "max_new_tokens": 4},
+        {"type": "rejection_sampling", "name": "rs", "num_problems": 2, "num_generations": 2,
          "max_new_tokens": 4},
     ],
 }

@@ -89,6 +89,30 @@ CASES = [
     ("unknown schedule in self_improve's sft", lambda d: d["stages"].append(
         {"type": "self_improve", "name": "si", "sft": {"lr_scheduler": "cosin"}}), "stages.5.sft.lr_scheduler: unknown"),
     ("old precision key", lambda d: d["model"].update(dtype="float32"), "model.dtype: renamed to precision"),
+    # one name for samples per prompt (TRL's num_generations) in every stage
+    ("old eval samples key", lambda d: d["stages"][1].update(k=8), "stages.1.k: renamed to num_generations"),
+    ("old rejection-sampling samples key", lambda d: d["stages"][2].update(samples_per_problem=4),
+     "stages.2.samples_per_problem: renamed to num_generations"),
+    ("old samples key in self_improve's generate", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "generate": {"samples_per_problem": 2}}),
+     "stages.5.generate.samples_per_problem: renamed to num_generations"),
+    ("old clip name", lambda d: d["stages"][4].update(epsilon_low=0.1), "stages.4.epsilon_low: renamed to epsilon"),
+    # the sampling block, wherever it is set
+    ("bad recipe-level sampling", lambda d: d.update(sampling={"top_k": -1}), "sampling.top_k: must be >= 0"),
+    ("unknown sampling key", lambda d: d["stages"][4].update(sampling={"temp": 1}), "unknown key stages.4.sampling.temp"),
+    ("wrong sampling type", lambda d: d["stages"][1].update(sampling={"stop": "</answer>"}),
+     "stages.1.sampling.stop: expected a list"),
+    ("flat sampling key in grpo", lambda d: d["stages"][4].update(max_new_tokens=0),
+     "stages.4.sampling.max_new_tokens: must be >= 1"),
+    ("greedy rejection sampling", lambda d: d["stages"][2].update(temperature=0.0),
+     "stages.2.sampling.temperature: must be > 0"),
+    ("negative eval samples", lambda d: d["stages"][1].update(num_generations=-1), "stages.1: num_generations must be >= 0"),
+    ("no rejection samples", lambda d: d["stages"][2].update(num_generations=0), "stages.2: num_generations must be >= 1"),
+    ("difficulty in self_improve's generate", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "generate": {"difficulty": 2}}),
+     "stages.5.generate.difficulty: the curriculum sets each round's level"),
+    ("bad sampling in self_improve's grpo", lambda d: d["stages"].append(
+        {"type": "self_improve", "name": "si", "grpo": {"top_p": 2}}), "stages.5.grpo.sampling.top_p: must be in (0, 1]"),
 ]
 
 
@@ -102,6 +126,20 @@ def test_bad_recipe_names_the_key_and_writes_nothing(tmp_path, capsys, edit, mes
     assert message in str(err.value)
     assert rlvr_main(["run", str(path), "--output-dir", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key", ["stages.7.sampling.temperature", "stages.7.temperature", "sampling.temperature"])
+def test_validate_only_names_a_bad_sampling_value_in_the_last_stage_and_writes_nothing(tmp_path, capsys, key):
+    out = tmp_path / "run"
+    argv = ["run", "recipes/arithmetic-r1.yaml", "--output-dir", str(out), "--validate-only", "--set", f"{key}=-1"]
+    assert rlvr_main(argv) == 2
+    err = capsys.readouterr().err
+    where = "sampling.temperature" if key.startswith("sampling") else "stages.7.sampling.temperature"
+    assert f"{where}: must be >= 0 (0 = greedy), got -1" in err and err.count("\n") == 1, err
+    assert err.count("got -1") == 1  # a bad recipe default is named once, not again by each stage
+    assert not out.exists()
+    assert rlvr_main(argv[:-2]) == 0  # the shipped recipe itself is valid
     assert not out.exists()
 
 

@@ -26,8 +26,8 @@ RECIPE = {
     "task": {"name": "arithmetic", "difficulty": 1, "options": {"ops": ["+"]}},
     "template": "plain",
     "stages": [
-        {"type": "eval", "name": "first", "num_problems": 4, "k": 0, "max_new_tokens": 4},
-        {"type": "eval", "name": "second", "num_problems": 3, "k": 0, "max_new_tokens": 4},
+        {"type": "eval", "name": "first", "num_problems": 4, "num_generations": 0, "max_new_tokens": 4},
+        {"type": "eval", "name": "second", "num_problems": 3, "num_generations": 0, "max_new_tokens": 4},
     ],
 }
 

@@ -27,6 +27,38 @@ def test_bad_curriculum_is_a_config_error():
         from_dict(SelfImproveConfig, {"curriculum": {"up_threshold": 0.1, "down_threshold": 0.5}})
 
 
+def test_generate_difficulty_is_refused_naming_the_curriculum():
+    with pytest.raises(ConfigError, match=r"stages.3.generate.difficulty: the curriculum sets each round's "
+                                          r"level; set curriculum.start"):
+        from_dict(SelfImproveConfig, {"generate": {"difficulty": 3}}, "stages.3")
+
+
+def test_eval_difficulty_picks_the_held_out_level(tmp_path, monkeypatch):
+    import rlvr.pipeline.stages.eval as eval_stage
+
+    levels = []
+
+    def fake_evaluate(policy, examples, fmt, cfg, seed):  # records what each round scores
+        levels.append({ex.difficulty for ex in examples})
+        return {"accuracy": 0.0, "mean_completion_tokens": 1.0}
+
+    monkeypatch.setattr(eval_stage, "evaluate", fake_evaluate)
+    for eval_level, expected in ((None, {2}), (1, {1})):
+        levels.clear()
+        recipe = parse_recipe({**TINY, "stages": [{
+            "type": "self_improve", "name": "loop", "rounds": 1,
+            "generate": {"num_problems": 2, "num_generations": 1, "max_new_tokens": 4},
+            "eval": {"num_problems": 3, "num_generations": 0, "difficulty": eval_level}}]})
+        run_recipe(recipe, tmp_path / f"run-{eval_level}")
+        assert levels == [expected]
+
+
+TINY = {"name": "si", "template": "plain",
+        "model": {"name_or_path": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                   "intermediate_size": 64}},
+        "task": {"name": "arithmetic", "difficulty": 2, "options": {"ops": ["+"]}}}
+
+
 def test_patience_counts_rounds_without_gain_and_keeps_the_best():
     cfg = SelfImproveConfig(patience=2, min_gain=0.01)
     state = {"level": 1, "best": None, "best_model": None, "best_round": None, "stale": 0, "model_dir": None}
@@ -44,10 +76,10 @@ def test_tiny_self_improve_run_writes_a_round_table(tmp_path):
         "template": "plain",
         "stages": [{
             "type": "self_improve", "name": "loop", "rounds": 3, "patience": 1, "train": "grpo",
-            "generate": {"num_problems": 4, "samples_per_problem": 2, "max_new_tokens": 12},
+            "generate": {"num_problems": 4, "num_generations": 2, "max_new_tokens": 12},
             "grpo": {"steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 12,
                      "report_to": "none", "sample_every": 0},
-            "eval": {"num_problems": 4, "k": 0, "max_new_tokens": 12},
+            "eval": {"num_problems": 4, "num_generations": 0, "max_new_tokens": 12},
             "curriculum": {"min_level": 1, "max_level": 3, "down_threshold": 0.2},
         }],
     })

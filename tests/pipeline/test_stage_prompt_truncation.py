@@ -23,8 +23,8 @@ RECIPE = {
     "task": {"name": "arithmetic", "difficulty": 1},
     "template": "plain",
     "stages": [
-        {"type": "eval", "name": "ev", "num_problems": 3, "k": 2, "max_new_tokens": 4, "max_prompt_length": CAP},
-        {"type": "rejection_sampling", "name": "rs", "num_problems": 3, "samples_per_problem": 2,
+        {"type": "eval", "name": "ev", "num_problems": 3, "num_generations": 2, "max_new_tokens": 4, "max_prompt_length": CAP},
+        {"type": "rejection_sampling", "name": "rs", "num_problems": 3, "num_generations": 2,
          "max_new_tokens": 4, "max_prompt_length": CAP},
     ],
 }
@@ -77,7 +77,7 @@ def test_stages_send_the_end_of_each_prompt_and_count_the_cut_ones(tmp_path, eng
 
 def test_without_a_cap_prompts_go_whole(tmp_path, engine_calls):
     data = json.loads(json.dumps(RECIPE))
-    data["stages"] = [{**data["stages"][0], "k": 0}]
+    data["stages"] = [{**data["stages"][0], "num_generations": 0}]
     del data["stages"][0]["max_prompt_length"]
     summary = run_recipe(parse_recipe(data), tmp_path / "run")
     assert engine_calls and all(sent == full for full, sent in engine_calls)
@@ -121,6 +121,7 @@ def test_eval_prompts_are_encoded_as_the_trainer_encodes_them(engine_calls):
 
     from rlvr.models.loading import Policy
     from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.sampling import SamplingConfig
     from rlvr.tasks import make_task
     from rlvr.trainer import GRPOConfig
     from rlvr.trainer.prompts import PromptEncoder
@@ -134,6 +135,7 @@ def test_eval_prompts_are_encoded_as_the_trainer_encodes_them(engine_calls):
     examples = make_task("arithmetic", difficulty=1).sample(3)
     sampling.sample_and_verify(Policy(policy.model, tok), examples, "plain", 1,
                                SamplingParams(max_new_tokens=2, temperature=0.0), batch_size=3)
-    trainer_ids = PromptEncoder(tok, GRPOConfig(template="plain", max_new_tokens=2), None).encode(examples)
+    cfg = GRPOConfig(template="plain", sampling=SamplingConfig(max_new_tokens=2))
+    trainer_ids = PromptEncoder(tok, cfg, None).encode(examples)
     assert [sent for _, sent in engine_calls] == trainer_ids
     assert all(ids[0] == tok.bos_token_id for ids in trainer_ids)

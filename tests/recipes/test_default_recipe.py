@@ -14,8 +14,8 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "arithmetic-r1.yaml"
 SHORT = {
     "sft": {"steps": 2, "num_examples": 16, "batch_size": 4, "logging_steps": 1},
     "grpo": {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 16},
-    "rejection_sampling": {"num_problems": 8, "samples_per_problem": 2, "max_new_tokens": 16},
-    "eval": {"num_problems": 6, "k": 2, "max_new_tokens": 16},
+    "rejection_sampling": {"num_problems": 8, "num_generations": 2, "max_new_tokens": 16},
+    "eval": {"num_problems": 6, "num_generations": 2, "max_new_tokens": 16},
 }
 TINY = ["model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
         "model.tiny.intermediate_size=64"]

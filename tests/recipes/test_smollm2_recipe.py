@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The CPU smoke setting: a couple of problems, one GRPO step of 2 prompts x 2 samples, short answers.
 SMOKE = [
-    "stages.0.num_problems=2", "stages.0.k=0", "stages.0.max_new_tokens=16",
+    "stages.0.num_problems=2", "stages.0.num_generations=0", "stages.0.max_new_tokens=16",
     "stages.1.steps=1", "stages.1.prompts_per_step=2", "stages.1.num_generations=2",
     "stages.1.max_new_tokens=16", "stages.1.report_to=none",
-    "stages.2.num_problems=2", "stages.2.k=0", "stages.2.max_new_tokens=16",
+    "stages.2.num_problems=2", "stages.2.num_generations=0", "stages.2.max_new_tokens=16",
 ]
 
 
@@ -44,7 +44,7 @@ def test_smollm2_recipe_cpu_smoke(tmp_path, recipe):
 
 # The R1 chain's first four stages (eval, cold-start SFT in the chat template, eval, GRPO) in the
 # CPU smoke setting; rejection sampling needs a model that solves something (the GPU run).
-CHAIN_SMOKE = {"eval": {"num_problems": 6, "k": 2, "max_new_tokens": 8, "batch_size": 12},
+CHAIN_SMOKE = {"eval": {"num_problems": 6, "num_generations": 2, "max_new_tokens": 8, "batch_size": 12},
                "sft": {"steps": 1, "batch_size": 2, "num_examples": 4, "save_steps": 1, "logging_steps": 1},
                "grpo": {"steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 16}}
 

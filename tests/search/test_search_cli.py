@@ -45,7 +45,7 @@ def test_search_cli_writes_table_and_plots(tmp_path, prm_dir, capsys):
 
 def test_eval_cli_curves(tmp_path, prm_dir):
     out = tmp_path / "eval"
-    code = rlvr_main(["eval", *COMMON, "--num-problems", "2", "--n", "4", "--prm", str(prm_dir),
+    code = rlvr_main(["eval", *COMMON, "--num-problems", "2", "--num-generations", "4", "--prm", str(prm_dir),
                       "--aggregation", "min", "--thinking-budgets", "2,4", "--output-dir", str(out)])
     assert code == 0
     points = json.loads((out / "points.json").read_text())

@@ -12,6 +12,7 @@ import random
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from rlvr.config import from_dict
 from rlvr.models import Policy, build_char_tokenizer
 from rlvr.tasks.base import Example
 from rlvr.trainer import GRPOConfig
@@ -73,7 +74,7 @@ def small_config(**overrides) -> GRPOConfig:
                 learning_rate=3e-2, template="plain", engine="hf", kernels="torch", report_to="none",
                 sample_every=0, log_every=1, seed=0)
     base.update(overrides)
-    return GRPOConfig(**base)
+    return from_dict(GRPOConfig, base)  # as a recipe's stage: flat sampling keys fill `sampling`
 
 
 def resume_config(**overrides) -> GRPOConfig:

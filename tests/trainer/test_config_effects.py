@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import rlvr.kernels
+from rlvr.config import from_dict
 from rlvr.trainer import GRPOConfig, NonFiniteError, run_grpo
 from rlvr.trainer.checkpoint import list_checkpoints
 
@@ -107,7 +108,7 @@ def test_unknown_registry_names_fail_before_training(tmp_path):
 ])
 def test_invalid_values_raise(field, value, match):
     with pytest.raises(ValueError, match=match):
-        GRPOConfig(**{field: value})
+        from_dict(GRPOConfig, {field: value})  # as a recipe stage: top_p is sampling.top_p
 
 
 def test_nonfinite_updates_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, monkeypatch):

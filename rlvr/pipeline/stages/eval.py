@@ -1,41 +1,50 @@
 """`eval` stage: held-out accuracy (greedy pass@1), pass@k and maj@k, mean completion length."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from rlvr.pipeline.stages.registry import register_stage
+from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
 @dataclass
 class EvalStageConfig:
     """Options of an `eval` stage."""
 
+    shorthand: ClassVar[dict[str, str]] = SAMPLING_SHORTHAND
+    """`max_new_tokens: 64` is `sampling: {max_new_tokens: 64}`."""
+    renamed: ClassVar[dict[str, str]] = {
+        "k": "renamed to num_generations (samples per problem; pass@k and maj@k use k = num_generations)"}
+
     num_problems: int = 200
     """Held-out problems to score (the task's fixed held-out split)."""
-    k: int = 4
-    """Samples per problem for pass@k and maj@k; 0 skips sampling (greedy accuracy only)."""
-    temperature: float = 1.0
-    """Temperature of the k samples (the accuracy itself is always greedy)."""
-    max_new_tokens: int = 128
-    """Completion length cap (tokens)."""
+    # not "k": it is how many samples are drawn per problem (pass@k's n), the one name for that everywhere
+    num_generations: int = 4
+    """Samples per problem, reported as pass@N and maj@N with N = num_generations; 0 skips sampling
+    (greedy accuracy only)."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How the samples are drawn (max_new_tokens and stop also bound the greedy completion; the
+    accuracy itself is always greedy)."""
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens, as in
     the grpo stage (set per stage, never inherited); None = the model's context minus
     max_new_tokens."""
     batch_size: int = 64
-    """Problems per generate call (each expands to k rows when sampling)."""
+    """Problems per generate call (each expands to num_generations rows when sampling)."""
     difficulty: int | None = None
     """Held-out problems at this level instead of the recipe task's level."""
     engine: str = "auto"
     """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
 
     def __post_init__(self) -> None:
-        if self.num_problems < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("num_problems, batch_size and max_new_tokens must be >= 1")
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0, got {self.k}")
-        if self.temperature <= 0 and self.k > 0:
-            raise ValueError("temperature must be > 0 when k > 0 (greedy samples are all the same)")
+        if self.num_problems < 1 or self.batch_size < 1:
+            raise ValueError("num_problems and batch_size must be >= 1")
+        if self.num_generations < 0:
+            raise ValueError(f"num_generations must be >= 0, got {self.num_generations}")
+        if self.sampling.temperature <= 0 and self.num_generations > 0:
+            raise ValueError("sampling.temperature: must be > 0 when num_generations > 0 (greedy samples "
+                             "are all the same)")
         from rlvr.config import check_field
         from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
@@ -52,9 +61,8 @@ def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -
     from rlvr.rollout.base import SamplingParams
 
     check_prompt_cap(policy, cfg)
-    greedy = sample_and_verify(policy, examples, prompt_format, 1,
-                               SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0),
-                               cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length,
+    greedy_params = SamplingParams.of(cfg.sampling, temperature=0.0)
+    greedy = sample_and_verify(policy, examples, prompt_format, 1, greedy_params, cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length,
                                engine=cfg.engine)
     firsts = [g[0] for g in greedy]
     metrics = {
@@ -62,18 +70,18 @@ def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -
         "mean_completion_tokens": sum(s.num_tokens for s in firsts) / len(firsts),
         "truncated_fraction": sum(s.truncated for s in firsts) / len(firsts),
         "num_problems": len(firsts),
-        # the k samples below use the same prompts, so they are counted (and warned about) once
+        # the samples below use the same prompts, so they are counted (and warned about) once
         "prompts_truncated": count_truncated_prompts(greedy, cfg.max_prompt_length, "eval"),
     }
     sources = _sources(examples)
     for name, rows in sources.items():
         metrics[f"accuracy/{name}"] = sum(firsts[i].correct for i in rows) / len(rows)
-    if cfg.k > 0:
-        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-        sampled = sample_and_verify(policy, examples, prompt_format, cfg.k, params,
-                                    max(1, cfg.batch_size // cfg.k), desc=f"eval k={cfg.k}",
+    if cfg.num_generations > 0:
+        params = SamplingParams.of(cfg.sampling, seed=seed)
+        n = cfg.num_generations
+        sampled = sample_and_verify(policy, examples, prompt_format, n, params,
+                                    max(1, cfg.batch_size // n), desc=f"eval num_generations={n}",
                                     max_prompt_length=cfg.max_prompt_length, engine=cfg.engine)
-        n = cfg.k
         solved = [pass_at_k(n, sum(s.correct for s in g), n) for g in sampled]
         metrics[f"pass@{n}"] = sum(solved) / len(sampled)
         metrics[f"maj@{n}"] = sum(

@@ -1,4 +1,4 @@
-"""`rejection_sampling` stage: K samples per problem, keep the verified correct ones.
+"""`rejection_sampling` stage: num_generations samples per problem, keep the verified correct ones.
 
 Kept completions are deduplicated per problem, optionally shortest first, at most M per problem,
 and saved as a `datasets.Dataset` (prompt/completion columns, TRL's prompt-completion format) in
@@ -8,44 +8,50 @@ was kept there is no `dataset/` (and an `sft` stage reading it stops with a clea
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from rlvr.pipeline.stages.registry import register_stage
+from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
 @dataclass
 class RejectionSamplingConfig:
     """Options of a `rejection_sampling` stage."""
 
+    shorthand: ClassVar[dict[str, str]] = SAMPLING_SHORTHAND
+    """`max_new_tokens: 64` is `sampling: {max_new_tokens: 64}`."""
+    renamed: ClassVar[dict[str, str]] = {
+        "samples_per_problem": "renamed to num_generations (samples per problem, as grpo and TRL name it)"}
+
     num_problems: int = 256
     """Training problems to sample for (drawn from the task's training stream)."""
-    samples_per_problem: int = 8
-    """K: completions sampled per problem."""
+    num_generations: int = 8
+    """Completions sampled per problem."""
     max_per_problem: int = 2
     """M: at most this many distinct correct completions kept per problem."""
     shortest_first: bool = True
     """Keep the shortest correct completions (else the first sampled)."""
-    temperature: float = 1.0
-    """Sampling temperature."""
-    max_new_tokens: int = 128
-    """Completion length cap (tokens); truncated completions are never kept."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How the samples are drawn (temperature > 0); truncated completions are never kept."""
     max_prompt_length: int | None = None
     """Prompt length cap (tokens): a longer prompt keeps its last max_prompt_length tokens for
     sampling, as in the grpo stage (set per stage, never inherited); the dataset keeps the full
     prompt text. None = the model's context minus max_new_tokens."""
     batch_size: int = 16
-    """Problems per generate call (each expands to K rows)."""
+    """Problems per generate call (each expands to num_generations rows)."""
     difficulty: int | None = None
     """Draw problems at this level instead of the recipe task's level."""
     engine: str = "auto"
     """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
 
     def __post_init__(self) -> None:
-        for name in ("num_problems", "samples_per_problem", "max_per_problem", "max_new_tokens", "batch_size"):
+        for name in ("num_problems", "num_generations", "max_per_problem", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.sampling.temperature <= 0:
+            raise ValueError(f"sampling.temperature: must be > 0 (greedy samples are all the same), "
+                             f"got {self.sampling.temperature}")
         from rlvr.config import check_field
         from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
@@ -74,8 +80,8 @@ def keep_correct(policy, examples, prompt_format, cfg: RejectionSamplingConfig, 
     from rlvr.rollout.base import SamplingParams
 
     check_prompt_cap(policy, cfg)
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-    groups = sample_and_verify(policy, examples, prompt_format, cfg.samples_per_problem, params,
+    params = SamplingParams.of(cfg.sampling, seed=seed)
+    groups = sample_and_verify(policy, examples, prompt_format, cfg.num_generations, params,
                                cfg.batch_size, desc="rejection sampling", max_prompt_length=cfg.max_prompt_length,
                                engine=cfg.engine)
     rows = []
@@ -110,8 +116,8 @@ def check_kept_some(ctx, rows: list, metrics: dict) -> None:
     raise StageError(
         f"stage {i} {ctx.stage.name}: rejection sampling kept no correct completion ({metrics['problems']} "
         f"problems, sample accuracy {metrics['sample_accuracy']:.3f}), so {readers[0]} has nothing to "
-        f"train on; train the model it samples longer, or sample more (stages.{i}.samples_per_problem, "
-        f"stages.{i}.num_problems, stages.{i}.max_new_tokens), then continue with --resume auto "
+        f"train on; train the model it samples longer, or sample more (stages.{i}.num_generations, "
+        f"stages.{i}.num_problems, stages.{i}.sampling.max_new_tokens), then continue with --resume auto "
         "--rerun-changed --set ...")
 
 

@@ -1,6 +1,6 @@
 """`self_improve` stage: rounds of generate -> verify -> keep correct -> train -> eval.
 
-Each round samples K completions for fresh problems at the current difficulty, keeps the verified
+Each round samples num_generations completions for fresh problems at the current difficulty, keeps the verified
 correct ones (as `rejection_sampling` does), trains on them (SFT on the kept samples, or a GRPO
 run on the task at that difficulty), then scores the fixed held-out list. A curriculum moves the
 difficulty up when the round's pass rate exceeds `curriculum.up_threshold` and down when it falls
@@ -23,6 +23,7 @@ from typing import Literal
 from rlvr.pipeline.stages.eval import EvalStageConfig
 from rlvr.pipeline.stages.registry import register_stage
 from rlvr.pipeline.stages.rejection_sampling import RejectionSamplingConfig
+from rlvr.rollout.sampling import SamplingConfig
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.sft_config import SFTStageConfig
 
@@ -68,16 +69,21 @@ class SelfImproveConfig:
     """Stop after this many rounds in a row without a held-out accuracy gain above `min_gain`."""
     min_gain: float = 0.0
     """Smallest accuracy gain that counts as an improvement."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """The sampling of every round (generate, eval, grpo) unless those set their own keys; its own
+    unset keys come from the recipe's `sampling:`."""
     train: Literal["sft", "grpo"] = "sft"
     """How a round trains: SFT on its kept samples, or GRPO on the task at the round's level."""
     generate: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)
-    """Sampling and keeping (K, M, temperature, problems per round)."""
+    """Sampling and keeping (num_generations, max_per_problem, problems per round); no `difficulty`:
+    the curriculum sets each round's level."""
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     """SFT options per round (with train: sft)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """GRPO options per round (with train: grpo)."""
-    eval: EvalStageConfig = field(default_factory=lambda: EvalStageConfig(k=0))
-    """Held-out evaluation after each round (the same problems every round)."""
+    eval: EvalStageConfig = field(default_factory=lambda: EvalStageConfig(num_generations=0))
+    """Held-out evaluation after each round (the same problems every round; `difficulty` picks their
+    level, as in an eval stage, else the recipe task's)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     """Difficulty schedule."""
     template: str = "r1"
@@ -90,6 +96,9 @@ class SelfImproveConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.patience < 1:
             raise ValueError(f"rounds and patience must be >= 1, got {self.rounds}, {self.patience}")
+        if self.generate.difficulty is not None:
+            raise ValueError("generate.difficulty: the curriculum sets each round's level; set curriculum.start "
+                             "(default: the recipe's task.difficulty), curriculum.min_level and max_level instead")
 
 
 def self_improve_options():
@@ -104,7 +113,7 @@ def run_self_improve(ctx, cfg: SelfImproveConfig) -> dict:
     state = {"level": start_level, "best": None, "best_model": None, "best_round": None, "stale": 0,
              "model_dir": ctx.model_dir}
     table = []
-    held_out = ctx.make_task(for_eval=True).held_out(cfg.eval.num_problems)
+    held_out = ctx.make_task(cfg.eval.difficulty, for_eval=True).held_out(cfg.eval.num_problems)
     task = ctx.make_task(start_level)
     for r in range(cfg.rounds):
         rdir = ctx.stage_dir / f"round-{r:02d}"
