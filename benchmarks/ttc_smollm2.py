@@ -17,7 +17,8 @@ PRM (hard or soft) and its aggregation by within-problem AUC.
 pool of max(N) samples per problem (subsampled for every N), and beam search, DVTS, MCTS and
 adaptive search run live, all problems at once. Then the compute-optimal choice per difficulty,
 chosen on one half of the problems and measured on the other, against PRM best-of-max(N).
-Writes ttc.md, ttc.json, accuracy_vs_n.png, accuracy_vs_tokens.png into --out.
+Writes ttc.md, ttc.json, pools.json (every pool sample), accuracy_vs_n.png, accuracy_vs_tokens.png
+into --out.
 """
 from __future__ import annotations
 
@@ -236,6 +237,8 @@ def phase_search(args) -> int:
               "weighted_vote[orm]": "weighted_vote (ORM)", "weighted_vote[prm]": "weighted_vote (PRM)",
               "pass@N": "pass@N (coverage bound)"}
     auc = {k: _pool_auc(pools, k) for k in ("orm", "prm")}
+    # Length as a scorer: how far a reward model's ranking could come from length alone.
+    auc["shorter"] = within_problem_auc([([-t for t in p.tokens], p.correct) for p in pools])
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
     # only (the second half is where the compute-optimal choice is measured).
     half_a = [i for i in range(len(held_out)) if i % 2 == 0]
@@ -269,7 +272,8 @@ def phase_search(args) -> int:
               f"per problem in {pooled - start:.0f} s; live search {sum(live_seconds.values()):.0f} s; "
               f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}.")
     report = report.replace("\n\n", f"\n\n{header}\n\n", 1)
-    report += ("\nWithin-problem AUC on the held-out pool samples: "
+    report += ("\nWithin-problem AUC on the held-out pool samples (P[a correct sample outscores a wrong one of "
+               "the same problem]; `shorter` ranks by fewer tokens): "
                + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a" for k, v in auc.items()) + "\n")
     report += "\n" + optimal_table(optimal) + "\n"
     if skipped:
@@ -282,6 +286,9 @@ def phase_search(args) -> int:
         "adaptive_threshold": threshold, "points": [asdict(p) for p in points], "compute_optimal": optimal,
         "live_seconds": live_seconds, "skipped": skipped, "pool_seconds": pooled - start,
         "seconds": time.time() - start}, indent=1))
+    # Every pool sample (difficulty, correctness, tokens, answer group, scores): for analyses the
+    # table does not make, without sampling again.
+    (args.out / "pools.json").write_text(json.dumps([asdict(p) for p in pools], separators=(",", ":")))
     print(report, flush=True)
     return 0
 
