@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--rm-lr", type=float, default=2e-5)
     p.add_argument("--rm-batch", type=int, default=32)
+    p.add_argument("--rm-pairwise", type=float, default=0.0,
+                   help="weight of the within-problem ranking term in reward-model training (0: BCE only)")
     p.add_argument("--num-problems", type=int, default=60, help="held-out problems per level")
     p.add_argument("--ns", default="1,4,16,64")
     p.add_argument("--live-ns", default="4,16,64", help="budgets for beam search, DVTS, MCTS, adaptive")
@@ -140,7 +142,8 @@ def phase_rm(args) -> dict:
              "step_label_mean_soft": _mean([x for r in soft for x in r.labels[:-1]]),
              "step_label_positive_hard": _mean([x > 0 for r in soft for x in r.labels[:-1]]),
              "label_seconds": labelled - start, "models": {}}
-    cfg = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=args.rm_lr, batch_size=args.rm_batch, seed=args.seed)
+    cfg = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=args.rm_lr, batch_size=args.rm_batch, seed=args.seed,
+                            pairwise_weight=args.rm_pairwise)
     for name, recs in records.items():
         kind = "orm" if name == "orm" else "prm"
         fit = FitConfig(kind=kind, label_type="soft" if name == "prm_soft" else "hard")

@@ -3,6 +3,11 @@
 BCE takes soft targets as they are, so Math-Shepherd soft labels (fraction of rollouts correct)
 and hard labels (0/1) go through the same loss: -[y log σ(z) + (1-y) log(1-σ(z))] at every scored
 position (the last token for an ORM, every step end for a PRM).
+
+BCE alone can be lowered by learning how hard a *problem* looks, which says nothing about which of
+its solutions is right, and search only ever compares solutions of one problem. `pairwise_weight`
+adds a within-problem ranking term on the final score, -log σ(z_right - z_wrong) averaged over the
+(right, wrong) pairs of each problem (Bradley-Terry), and then batches whole problems together.
 """
 from __future__ import annotations
 
@@ -30,14 +35,20 @@ class RewardTrainConfig:
     """AdamW weight decay."""
     seed: int = 0
     """Shuffling seed."""
+    pairwise_weight: float = 0.0
+    """Weight of the within-problem ranking term (0: BCE only). With it, a batch holds every
+    solution of each problem it draws (about batch_size solutions)."""
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.pairwise_weight < 0:
+            raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
 
 
-def batch_loss(model: RewardModel, records: list[LabeledSolution]) -> torch.Tensor:
-    """Mean BCE over every scored position of the batch."""
+def batch_loss(model: RewardModel, records: list[LabeledSolution], pairwise_weight: float = 0.0) -> torch.Tensor:
+    """Mean BCE over every scored position of the batch, plus the weighted within-problem ranking
+    term when `pairwise_weight` > 0."""
     seqs, rows, cols, targets = [], [], [], []
     for b, rec in enumerate(records):
         ids, positions = model.positions(rec.prompt, rec.steps)
@@ -53,7 +64,47 @@ def batch_loss(model: RewardModel, records: list[LabeledSolution]) -> torch.Tens
     logits = model._logits(seqs)  # (b, T)
     device = logits.device
     picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-    return F.binary_cross_entropy_with_logits(picked, torch.tensor(targets, dtype=picked.dtype, device=device))
+    loss = F.binary_cross_entropy_with_logits(picked, torch.tensor(targets, dtype=picked.dtype, device=device))
+    if pairwise_weight > 0:
+        last = [i for i in range(len(rows)) if i + 1 == len(rows) or rows[i + 1] != rows[i]]  # each record's final score
+        loss = loss + pairwise_weight * pairwise_loss(picked[torch.tensor(last, device=device)], records)
+    return loss
+
+
+def pairwise_loss(final_logits: torch.Tensor, records: list[LabeledSolution]) -> torch.Tensor:
+    """Mean of -log σ(z_right - z_wrong) over the (right, wrong) pairs of each problem; 0 without pairs.
+    Right: final label >= 0.5."""
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(rec.prompt, []).append(i)
+    right, wrong = [], []
+    for idx in groups.values():
+        good = [i for i in idx if records[i].labels[-1] >= 0.5]
+        bad = [i for i in idx if records[i].labels[-1] < 0.5]
+        right += [g for g in good for _ in bad]
+        wrong += [w for _ in good for w in bad]
+    if not right:
+        return final_logits.sum() * 0.0  # keeps the graph (and the device) of the batch
+    device = final_logits.device
+    margin = final_logits[torch.tensor(right, device=device)] - final_logits[torch.tensor(wrong, device=device)]
+    return F.softplus(-margin).mean()  # softplus(-x) = -log σ(x), stable
+
+
+def problem_batches(records: list[LabeledSolution], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of whole problems (every solution of a problem in one batch), about
+    `batch_size` solutions each."""
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(rec.prompt, []).append(i)
+    order = list(groups.values())
+    rng.shuffle(order)
+    batches, current = [], []
+    for idx in order:
+        if current and len(current) + len(idx) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + idx
+    return batches + ([current] if current else [])
 
 
 def train_reward_model(model: RewardModel, records: list[LabeledSolution], cfg: RewardTrainConfig | None = None,
@@ -68,10 +119,14 @@ def train_reward_model(model: RewardModel, records: list[LabeledSolution], cfg: 
     epoch_losses = []
     order = list(range(len(records)))
     for epoch in range(cfg.epochs):
-        rng.shuffle(order)
+        if cfg.pairwise_weight > 0:
+            batches = problem_batches(records, cfg.batch_size, rng)
+        else:
+            rng.shuffle(order)
+            batches = [order[start:start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
         losses = []
-        for start in range(0, len(order), cfg.batch_size):
-            loss = batch_loss(model, [records[i] for i in order[start:start + cfg.batch_size]])
+        for batch in batches:
+            loss = batch_loss(model, [records[i] for i in batch], cfg.pairwise_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -175,3 +175,49 @@ def test_a_prm_with_another_step_separator_is_refused_by_search(toy):
     prm = RewardModel.from_policy(model, tok, "prm")  # default separator: a blank line
     with pytest.raises(SearchError, match="trained with step separator '\\\\n\\\\n' but generation uses '\\\\n'"):
         toy_context(model, tok, scorers={"prm": RewardModelScorer(prm)})
+
+
+def test_pairwise_loss_is_the_mean_over_right_wrong_pairs_of_each_problem():
+    from rlvr.reward_models.train import pairwise_loss
+
+    recs = [LabeledSolution("A", ["x"], [1.0]), LabeledSolution("A", ["y"], [0.0]), LabeledSolution("A", ["z"], [0.0]),
+            LabeledSolution("B", ["x"], [0.0]), LabeledSolution("C", ["x"], [1.0]), LabeledSolution("C", ["y"], [0.2])]
+    z = torch.tensor([2.0, 0.0, 1.0, 5.0, 0.0, 3.0], requires_grad=True)
+    # Pairs: A (2 vs 0), A (2 vs 1), C (0 vs 3); B has no right solution, and a right solution is
+    # never compared with another problem's wrong one.
+    want = sum(torch.nn.functional.softplus(torch.tensor(-m)) for m in (2.0, 1.0, -3.0)) / 3
+    got = pairwise_loss(z, recs)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    got.backward()
+    assert z.grad[3] == 0 and z.grad[0] < 0 < z.grad[5]  # push right up, wrong down
+    assert pairwise_loss(z, recs[3:4]).item() == 0.0  # no pairs: zero, still differentiable
+
+
+def test_problem_batches_keep_each_problem_whole():
+    import random
+
+    from rlvr.reward_models.train import problem_batches
+
+    recs = [LabeledSolution(p, ["s"], [0.0]) for p in "AAABBCCCCD"]
+    batches = problem_batches(recs, 4, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    for b in batches:
+        for prompt in {recs[i].prompt for i in b}:
+            assert sum(r.prompt == prompt for r in recs) == sum(recs[i].prompt == prompt for i in b)
+
+
+def test_orm_with_the_pairwise_term_ranks_within_each_problem(toy, orm_records):
+    model, tok = toy
+    orm = RewardModel.from_policy(model, tok, "orm", step_separator="\n")
+    cfg = RewardTrainConfig(epochs=40, learning_rate=1e-3, batch_size=16, pairwise_weight=1.0)
+    losses = train_reward_model(orm, orm_records, cfg)
+    assert losses[-1] < losses[0]
+    for prompt in {r.prompt for r in orm_records}:
+        mine = [r for r in orm_records if r.prompt == prompt]
+        scores = [orm.score(r.prompt, r.steps) for r in mine]
+        good = [s for s, r in zip(scores, mine) if r.labels[0] == 1.0]
+        bad = [s for s, r in zip(scores, mine) if r.labels[0] == 0.0]
+        assert good and bad
+        assert sum((g > b) + 0.5 * (g == b) for g in good for b in bad) / (len(good) * len(bad)) > 0.9
+    with pytest.raises(ValueError, match="pairwise_weight"):
+        RewardTrainConfig(pairwise_weight=-1.0)
