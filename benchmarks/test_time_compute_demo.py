@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--max-step-tokens", type=int, default=32)
     p.add_argument("--rm-epochs", type=int, default=4)
+    p.add_argument("--rm-pairwise", type=float, default=0.0,
+                   help="weight of the within-problem ranking term in reward-model training (0: BCE only)")
     p.add_argument("--adaptive-threshold", type=float, default=None,
                    help="PRM confidence that stops escalation (default: calibrated on the PRM's training solutions)")
     p.add_argument("--template", default="plain", help="the recipe's prompt template")
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
             out += [Problem(render_prompt(ex, policy.tokenizer, template=args.template), ex) for ex in examples]
         return out
 
-    train_rm = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=1e-3, batch_size=16, seed=args.seed)
+    train_rm = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=1e-3, batch_size=16, seed=args.seed,
+                                 pairwise_weight=args.rm_pairwise)
     facts, records = {}, {}
     for kind in ("orm", "prm"):
         fit = FitConfig(kind=kind, samples_per_problem=8, rollouts_per_step=4, label_type="soft", train=train_rm)
