@@ -15,8 +15,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prm", help="directory of a trained PRM (loads scorer 'prm')")
     g.add_argument("--judge", help="a causal LM used as LLM-as-a-judge (loads scorer 'judge')")
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    g.add_argument("--engine", default="auto",
-                   help="rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf")
+    g.add_argument("--engine", default="auto", type=engine_argument,
+                   help="rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf; or a "
+                        "YAML mapping with the fast engine's options, as a recipe's engine: "
+                        "'{name: fast, kernels: torch}'")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (tiny models on a busy CPU run far faster with 1)")
@@ -29,6 +31,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-step-tokens", type=int, default=48, help="cap on one step's tokens")
     s.add_argument("--step-separator", default="\\n\\n",
                    help="text ending a step, backslash escapes allowed (default: a blank line, '\\n\\n')")
+
+
+def engine_argument(text: str):
+    """--engine's value as an `EngineConfig`: a name, or a YAML mapping (a recipe's `engine:`)."""
+    import yaml
+
+    from rlvr.config import ConfigError, from_dict
+    from rlvr.rollout.engine_config import EngineConfig
+
+    try:
+        return from_dict(EngineConfig, yaml.safe_load(text))  # argparse names --engine
+    except (ConfigError, yaml.YAMLError) as e:
+        raise argparse.ArgumentTypeError(str(e).splitlines()[0]) from None
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +119,7 @@ def build_context(args):
     import torch
 
     from rlvr.reward_models.model import load_reward_model
-    from rlvr.rollout import choose_engine, make_engine
+    from rlvr.rollout import make_engine
     from rlvr.search.context import GenerationConfig, SearchContext
     from rlvr.search.scorers import RewardModelScorer
 
@@ -126,7 +141,7 @@ def build_context(args):
 
         judge = load_model(args.judge, args.device, "--judge")
         scorers["judge"] = JudgeScorer(judge.model, judge.tokenizer)
-    engine = make_engine(choose_engine(getattr(args, "engine", "auto"), policy.model), policy.model, policy.tokenizer)
+    engine = make_engine(getattr(args, "engine", "auto"), policy.model, policy.tokenizer)  # auto: choose_engine
     return SearchContext(engine, policy.tokenizer, generation, scorers), policy
 
 
