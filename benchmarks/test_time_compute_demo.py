@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     train_rm = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=1e-3, batch_size=16, seed=args.seed)
     facts, records = {}, {}
     for kind in ("orm", "prm"):
-        fit = FitConfig(kind=kind, samples_per_problem=8, rollouts_per_step=4, label_type="soft", train=train_rm)
+        fit = FitConfig(kind=kind, num_generations=8, rollouts_per_step=4, label_type="soft", train=train_rm)
         rm, facts[kind], records[kind] = fit_reward_model(ctx, policy.model, problems("train", args.train_problems), fit)
         ctx.scorers[kind] = RewardModelScorer(rm)
         print(f"{kind}: {json.dumps({k: v for k, v in facts[kind].items() if k != 'epoch_losses'})}", flush=True)

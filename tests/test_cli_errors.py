@@ -76,3 +76,10 @@ def test_rejection_sampling_that_keeps_nothing_says_what_to_change(tmp_path, cap
         assert "stage 0 rs: rejection sampling kept no correct completion" in err, err
         assert "stages.0.num_generations" in err and "--rerun-changed" in err
     assert not (out / "0-rs" / "DONE.json").exists() and not (out / ".lock").exists()
+
+
+def test_the_old_reward_model_samples_flag_names_the_new_one(capsys):
+    err = _one_line_error(capsys, ["train-rm", "--model", "/missing/dir", "--output-dir", "x",
+                                   "--samples-per-problem", "4"])
+    assert err == ("rlvr train-rm: --samples-per-problem was renamed: use --num-generations (samples per "
+                   "problem, the name recipes use)")
