@@ -9,6 +9,9 @@ from rlvr.search.base import Problem, SearchError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from rlvr.search.context import GenerationConfig
+
+    gen = GenerationConfig()  # the defaults of search generation live there only
     g = parser.add_argument_group("policy and scorers")
     g.add_argument("--model", default="tiny", help="policy: a run's model dir, a hub name, 'tiny' or 'smollm2-135m'")
     g.add_argument("--orm", help="directory of a trained ORM (loads scorer 'orm')")
@@ -26,10 +29,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--template", default="r1", help="prompt template (rlvr.tasks.render_prompt)")
     s.add_argument("--instruction", default=None,
                    help="instruction of the r1 templates (default: the one recipes use unless they set theirs)")
-    s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    s.add_argument("--max-new-tokens", type=int, default=128, help="cap on a solution's tokens")
-    s.add_argument("--max-step-tokens", type=int, default=48, help="cap on one step's tokens")
-    s.add_argument("--step-separator", default="\\n\\n",
+    s.add_argument("--temperature", type=float, default=gen.temperature, help="sampling temperature")
+    s.add_argument("--max-new-tokens", type=int, default=gen.max_new_tokens, help="cap on a solution's tokens")
+    s.add_argument("--max-step-tokens", type=int, default=gen.max_step_tokens, help="cap on one step's tokens")
+    s.add_argument("--step-separator", default=codecs.encode(gen.step_separator, "unicode_escape").decode(),
                    help="text ending a step, backslash escapes allowed (default: a blank line, '\\n\\n')")
 
 
