@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from rlvr.search import AdaptiveConfig, BeamSearchConfig, BestOfNConfig, MCTSConfig, Problem, RewardModelScorer
     from rlvr.search.adaptive import calibrate_threshold
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import build_context, parse_ints
+    from rlvr.cli_setup import build_context, parse_ints
     from rlvr.tasks import make_task, render_prompt
 
     args = parse_args(argv)

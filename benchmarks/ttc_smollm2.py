@@ -83,7 +83,7 @@ def setup(args):
 
 def problems(args, tokenizer, split: str, per_level: int):
     from rlvr.search import Problem
-    from rlvr.search.setup import parse_ints
+    from rlvr.cli_setup import parse_ints
     from rlvr.tasks import make_task
     from rlvr.tasks.prompts import PromptFormat
 
@@ -215,7 +215,7 @@ def phase_search(args) -> int:
     from rlvr.search import RewardModelScorer
     from rlvr.search.adaptive import calibrate_threshold
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import parse_ints
+    from rlvr.cli_setup import parse_ints
 
     start = time.time()
     facts = json.loads((args.work / "rm_facts.json").read_text())

@@ -12,7 +12,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlvr.search.setup import add_model_arguments, add_task_arguments
+    from rlvr.cli_setup import add_model_arguments, add_task_arguments
 
     add_model_arguments(parser)
     add_task_arguments(parser)
@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from rlvr.reward_models.fit import FitConfig, fit_reward_model
     from rlvr.reward_models.train import RewardTrainConfig
     from rlvr.search.base import SearchError
-    from rlvr.search.setup import build_context, load_problems
+    from rlvr.cli_setup import build_context, load_problems
 
     if args.old_samples is not None:
         raise SearchError("--samples-per-problem was renamed: use --num-generations (samples per problem, "

@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 
-from rlvr.search.setup import add_model_arguments
+from rlvr.cli_setup import add_model_arguments
 
 THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
@@ -43,7 +43,7 @@ def hide_thinking(text: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from rlvr.config import apply_overrides
     from rlvr.search.base import Problem, make_config, run_search
-    from rlvr.search.setup import build_context, check_scorers, prompt_format
+    from rlvr.cli_setup import build_context, check_scorers, prompt_format
     from rlvr.tasks.base import Example
 
     cfg = make_config(args.method, apply_overrides({}, args.overrides))

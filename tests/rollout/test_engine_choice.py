@@ -86,7 +86,7 @@ def test_the_cli_engine_flag_takes_a_name_or_the_recipe_mapping():
     import argparse
 
     from rlvr.rollout import EngineConfig
-    from rlvr.search.setup import add_model_arguments
+    from rlvr.cli_setup import add_model_arguments
 
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)

@@ -13,7 +13,7 @@ from rlvr.search.context import GenerationConfig, SearchContext
 
 
 def test_the_cli_defaults_are_generation_config_defaults():
-    from rlvr.search.setup import add_model_arguments
+    from rlvr.cli_setup import add_model_arguments
 
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)

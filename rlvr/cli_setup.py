@@ -1,11 +1,21 @@
-"""Command-line plumbing shared by `rlvr search`, `rlvr generate` and `rlvr eval`:
-load the policy and reward models, build the search context, draw problems from a task."""
+"""Command-line plumbing shared by the commands that load a policy (`rlvr eval`, `rlvr search`,
+`rlvr generate`, `rlvr train-rm`): their model, engine, generation and task options, loading the
+policy and reward models, building the search context, drawing problems from a task.
+
+The search and eval packages are imported inside the functions that use them, so the commands'
+layers (eval, reward models, search) each import this module and none imports another's CLI.
+"""
 from __future__ import annotations
 
 import argparse
 import codecs
 
-from rlvr.search.base import Problem, SearchError
+
+def _fail(message: str) -> Exception:
+    """The commands' one-line error (`rlvr.search.base.SearchError`, imported when one is raised)."""
+    from rlvr.search.base import SearchError
+
+    return SearchError(message)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +73,9 @@ def parse_ints(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise SearchError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        raise _fail(f"{what}: expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise SearchError(f"{what}: expected positive integers, got {text!r}")
+        raise _fail(f"{what}: expected positive integers, got {text!r}")
     return values
 
 
@@ -94,7 +104,7 @@ def check_scorers(configs: dict, args) -> None:
             continue
         what = missing[0]
         how = "--judge MODEL" if what == "judge" else f"--{what} DIR (train one with `rlvr train-rm --kind {what}`)"
-        raise SearchError(f"{label} scores with {what!r}, which is not loaded: pass {how}, or choose a "
+        raise _fail(f"{label} scores with {what!r}, which is not loaded: pass {how}, or choose a "
                           "method that needs no reward model (majority_vote)")
 
 
@@ -103,7 +113,7 @@ def check_model(name_or_path: str, option: str = "--model") -> None:
     from pathlib import Path
 
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().exists():
-        raise SearchError(f"{option} {name_or_path}: no such folder")
+        raise _fail(f"{option} {name_or_path}: no such folder")
 
 
 def load_model(name_or_path: str, device, option: str = "--model"):
@@ -114,7 +124,7 @@ def load_model(name_or_path: str, device, option: str = "--model"):
     try:
         return load_policy(ModelConfig(name_or_path=name_or_path), device=device, train=False)
     except OSError as e:  # not a model folder, or a hub id that cannot be fetched
-        raise SearchError(f"{option} {name_or_path}: cannot load a model: {str(e).splitlines()[0]}") from e
+        raise _fail(f"{option} {name_or_path}: cannot load a model: {str(e).splitlines()[0]}") from e
 
 
 def build_context(args):
@@ -154,9 +164,9 @@ def task_options(args) -> dict:
     try:
         options = yaml.safe_load(getattr(args, "task_options", "{}") or "{}")
     except yaml.YAMLError as e:
-        raise SearchError(f"--task-options: not valid YAML: {e}") from None
+        raise _fail(f"--task-options: not valid YAML: {e}") from None
     if not isinstance(options, dict):
-        raise SearchError(f"--task-options: expected a mapping, got {options!r}")
+        raise _fail(f"--task-options: expected a mapping, got {options!r}")
     return options
 
 
@@ -167,8 +177,10 @@ def prompt_format(args):
     return PromptFormat(args.template, getattr(args, "instruction", None))
 
 
-def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
-    """Problems at every --difficulty level: the task's fixed held-out split, or ('train') its stream."""
+def load_problems(args, tokenizer, split: str = "held_out") -> list:
+    """`rlvr.search.Problem`s at every --difficulty level: the task's fixed held-out split, or
+    ('train') its stream."""
+    from rlvr.search.base import Problem
     from rlvr.tasks import make_task
 
     problems = []
@@ -176,7 +188,7 @@ def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
         try:
             task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
         except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
-            raise SearchError(f"--task {args.task}: {e}") from e
+            raise _fail(f"--task {args.task}: {e}") from e
         examples = task.held_out(args.num_problems) if split == "held_out" else task.sample(args.num_problems)
         for ex in examples:
             problems.append(Problem(prompt_format(args).render(ex, tokenizer), ex))
