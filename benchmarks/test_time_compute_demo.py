@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from rlvr.search import AdaptiveConfig, BeamSearchConfig, BestOfNConfig, MCTSConfig, Problem, RewardModelScorer
     from rlvr.search.adaptive import calibrate_threshold
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import build_context, parse_ints
+    from rlvr.cli_setup import build_context, parse_ints
     from rlvr.tasks import make_task, render_prompt
 
     args = parse_args(argv)
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                                  pairwise_weight=args.rm_pairwise)
     facts, records = {}, {}
     for kind in ("orm", "prm"):
-        fit = FitConfig(kind=kind, samples_per_problem=8, rollouts_per_step=4, label_type="soft", train=train_rm)
+        fit = FitConfig(kind=kind, num_generations=8, rollouts_per_step=4, label_type="soft", train=train_rm)
         rm, facts[kind], records[kind] = fit_reward_model(ctx, policy.model, problems("train", args.train_problems), fit)
         ctx.scorers[kind] = RewardModelScorer(rm)
         print(f"{kind}: {json.dumps({k: v for k, v in facts[kind].items() if k != 'epoch_losses'})}", flush=True)

@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--levels", default="1,2,3,4,5")
     p.add_argument("--template", default="r1_chat", help="the prompt template the policy was trained with")
     p.add_argument("--train-problems", type=int, default=64, help="RM training problems per level")
-    p.add_argument("--samples-per-problem", type=int, default=4, help="solutions labelled per training problem")
+    p.add_argument("--num-generations", type=int, default=4, help="solutions labelled per training problem")
     p.add_argument("--rollouts-per-step", type=int, default=8, help="Math-Shepherd rollouts from each step")
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--rm-lr", type=float, default=2e-5)
@@ -86,7 +86,7 @@ def setup(args):
 
 def problems(args, tokenizer, split: str, per_level: int):
     from rlvr.search import Problem
-    from rlvr.search.setup import parse_ints
+    from rlvr.cli_setup import parse_ints
     from rlvr.tasks import make_task
     from rlvr.tasks.prompts import PromptFormat
 
@@ -124,7 +124,7 @@ def phase_rm(args) -> dict:
     random.Random(args.seed).shuffle(train)
     n_val = max(1, len(train) // 10)
     pairs = [(p.prompt, p.example) for p in train]
-    soft = prm_labels(ctx, pairs, args.samples_per_problem, args.rollouts_per_step, "soft", rows_per_call=args.max_rows)
+    soft = prm_labels(ctx, pairs, args.num_generations, args.rollouts_per_step, "soft", rows_per_call=args.max_rows)
     labelled = time.time()
     print(f"labelled {len(soft)} solutions ({sum(len(r.labels) for r in soft)} steps) in {labelled - start:.0f} s",
           flush=True)
@@ -219,7 +219,7 @@ def phase_search(args) -> int:
     from rlvr.search import RewardModelScorer
     from rlvr.search.adaptive import calibrate_threshold
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import parse_ints
+    from rlvr.cli_setup import parse_ints
 
     start = time.time()
     facts = json.loads((args.work / "rm_facts.json").read_text())

@@ -106,13 +106,15 @@ def from_dict(cls: type[T], data: Any, path: str = "", defaults: dict[type, dict
     field of that type is built below (a recipe's `sampling:` for every stage's `sampling`); a
     block given on the way down becomes the default of the blocks beneath it. A class's
     `shorthand` maps flat keys to the block field they belong to (`max_new_tokens` ->
-    `sampling`), its `renamed` maps old keys to what replaced them.
+    `sampling`), its `renamed` maps old keys to what replaced them, its `scalar_key` names the
+    field a plain string stands for (`engine: fast` is `engine: {name: fast}`).
     """
     if isinstance(data, cls):
         return data
     where = path or cls.__name__
     if data is None:
         data = {}
+    data = _unfold_scalar(cls, data)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     if defaults and cls in defaults:
@@ -131,6 +133,12 @@ def from_dict(cls: type[T], data: Any, path: str = "", defaults: dict[type, dict
         elif defaults and f.default_factory is not dataclasses.MISSING:
             kwargs[name] = _with_defaults(f.default_factory(), defaults, _join(path, name))
     return _construct(cls, kwargs, fields, path)
+
+
+def _unfold_scalar(cls, data: Any) -> Any:
+    """A string given for a class with a `scalar_key`, as the mapping it is shorthand for."""
+    key = getattr(cls, "scalar_key", None)
+    return {key: data} if key and isinstance(data, str) else data
 
 
 def _fold_shorthand(cls, data: dict, path: str) -> dict:
@@ -170,8 +178,9 @@ def _narrow_defaults(defaults: dict | None, hints: dict, data: dict) -> dict | N
         return defaults
     narrowed = dict(defaults)
     for name, tp in hints.items():
-        if tp in defaults and isinstance(data.get(name), dict):
-            narrowed[tp] = {**defaults[tp], **data[name]}
+        given = _unfold_scalar(tp, data.get(name)) if tp in defaults else None
+        if isinstance(given, dict):
+            narrowed[tp] = {**defaults[tp], **given}
     return narrowed
 
 

@@ -51,7 +51,7 @@ def test_debug_shows_the_traceback(capsys):
 
 def test_generate_runs_with_its_default_method(capsys):
     argv = ["generate", "--model", "tiny", "--prompt", "1+1=?", "--template", "plain", "--max-new-tokens", "8",
-            "--set", "n=2", "--threads", "1"]
+            "--set", "num_generations=2", "--threads", "1"]
     assert rlvr_main(argv) == 0, capsys.readouterr().err
     assert "answer:" in capsys.readouterr().out
 
@@ -76,3 +76,19 @@ def test_rejection_sampling_that_keeps_nothing_says_what_to_change(tmp_path, cap
         assert "stage 0 rs: rejection sampling kept no correct completion" in err, err
         assert "stages.0.num_generations" in err and "--rerun-changed" in err
     assert not (out / "0-rs" / "DONE.json").exists() and not (out / ".lock").exists()
+
+
+def test_the_old_reward_model_samples_flag_names_the_new_one(capsys):
+    err = _one_line_error(capsys, ["train-rm", "--model", "/missing/dir", "--output-dir", "x",
+                                   "--samples-per-problem", "4"])
+    assert err == ("rlvr train-rm: --samples-per-problem was renamed: use --num-generations (samples per "
+                   "problem, the name recipes use)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--model", "tiny", "--prompt", "1+1=?", "--method", "best_of_n", "--set", "n=2"],
+    ["search", "--model", "tiny", "--methods", "majority_vote,weighted_vote", "--set", "weighted_vote.n=2"],
+])
+def test_the_old_search_samples_key_names_the_new_one(capsys, argv):
+    err = _one_line_error(capsys, argv)
+    assert ".n: renamed to num_generations (samples per problem" in err, err

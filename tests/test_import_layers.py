@@ -40,3 +40,11 @@ def test_importing_the_recipe_parser_loads_no_torch():
     stage loads it."""
     code = "import sys, rlvr.pipeline.recipe; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_shared_command_plumbing_imports_search_and_eval_only_when_used():
+    """`rlvr.cli_setup` serves the eval, reward-model and search commands alike: importing it
+    loads none of those packages (nor torch); its functions import what they use."""
+    code = ("import sys, rlvr.cli_setup; loaded = [m for m in sys.modules if m.startswith(('rlvr.search', "
+            "'rlvr.eval', 'rlvr.reward_models')) or m == 'torch']; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALLER = {  # appended to each command: the options it already has, at test sizes
     "verify": [],
     "eval": ["--num-problems", "2", "--num-generations", "2", "--draws", "2", "--max-new-tokens", "12"],
-    "train-rm": ["--num-problems", "2", "--samples-per-problem", "2", "--rollouts-per-step", "1",
+    "train-rm": ["--num-problems", "2", "--num-generations", "2", "--rollouts-per-step", "1",
                  "--epochs", "1", "--max-new-tokens", "12"],
     "search": ["--difficulty", "2", "--num-problems", "1", "--ns", "1,2", "--max-new-tokens", "12",
                "--max-step-tokens", "6", "--set", "mcts.simulations=2", "--set", "adaptive.token_budget=48"],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlvr.search.setup import add_model_arguments, add_task_arguments
+    from rlvr.cli_setup import add_model_arguments, add_task_arguments
 
     add_model_arguments(parser)
     add_task_arguments(parser)
@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from rlvr.eval.curves import build_pools, compute_optimal, pool_curves, scorer_auc
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.search.base import SearchError
-    from rlvr.search.setup import build_context, load_problems, parse_ints
+    from rlvr.cli_setup import build_context, load_problems, parse_ints
 
     if args.old_n is not None:
         raise SearchError("--n was renamed: use --num-generations (samples per problem, the name recipes use)")

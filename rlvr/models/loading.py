@@ -52,15 +52,19 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def engine(self, requested: str = "auto"):
-        """A rollout engine over this policy (`rlvr.rollout.choose_engine` picks it), built once per
-        engine and model: the fast engine keeps its CUDA graphs between calls."""
-        from rlvr.rollout import choose_engine, make_engine
+    def engine(self, requested="auto"):
+        """A rollout engine over this policy for an `EngineConfig` (or a name; `rlvr.rollout.
+        choose_engine` resolves auto), built once per engine, options and model: the fast engine
+        keeps its CUDA graphs between calls."""
+        from dataclasses import replace
 
-        name = choose_engine(requested, self.model)
-        key = (name, id(self.model))
+        from rlvr.rollout import as_engine_config, choose_engine, make_engine
+
+        config = as_engine_config(requested)
+        config = replace(config, name=choose_engine(config, self.model))
+        key = (repr(config), id(self.model))
         if key not in self._engines:
-            self._engines[key] = make_engine(name, self.model, self.tokenizer)
+            self._engines[key] = make_engine(config, self.model, self.tokenizer)
         return self._engines[key]
 
 

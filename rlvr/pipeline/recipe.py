@@ -11,6 +11,7 @@ raise `ConfigError` naming the key path. Nothing is written while validating.
     task: {name: arithmetic, difficulty: 1}   # rlvr.tasks.make_task
     template: r1                              # rlvr.tasks.render_prompt
     sampling: {max_new_tokens: 128}           # rlvr.rollout.sampling.SamplingConfig: every stage's default
+    engine: {name: fast, kernels: torch}      # rlvr.rollout.engine_config.EngineConfig: likewise (or `engine: hf`)
     stages:
       - {type: sft, name: cold-start, dataset_from: generator, steps: 300}
       - {type: eval, name: eval-cold-start}
@@ -27,6 +28,7 @@ from typing import Any
 from rlvr.config import ConfigError, apply_overrides, from_dict, load_yaml
 from rlvr.pipeline.stages import stage_kind, STAGE_KINDS
 from rlvr.pipeline.stages.registry import BASE, GENERATOR
+from rlvr.rollout.engine_config import EngineConfig
 from rlvr.rollout.sampling import SamplingConfig
 
 RECIPE_LEVEL_KEYS = ("template", "instruction", "seed")
@@ -83,6 +85,8 @@ class Recipe:
     """The r1 templates' instruction (None: R1_INSTRUCTION), for every stage."""
     sampling: dict = field(default_factory=dict)
     """The recipe's `sampling:` keys: every sampling stage's default (its own keys win)."""
+    engine: dict = field(default_factory=dict)
+    """The recipe's `engine:` keys (a bare name as {name: ...}): every sampling stage's default."""
 
     @property
     def prompt_format(self):
@@ -114,6 +118,9 @@ class _RecipeHeader:
     sampling: dict[str, Any] = field(default_factory=dict)
     """The keys of `rlvr.rollout.sampling.SamplingConfig` every sampling stage (and self_improve's
     rounds) takes unless it sets its own; checked as a SamplingConfig."""
+    engine: dict[str, Any] | str = field(default_factory=dict)
+    """The rollout engine (`rlvr.rollout.engine_config.EngineConfig`: a name, or a mapping of the
+    name and the fast engine's options) every sampling stage takes unless it sets its own keys."""
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -147,6 +154,10 @@ def parse_recipe(data: dict) -> Recipe:
     _collect(errors, lambda: _check_template(header.template))
     if _collect(errors, lambda: from_dict(SamplingConfig, header.sampling, "sampling")) is None:
         header.sampling = {}  # reported once here, not again by every stage that would inherit it
+    if isinstance(header.engine, str):
+        header.engine = {"name": header.engine}  # `engine: fast`: the stages merge it key by key
+    if _collect(errors, lambda: from_dict(EngineConfig, header.engine, "engine")) is None:
+        header.engine = {}  # as sampling: reported once
     if not isinstance(raw_stages, list) or not raw_stages:
         errors.append("stages: a recipe needs a non-empty list of stages")
         raw_stages = []
@@ -158,7 +169,7 @@ def parse_recipe(data: dict) -> Recipe:
         raise ConfigError("\n".join(errors))
     return Recipe(header.name, header.model, header.task, header.template, header.seed, stages,
                   raw={**data, "model": model_data, "stages": raw_stages}, instruction=header.instruction,
-                  sampling=header.sampling)
+                  sampling=header.sampling, engine=header.engine)
 
 
 def _collect(errors: list[str], check):
@@ -198,8 +209,8 @@ def _parse_stage(raw: Any, i: int, earlier: list[StageSpec], header: _RecipeHead
     model_from = _model_from(raw.pop("model_from", None), where, earlier, name)
     dataset_from = _dataset_from(raw.pop("dataset_from", None), where, earlier, kind)
     _reject_recipe_keys(raw, where)
-    # the recipe's sampling keys fill what the stage (and the configs nested in it) leave out
-    defaults = {SamplingConfig: header.sampling}
+    # the recipe's sampling and engine keys fill what the stage (and the configs nested in it) leave out
+    defaults = {SamplingConfig: header.sampling, EngineConfig: header.engine}
     options = with_recipe_keys(from_dict(kind.options(), raw, where, defaults), header.template, header.seed,
                                header.instruction)
     return StageSpec(kind_name, name, model_from, dataset_from, options)

@@ -36,12 +36,12 @@ class Sample:
 
 def sample_and_verify(policy, examples: Sequence[Example], prompt_format, k: int,
                       params: SamplingParams, batch_size: int, desc: str = "sampling",
-                      max_prompt_length: int | None = None, engine: str = "auto") -> list[list[Sample]]:
+                      max_prompt_length: int | None = None, engine="auto") -> list[list[Sample]]:
     """K completions for each of the B examples, each verified; (B) lists of (K) samples.
     `prompt_format`: a `PromptFormat` (or a template name), the recipe's for every stage. Prompts
     over `max_prompt_length` tokens are left-truncated (None: the model's context minus
-    max_new_tokens, when the model states it). `engine`: as the GRPO trainer picks it
-    (`rlvr.rollout.choose_engine`)."""
+    max_new_tokens, when the model states it). `engine`: an `EngineConfig` or a name, picked as
+    the GRPO trainer picks it (`rlvr.rollout.choose_engine`)."""
     from tqdm.auto import tqdm
 
     from rlvr.tasks.prompts import as_format

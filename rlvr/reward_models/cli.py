@@ -12,13 +12,15 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlvr.search.setup import add_model_arguments, add_task_arguments
+    from rlvr.cli_setup import add_model_arguments, add_task_arguments
 
     add_model_arguments(parser)
     add_task_arguments(parser)
     g = parser.add_argument_group("reward model")
     g.add_argument("--kind", choices=["orm", "prm"], default="orm")
-    g.add_argument("--samples-per-problem", type=int, default=8)
+    g.add_argument("--num-generations", type=int, default=8,
+                   help="solutions sampled per training problem")
+    g.add_argument("--samples-per-problem", dest="old_samples", default=None, help=argparse.SUPPRESS)  # renamed: says so
     g.add_argument("--rollouts-per-step", type=int, default=4, help="PRM: Math-Shepherd rollouts per step prefix")
     g.add_argument("--label-type", choices=["hard", "soft"], default="hard")
     g.add_argument("--backbone", choices=["policy", "tiny"], default="policy")
@@ -31,13 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rlvr.reward_models.fit import FitConfig, fit_reward_model
     from rlvr.reward_models.train import RewardTrainConfig
-    from rlvr.search.setup import build_context, load_problems
+    from rlvr.search.base import SearchError
+    from rlvr.cli_setup import build_context, load_problems
 
+    if args.old_samples is not None:
+        raise SearchError("--samples-per-problem was renamed: use --num-generations (samples per problem, "
+                          "the name recipes use)")
     for name in ("orm", "prm", "judge"):
         setattr(args, name, None)  # the policy alone makes the labels
     ctx, policy = build_context(args)
     problems = load_problems(args, policy.tokenizer, split="train")  # never the held-out split
-    cfg = FitConfig(kind=args.kind, samples_per_problem=args.samples_per_problem,
+    cfg = FitConfig(kind=args.kind, num_generations=args.num_generations,
                     rollouts_per_step=args.rollouts_per_step, label_type=args.label_type, backbone=args.backbone,
                     train=RewardTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
                                             batch_size=args.batch_size, seed=args.seed))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlvr.reward_models.labels import orm_labels, prm_labels
 from rlvr.reward_models.model import RewardModel
@@ -14,9 +14,13 @@ from rlvr.reward_models.train import RewardTrainConfig, evaluate_loss, train_rew
 class FitConfig:
     """How a reward model is made from a policy's own samples."""
 
+    renamed: ClassVar[dict[str, str]] = {
+        "samples_per_problem": "renamed to num_generations (samples per problem, as the recipes name it)"}
+    """Old keys and what replaced them (`rlvr.config.from_dict` says so)."""
+
     kind: Literal["orm", "prm"] = "orm"
     """orm (outcome labels) or prm (Math-Shepherd step labels)."""
-    samples_per_problem: int = 8
+    num_generations: int = 8
     """Solutions sampled per training problem."""
     rollouts_per_step: int = 4
     """PRM only: completions rolled out from each step prefix to label it."""
@@ -56,9 +60,9 @@ def fit_reward_model(ctx, policy_model, problems, cfg: FitConfig, progress: bool
     start = time.time()
     pairs = [(p.prompt, p.example) for p in problems]
     if cfg.kind == "orm":
-        records = orm_labels(ctx, pairs, cfg.samples_per_problem, cfg.rows_per_call)
+        records = orm_labels(ctx, pairs, cfg.num_generations, cfg.rows_per_call)
     else:
-        records = prm_labels(ctx, pairs, cfg.samples_per_problem, cfg.rollouts_per_step, cfg.label_type,
+        records = prm_labels(ctx, pairs, cfg.num_generations, cfg.rollouts_per_step, cfg.label_type,
                              cfg.rows_per_call)
     labelled = time.time()
     model = make_backbone_model(policy_model, ctx.tokenizer, cfg, ctx.separator)

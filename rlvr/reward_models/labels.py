@@ -64,10 +64,10 @@ def sample_solutions(ctx, problems: list[tuple[str, Example]], n: int, chunk: in
     return out
 
 
-def orm_labels(ctx, problems: list[tuple[str, Example]], samples_per_problem: int,
+def orm_labels(ctx, problems: list[tuple[str, Example]], num_generations: int,
                rows_per_call: int | None = None) -> list[LabeledSolution]:
     """Sample solutions per (prompt, example) and label each with its verified outcome."""
-    solutions = sample_solutions(ctx, problems, samples_per_problem, _per_call(rows_per_call, samples_per_problem))
+    solutions = sample_solutions(ctx, problems, num_generations, _per_call(rows_per_call, num_generations))
     scores = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
     return [LabeledSolution(prompt, split_steps(text, ctx.separator) or [text], [score])
             for (prompt, _, text), score in zip(solutions, scores)]
@@ -76,7 +76,7 @@ def orm_labels(ctx, problems: list[tuple[str, Example]], samples_per_problem: in
 def prm_labels(
     ctx,
     problems: list[tuple[str, Example]],
-    samples_per_problem: int,
+    num_generations: int,
     rollouts_per_step: int,
     label_type: Literal["hard", "soft"] = "hard",
     rows_per_call: int | None = None,
@@ -86,7 +86,7 @@ def prm_labels(
         raise ValueError(f"label_type must be 'hard' or 'soft', got {label_type!r}")
     if rollouts_per_step < 1:
         raise ValueError(f"rollouts_per_step must be >= 1, got {rollouts_per_step}")
-    solutions = sample_solutions(ctx, problems, samples_per_problem, _per_call(rows_per_call, samples_per_problem))
+    solutions = sample_solutions(ctx, problems, num_generations, _per_call(rows_per_call, num_generations))
     outcomes = verified([ex for _, ex, _ in solutions], [text for _, _, text in solutions])
     records, prefixes = [], []
     for (prompt, ex, text), outcome in zip(solutions, outcomes):

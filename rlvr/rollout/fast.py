@@ -26,11 +26,11 @@ Shapes: B prompts, G samples each, N = B*G sequences, P prompt width, S cache le
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 
 from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
                                        fits_fused_kernels, fits_gemm_kernels, prefill_forward, supports)
 from rlvr.rollout.fast_stacked import StackedProjections
@@ -39,55 +39,6 @@ from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
 
 __all__ = ["FastEngine", "FastEngineConfig", "supports"]
-
-
-@dataclass
-class FastEngineConfig:
-    cuda_graph: bool = True
-    """Capture the decode step in a CUDA graph (CUDA only; on the CPU the step runs eagerly)."""
-    compile: bool = False
-    """torch.compile the model part of the decode step before capture: fuses norms, RoPE and
-    elementwise work into fewer kernels; costs one compile per (N, S) shape."""
-    length_bucket: int = 64
-    """The cache length S is rounded up to a multiple of this, so graphs are reused across
-    batches whose prompt widths differ (tokens)."""
-    check_every: int = 16
-    """Decode steps between host checks for "every sequence finished" (each is a sync)."""
-    max_graphs: int = 4
-    """Captured graphs kept (each holds its KV cache); the oldest is dropped beyond this."""
-    kernels: str = "auto"
-    """Decode-step implementation: `triton` (fused kernels of rlvr.rollout.fast_kernels: one
-    kernel each for add+RMSNorm, RoPE+cache write, attention, SiLU*up, sampling), `torch`
-    (torch ops only), or `auto` (triton on CUDA when triton imports and the model fits: SiLU MLP,
-    RMSNorm, power-of-two head dim, no q/k norm)."""
-    fuse_gemms: bool = False
-    """With triton kernels: also fuse residual add + RMSNorm + the q/k/v projections + RoPE +
-    cache write into one Triton GEMM kernel, and add + RMSNorm + gate/up + SiLU*up into another (5
-    launches per layer instead of 12). Off by default: these GEMMs are slower than cuBLAS's by
-    more than the saved launches gain (BENCHMARKS.md). Used when the projections are plain
-    nn.Linear (not LoRA), the MLP has no bias and the head dim is >= 32; otherwise the per-op
-    triton kernels run."""
-
-    stack_projections: bool = True
-    """With triton kernels: run q/k/v as one GEMM and gate/up as one, on stacked copies of those
-    weights refreshed at the start of every generate (fewer launches per decode step, for the
-    memory of the copies: about 2/3 of the non-embedding weights; BENCHMARKS.md). Off: the
-    model's own modules, no copy. Skipped for LoRA projections."""
-
-    compact: bool = True
-    """At each host check, when the unfinished rows fit a batch of half the size or less (powers of
-    two, at least `compact_min_rows`), move them to the front of the cache and step only that
-    prefix (its own graph, captured on first use): finished rows stop costing. Greedy outputs are
-    unchanged; sampled ones are drawn from the same distribution, but a row's random stream
-    depends on its slot, so a seed gives other samples than with `compact=False`."""
-    compact_min_rows: int = 8
-    """The smallest batch compaction steps down to."""
-
-    def __post_init__(self) -> None:
-        if self.kernels not in ("auto", "triton", "torch"):
-            raise ValueError(f"kernels must be auto, triton or torch, got {self.kernels!r}")
-        if min(self.length_bucket, self.check_every, self.max_graphs, self.compact_min_rows) < 1:
-            raise ValueError("length_bucket, check_every, max_graphs and compact_min_rows must be >= 1")
 
 
 class FastEngine:

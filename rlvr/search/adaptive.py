@@ -95,7 +95,7 @@ def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> Searc
     if not ok:
         affordable = (cfg.token_budget - spent) // ctx.generation.max_new_tokens
         if affordable >= 1:
-            bon = best_of_n(problem, ctx, replace(cfg.best_of_n, n=min(cfg.best_of_n.n, affordable)))
+            bon = best_of_n(problem, ctx, replace(cfg.best_of_n, num_generations=min(cfg.best_of_n.num_generations, affordable)))
             per_level["best_of_n"] = bon.tokens_spent
             spent += bon.tokens_spent
             result, level = bon, "best_of_n"

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from rlvr.search.setup import add_model_arguments, add_task_arguments, parse_ints
+from rlvr.cli_setup import add_model_arguments, add_task_arguments, parse_ints
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from rlvr.eval.curves import compute_optimal
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.search.compare import compare_methods
-    from rlvr.search.setup import build_context, check_scorers, load_problems
+    from rlvr.cli_setup import build_context, check_scorers, load_problems
 
     specs = method_specs(args.methods, args.overrides)
     check_scorers({label: cfg for label, (_, cfg) in specs.items()}, args)

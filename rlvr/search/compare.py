@@ -36,7 +36,7 @@ def _split(n: int, expansions: int) -> tuple[int, int]:
 def config_at_budget(name: str, base, n: int, thinking_unit: int = 16):
     """The method's config with its compute knob set for budget N."""
     if name in ("best_of_n", "majority_vote", "weighted_vote"):
-        return replace(base, n=n)
+        return replace(base, num_generations=n)
     if name == "beam_search":
         width, m = _split(n, base.expansions)
         return replace(base, beam_width=width, expansions=m)
@@ -47,7 +47,7 @@ def config_at_budget(name: str, base, n: int, thinking_unit: int = 16):
         return replace(base, simulations=n)
     if name == "adaptive":
         return replace(base, beam=config_at_budget("beam_search", base.beam, n),
-                       best_of_n=replace(base.best_of_n, n=n))
+                       best_of_n=replace(base.best_of_n, num_generations=n))
     if name == "thinking":
         return replace(base, budget=n * thinking_unit)
     raise ValueError(f"no budget rule for search method {name!r}")

@@ -9,28 +9,32 @@ from dataclasses import dataclass
 
 from rlvr.reward_models.steps import DEFAULT_SEPARATOR
 from rlvr.rollout.base import SamplingParams
+from rlvr.rollout.sampling import SamplingConfig
 from rlvr.search.base import SearchError
 from rlvr.tasks.prompts import encode_text
 
 
 @dataclass
-class GenerationConfig:
-    """How the policy samples during search."""
+class GenerationConfig(SamplingConfig):
+    """How the policy samples during search: a `SamplingConfig` (its fields and defaults;
+    `max_new_tokens` caps a whole solution across its steps, `stop` ends every sample) plus the
+    step settings. The defaults here are those of `rlvr search`, `rlvr eval` and `rlvr generate`."""
 
+    # cooler than training's 1.0: votes and rankings need diverse samples, but mostly sensible ones
     temperature: float = 0.8
     """Sampling temperature (0 = greedy). Search needs diversity: keep it > 0."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    max_new_tokens: int = 256
-    """Cap on a whole solution's length (tokens), across all its steps."""
     max_step_tokens: int = 64
     """Cap on one step's length (tokens) when generating step by step."""
     step_separator: str = DEFAULT_SEPARATOR
     """The text that ends a step (default a blank line); generation stops right after it."""
 
     def __post_init__(self):
-        if self.max_new_tokens < 1 or self.max_step_tokens < 1:
-            raise SearchError("generation.max_new_tokens and max_step_tokens must be >= 1")
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            raise SearchError(f"generation.{e}") from None
+        if self.max_step_tokens < 1:
+            raise SearchError(f"generation.max_step_tokens: must be >= 1, got {self.max_step_tokens}")
         if not self.step_separator:
             raise SearchError("generation.step_separator must be a non-empty string")
 
@@ -111,12 +115,8 @@ class SearchContext:
             raise SearchError(f"number of samples must be >= 1, got {n}")
         if max_new_tokens < 1:
             raise SearchError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        params = SamplingParams(
-            max_new_tokens=max_new_tokens,
-            temperature=self.generation.temperature,
-            top_p=self.generation.top_p,
-            stop=list(stop or []),
-        )
+        params = SamplingParams.of(self.generation, max_new_tokens=max_new_tokens,
+                                   stop=[*self.generation.stop, *(stop or [])])
         out = self._generate(prefixes, n, params)
         self.generated_tokens += sum(c.num_tokens for group in out for c in group)
         return out

@@ -1,7 +1,7 @@
 """`rlvr generate`: answer one prompt with any search method.
 
     rlvr generate --model runs/arith/02-grpo/model --prompt "What is 23 + 58?" \
-        --method best_of_n --set n=8 --set scorer=orm --orm rm/orm   # default method: majority_vote
+        --method best_of_n --set num_generations=8 --set scorer=orm --orm rm/orm   # default method: majority_vote
 
 Prints the final answer and the tokens spent; the text inside <think> is hidden unless
 --show-thinking is given.
@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 
-from rlvr.search.setup import add_model_arguments
+from rlvr.cli_setup import add_model_arguments
 
 THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="majority_vote",
                         help="search method (rlvr search --help lists them); the default needs no reward model")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="method option, e.g. --set n=16 --set scorer=prm (repeatable)")
+                        help="method option, e.g. --set num_generations=16 --set scorer=prm (repeatable)")
     parser.add_argument("--reference", default=None,
                         help="gold answer, only needed by the 'verifier' scorer or check")
     parser.add_argument("--kind", default="math", help="verifier kind for answer equivalence and checks")
@@ -43,7 +43,7 @@ def hide_thinking(text: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from rlvr.config import apply_overrides
     from rlvr.search.base import Problem, make_config, run_search
-    from rlvr.search.setup import build_context, check_scorers, prompt_format
+    from rlvr.cli_setup import build_context, check_scorers, prompt_format
     from rlvr.tasks.base import Example
 
     cfg = make_config(args.method, apply_overrides({}, args.overrides))

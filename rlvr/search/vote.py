@@ -6,7 +6,7 @@ a scorer's scores per answer instead of counting (search-and-learn's "weighted" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlvr.eval.metrics import default_equivalence, majority_vote
 from rlvr.search.base import Problem, SearchResult, register_search, require_positive
@@ -17,26 +17,32 @@ from rlvr.search.context import SearchContext, extract
 class MajorityVoteConfig:
     """Majority vote over N samples."""
 
-    n: int = 8
-    """N: independent samples."""
+    renamed: ClassVar[dict[str, str]] = {"n": "renamed to num_generations (samples per problem, the name recipes use)"}
+    """Old keys and what replaced them (`rlvr.config.from_dict` says so)."""
+
+    num_generations: int = 8
+    """N: independent samples per problem."""
 
     def validate(self):
-        require_positive("majority_vote", n=self.n)
+        require_positive("majority_vote", num_generations=self.num_generations)
 
 
 @dataclass
 class WeightedVoteConfig:
     """Vote over N samples, each answer weighted by a scorer."""
 
-    n: int = 8
-    """N: independent samples."""
+    renamed: ClassVar[dict[str, str]] = {"n": "renamed to num_generations (samples per problem, the name recipes use)"}
+    """Old keys and what replaced them (`rlvr.config.from_dict` says so)."""
+
+    num_generations: int = 8
+    """N: independent samples per problem."""
     scorer: str = "prm"
     """What weighs each sample: verifier, orm, prm or judge."""
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     """How a PRM's step scores become one solution score."""
 
     def validate(self):
-        require_positive("weighted_vote", n=self.n)
+        require_positive("weighted_vote", num_generations=self.num_generations)
 
 
 def _vote(problem: Problem, ctx: SearchContext, n: int, scorer: str | None, aggregation: str) -> SearchResult:
@@ -57,9 +63,9 @@ def _vote(problem: Problem, ctx: SearchContext, n: int, scorer: str | None, aggr
 
 @register_search("majority_vote", MajorityVoteConfig, "N samples, the most frequent answer wins")
 def majority(problem: Problem, ctx: SearchContext, cfg: MajorityVoteConfig) -> SearchResult:
-    return _vote(problem, ctx, cfg.n, None, "last")
+    return _vote(problem, ctx, cfg.num_generations, None, "last")
 
 
 @register_search("weighted_vote", WeightedVoteConfig, "N samples, answers weighted by a scorer")
 def weighted(problem: Problem, ctx: SearchContext, cfg: WeightedVoteConfig) -> SearchResult:
-    return _vote(problem, ctx, cfg.n, cfg.scorer, cfg.aggregation)
+    return _vote(problem, ctx, cfg.num_generations, cfg.scorer, cfg.aggregation)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from rlvr.rewards import RewardConfig
+from rlvr.rollout.engine_config import EngineConfig, as_engine_config
 from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
@@ -46,8 +47,9 @@ class GRPOConfig:
     """Prompt template for `rlvr.tasks.render_prompt`: plain, r1, chat, r1_chat."""
     instruction: str | None = None
     """Instruction line of the r1 templates; None = the template's default (R1_INSTRUCTION)."""
-    engine: str = "auto"
-    """Rollout engine (`rlvr.rollout.make_engine`): hf, fast, or auto (fast on CUDA when available)."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine and its options (`rlvr.rollout.engine_config`; `engine: fast` is shorthand for
+    the name; the recipe's `engine:` fills what the stage leaves out)."""
 
     # --- optimisation
     learning_rate: float = 1e-6
@@ -135,19 +137,18 @@ class GRPOConfig:
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
         self._check_names()
+        self.engine = as_engine_config(self.engine)  # a bare name from Python callers, as in YAML
 
     def _check_names(self) -> None:
         """Registry names fail when the config is built (a recipe: when it is parsed, before any
         stage runs), each naming its field and listing the valid names."""
         from rlvr.algorithms import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES
         from rlvr.config import check_field
-        from rlvr.rollout import check_engine_name
         from rlvr.trainer.metrics import resolve_trackers
 
         checks = {"advantage": lambda: ADVANTAGES.get(self.advantage),
                   "loss_type": lambda: POLICY_LOSSES.get(self.loss_type),
                   "kl_type": lambda: KL_ESTIMATORS.get(self.kl_type),
-                  "engine": lambda: check_engine_name(self.engine),
                   "report_to": lambda: resolve_trackers(self.report_to)}
         for name, check in checks.items():
             check_field(name, check)

@@ -18,7 +18,7 @@ import re
 import signal
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -189,8 +189,8 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     # their own parameters and generate under autocast instead)
     sharded = distributed.shards_parameters(acc)
     generation = GenerationWeights(unwrapped, None if sharded else compute_dtype(policy.precision))
-    engine_name = distributed.rollout_engine_name(acc, cfg.engine, generation.model)
-    engine = make_engine(engine_name, generation.model, tokenizer)
+    engine_name = distributed.rollout_engine_name(acc, cfg.engine.name, generation.model)
+    engine = make_engine(replace(cfg.engine, name=engine_name), generation.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = SamplingParams.of(cfg.sampling)
     prompts = PromptEncoder(tokenizer, cfg, context_limit(unwrapped))  # checks prompt + completion fit

@@ -71,11 +71,11 @@ CASES = [
     ("unknown advantage", lambda d: d["stages"][4].update(advantage="ppo"), "stages.4.advantage: unknown"),
     ("unknown kl estimator", lambda d: d["stages"][4].update(kl_type="k4"), "stages.4.kl_type: unknown"),
     ("unknown grpo engine", lambda d: d["stages"][4].update(engine="vllm"),
-     "stages.4.engine: unknown rollout engine 'vllm'; valid: auto, fast, hf"),
+     "stages.4.engine.name: unknown rollout engine 'vllm'; valid: auto, fast, hf"),
     ("unknown tracker", lambda d: d["stages"][4].update(report_to="mlflow"), "stages.4.report_to: "),
-    ("unknown eval engine", lambda d: d["stages"][1].update(engine="vllm"), "stages.1.engine: unknown rollout"),
+    ("unknown eval engine", lambda d: d["stages"][1].update(engine="vllm"), "stages.1.engine.name: unknown rollout"),
     ("unknown rejection-sampling engine", lambda d: d["stages"][2].update(engine="vlm"),
-     "stages.2.engine: unknown rollout engine 'vlm'"),
+     "stages.2.engine.name: unknown rollout engine 'vlm'"),
     ("unknown sft schedule", lambda d: d["stages"][0].update(lr_scheduler="cosin"),
      "stages.0.lr_scheduler: unknown learning-rate schedule 'cosin'; valid: "),
     # and in the configs nested in a self_improve stage
@@ -83,9 +83,9 @@ CASES = [
         {"type": "self_improve", "name": "si", "train": "grpo", "grpo": {"loss_type": "dapoo"}}),
      "stages.5.grpo.loss_type: unknown policy loss 'dapoo'"),
     ("unknown engine in self_improve's eval", lambda d: d["stages"].append(
-        {"type": "self_improve", "name": "si", "eval": {"engine": "vllm"}}), "stages.5.eval.engine: unknown"),
+        {"type": "self_improve", "name": "si", "eval": {"engine": "vllm"}}), "stages.5.eval.engine.name: unknown"),
     ("unknown engine in self_improve's generate", lambda d: d["stages"].append(
-        {"type": "self_improve", "name": "si", "generate": {"engine": "vllm"}}), "stages.5.generate.engine: unknown"),
+        {"type": "self_improve", "name": "si", "generate": {"engine": "vllm"}}), "stages.5.generate.engine.name: unknown"),
     ("unknown schedule in self_improve's sft", lambda d: d["stages"].append(
         {"type": "self_improve", "name": "si", "sft": {"lr_scheduler": "cosin"}}), "stages.5.sft.lr_scheduler: unknown"),
     ("old precision key", lambda d: d["model"].update(dtype="float32"), "model.dtype: renamed to precision"),

@@ -32,7 +32,7 @@ def toy():
 def orm_records(toy):
     torch.manual_seed(0)
     ctx = toy_context(*toy)
-    return orm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], samples_per_problem=48)
+    return orm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], num_generations=48)
 
 
 def test_split_and_encode_steps_put_scores_at_step_ends(toy):
@@ -90,7 +90,7 @@ def test_orm_training_lowers_loss_and_ranks_correct_above_incorrect(toy, orm_rec
 def test_prm_labels_math_shepherd(toy, label_type):
     torch.manual_seed(1)
     ctx = toy_context(*toy)
-    records = prm_labels(ctx, [(PROBLEMS[0].prompt, PROBLEMS[0].example)], samples_per_problem=12,
+    records = prm_labels(ctx, [(PROBLEMS[0].prompt, PROBLEMS[0].example)], num_generations=12,
                          rollouts_per_step=6, label_type=label_type)
     assert records and all(len(r.labels) == len(r.steps) for r in records)
     values = {v for r in records for v in r.labels}
@@ -118,7 +118,7 @@ def test_prm_trains_scores_each_step_and_aggregation_changes_the_score(toy, tmp_
     torch.manual_seed(2)
     model, tok = toy
     ctx = toy_context(*toy)
-    records = prm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], samples_per_problem=16,
+    records = prm_labels(ctx, [(p.prompt, p.example) for p in PROBLEMS], num_generations=16,
                          rollouts_per_step=4, label_type="soft")
     prm = RewardModel.from_policy(model, tok, "prm", step_separator="\n", label_type="soft")
     before = evaluate_loss(prm, records)
@@ -221,3 +221,12 @@ def test_orm_with_the_pairwise_term_ranks_within_each_problem(toy, orm_records):
         assert sum((g > b) + 0.5 * (g == b) for g in good for b in bad) / (len(good) * len(bad)) > 0.9
     with pytest.raises(ValueError, match="pairwise_weight"):
         RewardTrainConfig(pairwise_weight=-1.0)
+
+
+def test_fit_config_refuses_the_old_samples_key_naming_the_new_one():
+    from rlvr.config import ConfigError, from_dict
+    from rlvr.reward_models.fit import FitConfig
+
+    with pytest.raises(ConfigError, match="samples_per_problem: renamed to num_generations"):
+        from_dict(FitConfig, {"samples_per_problem": 4})
+    assert from_dict(FitConfig, {"num_generations": 4}).num_generations == 4

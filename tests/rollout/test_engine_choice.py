@@ -36,7 +36,7 @@ def test_eval_stage_options_reject_an_unknown_engine():
     from rlvr.config import ConfigError, from_dict
     from rlvr.pipeline.stages.eval import EvalStageConfig
 
-    with pytest.raises(ConfigError, match="stages.3.engine: unknown rollout engine 'fastt'"):
+    with pytest.raises(ConfigError, match="stages.3.engine.name: unknown rollout engine 'fastt'"):
         from_dict(EvalStageConfig, {"engine": "fastt"}, "stages.3")
 
 
@@ -54,3 +54,45 @@ def test_on_cuda_eval_samples_with_the_fast_engine_and_matches_generate_greedily
     assert type(policy.engine("auto")).__name__ == "FastEngine"
     assert [g[0].text for g in fast] == [g[0].text for g in hf]
     torch.cuda.synchronize()
+
+
+def test_make_engine_passes_the_fast_engine_options_from_the_config():
+    from rlvr.rollout import EngineConfig, make_engine
+    from rlvr.rollout.fast import FastEngine
+
+    policy = _policy()
+    engine = make_engine(EngineConfig(name="fast", kernels="torch", max_graphs=1, length_bucket=16, compact=False),
+                         policy.model, policy.tokenizer)
+    assert isinstance(engine, FastEngine) and not engine.fused
+    assert (engine.config.max_graphs, engine.config.length_bucket, engine.config.compact) == (1, 16, False)
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+    engine.generate([[5, 6, 7]], 1, params)
+    engine.generate([[5, 6]], 2, params)
+    assert len(engine._states) == 1  # max_graphs=1 reached the engine: the older state was dropped
+    assert choose_engine(EngineConfig(name="auto", kernels="torch"), policy.model) == "hf"
+
+
+def test_a_policy_builds_one_engine_per_set_of_options():
+    from rlvr.rollout import EngineConfig
+
+    policy = _policy()
+    one = policy.engine(EngineConfig(name="fast", kernels="torch"))
+    assert policy.engine(EngineConfig(name="fast", kernels="torch")) is one
+    assert policy.engine(EngineConfig(name="fast", kernels="torch", max_graphs=1)) is not one
+    assert policy.engine("auto") is policy.engine("hf") is not one
+
+
+def test_the_cli_engine_flag_takes_a_name_or_the_recipe_mapping():
+    import argparse
+
+    from rlvr.rollout import EngineConfig
+    from rlvr.cli_setup import add_model_arguments
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    assert parser.parse_args([]).engine == EngineConfig()
+    assert parser.parse_args(["--engine", "hf"]).engine == EngineConfig(name="hf")
+    assert parser.parse_args(["--engine", "{name: fast, kernels: torch}"]).engine == \
+        EngineConfig(name="fast", kernels="torch")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--engine", "{name: fast, kernel: torch}"])

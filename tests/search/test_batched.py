@@ -10,7 +10,7 @@ from toy_setup import toy_context, toy_problem
 
 PROBLEMS = [toy_problem(a, b) for a, b in [(3, 4), (1, 2), (5, 2), (2, 1), (4, 3)]]
 GREEDY_CONFIGS = {
-    "best_of_n": BestOfNConfig(n=3, scorer="verifier"),
+    "best_of_n": BestOfNConfig(num_generations=3, scorer="verifier"),
     "beam_search": BeamSearchConfig(beam_width=2, expansions=2, max_steps=3, scorer="verifier"),
     "dvts": DVTSConfig(subtrees=2, expansions=2, max_steps=3, scorer="verifier"),
     "mcts": MCTSConfig(simulations=4, expansions=2, max_depth=3, value="rollout", scorer="verifier"),
@@ -58,7 +58,7 @@ def test_batched_search_answers_as_one_problem_at_a_time(toy, method):
 def test_rows_cap_splits_an_engine_call_without_changing_the_ledger(toy):
     ctx = greedy_context(toy)
     stats = RoundStats()
-    results = run_search_batch("best_of_n", PROBLEMS, ctx, BestOfNConfig(n=4, scorer="verifier"), max_rows=8,
+    results = run_search_batch("best_of_n", PROBLEMS, ctx, BestOfNConfig(num_generations=4, scorer="verifier"), max_rows=8,
                                stats=stats)
     # one sampling round of 20 rows, at most 8 (two problems) per call, then one scoring round
     assert stats.rounds == 2 and stats.engine_calls == 3

@@ -10,7 +10,7 @@ from toy_setup import toy_context, toy_problem
 @pytest.mark.parametrize(
     "name, base, n, expected",
     [
-        ("best_of_n", BestOfNConfig(n=3), 8, {"n": 8}),
+        ("best_of_n", BestOfNConfig(num_generations=3), 8, {"num_generations": 8}),
         ("beam_search", BeamSearchConfig(beam_width=1, expansions=4), 8, {"beam_width": 2, "expansions": 4}),
         ("beam_search", BeamSearchConfig(expansions=4), 2, {"beam_width": 1, "expansions": 2}),
         ("dvts", DVTSConfig(expansions=2), 8, {"subtrees": 4, "expansions": 2}),
@@ -25,7 +25,7 @@ def test_budget_rules(name, base, n, expected):
 
 def test_adaptive_budget_sizes_both_levels():
     cfg = config_at_budget("adaptive", AdaptiveConfig(), 8)
-    assert cfg.best_of_n.n == 8 and cfg.beam.beam_width * cfg.beam.expansions == 8
+    assert cfg.best_of_n.num_generations == 8 and cfg.beam.beam_width * cfg.beam.expansions == 8
 
 
 def test_compare_methods_measures_every_method_and_budget(toy):

@@ -39,7 +39,7 @@ def test_judge_works_as_a_best_of_n_scorer(judge):
 
     torch.manual_seed(0)
     ctx = toy_context(*toy_policy(), scorers={"judge": judge})
-    result = run_search("best_of_n", toy_problem(), ctx, BestOfNConfig(n=4, scorer="judge"))
+    result = run_search("best_of_n", toy_problem(), ctx, BestOfNConfig(num_generations=4, scorer="judge"))
     assert result.details["scores"][result.details["chosen"]] == max(result.details["scores"])
     assert result.details["scored_tokens"] > 0
 

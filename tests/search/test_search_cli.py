@@ -20,7 +20,7 @@ def prm_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rm") / "prm"
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(COMMON + ["--num-problems", "2", "--kind", "prm", "--samples-per-problem", "2",
+    args = parser.parse_args(COMMON + ["--num-problems", "2", "--kind", "prm", "--num-generations", "2",
                                        "--rollouts-per-step", "2", "--epochs", "1", "--output-dir", str(out)])
     assert main(args) == 0
     facts = json.loads((out / "fit.json").read_text())

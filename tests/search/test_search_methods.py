@@ -36,17 +36,17 @@ def test_registry_lists_every_method_and_rejects_unknown_and_duplicate_names():
 
 
 def test_best_of_n_with_verifier_finds_the_answer_only_with_budget(ctx):
-    big = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=128, scorer="verifier"))
+    big = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(num_generations=128, scorer="verifier"))
     assert big.answer == "7"
     # One sample rarely hits: over 8 tries at N=1, at most 2 are right.
-    hits = sum(run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=1, scorer="verifier")).answer == "7"
+    hits = sum(run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(num_generations=1, scorer="verifier")).answer == "7"
                for _ in range(8))
     assert hits <= 2
 
 
 def test_best_of_n_token_accounting_adds_up(ctx):
     start = ctx.generated_tokens
-    result = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(n=16, scorer="verifier"))
+    result = run_search("best_of_n", PROBLEM, ctx, BestOfNConfig(num_generations=16, scorer="verifier"))
     assert len(result.details["sample_tokens"]) == 16
     assert result.tokens_spent == sum(result.details["sample_tokens"]) == ctx.generated_tokens - start
     assert result.details["scored_tokens"] == 0  # a verifier reads no tokens
@@ -54,7 +54,7 @@ def test_best_of_n_token_accounting_adds_up(ctx):
 
 
 def test_majority_vote_returns_the_most_common_answer(ctx):
-    result = run_search("majority_vote", PROBLEM, ctx, MajorityVoteConfig(n=32))
+    result = run_search("majority_vote", PROBLEM, ctx, MajorityVoteConfig(num_generations=32))
     answers = [a for a in result.details["answers"] if a is not None]
     top = max(set(answers), key=answers.count)
     assert answers.count(result.answer) == answers.count(top)
@@ -63,7 +63,7 @@ def test_majority_vote_returns_the_most_common_answer(ctx):
 
 
 def test_weighted_vote_with_verifier_weights_picks_the_verified_answer(ctx):
-    result = run_search("weighted_vote", PROBLEM, ctx, WeightedVoteConfig(n=128, scorer="verifier"))
+    result = run_search("weighted_vote", PROBLEM, ctx, WeightedVoteConfig(num_generations=128, scorer="verifier"))
     assert result.answer == "7"
     assert result.details["share"] == 1.0  # only correct samples carry weight
 
@@ -139,7 +139,7 @@ def test_mcts_stops_when_the_tree_is_exhausted(toy):
 def test_adaptive_stops_at_the_cheapest_level_that_passes_its_check(ctx):
     cfg = AdaptiveConfig(check="verifier", token_budget=2000,
                          beam=BeamSearchConfig(beam_width=1, expansions=2, max_steps=2, scorer="verifier"),
-                         best_of_n=BestOfNConfig(n=128, scorer="verifier"))
+                         best_of_n=BestOfNConfig(num_generations=128, scorer="verifier"))
     levels = [run_search("adaptive", PROBLEM, ctx, cfg) for _ in range(4)]
     for r in levels:
         assert r.details["level"] in ("single", "beam_search", "best_of_n")
@@ -164,7 +164,7 @@ def test_adaptive_never_generates_more_than_its_budget(budget):
     ctx = toy_context(*toy_policy(eos_bias=-1e4), max_new_tokens=12, max_step_tokens=4)
     cfg = AdaptiveConfig(check="verifier", token_budget=budget,
                          beam=BeamSearchConfig(beam_width=2, expansions=2, max_steps=3, scorer="verifier"),
-                         best_of_n=BestOfNConfig(n=64, scorer="verifier"))
+                         best_of_n=BestOfNConfig(num_generations=64, scorer="verifier"))
     for _ in range(3):
         result = run_search("adaptive", PROBLEM, ctx, cfg)
         assert result.tokens_spent == sum(result.details["tokens_per_level"].values()) <= budget
@@ -185,14 +185,14 @@ def test_thinking_budget_caps_thinking_and_forces_the_answer():
 @pytest.mark.parametrize(
     "method, cfg, match",
     [
-        ("best_of_n", BestOfNConfig(n=0), "best_of_n.n must be >= 1"),
-        ("majority_vote", MajorityVoteConfig(n=0), "majority_vote.n must be >= 1"),
+        ("best_of_n", BestOfNConfig(num_generations=0), "best_of_n.num_generations must be >= 1"),
+        ("majority_vote", MajorityVoteConfig(num_generations=0), "majority_vote.num_generations must be >= 1"),
         ("beam_search", BeamSearchConfig(beam_width=0), "beam_search.beam_width must be >= 1"),
         ("dvts", DVTSConfig(expansions=0), "dvts.expansions must be >= 1"),
         ("mcts", MCTSConfig(simulations=0), "mcts.simulations must be >= 1"),
         ("adaptive", AdaptiveConfig(token_budget=0), "adaptive.token_budget must be >= 1"),
         ("thinking", ThinkingConfig(budget=0), "thinking.budget must be >= 1"),
-        ("best_of_n", BestOfNConfig(n=2, scorer="prm"), "scorer 'prm' is not loaded; loaded: verifier"),
+        ("best_of_n", BestOfNConfig(num_generations=2, scorer="prm"), "scorer 'prm' is not loaded; loaded: verifier"),
     ],
 )
 def test_bad_arguments_give_clear_errors(ctx, method, cfg, match):
@@ -226,7 +226,7 @@ def test_adaptive_confidence_check_decides_escalation(toy, confidence, level):
     ctx = toy_context(*toy, scorers={"constant": Constant(confidence)})
     cfg = AdaptiveConfig(check="confidence", confidence_scorer="constant", threshold=0.5, token_budget=500,
                          beam=BeamSearchConfig(beam_width=1, expansions=2, max_steps=2, scorer="constant"),
-                         best_of_n=BestOfNConfig(n=4, scorer="constant"))
+                         best_of_n=BestOfNConfig(num_generations=4, scorer="constant"))
     result = run_search("adaptive", PROBLEM, ctx, cfg)
     assert result.details["level"] == level
     assert result.details["accepted"] == (confidence >= 0.5)

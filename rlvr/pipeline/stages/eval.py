@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rlvr.pipeline.stages.registry import register_stage
+from rlvr.rollout.engine_config import EngineConfig, as_engine_config
 from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
@@ -34,8 +35,9 @@ class EvalStageConfig:
     """Problems per generate call (each expands to num_generations rows when sampling)."""
     difficulty: int | None = None
     """Held-out problems at this level instead of the recipe task's level."""
-    engine: str = "auto"
-    """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine and its options (`rlvr.rollout.engine_config`; `engine: fast` is shorthand for
+    the name; the recipe's `engine:` fills what the stage leaves out)."""
 
     def __post_init__(self) -> None:
         if self.num_problems < 1 or self.batch_size < 1:
@@ -45,12 +47,10 @@ class EvalStageConfig:
         if self.sampling.temperature <= 0 and self.num_generations > 0:
             raise ValueError("sampling.temperature: must be > 0 when num_generations > 0 (greedy samples "
                              "are all the same)")
-        from rlvr.config import check_field
-        from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        check_field("engine", lambda: check_engine_name(self.engine))
+        self.engine = as_engine_config(self.engine)  # a bare name from Python callers, as in YAML
 
 
 def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rlvr.pipeline.stages.registry import register_stage
+from rlvr.rollout.engine_config import EngineConfig, as_engine_config
 from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
 
@@ -42,8 +43,9 @@ class RejectionSamplingConfig:
     """Problems per generate call (each expands to num_generations rows)."""
     difficulty: int | None = None
     """Draw problems at this level instead of the recipe task's level."""
-    engine: str = "auto"
-    """Rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine and its options (`rlvr.rollout.engine_config`; `engine: fast` is shorthand for
+    the name; the recipe's `engine:` fills what the stage leaves out)."""
 
     def __post_init__(self) -> None:
         for name in ("num_problems", "num_generations", "max_per_problem", "batch_size"):
@@ -52,12 +54,10 @@ class RejectionSamplingConfig:
         if self.sampling.temperature <= 0:
             raise ValueError(f"sampling.temperature: must be > 0 (greedy samples are all the same), "
                              f"got {self.sampling.temperature}")
-        from rlvr.config import check_field
-        from rlvr.rollout import check_engine_name
         from rlvr.trainer.config import check_max_prompt_length
 
         check_max_prompt_length(self.max_prompt_length)
-        check_field("engine", lambda: check_engine_name(self.engine))
+        self.engine = as_engine_config(self.engine)  # a bare name from Python callers, as in YAML
 
 
 def select_correct(samples, max_per_problem: int, shortest_first: bool) -> list:

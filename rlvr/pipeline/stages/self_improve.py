@@ -23,6 +23,7 @@ from typing import Literal
 from rlvr.pipeline.stages.eval import EvalStageConfig
 from rlvr.pipeline.stages.registry import register_stage
 from rlvr.pipeline.stages.rejection_sampling import RejectionSamplingConfig
+from rlvr.rollout.engine_config import EngineConfig
 from rlvr.rollout.sampling import SamplingConfig
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.sft_config import SFTStageConfig
@@ -72,6 +73,9 @@ class SelfImproveConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """The sampling of every round (generate, eval, grpo) unless those set their own keys; its own
     unset keys come from the recipe's `sampling:`."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """The rollout engine of every round (generate, eval, grpo) unless those set their own keys;
+    its own unset keys come from the recipe's `engine:`."""
     train: Literal["sft", "grpo"] = "sft"
     """How a round trains: SFT on its kept samples, or GRPO on the task at the round's level."""
     generate: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)

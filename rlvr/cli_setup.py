@@ -1,22 +1,37 @@
-"""Command-line plumbing shared by `rlvr search`, `rlvr generate` and `rlvr eval`:
-load the policy and reward models, build the search context, draw problems from a task."""
+"""Command-line plumbing shared by the commands that load a policy (`rlvr eval`, `rlvr search`,
+`rlvr generate`, `rlvr train-rm`): their model, engine, generation and task options, loading the
+policy and reward models, building the search context, drawing problems from a task.
+
+The search and eval packages are imported inside the functions that use them, so the commands'
+layers (eval, reward models, search) each import this module and none imports another's CLI.
+"""
 from __future__ import annotations
 
 import argparse
 import codecs
 
-from rlvr.search.base import Problem, SearchError
+
+def _fail(message: str) -> Exception:
+    """The commands' one-line error (`rlvr.search.base.SearchError`, imported when one is raised)."""
+    from rlvr.search.base import SearchError
+
+    return SearchError(message)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from rlvr.search.context import GenerationConfig
+
+    gen = GenerationConfig()  # the defaults of search generation live there only
     g = parser.add_argument_group("policy and scorers")
     g.add_argument("--model", default="tiny", help="policy: a run's model dir, a hub name, 'tiny' or 'smollm2-135m'")
     g.add_argument("--orm", help="directory of a trained ORM (loads scorer 'orm')")
     g.add_argument("--prm", help="directory of a trained PRM (loads scorer 'prm')")
     g.add_argument("--judge", help="a causal LM used as LLM-as-a-judge (loads scorer 'judge')")
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    g.add_argument("--engine", default="auto",
-                   help="rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf")
+    g.add_argument("--engine", default="auto", type=engine_argument,
+                   help="rollout engine: auto (fast on CUDA when the model fits, else hf), fast or hf; or a "
+                        "YAML mapping with the fast engine's options, as a recipe's engine: "
+                        "'{name: fast, kernels: torch}'")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (tiny models on a busy CPU run far faster with 1)")
@@ -24,11 +39,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--template", default="r1", help="prompt template (rlvr.tasks.render_prompt)")
     s.add_argument("--instruction", default=None,
                    help="instruction of the r1 templates (default: the one recipes use unless they set theirs)")
-    s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    s.add_argument("--max-new-tokens", type=int, default=128, help="cap on a solution's tokens")
-    s.add_argument("--max-step-tokens", type=int, default=48, help="cap on one step's tokens")
-    s.add_argument("--step-separator", default="\\n\\n",
+    s.add_argument("--temperature", type=float, default=gen.temperature, help="sampling temperature")
+    s.add_argument("--max-new-tokens", type=int, default=gen.max_new_tokens, help="cap on a solution's tokens")
+    s.add_argument("--max-step-tokens", type=int, default=gen.max_step_tokens, help="cap on one step's tokens")
+    s.add_argument("--step-separator", default=codecs.encode(gen.step_separator, "unicode_escape").decode(),
                    help="text ending a step, backslash escapes allowed (default: a blank line, '\\n\\n')")
+
+
+def engine_argument(text: str):
+    """--engine's value as an `EngineConfig`: a name, or a YAML mapping (a recipe's `engine:`)."""
+    import yaml
+
+    from rlvr.config import ConfigError, from_dict
+    from rlvr.rollout.engine_config import EngineConfig
+
+    try:
+        return from_dict(EngineConfig, yaml.safe_load(text))  # argparse names --engine
+    except (ConfigError, yaml.YAMLError) as e:
+        raise argparse.ArgumentTypeError(str(e).splitlines()[0]) from None
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +73,9 @@ def parse_ints(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise SearchError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        raise _fail(f"{what}: expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise SearchError(f"{what}: expected positive integers, got {text!r}")
+        raise _fail(f"{what}: expected positive integers, got {text!r}")
     return values
 
 
@@ -76,7 +104,7 @@ def check_scorers(configs: dict, args) -> None:
             continue
         what = missing[0]
         how = "--judge MODEL" if what == "judge" else f"--{what} DIR (train one with `rlvr train-rm --kind {what}`)"
-        raise SearchError(f"{label} scores with {what!r}, which is not loaded: pass {how}, or choose a "
+        raise _fail(f"{label} scores with {what!r}, which is not loaded: pass {how}, or choose a "
                           "method that needs no reward model (majority_vote)")
 
 
@@ -85,7 +113,7 @@ def check_model(name_or_path: str, option: str = "--model") -> None:
     from pathlib import Path
 
     if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).expanduser().exists():
-        raise SearchError(f"{option} {name_or_path}: no such folder")
+        raise _fail(f"{option} {name_or_path}: no such folder")
 
 
 def load_model(name_or_path: str, device, option: str = "--model"):
@@ -96,7 +124,7 @@ def load_model(name_or_path: str, device, option: str = "--model"):
     try:
         return load_policy(ModelConfig(name_or_path=name_or_path), device=device, train=False)
     except OSError as e:  # not a model folder, or a hub id that cannot be fetched
-        raise SearchError(f"{option} {name_or_path}: cannot load a model: {str(e).splitlines()[0]}") from e
+        raise _fail(f"{option} {name_or_path}: cannot load a model: {str(e).splitlines()[0]}") from e
 
 
 def build_context(args):
@@ -104,7 +132,7 @@ def build_context(args):
     import torch
 
     from rlvr.reward_models.model import load_reward_model
-    from rlvr.rollout import choose_engine, make_engine
+    from rlvr.rollout import make_engine
     from rlvr.search.context import GenerationConfig, SearchContext
     from rlvr.search.scorers import RewardModelScorer
 
@@ -126,7 +154,7 @@ def build_context(args):
 
         judge = load_model(args.judge, args.device, "--judge")
         scorers["judge"] = JudgeScorer(judge.model, judge.tokenizer)
-    engine = make_engine(choose_engine(getattr(args, "engine", "auto"), policy.model), policy.model, policy.tokenizer)
+    engine = make_engine(getattr(args, "engine", "auto"), policy.model, policy.tokenizer)  # auto: choose_engine
     return SearchContext(engine, policy.tokenizer, generation, scorers), policy
 
 
@@ -136,9 +164,9 @@ def task_options(args) -> dict:
     try:
         options = yaml.safe_load(getattr(args, "task_options", "{}") or "{}")
     except yaml.YAMLError as e:
-        raise SearchError(f"--task-options: not valid YAML: {e}") from None
+        raise _fail(f"--task-options: not valid YAML: {e}") from None
     if not isinstance(options, dict):
-        raise SearchError(f"--task-options: expected a mapping, got {options!r}")
+        raise _fail(f"--task-options: expected a mapping, got {options!r}")
     return options
 
 
@@ -149,8 +177,10 @@ def prompt_format(args):
     return PromptFormat(args.template, getattr(args, "instruction", None))
 
 
-def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
-    """Problems at every --difficulty level: the task's fixed held-out split, or ('train') its stream."""
+def load_problems(args, tokenizer, split: str = "held_out") -> list:
+    """`rlvr.search.Problem`s at every --difficulty level: the task's fixed held-out split, or
+    ('train') its stream."""
+    from rlvr.search.base import Problem
     from rlvr.tasks import make_task
 
     problems = []
@@ -158,7 +188,7 @@ def load_problems(args, tokenizer, split: str = "held_out") -> list[Problem]:
         try:
             task = make_task(args.task, seed=args.task_seed, difficulty=level, **task_options(args))
         except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
-            raise SearchError(f"--task {args.task}: {e}") from e
+            raise _fail(f"--task {args.task}: {e}") from e
         examples = task.held_out(args.num_problems) if split == "held_out" else task.sample(args.num_problems)
         for ex in examples:
             problems.append(Problem(prompt_format(args).render(ex, tokenizer), ex))
