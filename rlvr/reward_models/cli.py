@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=3)
     g.add_argument("--learning-rate", type=float, default=5e-4)
     g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--pairwise-weight", type=float, default=0.0,
+                   help="weight of a within-problem ranking term beside the BCE (0: BCE only)")
     g.add_argument("--output-dir", required=True, help="where the reward model is saved")
 
 
@@ -46,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = FitConfig(kind=args.kind, num_generations=args.num_generations,
                     rollouts_per_step=args.rollouts_per_step, label_type=args.label_type, backbone=args.backbone,
                     train=RewardTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
-                                            batch_size=args.batch_size, seed=args.seed))
+                                            batch_size=args.batch_size, seed=args.seed,
+                                            pairwise_weight=args.pairwise_weight))
     model, facts, _ = fit_reward_model(ctx, policy.model, problems, cfg)
     model.config.base = args.model
     path = model.save(args.output_dir)
