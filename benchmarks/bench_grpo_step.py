@@ -32,6 +32,9 @@ from benchmarks.common import build_model as build_shape  # noqa: E402
 PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 128, 256
 """Defaults (profile_train_step.py uses them too)."""
 SHAPE, DEVICE = "0.5b", "cuda"
+PRECISION = "bf16"
+"""rlvr's training precision: bf16 (bfloat16 weights, as TRL trains here) or bf16-mixed (float32
+masters, rlvr's CUDA default)."""
 """Set by main from --shape and --device."""
 VOCAB = SHAPES[SHAPE]["vocab_size"]
 
@@ -116,7 +119,10 @@ def run_rlvr(steps: int, workdir: Path) -> list[float]:
         steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0,
         template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo", beta=0.0, sample_every=0,
         report_to="none", keep_last=1))
-    policy = Policy(model=build_model(), tokenizer=build_tokenizer())
+    model = build_model()
+    if PRECISION == "bf16-mixed" and DEVICE == "cuda":
+        model = model.float()  # the masters; generation reads a bfloat16 copy
+    policy = Policy(model=model, tokenizer=build_tokenizer(), precision=PRECISION if DEVICE == "cuda" else "fp32")
     run_grpo(policy, WordTask(), cfg, workdir / "rlvr", reward_fn=rlvr_reward)
     lines = (workdir / "rlvr" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
@@ -165,11 +171,12 @@ def run_trl(steps: int, workdir: Path) -> list[float]:
 
 def configure(args) -> None:
     """The workload globals every function reads (module-level: profile_train_step imports them)."""
-    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS
+    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, PRECISION
     if args.prompt_len < 3:
         raise SystemExit("--prompt-len must be >= 3 (the template takes two tokens)")
     SHAPE, DEVICE, VOCAB = args.shape, args.device, SHAPES[args.shape]["vocab_size"]
     PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = args.prompts, args.group, args.prompt_len, args.new_tokens
+    PRECISION = getattr(args, "precision", PRECISION)
 
 
 def main(argv=None) -> int:
@@ -181,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     p.add_argument("--device", default=DEVICE, choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--precision", default=PRECISION, choices=("bf16", "bf16-mixed"),
+                   help="rlvr's training precision (TRL trains bfloat16 weights here)")
     p.add_argument("--skip", default="", help="comma list: trl, rlvr")
     p.add_argument("--out", default=out_path("bench_grpo_step.json"))
     args = p.parse_args(argv)
@@ -204,7 +213,7 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     title = (f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, "
-             f"{shape_label(SHAPE)} bf16")
+             f"{shape_label(SHAPE)} bf16, rlvr precision {PRECISION}")
     print_table(title, rows, baseline="TRL GRPOTrainer (HF generate)")
     save(args.out, title, rows, {"shape": SHAPE, "prompts": PROMPTS, "group": GROUP, "prompt_len": PROMPT_LEN,
                                  "new_tokens": NEW_TOKENS})

@@ -48,7 +48,9 @@ perf16() {
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
   perf16_row grpo_1.5b 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
-    --prompt-len 128 --new-tokens 512 --steps 3
+    --prompt-len 128 --new-tokens 512 --steps 5
+  perf16_row grpo_1.5b_mixed 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
+    --prompt-len 128 --new-tokens 512 --steps 5 --precision bf16-mixed
 }
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 for part in "$@"; do

