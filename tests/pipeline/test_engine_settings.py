@@ -12,6 +12,7 @@ from rlvr.cli import main as rlvr_main
 from rlvr.config import ConfigError
 from rlvr.pipeline.recipe import parse_recipe
 from rlvr.rollout.engine_config import EngineConfig
+from recipe_blocks import blocks_of
 
 RECIPE = {
     "name": "t",
@@ -31,27 +32,15 @@ RECIPE = {
 }
 
 
-def engines_of(recipe) -> dict[str, EngineConfig]:
-    """Every engine block of the recipe by its dotted place."""
-    out = {}
-    for s in recipe.stages:
-        if hasattr(s.options, "engine"):
-            out[s.name] = s.options.engine
-        for part in ("generate", "eval", "grpo"):
-            if hasattr(s.options, part):
-                out[f"{s.name}.{part}"] = getattr(s.options, part).engine
-    return out
-
-
 def test_the_recipe_engine_reaches_every_sampling_stage_and_round():
-    blocks = engines_of(parse_recipe(RECIPE))
+    blocks = blocks_of(parse_recipe(RECIPE), "engine")
     inherited = EngineConfig(name="fast", kernels="torch", max_graphs=2)
     for place in ("ev", "rs", "g", "si", "si.generate", "si.eval", "si.grpo"):
         assert blocks[place] == inherited, place
 
 
 def test_a_stage_engine_overrides_the_recipe_key_by_key():
-    blocks = engines_of(parse_recipe(RECIPE))
+    blocks = blocks_of(parse_recipe(RECIPE), "engine")
     assert blocks["ev-own"] == EngineConfig(name="hf", kernels="torch", max_graphs=2)  # a name: only the name
     assert blocks["g-own"] == EngineConfig(name="fast", kernels="torch", max_graphs=2, compact=False)
     for place in ("si-own", "si-own.generate", "si-own.grpo"):
@@ -62,9 +51,9 @@ def test_a_stage_engine_overrides_the_recipe_key_by_key():
 def test_a_bare_name_is_shorthand_and_no_block_keeps_the_fast_engine_defaults():
     data = copy.deepcopy(RECIPE)
     data["engine"] = "hf"
-    assert engines_of(parse_recipe(data))["rs"] == EngineConfig(name="hf")
+    assert blocks_of(parse_recipe(data), "engine")["rs"] == EngineConfig(name="hf")
     data.pop("engine")
-    blocks = engines_of(parse_recipe(data))
+    blocks = blocks_of(parse_recipe(data), "engine")
     assert blocks["ev"] == blocks["si.grpo"] == EngineConfig()
     assert blocks["ev-own"] == EngineConfig(name="hf")
 

@@ -12,6 +12,7 @@ from rlvr.pipeline.stages.eval import EvalStageConfig
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.sampling import SamplingConfig
 from rlvr.trainer.config import GRPOConfig
+from recipe_blocks import blocks_of
 
 RECIPE = {
     "name": "t",
@@ -32,27 +33,15 @@ RECIPE = {
 }
 
 
-def sampling_of(recipe) -> dict[str, SamplingConfig]:
-    """Every sampling block of the recipe by its dotted place."""
-    out = {}
-    for s in recipe.stages:
-        if hasattr(s.options, "sampling"):
-            out[s.name] = s.options.sampling
-        for part in ("generate", "eval", "grpo"):
-            if hasattr(s.options, part):
-                out[f"{s.name}.{part}"] = getattr(s.options, part).sampling
-    return out
-
-
 def test_the_recipe_default_reaches_every_sampling_stage_and_round():
-    blocks = sampling_of(parse_recipe(RECIPE))
+    blocks = blocks_of(parse_recipe(RECIPE), "sampling")
     inherited = SamplingConfig(max_new_tokens=48, temperature=0.7, stop=["</answer>"])
     for place in ("ev", "rs", "g", "si", "si.generate", "si.eval", "si.grpo"):
         assert blocks[place] == inherited, place
 
 
 def test_a_stage_value_overrides_the_recipe_default_key_by_key():
-    blocks = sampling_of(parse_recipe(RECIPE))
+    blocks = blocks_of(parse_recipe(RECIPE), "sampling")
     assert blocks["ev-own"] == SamplingConfig(max_new_tokens=16, temperature=0.7, top_p=0.9, stop=["</answer>"])
     assert blocks["g-own"] == SamplingConfig(max_new_tokens=48, temperature=1.0, stop=[])
     # self_improve's own block is the default of its rounds, each of which may override it again
@@ -64,7 +53,7 @@ def test_a_stage_value_overrides_the_recipe_default_key_by_key():
 def test_without_a_recipe_block_the_defaults_live_in_sampling_config():
     data = copy.deepcopy(RECIPE)
     data.pop("sampling")
-    blocks = sampling_of(parse_recipe(data))
+    blocks = blocks_of(parse_recipe(data), "sampling")
     for place in ("ev", "rs", "g", "si.generate", "si.eval", "si.grpo"):
         assert blocks[place] == SamplingConfig(), place
     # a left-out nested config keeps its own non-sampling defaults (self_improve's eval draws no samples)
