@@ -136,15 +136,25 @@ class _ProblemView(SearchContext):
 
 
 def run_search_batch(name: str, problems: list[Problem], ctx: SearchContext, cfg=None, max_rows: int = 4096,
-                     stats: RoundStats | None = None) -> list[SearchResult]:
-    """`run_search(name, problem, ...)` for every problem, served round by round in shared batches.
+                     stats: RoundStats | None = None, max_concurrent: int = 1024) -> list[SearchResult]:
+    """`run_search(name, problem, ...)` for every problem, served round by round in shared batches
+    (at most `max_concurrent` problems, one thread each, at a time).
 
     The context's ledger grows by what all searches spent. The first error of any search is raised
     after every search has stopped.
     """
     get_method(name)  # an unknown name fails before any thread starts
-    if not problems:
-        return []
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+    results: list[SearchResult] = []
+    for start in range(0, len(problems), max_concurrent):
+        results += _search_wave(name, problems[start:start + max_concurrent], ctx, cfg, max_rows, stats)
+    return results
+
+
+def _search_wave(name: str, problems: list[Problem], ctx: SearchContext, cfg, max_rows: int,
+                 stats: RoundStats | None) -> list[SearchResult]:
+    """One thread per problem, all served together."""
     gatherer = _Gatherer(ctx, len(problems), max_rows)
     views = [_ProblemView(ctx, gatherer, i) for i in range(len(problems))]
     results: list[SearchResult | None] = [None] * len(problems)

@@ -88,3 +88,14 @@ def test_reward_model_scores_many_problems_in_shared_forwards(toy):
         assert got == pytest.approx(want, abs=1e-6)
     assert prm.step_scores_many([("Q: 3+4\nA: ", ["1", "3"])], batch_size=1)[0] == pytest.approx(
         prm.step_scores("Q: 3+4\nA: ", [["1", "3"]])[0], abs=1e-6)
+
+
+def test_problems_beyond_max_concurrent_run_in_waves_with_the_same_answers(toy):
+    cfg = GREEDY_CONFIGS["beam_search"]
+    together = run_search_batch("beam_search", PROBLEMS, greedy_context(toy), cfg)
+    waves_ctx = greedy_context(toy)
+    waves = run_search_batch("beam_search", PROBLEMS, waves_ctx, cfg, max_concurrent=2)
+    assert [r.text for r in waves] == [r.text for r in together]
+    assert waves_ctx.generated_tokens == sum(r.tokens_spent for r in waves)
+    with pytest.raises(ValueError, match="max_concurrent"):
+        run_search_batch("beam_search", PROBLEMS, waves_ctx, cfg, max_concurrent=0)
