@@ -99,3 +99,34 @@ def test_problems_beyond_max_concurrent_run_in_waves_with_the_same_answers(toy):
     assert waves_ctx.generated_tokens == sum(r.tokens_spent for r in waves)
     with pytest.raises(ValueError, match="max_concurrent"):
         run_search_batch("beam_search", PROBLEMS, waves_ctx, cfg, max_concurrent=0)
+
+
+def _fast_context(device: str):
+    from rlvr.config import from_dict
+    from rlvr.models import ModelConfig, load_policy
+    from rlvr.rollout import EngineConfig, make_engine
+
+    cfg = from_dict(ModelConfig, {"name_or_path": "tiny", "tiny": {
+        "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 96}})
+    policy = load_policy(cfg, device=device, train=True)  # fp32: greedy choices do not depend on the batch
+    engine = make_engine(EngineConfig(name="fast", kernels="torch" if device == "cpu" else "auto"),
+                         policy.model, policy.tokenizer)
+    generation = GenerationConfig(temperature=0.0, max_new_tokens=12, max_step_tokens=4, step_separator=",")
+    return SearchContext(CountingEngine(engine), policy.tokenizer, generation), policy
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_batched_search_on_the_fast_engine_matches_one_problem_at_a_time(device):
+    from rlvr.search import Problem
+    from rlvr.tasks import make_task, render_prompt
+
+    one, policy = _fast_context(device)
+    problems = [Problem(render_prompt(ex, policy.tokenizer, template="plain"), ex)
+                for ex in make_task("arithmetic", seed=0, difficulty=1).held_out(6)]
+    cfg = BeamSearchConfig(beam_width=2, expansions=2, max_steps=3, scorer="verifier")
+    sequential = [run_search("beam_search", p, one, cfg) for p in problems]
+    many, _ = _fast_context(device)
+    batched = run_search_batch("beam_search", problems, many, cfg)
+    assert [r.text for r in batched] == [r.text for r in sequential]
+    assert many.generated_tokens == one.generated_tokens
+    assert many.engine.calls * 2 < one.engine.calls
