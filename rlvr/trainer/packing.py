@@ -75,16 +75,16 @@ def pack(batch: TrainBatch, row_tokens: int = 0) -> PackedRows:
     seq_lens = [lp + max(lc - 1, 0) for lp, lc in zip(prompt_lens, comp_lens)]  # the last token predicts nothing
     rows = first_fit(seq_lens, row_tokens or max(seq_lens))
     width = max(sum(seq_lens[i] for i in row) for row in rows)
-    ids = torch.full((len(rows), width), FILLER_ID, dtype=torch.long)
+    take = torch.full((len(rows), width), -1, dtype=torch.long)  # index into the flattened input_ids
     pos = torch.zeros((len(rows), width), dtype=torch.long)
     source = torch.full((n, t), len(rows) * width, dtype=torch.long)
-    cpu_ids = batch.input_ids.cpu()
+    row_width = batch.input_ids.shape[1]
     segments = []
     for r, row in enumerate(rows):
         col = 0
         for i in row:
-            length = seq_lens[i]
-            ids[r, col:col + length] = cpu_ids[i, p - prompt_lens[i]:p - prompt_lens[i] + length]
+            length, first = seq_lens[i], i * row_width + p - prompt_lens[i]
+            take[r, col:col + length] = torch.arange(first, first + length)
             pos[r, col:col + length] = torch.arange(length)
             # completion token j sits at column col + prompt_len + j; its predictor one column earlier
             start = r * width + col + prompt_lens[i] - 1
@@ -95,8 +95,10 @@ def pack(batch: TrainBatch, row_tokens: int = 0) -> PackedRows:
             pos[r, col:] = torch.arange(width - col)
             segments.append(width - col)
     device = batch.input_ids.device
+    take = take.to(device)
+    ids = torch.where(take >= 0, batch.input_ids.reshape(-1)[take.clamp(min=0)], FILLER_ID)
     cu = torch.tensor([0] + segments, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    return PackedRows(ids.to(device), pos.to(device), cu.to(device), max(segments), source.to(device))
+    return PackedRows(ids, pos.to(device), cu.to(device), max(segments), source.to(device))
 
 
 def packed_completion_hidden(model, batch: TrainBatch, row_tokens: int = 0) -> torch.Tensor:
