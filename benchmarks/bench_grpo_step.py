@@ -10,7 +10,11 @@ Reward: a deterministic pseudo-random function of the completion text (crc32), t
 Step time: median over steps 2..K (step 1 holds compilation / graph capture / allocator warm-up).
 
     python benchmarks/bench_grpo_step.py [--shape 0.5b] [--prompts 8] [--group 8] [--prompt-len 128]
-        [--new-tokens 256] [--steps 4] [--skip trl] [--out FILE]
+        [--new-tokens 256] [--steps 4] [--skip trl] [--packing] [--out FILE]
+
+`--packing` runs rlvr's update forwards padding-free (`grpo.packing`). Prompts here all have the
+same length and nearly every completion runs full length, so there is little padding to save:
+the row shows packing's overhead more than its gain.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ PRECISION = "bf16"
 """rlvr's training precision: bf16 (bfloat16 weights, as TRL trains here) or bf16-mixed (float32
 masters, rlvr's CUDA default)."""
 """Set by main from --shape and --device."""
+PACKING = False
+"""rlvr's update forwards on packed rows (`grpo.packing`)."""
 VOCAB = SHAPES[SHAPE]["vocab_size"]
 
 
@@ -118,7 +124,7 @@ def run_rlvr(steps: int, workdir: Path) -> list[float]:
     cfg = from_dict(GRPOConfig, dict(
         steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0,
         template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo", beta=0.0, sample_every=0,
-        report_to="none", keep_last=1))
+        report_to="none", keep_last=1, packing=PACKING))
     model = build_model()
     if PRECISION == "bf16-mixed" and DEVICE == "cuda":
         model = model.float()  # the masters; generation reads a bfloat16 copy
@@ -171,12 +177,13 @@ def run_trl(steps: int, workdir: Path) -> list[float]:
 
 def configure(args) -> None:
     """The workload globals every function reads (module-level: profile_train_step imports them)."""
-    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, PRECISION
+    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, PRECISION, PACKING
     if args.prompt_len < 3:
         raise SystemExit("--prompt-len must be >= 3 (the template takes two tokens)")
     SHAPE, DEVICE, VOCAB = args.shape, args.device, SHAPES[args.shape]["vocab_size"]
     PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = args.prompts, args.group, args.prompt_len, args.new_tokens
     PRECISION = getattr(args, "precision", PRECISION)
+    PACKING = getattr(args, "packing", PACKING)
 
 
 def main(argv=None) -> int:
@@ -190,6 +197,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--precision", default=PRECISION, choices=("bf16", "bf16-mixed"),
                    help="rlvr's training precision (TRL trains bfloat16 weights here)")
+    p.add_argument("--packing", action="store_true", help="rlvr's update on packed rows (grpo.packing)")
     p.add_argument("--skip", default="", help="comma list: trl, rlvr")
     p.add_argument("--out", default=out_path("bench_grpo_step.json"))
     args = p.parse_args(argv)
@@ -213,10 +221,10 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     title = (f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, "
-             f"{shape_label(SHAPE)} bf16, rlvr precision {PRECISION}")
+             f"{shape_label(SHAPE)} bf16, rlvr precision {PRECISION}{', packed update' if PACKING else ''}")
     print_table(title, rows, baseline="TRL GRPOTrainer (HF generate)")
     save(args.out, title, rows, {"shape": SHAPE, "prompts": PROMPTS, "group": GROUP, "prompt_len": PROMPT_LEN,
-                                 "new_tokens": NEW_TOKENS})
+                                 "new_tokens": NEW_TOKENS, "packing": PACKING})
     return 0
 
 

@@ -5,7 +5,7 @@
 #   chain, chain_lora, default_recipe (learning runs: records in $OUT/<recipe>.tar.gz), tests_precision,
 #   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K),
 #   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm)
-#   perf16 (issue 16's rows: about 210 s expected, 330 s at most; $OUT/perf16_*.json),
+#   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
@@ -51,6 +51,8 @@ perf16() {
     --prompt-len 128 --new-tokens 512 --steps 5
   perf16_row grpo_1.5b_mixed 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
     --prompt-len 128 --new-tokens 512 --steps 5 --precision bf16-mixed
+  perf16_row grpo_1.5b_packed 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
+    --prompt-len 128 --new-tokens 512 --steps 5 --packing
 }
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 for part in "$@"; do

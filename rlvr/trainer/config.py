@@ -68,6 +68,14 @@ class GRPOConfig:
     """Sequences per forward/backward pass (gradient accumulation); 0 = the whole local batch."""
     num_iterations: int = 1
     """mu: optimizer updates per batch of rollouts; > 1 computes old log-probs and clips the ratio."""
+    packing: bool = False
+    """Run the update's forwards padding-free: each sequence's real tokens packed end to end into
+    rows, positions restarting per sequence, attention kept within each sequence (block-causal
+    mask, or flash-attention varlen). Same log-probs and gradients; no pad-token compute."""
+    packing_row_tokens: int = 0
+    """With packing: tokens per packed row at most (a longer sequence gets its own row); 0 = the
+    longest sequence of the micro-batch, so rows are never wider than the padded ones (sdpa and
+    eager attend over whole rows: wider rows cost attention where flash varlen would not)."""
 
     # --- algorithm
     advantage: str = "grpo"
@@ -121,7 +129,7 @@ class GRPOConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         nonneg = ("micro_batch_size", "save_every", "keep_last", "sample_every", "warmup_steps",
-                  "num_samples", "weight_decay", "max_grad_norm", "beta")
+                  "num_samples", "weight_decay", "max_grad_norm", "beta", "packing_row_tokens")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

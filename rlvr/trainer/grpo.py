@@ -35,6 +35,7 @@ from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completio
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
+from rlvr.trainer.packing import packed_completion_hidden
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
 from rlvr.trainer.prompts import PromptEncoder, context_limit
 from rlvr.trainer.signals import Interrupted, catch_stop_signals
@@ -376,7 +377,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
         # gradient all-reduce only on the last micro-batch (identical count on every process)
         sync = distributed.accumulation(acc, model, last=j == len(starts) - 1)
         with sync, acc.autocast(), contextlib.ExitStack() as after_forward:
-            hidden = completion_hidden(model, part)
+            hidden = _hidden(model, part, cfg)
             w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
             loss, m = fused_policy_loss(
                 _temper(hidden, cfg), w, part.targets, part.mask, advantages[rows],
@@ -448,6 +449,13 @@ def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:
                           num_local_tokens=max(local_tokens, 1.0), num_processes=acc.num_processes)
 
 
+def _hidden(model, batch: TrainBatch, cfg: GRPOConfig) -> torch.Tensor:
+    """(N, T, H) hidden states predicting the completion tokens: padded rows, or packed ones."""
+    if cfg.packing:
+        return packed_completion_hidden(model, batch, cfg.packing_row_tokens)
+    return completion_hidden(model, batch)
+
+
 def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
     """logits / tau = (hidden / tau) W^T: the loss scores the distribution that was sampled."""
     tau = cfg.sampling.temperature
@@ -461,7 +469,7 @@ def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logp
     for s in range(0, batch.targets.shape[0], mb):
         part = batch.rows(slice(s, s + mb))
         with acc.autocast(), contextlib.ExitStack() as after_forward:
-            hidden = completion_hidden(model, part)
+            hidden = _hidden(model, part, cfg)
             w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
             logp, _ = token_logprobs(_temper(hidden, cfg), w, part.targets, mask=part.mask,
                                      backend=cfg.kernels)

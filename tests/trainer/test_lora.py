@@ -7,19 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlvr.models import LoraSettings, ModelConfig, TinyModelConfig, load_policy
 from rlvr.rewards import compute_rewards
 from rlvr.trainer import run_grpo
 
-from grpo_fixtures import SevensTask, small_config
-
-
-def lora_policy():
-    cfg = ModelConfig(name_or_path="tiny", gradient_checkpointing=True,
-                      tiny=TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                                           max_position_embeddings=128),
-                      lora=LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
-    return load_policy(cfg, device="cpu")
+from grpo_fixtures import SevensTask, lora_policy, small_config
 
 
 def lora_config(**overrides):
