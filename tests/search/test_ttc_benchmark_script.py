@@ -1,0 +1,44 @@
+"""The script that makes the test-time compute table on a GPU, run end to end on a tiny policy:
+both phases, every method, the records it promises. A device call is too dear to find a broken
+argument there."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ttc_smollm2.py"
+
+
+@pytest.fixture(scope="module")
+def ttc():
+    spec = importlib.util.spec_from_file_location("ttc_smollm2", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
+    common = ["--policy", "tiny", "--work", str(tmp_path / "work"), "--template", "r1", "--levels", "1,2",
+              "--max-new-tokens", "16", "--max-step-tokens", "8", "--device", "cpu"]
+    assert ttc.main(["rm", *common, "--train-problems", "3", "--num-generations", "2", "--rollouts-per-step", "2",
+                     "--rm-batch", "4", "--rm-epochs", "1", "--rm-pairwise", "1"]) == 0
+    facts = json.loads((tmp_path / "work" / "rm_facts.json").read_text())
+    assert set(facts["models"]) == {"orm", "prm_hard", "prm_soft"}
+    assert facts["prm_choice"]["model"] in ("prm_hard", "prm_soft")
+    for name in facts["models"]:
+        assert (tmp_path / "work" / name / "reward_model.json").is_file()
+    out = tmp_path / "out"
+    assert ttc.main(["search", *common, "--out", str(out), "--num-problems", "2", "--ns", "1,2", "--live-ns", "2",
+                     "--live", "beam_search,dvts,mcts,adaptive"]) == 0
+    record = json.loads((out / "ttc.json").read_text())
+    methods = {p["method"] for p in record["points"]}
+    assert {"majority_vote", "best_of_n (ORM)", "best_of_n (PRM)", "weighted_vote (PRM)", "beam_search (PRM)",
+            "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "pass@N (coverage bound)"} <= methods
+    assert {p["difficulty"] for p in record["points"]} == {None, 1, 2}
+    assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "shorter"}
+    assert len(record["compute_optimal"]["levels"]) == 2
+    pools = json.loads((out / "pools.json").read_text())
+    assert len(pools) == 4 and all(len(p["correct"]) == 2 and set(p["scores"]) == {"orm", "prm"} for p in pools)
+    for name in ("ttc.md", "accuracy_vs_n.png", "accuracy_vs_tokens.png"):
+        assert (out / name).stat().st_size > 0
