@@ -1,0 +1,35 @@
+"""The GPU benchmarks' entry points on the CPU at a tiny shape: every option the device parts pass
+parses and runs, and each writes the JSON record it promises (no timing is checked)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str, out: Path) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_rollout_benchmark_fixed_and_variable_lengths_with_and_without_compaction(tmp_path):
+    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines", "fast,fast_nocompact",
+                       "--workload", "both", "--sizes", "8", "--prompt-len", "8", "--new-tokens", "16", "--reps", "1",
+                       out=tmp_path / "rollout.json")
+    names = [row["name"] for row in record["rows"]]
+    assert len(names) == 4 and sum("variable lengths" in n for n in names) == 2
+    assert all(row["value"] > 0 for row in record["rows"])
+
+
+@pytest.mark.parametrize("extra", [[], ["--precision", "bf16-mixed", "--packing"]])
+def test_grpo_step_benchmark_runs_rlvr_with_its_options(tmp_path, extra):
+    record = run_bench("bench_grpo_step.py", "--device", "cpu", "--shape", "tiny", "--prompts", "2", "--group", "2",
+                       "--prompt-len", "8", "--new-tokens", "8", "--steps", "2", "--skip", "trl", *extra,
+                       out=tmp_path / "grpo.json")
+    assert [row["name"] for row in record["rows"]] == ["rlvr run_grpo (fast engine + triton loss)"]
+    assert len(record["rows"][0]["samples"]) == 2
