@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--levels", default="1,2,3,4,5")
     p.add_argument("--template", default="r1_chat", help="the prompt template the policy was trained with")
     p.add_argument("--train-problems", type=int, default=64, help="RM training problems per level")
-    p.add_argument("--num-generations", type=int, default=4, help="solutions labelled per training problem")
+    p.add_argument("--num-generations", type=int, default=8,
+                   help="solutions labelled per training problem (more gives the ranking more pairs per problem)")
     p.add_argument("--rollouts-per-step", type=int, default=8, help="Math-Shepherd rollouts from each step")
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--rm-lr", type=float, default=2e-5)
@@ -250,8 +251,8 @@ def phase_search(args) -> int:
     live_ns = parse_ints(args.live_ns, "--live-ns")
     methods = live_methods([m for m in args.live.split(",") if m], agg, threshold, args.max_new_tokens)
     outcomes, live_seconds, skipped = [], {}, []
-    for label, spec in methods.items():
-        for n in live_ns:
+    for n in live_ns:  # every method at a budget before any at the next: a deadline cuts the largest N
+        for label, spec in methods.items():
             if time.time() - start > args.deadline:
                 skipped.append(f"{label} N={n}")
                 continue
