@@ -100,17 +100,6 @@ def problems(args, tokenizer, split: str, per_level: int):
     return out
 
 
-def within_problem_auc(groups: list[tuple[list[float], list[bool]]]) -> float | None:
-    """P(a correct solution outscores an incorrect one of the same problem), ties half."""
-    wins = pairs = 0.0
-    for scores, correct in groups:
-        good = [s for s, c in zip(scores, correct) if c]
-        bad = [s for s, c in zip(scores, correct) if not c]
-        wins += sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
-        pairs += len(good) * len(bad)
-    return wins / pairs if pairs else None
-
-
 # ---- phase 1: reward models --------------------------------------------------------------------
 def phase_rm(args) -> dict:
     import random
@@ -178,6 +167,7 @@ def outcome_of(soft, prompts) -> list[bool]:
 
 def validation_auc(model, records, correct: list[bool], aggregation: str) -> float | None:
     """Within-problem AUC of the model's solution scores on validation records."""
+    from rlvr.eval.curves import within_problem_auc
     from rlvr.reward_models.model import aggregate
 
     step_scores = model.step_scores_many([(r.prompt, r.steps) for r in records])
@@ -214,7 +204,7 @@ def live_methods(names: list[str], aggregation: str, threshold: float, max_new_t
 def phase_search(args) -> int:
     import torch
 
-    from rlvr.eval.curves import build_pools, compute_optimal, pool_curves
+    from rlvr.eval.curves import build_pools, compute_optimal, scorer_auc, within_problem_auc
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.model import load_reward_model
     from rlvr.search import RewardModelScorer
@@ -240,14 +230,15 @@ def phase_search(args) -> int:
     rename = {"majority": "majority_vote", "best_of_n[orm]": "best_of_n (ORM)", "best_of_n[prm]": "best_of_n (PRM)",
               "weighted_vote[orm]": "weighted_vote (ORM)", "weighted_vote[prm]": "weighted_vote (PRM)",
               "pass@N": "pass@N (coverage bound)"}
-    auc = {k: _pool_auc(pools, k) for k in ("orm", "prm")}
+    auc = {k: scorer_auc(pools, k) for k in ("orm", "prm")}
     # Length as a scorer: how far a reward model's ranking could come from length alone.
     auc["shorter"] = within_problem_auc([([-t for t in p.tokens], p.correct) for p in pools])
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
     # only (the second half is where the compute-optimal choice is measured).
     half_a = [i for i in range(len(held_out)) if i % 2 == 0]
-    threshold = min(1.0, calibrate_threshold([pools[i].scores["prm"][j] for i in half_a for j in range(len(pools[i].correct))],
-                                    [pools[i].correct[j] for i in half_a for j in range(len(pools[i].correct))]))  # inf: none was right
+    scores = [s for i in half_a for s in pools[i].scores["prm"]]
+    correct = [c for i in half_a for c in pools[i].correct]
+    threshold = min(1.0, calibrate_threshold(scores, correct))  # calibration says inf when none was right
     live_ns = parse_ints(args.live_ns, "--live-ns")
     methods = live_methods([m for m in args.live.split(",") if m], agg, threshold, args.max_new_tokens)
     outcomes, live_seconds, skipped = [], {}, []
@@ -295,10 +286,6 @@ def phase_search(args) -> int:
     (args.out / "pools.json").write_text(json.dumps([asdict(p) for p in pools], separators=(",", ":")))
     print(report, flush=True)
     return 0
-
-
-def _pool_auc(pools, scorer):
-    return within_problem_auc([(p.scores[scorer], p.correct) for p in pools])
 
 
 def _points(pools, outcomes, indices, ns, rename, seed):

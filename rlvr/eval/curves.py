@@ -118,11 +118,16 @@ def scorer_auc(pools: list[SamplePool], scorer: str) -> float | None:
     sample of the same problem (ties count half), over all such pairs. None when no problem has
     both. Best-of-N can only beat majority vote where this is high (the chapter's coverage vs
     discrimination)."""
+    return within_problem_auc([(pool.scores[scorer], pool.correct) for pool in pools])
+
+
+def within_problem_auc(groups: list[tuple[list[float], list[bool]]]) -> float | None:
+    """P(a correct item outscores an incorrect one of the same group), ties half, over every such
+    pair of every (scores, correct) group; None without a pair."""
     wins = pairs = 0.0
-    for pool in pools:
-        scores = pool.scores[scorer]
-        good = [s for s, c in zip(scores, pool.correct) if c]
-        bad = [s for s, c in zip(scores, pool.correct) if not c]
+    for scores, correct in groups:
+        good = [s for s, c in zip(scores, correct) if c]
+        bad = [s for s, c in zip(scores, correct) if not c]
         wins += sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
         pairs += len(good) * len(bad)
     return wins / pairs if pairs else None

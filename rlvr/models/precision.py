@@ -70,7 +70,7 @@ class GenerationWeights:
         masters = list(model.parameters())
         floats = [p for p in masters if p.is_floating_point()]
         # Already in the generation dtype, or narrower (a wider copy would only be slower).
-        if dtype is None or all(p.dtype == dtype or p.element_size() < _size(dtype) for p in floats):
+        if dtype is None or all(p.dtype == dtype or p.dtype.itemsize < dtype.itemsize for p in floats):
             self.model, self._pairs = model, []
             return
         self.model = frozen_copy(model, dtype)
@@ -86,10 +86,6 @@ class GenerationWeights:
         if self._pairs:
             copies, masters = zip(*self._pairs)
             torch._foreach_copy_(list(copies), list(masters))
-
-
-def _size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 def frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -71,14 +71,19 @@ def batch_loss(model: RewardModel, records: list[LabeledSolution], pairwise_weig
     return loss
 
 
-def pairwise_loss(final_logits: torch.Tensor, records: list[LabeledSolution]) -> torch.Tensor:
-    """Mean of -log σ(z_right - z_wrong) over the (right, wrong) pairs of each problem; 0 without pairs.
-    Right: final label >= 0.5."""
+def by_problem(records: list[LabeledSolution]) -> list[list[int]]:
+    """Record indices grouped by problem (prompt), in order of first appearance."""
     groups: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
         groups.setdefault(rec.prompt, []).append(i)
+    return list(groups.values())
+
+
+def pairwise_loss(final_logits: torch.Tensor, records: list[LabeledSolution]) -> torch.Tensor:
+    """Mean of -log σ(z_right - z_wrong) over the (right, wrong) pairs of each problem; 0 without pairs.
+    Right: final label >= 0.5."""
     right, wrong = [], []
-    for idx in groups.values():
+    for idx in by_problem(records):
         good = [i for i in idx if records[i].labels[-1] >= 0.5]
         bad = [i for i in idx if records[i].labels[-1] < 0.5]
         right += [g for g in good for _ in bad]
@@ -93,10 +98,7 @@ def pairwise_loss(final_logits: torch.Tensor, records: list[LabeledSolution]) ->
 def problem_batches(records: list[LabeledSolution], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of whole problems (every solution of a problem in one batch), about
     `batch_size` solutions each."""
-    groups: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        groups.setdefault(rec.prompt, []).append(i)
-    order = list(groups.values())
+    order = by_problem(records)
     rng.shuffle(order)
     batches, current = [], []
     for idx in order:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rlvr.rollout.base import SamplingParams
 from rlvr.search.base import Problem, SearchResult, get_method, run_search
-from rlvr.search.context import Completion, SearchContext, generate
+from rlvr.search.context import Completion, SearchContext, generate, score_items
 
 
 @dataclass
@@ -46,11 +46,10 @@ class RoundStats:
 class _Gatherer:
     """Collects one pending request per running search; the main thread serves full rounds."""
 
-    def __init__(self, ctx: SearchContext, workers: int, max_rows: int):
-        self.ctx, self.live, self.max_rows = ctx, workers, max_rows
+    def __init__(self, ctx: SearchContext, workers: int, max_rows: int, stats: RoundStats):
+        self.ctx, self.live, self.max_rows, self.stats = ctx, workers, max_rows, stats
         self.pending: dict[int, _Request] = {}
         self.cond = threading.Condition()
-        self.stats = RoundStats()
 
     # ---- worker side ---------------------------------------------------------------------
     def call(self, worker: int, request: _Request):
@@ -106,14 +105,8 @@ class _Gatherer:
             r.result, out = out[: len(r.payload[0])], out[len(r.payload[0]):]
 
     def _score(self, group: list[_Request]) -> None:
-        scorer = self.ctx.scorers[group[0].key[0]]
-        aggregation = group[0].key[1]
-        items = [(r.payload[0], r.payload[1]) for r in group]
-        many = getattr(scorer, "score_many", None)
-        if many is not None:  # one pass over every problem's texts
-            results = many(items, aggregation)
-        else:
-            results = [scorer.score(problem, texts, aggregation) for problem, texts in items]
+        scorer, aggregation = self.ctx.scorers[group[0].key[0]], group[0].key[1]
+        results = score_items(scorer, [r.payload for r in group], aggregation)  # one pass when it can
         self.stats.scorer_calls += 1
         for r, scores in zip(group, results):
             r.result = scores
@@ -128,7 +121,8 @@ class _ProblemView(SearchContext):
         self._gatherer, self._worker = gatherer, worker
 
     def _generate(self, prefixes: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
-        key = (n, params.max_new_tokens, params.temperature, params.top_p, params.top_k, tuple(params.stop))
+        # every sampling field (seed included), lists as tuples: equal keys share an engine call
+        key = (n, *(tuple(v) if isinstance(v, list) else v for v in vars(params).values()))
         return self._gatherer.call(self._worker, _Request("sample", key, (prefixes, n, params)))
 
     def _score(self, scorer: str, problem, texts: list[str], aggregation: str) -> list[float]:
@@ -146,6 +140,7 @@ def run_search_batch(name: str, problems: list[Problem], ctx: SearchContext, cfg
     get_method(name)  # an unknown name fails before any thread starts
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+    stats = stats if stats is not None else RoundStats()
     results: list[SearchResult] = []
     for start in range(0, len(problems), max_concurrent):
         results += _search_wave(name, problems[start:start + max_concurrent], ctx, cfg, max_rows, stats)
@@ -153,9 +148,9 @@ def run_search_batch(name: str, problems: list[Problem], ctx: SearchContext, cfg
 
 
 def _search_wave(name: str, problems: list[Problem], ctx: SearchContext, cfg, max_rows: int,
-                 stats: RoundStats | None) -> list[SearchResult]:
+                 stats: RoundStats) -> list[SearchResult]:
     """One thread per problem, all served together."""
-    gatherer = _Gatherer(ctx, len(problems), max_rows)
+    gatherer = _Gatherer(ctx, len(problems), max_rows, stats)
     views = [_ProblemView(ctx, gatherer, i) for i in range(len(problems))]
     results: list[SearchResult | None] = [None] * len(problems)
     errors: list[BaseException] = []
@@ -176,9 +171,6 @@ def _search_wave(name: str, problems: list[Problem], ctx: SearchContext, cfg, ma
         t.join()
     ctx.generated_tokens += sum(v.generated_tokens for v in views)
     ctx.scored_tokens += sum(v.scored_tokens for v in views)
-    if stats is not None:
-        for f in ("rounds", "engine_calls", "scorer_calls", "requests"):
-            setattr(stats, f, getattr(stats, f) + getattr(gatherer.stats, f))
     if errors:
         raise errors[0]
     return results

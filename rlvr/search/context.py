@@ -99,11 +99,8 @@ class SearchContext:
         """`score` for (problem, texts) items of several problems; a reward model scores them all
         in shared forwards."""
         chosen = self.scorer(scorer)
-        many = getattr(chosen, "score_many", None)
-        if many is None:
-            return [self.score(scorer, problem, texts, aggregation) for problem, texts in items]
         self.scored_tokens += sum(chosen.num_tokens(problem, texts) for problem, texts in items)
-        return many(items, aggregation)
+        return score_items(chosen, items, aggregation)
 
     def _score(self, scorer: str, problem, texts: list[str], aggregation: str) -> list[float]:
         """The scorer call itself (a batched view gathers these across problems)."""
@@ -133,6 +130,15 @@ class SearchContext:
         """n next steps for each prefix: generation stops right after the step separator."""
         cap = min(self.generation.max_step_tokens, max_tokens or self.generation.max_step_tokens)
         return self.sample(prefixes, n, max(1, cap), stop=[self.separator])
+
+
+def score_items(scorer, items: list[tuple], aggregation: str) -> list[list[float]]:
+    """Scores of (problem, texts) items: in the scorer's shared forwards when it has `score_many`,
+    else problem by problem."""
+    many = getattr(scorer, "score_many", None)
+    if many is not None:
+        return many(items, aggregation)
+    return [scorer.score(problem, texts, aggregation) if texts else [] for problem, texts in items]
 
 
 def generate(engine, tokenizer, prefixes: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:

@@ -116,17 +116,16 @@ def completion_hidden(model, batch: TrainBatch) -> torch.Tensor:
     sync); `logits_to_keep=1` keeps the full (N, L, V) logits from ever being built: the loss
     computes log-probs from these hidden states and the lm_head weight in chunks.
     """
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        output_hidden_states=True,
-        logits_to_keep=1,
-        use_cache=False,
-    )
-    hidden = out.hidden_states[-1]  # (N, P+T, H), after the final norm
+    hidden = final_hidden(model, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids)  # (N, P+T, H)
     p, t = batch.prompt_width, batch.targets.shape[1]
     return hidden[:, p - 1:p - 1 + t]  # (N, T, H)
+
+
+def final_hidden(model, **inputs) -> torch.Tensor:
+    """The model's last hidden states (after the final norm) for `inputs`, without logits for
+    every position (`logits_to_keep=1`) or a KV cache."""
+    return model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False).hidden_states[-1]
 
 
 def output_weight(model) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvr.trainer.batch import TrainBatch
+from rlvr.trainer.batch import TrainBatch, final_hidden
 
 FILLER_ID = 0
 """Token id of a row's unused tail (any id works: the tail attends only to itself)."""
@@ -105,17 +105,14 @@ def packed_completion_hidden(model, batch: TrainBatch, row_tokens: int = 0) -> t
     """`completion_hidden(model, batch)` computed on packed rows: the same (N, T, H) hidden states
     at every completion token, zeros at the completion padding."""
     rows = pack(batch, row_tokens)
-    out = model(
+    hidden = final_hidden(
+        model,
         input_ids=rows.input_ids,
         attention_mask=None,  # positions that restart mark the sequences (see the module docstring)
         position_ids=rows.position_ids,
         cu_seq_lens_q=rows.cu_seq_lens, cu_seq_lens_k=rows.cu_seq_lens,
         max_length_q=rows.max_length, max_length_k=rows.max_length,
-        output_hidden_states=True,
-        logits_to_keep=1,
-        use_cache=False,
-    )
-    hidden = out.hidden_states[-1]  # (R, W, H), after the final norm
+    )  # (R, W, H)
     flat = hidden.reshape(-1, hidden.shape[-1])
     flat = torch.cat([flat, flat.new_zeros(1, flat.shape[-1])])  # index R*W: the zero row for padding
     n, t = batch.targets.shape

@@ -62,8 +62,8 @@ def evaluate(policy, examples, prompt_format, cfg: EvalStageConfig, seed: int) -
 
     check_prompt_cap(policy, cfg)
     greedy_params = SamplingParams.of(cfg.sampling, temperature=0.0)
-    greedy = sample_and_verify(policy, examples, prompt_format, 1, greedy_params, cfg.batch_size, desc="eval greedy", max_prompt_length=cfg.max_prompt_length,
-                               engine=cfg.engine)
+    greedy = sample_and_verify(policy, examples, prompt_format, 1, greedy_params, cfg.batch_size,
+                               desc="eval greedy", max_prompt_length=cfg.max_prompt_length, engine=cfg.engine)
     firsts = [g[0] for g in greedy]
     metrics = {
         "accuracy": sum(s.correct for s in firsts) / len(firsts),
