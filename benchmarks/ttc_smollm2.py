@@ -9,10 +9,14 @@ Two phases, so each fits one device call after the SmolLM2 R1 chain has trained 
 
 `rm`: the policy samples solutions to *training* problems (never the held-out ones); Math-Shepherd
 labels come from rollouts from every step prefix (a step is one line of the worked solution); from
-one labelling pass come the ORM labels (the outcome), the PRM's hard labels (any rollout correct)
-and soft labels (the fraction). Three reward models (copies of the policy's backbone with a value
-head, float32 weights) are trained; a tenth of the training problems is kept back to choose the
-PRM (hard or soft) and its aggregation by within-problem AUC.
+one labelling pass come the PRM's hard labels (any rollout correct) and soft labels (the fraction).
+The ORM needs outcomes only, so it also gets more problems (`--orm-problems`, no rollouts) and is
+trained several times (`--orm-variants`: on the PRM's solutions, on growing fractions of all
+outcome-labelled problems, on problems with both outcomes only) to measure whether more data or
+within-problem data moves its ranking. Every reward model is a copy of the policy's backbone with a
+value head (float32 weights); a tenth of the training problems is kept back, and every model's
+within-problem AUC on those solutions chooses the ORM kept, the PRM (hard or soft) and its
+aggregation; AUC on solutions it trained on is reported beside it (fit against generalisation).
 `search`: on the held-out problems, majority vote, ORM/PRM best-of-N and weighted vote from one
 pool of max(N) samples per problem (subsampled for every N), and beam search, DVTS, MCTS and
 adaptive search run live, all problems at once. Then the compute-optimal choice per difficulty,
@@ -46,6 +50,13 @@ def parse_args(argv=None):
     p.add_argument("--train-problems", type=int, default=64, help="RM training problems per level")
     p.add_argument("--num-generations", type=int, default=8,
                    help="solutions labelled per training problem (more gives the ranking more pairs per problem)")
+    p.add_argument("--orm-problems", type=int, default=96,
+                   help="more ORM training problems per level (outcome labels only: no rollouts)")
+    p.add_argument("--orm-generations", type=int, default=16, help="solutions per extra ORM problem")
+    p.add_argument("--orm-variants", default="prm_set,0.25,0.5,1,1_mixed",
+                   help="ORM study rows: prm_set (the PRM's solutions), fractions of every outcome-labelled "
+                        "problem, + _mixed (problems with both outcomes only); the best by validation AUC is kept")
+    p.add_argument("--rm-mixed-only", action="store_true", help="PRMs train on problems with both outcomes only")
     p.add_argument("--rollouts-per-step", type=int, default=8, help="Math-Shepherd rollouts from each step")
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--rm-lr", type=float, default=2e-5)
@@ -85,7 +96,8 @@ def setup(args):
     return SearchContext(engine, policy.tokenizer, generation), policy
 
 
-def problems(args, tokenizer, split: str, per_level: int):
+def problems(args, tokenizer, split: str, per_level: int, skip: int = 0):
+    """`per_level` problems of each level (the training stream after its first `skip`, or held out)."""
     from rlvr.search import Problem
     from rlvr.cli_setup import parse_ints
     from rlvr.tasks import make_task
@@ -95,6 +107,8 @@ def problems(args, tokenizer, split: str, per_level: int):
     out = []
     for level in parse_ints(args.levels, "--levels"):
         task = make_task(args.task, seed=args.seed, difficulty=level)
+        if split == "train" and skip:
+            task.sample(skip)  # the stream's first problems went elsewhere (the PRM's)
         examples = task.sample(per_level) if split == "train" else task.held_out(per_level)
         out += [Problem(fmt.render(ex, tokenizer), ex) for ex in examples]
     return out
@@ -104,9 +118,7 @@ def problems(args, tokenizer, split: str, per_level: int):
 def phase_rm(args) -> dict:
     import random
 
-    from rlvr.reward_models.fit import FitConfig, make_backbone_model
-    from rlvr.reward_models.labels import LabeledSolution, prm_labels
-    from rlvr.reward_models.train import RewardTrainConfig, evaluate_loss, train_reward_model
+    from rlvr.reward_models.labels import LabeledSolution, orm_labels, prm_labels
 
     start = time.time()
     ctx, policy = setup(args)
@@ -119,39 +131,53 @@ def phase_rm(args) -> dict:
     print(f"labelled {len(soft)} solutions ({sum(len(r.labels) for r in soft)} steps) in {labelled - start:.0f} s",
           flush=True)
     outcome = [float(r.labels[-1] >= 1.0) for r in soft]
-    records = {
-        "orm": [LabeledSolution(r.prompt, r.steps, [o]) for r, o in zip(soft, outcome)],
+    prm_set_orm = [LabeledSolution(r.prompt, r.steps, [o]) for r, o in zip(soft, outcome)]
+    # More outcome-labelled solutions, on problems after the PRM's in each level's stream: the ORM's
+    # labels need no rollouts, so its data can grow cheaply (the data-scaling rows below).
+    extra = problems(args, policy.tokenizer, "train", args.orm_problems, skip=args.train_problems)
+    random.Random(args.seed + 1).shuffle(extra)
+    extra_pairs = [(p.prompt, p.example) for p in extra if p.prompt not in {q.prompt for q in train}]
+    extra_orm = orm_labels(ctx, extra_pairs, args.orm_generations, rows_per_call=args.max_rows) if extra_pairs else []
+    val_prompts = {p.prompt for p in train[:n_val]} | {p for p, _ in extra_pairs[:len(extra_pairs) // 10]}
+    # Every model is judged on the same held-back solutions, by within-problem AUC of its final score.
+    val = [r for r in prm_set_orm + extra_orm if r.prompt in val_prompts]
+    val_correct = [r.labels[-1] >= 1.0 for r in val]
+    facts = {"policy": args.policy, "train_problems": len(train), "orm_extra_problems": len(extra_pairs),
+             "validation_problems": len({r.prompt for r in val}), "validation_solutions": len(val),
+             "solutions": len(soft), "orm_extra_solutions": len(extra_orm),
+             "steps": sum(len(r.labels) for r in soft), "solution_accuracy": _mean(outcome),
+             "step_label_mean_soft": _mean([x for r in soft for x in r.labels[:-1]]),
+             "step_label_positive_hard": _mean([x > 0 for r in soft for x in r.labels[:-1]]),
+             "label_seconds": labelled - start, "orm_label_seconds": time.time() - labelled,
+             "validation_auc_shorter": _auc([-len("".join(r.steps)) for r in val], val, val_correct),
+             "models": {}, "orm_study": {}}
+    print(f"ORM data: {len(extra_orm)} more solutions to {len(extra_pairs)} problems in "
+          f"{facts['orm_label_seconds']:.0f} s; validation {len(val)} solutions", flush=True)
+    fit_prm_set = [r for r in prm_set_orm if r.prompt not in val_prompts]
+    fit_all = fit_prm_set + [r for r in extra_orm if r.prompt not in val_prompts]
+    for variant in [v for v in args.orm_variants.split(",") if v]:
+        records, mixed = orm_variant_records(variant, fit_prm_set, fit_all, args.seed)
+        model, info = train_one(args, ctx, policy, "orm", "hard", records, val, val_correct, mixed=mixed)
+        facts["orm_study"][variant] = info
+        print(f"orm[{variant}]: {json.dumps(info)}", flush=True)
+        best = max(facts["orm_study"].values(), key=lambda i: i["val_auc"]["last"] or 0.0)
+        if best is info and model is not None:  # the best ORM so far (by validation AUC) goes to search
+            model.save(args.work / "orm")
+            facts["models"]["orm"] = {**info, "variant": variant}
+        del model
+    prm_records = {
         "prm_hard": [LabeledSolution(r.prompt, r.steps, [float(x > 0.0) for x in r.labels[:-1]] + [o])
                      for r, o in zip(soft, outcome)],
         "prm_soft": soft,
     }
-    val_prompts = {p.prompt for p in train[:n_val]}
-    facts = {"policy": args.policy, "train_problems": len(train), "validation_problems": n_val,
-             "solutions": len(soft), "steps": sum(len(r.labels) for r in soft),
-             "solution_accuracy": sum(outcome) / len(outcome),
-             "step_label_mean_soft": _mean([x for r in soft for x in r.labels[:-1]]),
-             "step_label_positive_hard": _mean([x > 0 for r in soft for x in r.labels[:-1]]),
-             "label_seconds": labelled - start, "models": {}}
-    cfg = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=args.rm_lr, batch_size=args.rm_batch, seed=args.seed,
-                            pairwise_weight=args.rm_pairwise)
-    for name, recs in records.items():
-        kind = "orm" if name == "orm" else "prm"
-        fit = FitConfig(kind=kind, label_type="soft" if name == "prm_soft" else "hard")
-        model = make_backbone_model(policy.model, policy.tokenizer, fit, ctx.separator)
-        model.score_batch_size = args.score_batch
+    for name, recs in prm_records.items():
         fit_part = [r for r in recs if r.prompt not in val_prompts]
-        val_part = [r for r in recs if r.prompt in val_prompts]
-        t0 = time.time()
-        initial = evaluate_loss(model, val_part)
-        losses = train_reward_model(model, fit_part, cfg, progress=True)
-        facts["models"][name] = {
-            "records": len(fit_part), "initial_val_loss": initial, "val_loss": evaluate_loss(model, val_part),
-            "epoch_losses": losses, "train_seconds": time.time() - t0,
-            "val_auc": {agg: validation_auc(model, val_part, outcome_of(soft, val_prompts), agg)
-                        for agg in (AGGREGATIONS if kind == "prm" else ("last",))}}
+        model, info = train_one(args, ctx, policy, "prm", name.split("_")[1], fit_part, val, val_correct,
+                                mixed=args.rm_mixed_only)
+        facts["models"][name] = info
         model.save(args.work / name)
-        print(f"{name}: {json.dumps(facts['models'][name])}", flush=True)
-    prm_choice = max(((n, a) for n in ("prm_hard", "prm_soft") for a in AGGREGATIONS),
+        print(f"{name}: {json.dumps(info)}", flush=True)
+    prm_choice = max(((n, a) for n in prm_records for a in AGGREGATIONS),
                      key=lambda na: facts["models"][na[0]]["val_auc"][na[1]] or 0.0)
     facts["prm_choice"] = {"model": prm_choice[0], "aggregation": prm_choice[1]}
     facts["seconds"] = time.time() - start
@@ -161,22 +187,74 @@ def phase_rm(args) -> dict:
     return facts
 
 
-def outcome_of(soft, prompts) -> list[bool]:
-    return [r.labels[-1] >= 1.0 for r in soft if r.prompt in prompts]
+def orm_variant_records(variant: str, prm_set: list, every: list, seed: int) -> tuple[list, bool]:
+    """(training records, mixed problems only) of an ORM study row: `prm_set` (the PRM's own
+    solutions), a fraction of every outcome-labelled problem (`0.25`, `1`: whole problems, nested),
+    `_mixed` after either for problems with both outcomes only."""
+    import random
+
+    from rlvr.reward_models.train import by_problem
+
+    name, mixed = (variant[:-len("_mixed")], True) if variant.endswith("_mixed") else (variant, False)
+    if name == "prm_set":
+        return prm_set, mixed
+    try:
+        fraction = float(name)
+    except ValueError:
+        raise SystemExit(f"--orm-variants: unknown variant {variant!r} (prm_set, a fraction like 0.5, "
+                         "either + _mixed)") from None
+    groups = by_problem(every)
+    random.Random(seed).shuffle(groups)
+    kept = groups[:max(1, round(fraction * len(groups)))]
+    return [every[i] for idx in kept for i in idx], mixed
+
+
+def train_one(args, ctx, policy, kind: str, label_type: str, records, val, val_correct, mixed: bool):
+    """A reward model on a copy of the policy's backbone trained on `records`: (model, facts)."""
+    from rlvr.reward_models.fit import FitConfig, make_backbone_model
+    from rlvr.reward_models.train import (RewardTrainConfig, evaluate_loss, mixed_outcome_records,
+                                          train_reward_model)
+
+    cfg = RewardTrainConfig(epochs=args.rm_epochs, learning_rate=args.rm_lr, batch_size=args.rm_batch, seed=args.seed,
+                            pairwise_weight=args.rm_pairwise, mixed_problems_only=mixed)
+    model = make_backbone_model(policy.model, policy.tokenizer, FitConfig(kind=kind, label_type=label_type),
+                                ctx.separator)
+    model.score_batch_size = args.score_batch
+    used = mixed_outcome_records(records) if mixed else records
+    if not used:
+        return None, {"records": 0, "skipped": "no problem with both a right and a wrong solution",
+                      "val_auc": {"last": None}}
+    t0 = time.time()
+    losses = train_reward_model(model, records, cfg, progress=True)
+    seen = used[:: max(1, len(used) // 2000)]  # up to ~2000 training solutions: fit, against generalisation
+    seen_correct = [r.labels[-1] >= 0.5 for r in seen]
+    aggregations = AGGREGATIONS if kind == "prm" else ("last",)
+    info = {"records": len(used), "problems": len({r.prompt for r in used}), "mixed_problems_only": mixed,
+            "epoch_losses": losses, "train_seconds": time.time() - t0,
+            "val_auc": {agg: validation_auc(model, val, val_correct, agg) for agg in aggregations},
+            "train_auc": validation_auc(model, seen, seen_correct, "last")}
+    if kind == "orm":  # the validation records carry outcome labels only: a loss for the ORM alone
+        info["val_loss"] = evaluate_loss(model, val)
+    return model, info
+
+
+def _auc(scores: list[float], records, correct: list[bool]) -> float | None:
+    from rlvr.eval.curves import within_problem_auc
+
+    by_problem: dict[str, tuple[list[float], list[bool]]] = {}
+    for r, s, c in zip(records, scores, correct):
+        group = by_problem.setdefault(r.prompt, ([], []))
+        group[0].append(s)
+        group[1].append(c)
+    return within_problem_auc(list(by_problem.values()))
 
 
 def validation_auc(model, records, correct: list[bool], aggregation: str) -> float | None:
-    """Within-problem AUC of the model's solution scores on validation records."""
-    from rlvr.eval.curves import within_problem_auc
+    """Within-problem AUC of the model's solution scores (steps aggregated) on `records`."""
     from rlvr.reward_models.model import aggregate
 
     step_scores = model.step_scores_many([(r.prompt, r.steps) for r in records])
-    by_problem: dict[str, tuple[list[float], list[bool]]] = {}
-    for r, s, c in zip(records, step_scores, correct):
-        scores, flags = by_problem.setdefault(r.prompt, ([], []))
-        scores.append(aggregate(s, aggregation))
-        flags.append(c)
-    return within_problem_auc(list(by_problem.values()))
+    return _auc([aggregate(s, aggregation) for s in step_scores], records, correct)
 
 
 def _mean(xs) -> float:
@@ -262,8 +340,10 @@ def phase_search(args) -> int:
                          excluded="pass@N, the coverage bound")
     header = (f"Policy `{args.policy}`; {len(held_out)} held-out {args.task} problems ({args.num_problems} per level "
               f"{args.levels}); temperature {args.temperature}, max {args.max_new_tokens} new tokens, a step = one "
-              f"line. ORM and PRM ({choice['model']}, aggregation `{agg}`, chosen by validation AUC) trained on "
-              f"{facts['solutions']} solutions to {facts['train_problems']} training problems. Pool: {max(ns)} samples "
+              f"line. PRM ({choice['model']}, aggregation `{agg}`, chosen by validation AUC) trained on "
+              f"{facts['solutions']} solutions to {facts['train_problems']} training problems; ORM "
+              f"({facts['models']['orm'].get('variant', 'prm_set')}) on {facts['models']['orm']['records']} "
+              f"solutions. Pool: {max(ns)} samples "
               f"per problem in {pooled - start:.0f} s; live search {sum(live_seconds.values()):.0f} s; "
               f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}.")
     report = report.replace("\n\n", f"\n\n{header}\n\n", 1)

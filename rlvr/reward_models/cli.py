@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--pairwise-weight", type=float, default=0.0,
                    help="weight of a within-problem ranking term beside the BCE (0: BCE only)")
+    g.add_argument("--mixed-problems-only", action="store_true",
+                   help="train only on problems with both right and wrong sampled solutions")
     g.add_argument("--output-dir", required=True, help="where the reward model is saved")
 
 
@@ -49,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
                     rollouts_per_step=args.rollouts_per_step, label_type=args.label_type, backbone=args.backbone,
                     train=RewardTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
                                             batch_size=args.batch_size, seed=args.seed,
-                                            pairwise_weight=args.pairwise_weight))
+                                            pairwise_weight=args.pairwise_weight,
+                                            mixed_problems_only=args.mixed_problems_only))
     model, facts, _ = fit_reward_model(ctx, policy.model, problems, cfg)
     model.config.base = args.model
     path = model.save(args.output_dir)

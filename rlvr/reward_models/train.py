@@ -8,6 +8,8 @@ BCE alone can be lowered by learning how hard a *problem* looks, which says noth
 its solutions is right, and search only ever compares solutions of one problem. `pairwise_weight`
 adds a within-problem ranking term on the final score, -log σ(z_right - z_wrong) averaged over the
 (right, wrong) pairs of each problem (Bradley-Terry), and then batches whole problems together.
+`mixed_problems_only` goes further and trains only on problems whose solutions have both outcomes:
+a problem the policy always (or never) solves teaches only how hard it looks.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ class RewardTrainConfig:
     pairwise_weight: float = 0.0
     """Weight of the within-problem ranking term (0: BCE only). With it, a batch holds every
     solution of each problem it draws (about batch_size solutions)."""
+    mixed_problems_only: bool = False
+    """Train only on problems with at least one right and one wrong solution (final label >= 0.5
+    and < 0.5): within-problem signal only."""
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -79,6 +84,16 @@ def by_problem(records: list[LabeledSolution]) -> list[list[int]]:
     return list(groups.values())
 
 
+def mixed_outcome_records(records: list[LabeledSolution]) -> list[LabeledSolution]:
+    """The records of problems that have both a right (final label >= 0.5) and a wrong solution."""
+    keep = []
+    for idx in by_problem(records):
+        outcomes = {records[i].labels[-1] >= 0.5 for i in idx}
+        if len(outcomes) == 2:
+            keep += [records[i] for i in idx]
+    return keep
+
+
 def pairwise_loss(final_logits: torch.Tensor, records: list[LabeledSolution]) -> torch.Tensor:
     """Mean of -log σ(z_right - z_wrong) over the (right, wrong) pairs of each problem; 0 without pairs.
     Right: final label >= 0.5."""
@@ -113,6 +128,10 @@ def train_reward_model(model: RewardModel, records: list[LabeledSolution], cfg: 
                        progress: bool = False) -> list[float]:
     """Train in place; returns the mean loss of each epoch."""
     cfg = cfg or RewardTrainConfig()
+    if cfg.mixed_problems_only:
+        records = mixed_outcome_records(records)
+        if not records:
+            raise ValueError("mixed_problems_only: no problem has both a right and a wrong solution")
     if not records:
         raise ValueError("no labelled solutions to train on")
     rng = random.Random(cfg.seed)

@@ -230,3 +230,22 @@ def test_fit_config_refuses_the_old_samples_key_naming_the_new_one():
     with pytest.raises(ConfigError, match="samples_per_problem: renamed to num_generations"):
         from_dict(FitConfig, {"samples_per_problem": 4})
     assert from_dict(FitConfig, {"num_generations": 4}).num_generations == 4
+
+
+def test_mixed_problems_only_trains_on_problems_with_both_outcomes(toy, monkeypatch):
+    from rlvr.reward_models import train as train_module
+
+    recs = [LabeledSolution("A", ["x"], [1.0]), LabeledSolution("A", ["y"], [0.0]), LabeledSolution("B", ["x"], [1.0]),
+            LabeledSolution("B", ["y"], [1.0]), LabeledSolution("C", ["x"], [0.0]), LabeledSolution("C", ["z"], [0.4]),
+            LabeledSolution("A", ["z"], [0.0])]
+    assert [(r.prompt, r.steps) for r in train_module.mixed_outcome_records(recs)] == [
+        ("A", ["x"]), ("A", ["y"]), ("A", ["z"])]  # B always right, C always wrong (0.4 < 0.5)
+    seen = []
+    monkeypatch.setattr(train_module, "batch_loss",
+                        lambda model, batch, w: seen.extend(r.prompt for r in batch) or torch.ones((), requires_grad=True))
+    model, tok = toy
+    orm = RewardModel.from_policy(model, tok, "orm", step_separator="\n")
+    train_reward_model(orm, recs, RewardTrainConfig(epochs=1, batch_size=2, mixed_problems_only=True))
+    assert sorted(seen) == ["A", "A", "A"]
+    with pytest.raises(ValueError, match="no problem has both"):
+        train_reward_model(orm, recs[2:6], RewardTrainConfig(epochs=1, mixed_problems_only=True))

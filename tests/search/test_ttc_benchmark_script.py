@@ -22,9 +22,16 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
     common = ["--policy", "tiny", "--work", str(tmp_path / "work"), "--template", "r1", "--levels", "1,2",
               "--max-new-tokens", "16", "--max-step-tokens", "8", "--device", "cpu"]
     assert ttc.main(["rm", *common, "--train-problems", "3", "--num-generations", "2", "--rollouts-per-step", "2",
-                     "--rm-batch", "4", "--rm-epochs", "1", "--rm-pairwise", "1"]) == 0
+                     "--rm-batch", "4", "--rm-epochs", "1", "--rm-pairwise", "1", "--orm-problems", "2",
+                     "--orm-generations", "3", "--orm-variants", "prm_set,0.5,1,1_mixed"]) == 0
     facts = json.loads((tmp_path / "work" / "rm_facts.json").read_text())
     assert set(facts["models"]) == {"orm", "prm_hard", "prm_soft"}
+    study = facts["orm_study"]
+    assert list(study) == ["prm_set", "0.5", "1", "1_mixed"] and facts["orm_extra_solutions"] == 2 * 2 * 3
+    assert study["0.5"]["problems"] < study["1"]["problems"]  # nested fractions of the same problems
+    assert facts["models"]["orm"]["variant"] in study and facts["validation_solutions"] > 0
+    for info in study.values():
+        assert info.get("skipped") or ("train_auc" in info and "val_loss" in info)
     assert facts["prm_choice"]["model"] in ("prm_hard", "prm_soft")
     for name in facts["models"]:
         assert (tmp_path / "work" / name / "reward_model.json").is_file()
