@@ -50,12 +50,14 @@ def parse_args(argv=None):
     p.add_argument("--train-problems", type=int, default=64, help="RM training problems per level")
     p.add_argument("--num-generations", type=int, default=8,
                    help="solutions labelled per training problem (more gives the ranking more pairs per problem)")
-    p.add_argument("--orm-problems", type=int, default=96,
+    p.add_argument("--orm-problems", type=int, default=48,
                    help="more ORM training problems per level (outcome labels only: no rollouts)")
     p.add_argument("--orm-generations", type=int, default=16, help="solutions per extra ORM problem")
-    p.add_argument("--orm-variants", default="prm_set,0.25,0.5,1,1_mixed",
+    p.add_argument("--orm-variants", default="prm_set,0.5,1,1_mixed",
                    help="ORM study rows: prm_set (the PRM's solutions), fractions of every outcome-labelled "
                         "problem, + _mixed (problems with both outcomes only); the best by validation AUC is kept")
+    p.add_argument("--rm-deadline", type=float, default=240.0,
+                   help="seconds after which the rm phase trains no further ORM variant (one is always trained)")
     p.add_argument("--rm-mixed-only", action="store_true", help="PRMs train on problems with both outcomes only")
     p.add_argument("--rollouts-per-step", type=int, default=8, help="Math-Shepherd rollouts from each step")
     p.add_argument("--rm-epochs", type=int, default=2)
@@ -153,18 +155,7 @@ def phase_rm(args) -> dict:
              "models": {}, "orm_study": {}}
     print(f"ORM data: {len(extra_orm)} more solutions to {len(extra_pairs)} problems in "
           f"{facts['orm_label_seconds']:.0f} s; validation {len(val)} solutions", flush=True)
-    fit_prm_set = [r for r in prm_set_orm if r.prompt not in val_prompts]
-    fit_all = fit_prm_set + [r for r in extra_orm if r.prompt not in val_prompts]
-    for variant in [v for v in args.orm_variants.split(",") if v]:
-        records, mixed = orm_variant_records(variant, fit_prm_set, fit_all, args.seed)
-        model, info = train_one(args, ctx, policy, "orm", "hard", records, val, val_correct, mixed=mixed)
-        facts["orm_study"][variant] = info
-        print(f"orm[{variant}]: {json.dumps(info)}", flush=True)
-        best = max(facts["orm_study"].values(), key=lambda i: i["val_auc"]["last"] or 0.0)
-        if best is info and model is not None:  # the best ORM so far (by validation AUC) goes to search
-            model.save(args.work / "orm")
-            facts["models"]["orm"] = {**info, "variant": variant}
-        del model
+    # The PRMs first: the search needs them; the ORM study may be cut by the deadline.
     prm_records = {
         "prm_hard": [LabeledSolution(r.prompt, r.steps, [float(x > 0.0) for x in r.labels[:-1]] + [o])
                      for r, o in zip(soft, outcome)],
@@ -174,9 +165,27 @@ def phase_rm(args) -> dict:
         fit_part = [r for r in recs if r.prompt not in val_prompts]
         model, info = train_one(args, ctx, policy, "prm", name.split("_")[1], fit_part, val, val_correct,
                                 mixed=args.rm_mixed_only)
+        if model is None:
+            raise SystemExit(f"{name}: {info['skipped']} (drop --rm-mixed-only)")
         facts["models"][name] = info
         model.save(args.work / name)
         print(f"{name}: {json.dumps(info)}", flush=True)
+    fit_prm_set = [r for r in prm_set_orm if r.prompt not in val_prompts]
+    fit_all = fit_prm_set + [r for r in extra_orm if r.prompt not in val_prompts]
+    for variant in [v for v in args.orm_variants.split(",") if v]:
+        if facts["models"].get("orm") and time.time() - start > args.rm_deadline:
+            facts["orm_study"][variant] = {"skipped": f"past the {args.rm_deadline:.0f} s deadline",
+                                           "val_auc": {"last": None}}
+            continue
+        records, mixed = orm_variant_records(variant, fit_prm_set, fit_all, args.seed)
+        model, info = train_one(args, ctx, policy, "orm", "hard", records, val, val_correct, mixed=mixed)
+        facts["orm_study"][variant] = info
+        print(f"orm[{variant}]: {json.dumps(info)}", flush=True)
+        best = max(facts["orm_study"].values(), key=lambda i: i["val_auc"]["last"] or 0.0)
+        if best is info and model is not None:  # the best ORM so far (by validation AUC) goes to search
+            model.save(args.work / "orm")
+            facts["models"]["orm"] = {**info, "variant": variant}
+        del model
     prm_choice = max(((n, a) for n in prm_records for a in AGGREGATIONS),
                      key=lambda na: facts["models"][na[0]]["val_auc"][na[1]] or 0.0)
     facts["prm_choice"] = {"model": prm_choice[0], "aggregation": prm_choice[1]}

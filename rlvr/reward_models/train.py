@@ -51,12 +51,13 @@ class RewardTrainConfig:
             raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
 
 
-def batch_loss(model: RewardModel, records: list[LabeledSolution], pairwise_weight: float = 0.0) -> torch.Tensor:
+def batch_loss(model: RewardModel, records: list[LabeledSolution], pairwise_weight: float = 0.0,
+               encoded: list[tuple[list[int], list[int]]] | None = None) -> torch.Tensor:
     """Mean BCE over every scored position of the batch, plus the weighted within-problem ranking
-    term when `pairwise_weight` > 0."""
+    term when `pairwise_weight` > 0. `encoded`: the records' `model.positions`, when already made."""
     seqs, rows, cols, targets = [], [], [], []
     for b, rec in enumerate(records):
-        ids, positions = model.positions(rec.prompt, rec.steps)
+        ids, positions = encoded[b] if encoded is not None else model.positions(rec.prompt, rec.steps)
         if len(positions) != len(rec.labels):
             raise ValueError(
                 f"{model.config.kind} record with {len(rec.steps)} steps has {len(rec.labels)} labels; "
@@ -135,7 +136,10 @@ def train_reward_model(model: RewardModel, records: list[LabeledSolution], cfg: 
     if not records:
         raise ValueError("no labelled solutions to train on")
     rng = random.Random(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    on_cuda = next(model.parameters()).is_cuda
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=on_cuda or None)
+    encoded = [model.positions(r.prompt, r.steps) for r in records]  # tokenized once, not once per epoch
     model.train()
     epoch_losses = []
     order = list(range(len(records)))
@@ -147,7 +151,7 @@ def train_reward_model(model: RewardModel, records: list[LabeledSolution], cfg: 
             batches = [order[start:start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
         losses = []
         for batch in batches:
-            loss = batch_loss(model, [records[i] for i in batch], cfg.pairwise_weight)
+            loss = batch_loss(model, [records[i] for i in batch], cfg.pairwise_weight, [encoded[i] for i in batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -242,7 +242,7 @@ def test_mixed_problems_only_trains_on_problems_with_both_outcomes(toy, monkeypa
         ("A", ["x"]), ("A", ["y"]), ("A", ["z"])]  # B always right, C always wrong (0.4 < 0.5)
     seen = []
     monkeypatch.setattr(train_module, "batch_loss",
-                        lambda model, batch, w: seen.extend(r.prompt for r in batch) or torch.ones((), requires_grad=True))
+                        lambda model, batch, w, encoded: seen.extend(r.prompt for r in batch) or torch.ones((), requires_grad=True))
     model, tok = toy
     orm = RewardModel.from_policy(model, tok, "orm", step_separator="\n")
     train_reward_model(orm, recs, RewardTrainConfig(epochs=1, batch_size=2, mixed_problems_only=True))
