@@ -21,11 +21,11 @@ from test_fast import _model
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRETED else "cuda"
-DTYPES = [torch.float32] if INTERPRETED else [torch.float32, torch.bfloat16]  # the interpreter has no bf16 dot
+DTYPES = [torch.float32] if INTERPRETED else [torch.float32, torch.bfloat16]  # bf16 on the GPU only
 
 N, KV, HEADS, D, S = 4, 2, 14, 32, 320  # 7 query heads per KV head: not a power of two
 # with 3 splits each covers 128 columns (S / 3 rounded up to 64-column blocks): [0, 128), [128, 256), [256, 320)
-STARTS = [0, 3, 130, 250]  # left padding; 130 and 250 lie past one and two splits (capped at the column)
+STARTS = [0, 3, 130, 260]  # left padding; 130 and 260 lie past one and two splits (capped at the column)
 COLS = [5, 127, 128, 200, S - 1]  # inside the first split, its last column, on a boundary, mid-cache, the last
 
 
@@ -150,9 +150,9 @@ def test_decode_step_with_split_attention_equals_single_pass(fused_gemms):
 @pytest.mark.gpu
 @pytest.mark.skipif(INTERPRETED, reason="CUDA graphs")
 def test_engine_with_split_attention_decodes_as_the_single_pass_engine(monkeypatch):
-    """Forced to 3 splits, the CUDA-graph engine (compaction included) decodes the tokens and
-    log-probs of the engine without split-KV: columns past the first split, empty splits early
-    on, the scratch allocated inside the graph."""
+    """Forced to 3 splits, the CUDA-graph engine decodes the tokens and log-probs of the engine
+    without split-KV: columns past the first split, empty splits early on, the scratch allocated
+    inside the graph."""
     from rlvr.rollout import fast
     from rlvr.rollout.base import SamplingParams
 
@@ -166,11 +166,12 @@ def test_engine_with_split_attention_decodes_as_the_single_pass_engine(monkeypat
     outs = []
     for split_kv in (True, False):
         engine = FastEngine(model, tokenizer, FastEngineConfig(kernels="triton", length_bucket=192, split_kv=split_kv))
+        engine.eos_ids = []  # no stop token: every row runs all 120 steps, into the third split
         outs.append(engine.generate(_prompt_ids(tokenizer), 2, params))
         if split_kv:
             graphs = next(iter(engine._states.values())).graphs
             assert asked and set(asked) == set(graphs)
     split, single = outs
-    assert split.completion_ids == single.completion_ids
+    assert split.lengths == [120] * 6 and split.completion_ids == single.completion_ids
     for a, b in zip(split.logprobs, single.logprobs):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
