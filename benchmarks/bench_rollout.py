@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (SHAPES, Row, build_model, host_time_s, median, out_path, print_table,  # noqa: E402
                                save, shape_label)
 
-ENGINES = ("fast", "fast_nocompact", "fast_gemm", "fast_compiled", "fast_torch", "fast_torch_compiled", "hf_static",
-           "hf")
-"""fast: the default (triton kernels around cuBLAS GEMMs, finished rows compacted away);
-fast_nocompact: FastEngineConfig.compact=False; fast_gemm: with the norm-fused Triton GEMMs
+ENGINES = ("fast", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_compiled", "fast_torch", "fast_torch_compiled",
+           "hf_static", "hf")
+"""fast: the default (triton kernels around cuBLAS GEMMs, finished rows compacted away, split-KV
+attention on long caches); fast_nocompact: FastEngineConfig.compact=False; fast_nosplit:
+FastEngineConfig.split_kv=False; fast_gemm: with the norm-fused Triton GEMMs
 (FastEngineConfig.fuse_gemms=True); fast_torch: torch ops; *_compiled: + torch.compile."""
 EOS = 1  # the variable workload's EOS id (the prompts never contain it)
 
@@ -109,7 +110,7 @@ def fast_config(name: str, device: str) -> dict:
     """FastEngineConfig options of a fast engine name (the CPU smoke run has only torch ops)."""
     kernels = "torch" if "torch" in name or device != "cuda" else "triton"
     return dict(compile="compiled" in name, kernels=kernels, fuse_gemms=name == "fast_gemm",
-                compact=name != "fast_nocompact")
+                compact=name != "fast_nocompact", split_kv=name != "fast_nosplit")
 
 
 def fast_label(engine) -> str:
@@ -117,7 +118,8 @@ def fast_label(engine) -> str:
     kernels = ("triton kernels + fused GEMMs" if engine.fused_gemms else
                "triton kernels" if engine.fused else "torch ops")
     graph = ", CUDA graph" if engine.model.device.type == "cuda" and engine.config.cuda_graph else ""
-    extra = (" + compile" if engine.config.compile else "") + ("" if engine.config.compact else ", no compaction")
+    extra = ((" + compile" if engine.config.compile else "") + ("" if engine.config.compact else ", no compaction")
+             + ("" if engine.config.split_kv else ", no split-KV"))
     return f"rlvr fast ({kernels}{graph}{extra})"
 
 

@@ -43,8 +43,8 @@ perf16_row() {
 perf16() {
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
     --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
-  perf16_row rollout_64x512_4096 90 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
-    --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
+  perf16_row rollout_64x512_4096 90 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
+    --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
   perf16_row grpo_1.5b 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
@@ -59,7 +59,9 @@ for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
     tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
-             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py > "$OUT/tests.log" 2>&1; \
+             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py \
+             tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
+             tests/rollout/test_fast_split_attention.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -78,7 +80,9 @@ for part in "$@"; do
     tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
                   tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
                 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;
-    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
+    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
+                  tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
+                  tests/rollout/test_fast_split_attention.py \
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;

@@ -17,12 +17,13 @@ def run_bench(script: str, *args: str, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def test_rollout_benchmark_fixed_and_variable_lengths_with_and_without_compaction(tmp_path):
-    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines", "fast,fast_nocompact",
-                       "--workload", "both", "--sizes", "8", "--prompt-len", "8", "--new-tokens", "16", "--reps", "1",
-                       out=tmp_path / "rollout.json")
+def test_rollout_benchmark_fixed_and_variable_lengths_with_and_without_compaction_and_split_kv(tmp_path):
+    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines",
+                       "fast,fast_nocompact,fast_nosplit", "--workload", "both", "--sizes", "8", "--prompt-len", "8",
+                       "--new-tokens", "16", "--reps", "1", out=tmp_path / "rollout.json")
     names = [row["name"] for row in record["rows"]]
-    assert len(names) == 4 and sum("variable lengths" in n for n in names) == 2
+    assert len(names) == 6 and sum("variable lengths" in n for n in names) == 3
+    assert sum("no split-KV" in n for n in names) == 2
     assert all(row["value"] > 0 for row in record["rows"])
 
 

@@ -56,6 +56,14 @@ class FastEngineConfig:
     compact_min_rows: int = 8
     """The smallest batch compaction steps down to."""
 
+    split_kv: bool = True
+    """With triton kernels: when the batch's N x kv_heads (sequence, KV head) pairs would leave
+    most SMs idle on a long cache, the decode attention divides each pair's cache columns over
+    several programs and combines their partial softmaxes in a second launch (split-KV, as
+    flash-decoding). The split count comes from the batch's static shape
+    (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
+    program per pair. Off: always one program per pair (the A/B baseline)."""
+
     def __post_init__(self) -> None:
         # "field: message": rlvr.config.from_dict turns it into the dotted key (stages.3.engine.kernels)
         if self.kernels not in ("auto", "triton", "torch"):

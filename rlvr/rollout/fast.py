@@ -33,6 +33,7 @@ from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
                                        fits_fused_kernels, fits_gemm_kernels, prefill_forward, supports)
+from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
@@ -65,12 +66,20 @@ class FastEngine:
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and fits_gemm_kernels(self.parts)
         self.stacked = None if self.fused_gemms else self._stacked_projections()
+        self.sm_count = device_sm_count(device)
         self._set_forward()
 
     def _stacked_projections(self) -> StackedProjections | None:
         """The stacked q/k/v and gate/up weights when the per-op Triton path can use them."""
         fits = self.fused and self.config.stack_projections and StackedProjections.fits(self.parts)
         return StackedProjections(self.parts) if fits else None
+
+    def _attention_splits(self, n: int, length: int) -> int:
+        """Column splits of the Triton decode attention over a batch of n rows and a cache of
+        `length` columns: a compacted batch (fewer rows, same cache) gets its own, usually more."""
+        if not self.config.split_kv:
+            return 1
+        return attention_splits(n, self.parts.kv_heads, length, self.sm_count)
 
     def _set_forward(self) -> None:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
@@ -123,7 +132,9 @@ class FastEngine:
         """Decode one token for every sequence; every input and output is a static tensor of `st`."""
         if self.fused:
             stacked = {} if self.fused_gemms else {"stacked": self.stacked}
-            logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v, **stacked)
+            splits = self._attention_splits(st.n, st.length)  # a launch shape, fixed in the graph
+            logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v,
+                                   attn_splits=splits, **stacked)
             self._force_end(st, logits, st.step)
             if not (params.top_k or params.top_p < 1.0):  # the fused sampler also records the step
                 from rlvr.rollout.fast_kernels import sample_

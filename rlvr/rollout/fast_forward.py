@@ -115,10 +115,11 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
 
 
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                         stacked: StackedProjections | None = None) -> torch.Tensor:
+                         stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: about 9 launches per
     layer with `stacked` projections (12 without) instead of about 36. Returns logits (N, V) in
-    the model dtype."""
+    the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
+    None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -131,7 +132,7 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
         h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
         q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
         q = K.rope_and_cache_(q, k, v, cos, sin, k_cache[i], v_cache[i], col)
-        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling)
+        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits)
         norm = layer.post_attention_layernorm
         h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
@@ -139,11 +140,12 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
     return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
 
 
-def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list) -> torch.Tensor:
+def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
+                              attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward_fused` with the norm-fused GEMM kernels: per layer one launch for add +
     norm + q/k/v + RoPE + cache write, attention, o_proj, one for add + norm + gate/up + SiLU*up,
     down_proj. The residual stream alternates between two buffers (a kernel's programs read the
-    old stream while one of them writes the new one)."""
+    old stream while one of them writes the new one). `attn_splits`: as in `decode_forward_fused`."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -158,7 +160,7 @@ def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cach
                                    attn.v_proj, cos, sin, k_cache[i], v_cache[i], col)
         if delta is not None:
             x, spare = spare, x
-        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling)
+        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits)
         norm = layer.post_attention_layernorm
         act = K.norm_gate_up_silu(x, attn.o_proj(out), spare, norm.weight, norm.variance_epsilon,
                                   mlp.gate_proj, mlp.up_proj)

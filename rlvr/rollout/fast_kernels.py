@@ -5,7 +5,9 @@ sizes, so each kernel replaces several torch ops:
                     normalised row is rounded to the model dtype before the weight multiply
   rope_and_cache_   RoPE on q and k (rotate-half form), k and v written into the cache column
   decode_attention  one query token per sequence against its cache (GQA: the G query heads of a
-                    K/V head in one program), online softmax, reading only columns start..col
+                    K/V head in one program), online softmax, reading only columns start..col;
+                    for long caches and few sequences the columns are split over several programs
+                    and their partial softmaxes combined in a second launch (split-KV)
   silu_mul          act(gate) * up of the MLP (SiLU), rounded as the two torch ops would be
   sample_           temperature softmax -> one token per row by the Gumbel-max trick (argmax of
                     logits/T + Gumbel noise, exact sampling), and its log-prob; greedy is argmax;
@@ -20,6 +22,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
 
 @triton.jit
@@ -91,22 +95,16 @@ def rope_and_cache_(q, k, v, cos, sin, k_cache, v_cache, col) -> torch.Tensor:
 
 
 @triton.jit
-def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
-                             KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
-    n = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    g = tl.arange(0, BLOCK_G)
-    d = tl.arange(0, D)
-    rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
-    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
-    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
-    end = tl.load(col_ptr) + 1  # columns written so far
+def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
+                    BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+    """Online softmax of q (BLOCK_G, D) over the cache columns [lo, hi) (lo a multiple of BLOCK_S)
+    of one (sequence, KV head), columns outside [start, end) masked. Every block must hold a
+    visible column (the caller's range guarantees it). Returns the running max m, the sum l of
+    exp(score - m) and the unnormalised output acc (BLOCK_G, D), fp32."""
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
-    base = (n * KV + h) * S * D
-    for s0 in range((start // BLOCK_S) * BLOCK_S, end, BLOCK_S):
+    for s0 in range(lo, hi, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         in_cache = s < end
         k = tl.load(k_ptr + base + s[:, None] * D + d[None, :], mask=in_cache[:, None], other=0.0)
@@ -120,19 +118,124 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
         v = tl.load(v_ptr + base + s[:, None] * D + d[None, :], mask=in_cache[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
+                             KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, D)
+    rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
+    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
+    end = tl.load(col_ptr) + 1  # columns written so far
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, (n * KV + h) * S * D, (start // BLOCK_S) * BLOCK_S, end,
+                                    start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
 
 
-def decode_attention(q, k_cache, v_cache, start, col, scale: float) -> torch.Tensor:
-    """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D)."""
+@triton.jit
+def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, start_ptr, col_ptr,
+                                   scale, S, CHUNK, SPLITS, KV: tl.constexpr, GROUP: tl.constexpr,
+                                   D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
+                                   PRECISION: tl.constexpr):
+    """Program (n, h, split): the partial softmax of the KV head's query group over the columns
+    [split * CHUNK, (split + 1) * CHUNK) that are visible. A split wholly past `col` or before
+    start[n] runs no block and stores m = -inf, l = 0, acc = 0 (the scratch is uninitialised:
+    the combine must not read garbage, which could be NaN, even at weight 0)."""
+    n = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    split = tl.program_id(2)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, D)
+    rows = (n * KV + h) * GROUP + g
+    in_group = g < GROUP
+    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    start = tl.load(start_ptr + n)
+    end = tl.load(col_ptr) + 1
+    # CHUNK is a multiple of BLOCK_S, so no block crosses into the next split; the first block
+    # holds `start` or the split's first column, both visible when the range is not empty
+    lo = tl.maximum(split * CHUNK, (start // BLOCK_S) * BLOCK_S)
+    hi = tl.minimum((split + 1) * CHUNK, end)
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, (n * KV + h) * S * D, lo, hi, start, end, scale, d,
+                                    BLOCK_G, D, BLOCK_S, PRECISION)
+    part = rows * SPLITS + split  # scratch (N * heads, SPLITS[, D])
+    tl.store(part_m_ptr + part, m_i, mask=in_group)
+    tl.store(part_l_ptr + part, l_i, mask=in_group)
+    tl.store(part_acc_ptr + part[:, None] * D + d[None, :], acc, mask=in_group[:, None])
+
+
+@triton.jit
+def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS,
+                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr):
+    """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
+    rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
+    value (as in the split kernel): compacted batches, each with its own count, share a build."""
+    row = tl.program_id(0).to(tl.int64)
+    j = tl.arange(0, BLOCK_SPLITS)
+    d = tl.arange(0, D)
+    ok = j < SPLITS
+    part = row * SPLITS + j
+    m = tl.load(part_m_ptr + part, mask=ok, other=float("-inf"))
+    l = tl.load(part_l_ptr + part, mask=ok, other=0.0)
+    acc = tl.load(part_acc_ptr + part[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    m_all = tl.max(m, axis=0)
+    weight = tl.exp(m - m_all)  # empty splits (m = -inf, acc = 0) weigh 0; the column `col` is never empty
+    out = tl.sum(acc * weight[:, None], axis=0) / tl.sum(l * weight, axis=0)
+    tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+_ATTENTION_BLOCK_S = 64
+
+
+def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int | None = None) -> torch.Tensor:
+    """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D).
+
+    `splits`: column ranges each (sequence, KV head) is divided into (`split_decode_attention`);
+    1 runs one program per pair over all its columns; None picks `attention_splits` for these
+    shapes and q's device. The count is a launch shape: fixed for a captured CUDA graph."""
     n, kv, s, d = k_cache.shape
+    if splits is None:
+        splits = attention_splits(n, kv, s, device_sm_count(q.device))
+    if splits > 1:
+        return split_decode_attention(q, k_cache, v_cache, start, col, scale, splits)
     heads = q.shape[1]
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # (tf32 only matters for fp32 inputs)
     _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, KV=kv, GROUP=heads // kv,
-                                      D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=64,
-                                      PRECISION=precision, num_warps=4)
+                                      D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)),
+                                      BLOCK_S=_ATTENTION_BLOCK_S, PRECISION=_precision(q.dtype), num_warps=4)
+    return out
+
+
+def _split_columns(s: int, splits: int) -> tuple[int, int]:
+    """(columns per split, splits): S / splits rounded up to whole blocks; the rounding can leave
+    the last splits past S, which are dropped."""
+    chunk = triton.cdiv(triton.cdiv(s, splits), _ATTENTION_BLOCK_S) * _ATTENTION_BLOCK_S
+    return chunk, triton.cdiv(s, chunk)
+
+
+def split_decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int) -> torch.Tensor:
+    """`decode_attention` with each (sequence, KV head)'s columns divided into `splits` ranges, one
+    program each (more programs than N x kv: long caches fill the GPU), then one launch combining
+    the ranges' partial softmaxes per query head. Two launches; fp32 scratch of N x heads x splits
+    x (D + 2)."""
+    n, kv, s, d = k_cache.shape
+    heads = q.shape[1]
+    chunk, splits = _split_columns(s, splits)
+    part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
+    part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
+    _decode_attention_split_kernel[(n, kv, splits)](
+        q, k_cache, v_cache, part_m, part_l, part_acc, start, col, scale, s, chunk, splits, KV=kv,
+        GROUP=heads // kv, D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=_ATTENTION_BLOCK_S,
+        PRECISION=_precision(q.dtype), num_warps=4)
+    out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
+    _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
+                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
     return out
 
 

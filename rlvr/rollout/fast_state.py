@@ -44,6 +44,7 @@ class DecodeState:
         self.end_at = torch.zeros(n, dtype=torch.long, device=device)
         self.force_id = stop_ids[0] if stop_ids else pad_id
         self.n = n
+        self.length = length  # cache columns S
         self.width = 0  # prompt width of the current batch (set by the prefill)
         self.order = list(range(n))  # original row of each slot (compaction permutes the slots)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # captured step per batch size (prefix rows)
