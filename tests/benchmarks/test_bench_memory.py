@@ -44,9 +44,14 @@ def test_every_config_runs_every_phase_into_the_record(tmp_path):
         assert set(c["peak_gib"]) == set(bench_memory.PHASES)  # every phase ended (no CUDA peak on the CPU)
         assert 0 < c["generate_s"] <= c["step_s"] and 0 < c["train_s"] <= c["step_s"]
         assert set(c["analytic_bytes"]) == PARTS and c["analytic_bytes"]["weights"] > 0
+        assert all(peak is None for peak in c["peak_gib"].values())
+        assert c["analytic_bytes"]["adam_state"] == 2 * c["analytic_bytes"]["grads"]
+        assert (c["analytic_bytes"]["stacked"] > 0) == (c["stacked"] and c["config"] != "lora")
     assert all("cpu: no CUDA peak" in row["note"] for row in record["rows"])
-    lora_on = next(c for c in configs if c["config"] == "lora" and c["stacked"])
-    assert not lora_on["engine_stacks"] and lora_on["analytic_bytes"]["stacked"] == 0
+    sizes = {(c["config"], c["stacked"]): c["analytic_bytes"] for c in configs}
+    assert sizes["full_bf16_mixed", True]["weights"] == 2 * sizes["full_bf16", True]["weights"]  # float32 masters
+    assert sizes["lora", True]["grads"] < sizes["full_bf16", True]["grads"] / 2
+    assert not next(c for c in configs if c["config"] == "lora" and c["stacked"])["engine_stacks"]
 
 
 def nbytes(tensors) -> int:
