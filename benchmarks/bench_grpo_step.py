@@ -19,18 +19,18 @@ the row shows packing's overhead more than its gain.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHAPES, Row, median, out_path, print_table, save, shape_label, sync  # noqa: E402
+from benchmarks.common import (SHAPES, Row, WordTask, grpo_config, median, out_path, print_table,  # noqa: E402
+                               rlvr_policy, run_grpo_steps, save, shape_label, sync, text_reward, word_prompt,
+                               word_tokenizer)
 from benchmarks.common import build_model as build_shape  # noqa: E402
 
 PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 128, 256
@@ -46,20 +46,7 @@ VOCAB = SHAPES[SHAPE]["vocab_size"]
 
 
 def build_tokenizer():
-    """Word-level tokenizer: `w<i>` is token i; "Q:" and "A:" (the plain template) are tokens too.
-
-    EOS is a token id (1) the prompts never contain; a random model samples it with probability
-    about 1/V per token, so nearly every completion runs the full length in both trainers.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, "Q:": 3, "A:": 4}
-    vocab.update({f"w{i}": i for i in range(5, VOCAB)})
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
-                                   unk_token="<unk>", padding_side="left")
+    return word_tokenizer(VOCAB)
 
 
 def build_model():
@@ -68,70 +55,16 @@ def build_model():
 
 
 def prompt_words(i: int) -> str:
-    """Prompt i: 126 words, which the plain template ("Q: ... A:") makes 128 tokens."""
-    g = torch.Generator().manual_seed(i)
-    return " ".join(f"w{t}" for t in torch.randint(5, VOCAB, (PROMPT_LEN - 2,), generator=g).tolist())
-
-
-def text_reward(text: str) -> float:
-    return (zlib.crc32(text.encode()) % 1000) / 1000.0
+    """Prompt i: PROMPT_LEN - 2 words, which the plain template ("Q: ... A:") makes PROMPT_LEN tokens."""
+    return word_prompt(i, VOCAB, PROMPT_LEN)
 
 
 # ----------------------------------------------------------------------------- rlvr
 
-class WordTask:
-    """TaskSource of fixed-length word prompts (the reward ignores `reference`)."""
-
-    difficulty = 1
-
-    def __init__(self):
-        self.position = 0
-
-    def sample(self, n):
-        from rlvr.tasks.base import Example
-
-        out = [Example(prompt=prompt_words(self.position + k), reference="", kind="bench", id=str(self.position + k))
-               for k in range(n)]
-        self.position += n
-        return out
-
-    def held_out(self, n):
-        return []
-
-    def state_dict(self):
-        return {"position": self.position}
-
-    def load_state_dict(self, state):
-        self.position = state["position"]
-
-    def set_difficulty(self, level):
-        self.difficulty = level
-
-
-def rlvr_reward(examples, texts, lengths, truncated, cfg):
-    from rlvr.rewards import RewardOutput
-
-    scores = [text_reward(t) for t in texts]
-    return RewardOutput(total=scores, per_verifier={"bench": scores}, correct=[s > 0.5 for s in scores])
-
-
 def run_rlvr(steps: int, workdir: Path) -> list[float]:
-    from rlvr.models.loading import Policy
-    from rlvr.config import from_dict
-    from rlvr.trainer.config import GRPOConfig
-    from rlvr.trainer.grpo import run_grpo
-
-    cfg = from_dict(GRPOConfig, dict(
-        steps=steps, prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0,
-        template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo", beta=0.0, sample_every=0,
-        report_to="none", keep_last=1, packing=PACKING))
-    model = build_model()
-    if PRECISION == "bf16-mixed" and DEVICE == "cuda":
-        model = model.float()  # the masters; generation reads a bfloat16 copy
-    policy = Policy(model=model, tokenizer=build_tokenizer(), precision=PRECISION if DEVICE == "cuda" else "fp32")
-    run_grpo(policy, WordTask(), cfg, workdir / "rlvr", reward_fn=rlvr_reward)
-    lines = (workdir / "rlvr" / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
+    cfg = grpo_config(PROMPTS, GROUP, NEW_TOKENS, steps, packing=PACKING)
+    policy = rlvr_policy(build_model(), build_tokenizer(), PRECISION if DEVICE == "cuda" else "fp32")
+    records = run_grpo_steps(policy, WordTask(VOCAB, PROMPT_LEN), cfg, workdir / "rlvr")
     times = [r["time/step"] for r in records if "time/step" in r]
     print(f"rlvr step times {[round(t, 3) for t in times]}", flush=True)
     for key in sorted({k for r in records for k in r if k.startswith("time/") and k != "time/step"}):

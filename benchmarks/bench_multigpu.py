@@ -47,52 +47,17 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = {"ddp": "ddp.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml", "fsdp2": "fsdp2.yaml"}
 """Engine -> accelerate config in recipes/accelerate/."""
 ROLLOUTS = ("hf", "fast", "auto")
+VOCAB, PROMPT_LEN = 151936, 128
+"""Qwen2-0.5B's vocabulary (the CPU model's too: its logits stay as wide) and the prompt tokens."""
 PHASES = ("time/generate", "time/verify", "time/sync", "time/advantage", "time/train", "time/other")
 """The trainer's step phases (they add up to `time/step` on one process)."""
 
 
 # ----------------------------------------------------------------------------- worker (one launch)
 
-class StopBenchmark(Exception):
-    """Raised by the task when the last measured step is over: ends the run before run_grpo's final
-    checkpoint and model save (gigabytes for this model), on every process at the same point."""
-
-
-class CountedTask:
-    """`bench_grpo_step.WordTask` that stops the run when asked for step `last + 1`'s prompts."""
-
-    def __init__(self, last_step: int):
-        from benchmarks.bench_grpo_step import WordTask
-
-        self.inner = WordTask()
-        self.draws = 0
-        self.last_step = last_step
-        self.difficulty = 1
-
-    def sample(self, n):
-        self.draws += 1
-        if self.draws > self.last_step:
-            raise StopBenchmark
-        return self.inner.sample(n)
-
-    def held_out(self, n):
-        return []
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-    def set_difficulty(self, level):
-        self.difficulty = level
-
-
 def build_model(cpu: bool):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from benchmarks.bench_grpo_step import VOCAB
 
     shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2) if cpu else
@@ -115,7 +80,7 @@ def worker(args) -> int:
     import torch
     from accelerate import PartialState
 
-    from benchmarks.bench_grpo_step import build_tokenizer, rlvr_reward
+    from benchmarks.common import CountedTask, StopBenchmark, WordTask, rlvr_reward, word_tokenizer
     from rlvr.models.loading import Policy
     from rlvr.config import from_dict
     from rlvr.trainer.config import GRPOConfig
@@ -131,11 +96,11 @@ def worker(args) -> int:
         max_new_tokens=args.new_tokens, temperature=1.0, template="plain", engine=args.rollout, kernels="auto",
         learning_rate=1e-6, loss_type="dapo", beta=0.0, micro_batch_size=args.micro_batch, save_every=0,
         sample_every=0, report_to="none", seed=0))
-    policy = Policy(model=build_model(args.cpu), tokenizer=build_tokenizer())
+    policy = Policy(model=build_model(args.cpu), tokenizer=word_tokenizer(VOCAB))
     run_dir = Path(args.result).parent / "run"
     t0 = time.perf_counter()
     try:
-        run_grpo(policy, CountedTask(measured), cfg, run_dir, reward_fn=rlvr_reward)
+        run_grpo(policy, CountedTask(WordTask(VOCAB, PROMPT_LEN), measured), cfg, run_dir, reward_fn=rlvr_reward)
     except StopBenchmark:
         pass
     wall = time.perf_counter() - t0

@@ -1,4 +1,6 @@
-"""Shared helpers of the GPU benchmarks: device timing, peak memory, the result table, a record.
+"""Shared helpers of the GPU benchmarks: device timing, peak memory, the result table, a record,
+the model shapes, and rlvr's GRPO step on a word-prompt workload (bench_grpo_step, bench_multigpu,
+bench_memory).
 
 Timing: warm up first, time with CUDA events (or synchronise
 before reading the host clock), repeat, report the median. Every benchmark prints a table whose
@@ -13,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -178,3 +181,160 @@ def build_model(shape: str, device: str, eos_token_id: int | None, train: bool =
 
 def shape_label(shape: str) -> str:
     return {"0.5b": "Qwen2-0.5B shape", "1.5b": "Qwen2.5-1.5B shape", "7b": "Qwen2.5-7B shape"}.get(shape, shape)
+
+
+def memory_gib(peak: bool = False) -> float | None:
+    """CUDA memory allocated now (or its peak since the last reset), GiB; None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()) / 2**30
+
+
+# ----------------------------------------------------------------------------- rlvr's GRPO step
+# The workload of bench_grpo_step.py, bench_multigpu.py and bench_memory.py: prompts of random
+# words (one word, one token) and a pseudo-random reward, so every model shape runs it unchanged.
+
+def word_tokenizer(vocab: int):
+    """Word-level tokenizer: `w<i>` is token i; "Q:" and "A:" (the plain template) are tokens too.
+
+    EOS is a token id (1) the prompts never contain; a random model samples it with probability
+    about 1/V per token, so nearly every completion runs the full length.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, "Q:": 3, "A:": 4}
+    words.update({f"w{i}": i for i in range(5, vocab)})
+    core = Tokenizer(models.WordLevel(vocab=words, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>", padding_side="left")
+
+
+def word_prompt(i: int, vocab: int, prompt_len: int) -> str:
+    """Prompt i: `prompt_len` - 2 random words, which the plain template ("Q: ... A:") makes
+    `prompt_len` tokens."""
+    g = torch.Generator().manual_seed(i)
+    return " ".join(f"w{t}" for t in torch.randint(5, vocab, (prompt_len - 2,), generator=g).tolist())
+
+
+class WordTask:
+    """TaskSource of fixed-length word prompts (the reward ignores `reference`)."""
+
+    difficulty = 1
+
+    def __init__(self, vocab: int, prompt_len: int):
+        self.vocab, self.prompt_len = vocab, prompt_len
+        self.position = 0
+
+    def sample(self, n):
+        from rlvr.tasks.base import Example
+
+        out = [Example(prompt=word_prompt(self.position + k, self.vocab, self.prompt_len), reference="",
+                       kind="bench", id=str(self.position + k)) for k in range(n)]
+        self.position += n
+        return out
+
+    def held_out(self, n):
+        return []
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+    def set_difficulty(self, level):
+        self.difficulty = level
+
+
+def text_reward(text: str) -> float:
+    return (zlib.crc32(text.encode()) % 1000) / 1000.0
+
+
+def rlvr_reward(examples, texts, lengths, truncated, cfg):
+    """rlvr's RewardFn over `text_reward`."""
+    from rlvr.rewards import RewardOutput
+
+    scores = [text_reward(t) for t in texts]
+    return RewardOutput(total=scores, per_verifier={"bench": scores}, correct=[s > 0.5 for s in scores])
+
+
+class StopBenchmark(Exception):
+    """Raised by `CountedTask` when the measured steps are over: ends `run_grpo` before its final
+    checkpoint and model save (gigabytes at the larger shapes)."""
+
+
+class CountedTask:
+    """A task that raises StopBenchmark when asked for step `last_step + 1`'s prompts."""
+
+    def __init__(self, inner, last_step: int):
+        self.inner = inner
+        self.draws = 0
+        self.last_step = last_step
+        self.difficulty = 1
+
+    def sample(self, n):
+        self.draws += 1
+        if self.draws > self.last_step:
+            raise StopBenchmark
+        return self.inner.sample(n)
+
+    def held_out(self, n):
+        return []
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def set_difficulty(self, level):
+        self.difficulty = level
+
+
+def grpo_config(prompts: int, group: int, new_tokens: int, steps: int, **options):
+    """rlvr's GRPOConfig of the benchmarks: temperature 1, plain template, fast engine, AdamW lr
+    1e-6, loss dapo, beta 0, one update per batch, no samples, trackers or periodic checkpoints;
+    `options` are further GRPOConfig keys (they win)."""
+    from rlvr.config import from_dict
+    from rlvr.trainer.config import GRPOConfig
+
+    settings = dict(steps=steps, prompts_per_step=prompts, num_generations=group, max_new_tokens=new_tokens,
+                    temperature=1.0, template="plain", engine="fast", learning_rate=1e-6, loss_type="dapo",
+                    beta=0.0, sample_every=0, save_every=0, report_to="none", keep_last=1)
+    return from_dict(GRPOConfig, {**settings, **options})
+
+
+def rlvr_policy(model, tokenizer, precision: str, lora=None, checkpointing: bool = False):
+    """rlvr's Policy over a benchmark model, prepared as `load_policy` prepares a loaded one: the
+    weights in the dtype `precision` trains them in (float32 masters under bf16-mixed), activation
+    checkpointing when asked, then LoRA adapters when `lora` (rlvr.models.config.LoraSettings)."""
+    from rlvr.models.config import ModelConfig
+    from rlvr.models.loading import Policy, apply_lora, enable_checkpointing
+    from rlvr.models.precision import weight_dtype
+
+    model = model.to(weight_dtype(precision, train=True))
+    if checkpointing:
+        enable_checkpointing(model)
+    if lora is not None:
+        model = apply_lora(model, ModelConfig(lora=lora))
+    return Policy(model=model, tokenizer=tokenizer, precision=precision)
+
+
+def run_grpo_steps(policy, task, cfg, workdir: Path, reward_fn=rlvr_reward) -> list[dict]:
+    """`cfg.steps` steps of rlvr's `run_grpo`, stopped before its final checkpoint; the metrics
+    row of every step (`time/step`, `time/generate`, ...)."""
+    from dataclasses import replace
+
+    from rlvr.trainer.grpo import run_grpo
+
+    steps = cfg.steps
+    # one step more than measured: run_grpo saves after its last step, the stop comes before it
+    try:
+        run_grpo(policy, CountedTask(task, steps), replace(cfg, steps=steps + 1), workdir, reward_fn=reward_fn)
+    except StopBenchmark:
+        pass
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]

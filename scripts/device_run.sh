@@ -6,7 +6,9 @@
 #   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K),
 #   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm)
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
-#   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s)
+#   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
+#   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
+#   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
 #   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
@@ -106,6 +108,8 @@ for part in "$@"; do
                   --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
                   | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
     perf16) perf16 ;;
+    mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" 2>&1 \
+             | grep -v -E "it/s\]|s/it\]" | tee "$OUT/mem7b.log" ;;
     perf16_trl) perf16_row grpo_trl_1.5b 420 benchmarks/bench_grpo_step.py --shape 1.5b --skip rlvr --prompts 8 \
                   --group 8 --prompt-len 128 --new-tokens 512 --steps 3 ;;
     *) echo "unknown part $part" ;;

@@ -1,0 +1,129 @@
+"""benchmarks/bench_memory.py on the CPU at the tiny shape: every configuration runs every phase and
+lands in the JSON record, and its analytic sizes are what rlvr really allocates (the engine's KV
+cache, the stacked projection copies, the generation copy, gradients and AdamW state)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_memory  # noqa: E402
+from benchmarks.bench_memory import CONFIGS, Workload, new_record, policy_for  # noqa: E402
+from benchmarks.common import word_tokenizer  # noqa: E402
+
+SIZES = dict(prompts=2, group=2, prompt_len=8, new_tokens=8)
+"""Small, and prompt + new - 1 = 15 columns: the engine rounds the cache up to its 64 bucket."""
+WORK = Workload(shape="tiny", device="cpu", micro_batch=2, checkpointing=False, **SIZES)
+PARTS = {"weights", "grads", "adam_state", "generation_copy", "kv_cache", "stacked"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return word_tokenizer(WORK.vocab)
+
+
+def test_every_config_runs_every_phase_into_the_record(tmp_path):
+    out = tmp_path / "memory.json"
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in SIZES.items()]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--shape", "tiny",
+                           "--device", "cpu", "--micro-batch", "2", *args, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "| config | stacked | after load GiB | peak generate GiB | peak step GiB | step s | note |" in done.stdout
+    record = json.loads(out.read_text())
+    configs = record["configs"]
+    assert [(c["config"], c["stacked"]) for c in configs] == [(n, s) for n in CONFIGS for s in (True, False)]
+    assert len(record["rows"]) == len(configs)
+    for c in configs:
+        assert c["oom"] is None and c["error"] is None, c
+        assert set(c["peak_gib"]) == set(bench_memory.PHASES)  # every phase ended (no CUDA peak on the CPU)
+        assert 0 < c["generate_s"] <= c["step_s"] and 0 < c["train_s"] <= c["step_s"]
+        assert set(c["analytic_bytes"]) == PARTS and c["analytic_bytes"]["weights"] > 0
+        assert all(peak is None for peak in c["peak_gib"].values())
+        assert c["analytic_bytes"]["adam_state"] == 2 * c["analytic_bytes"]["grads"]
+        assert (c["analytic_bytes"]["stacked"] > 0) == (c["stacked"] and c["config"] != "lora")
+    assert all("cpu: no CUDA peak" in row["note"] for row in record["rows"])
+    sizes = {(c["config"], c["stacked"]): c["analytic_bytes"] for c in configs}
+    assert sizes["full_bf16_mixed", True]["weights"] == 2 * sizes["full_bf16", True]["weights"]  # float32 masters
+    assert sizes["lora", True]["grads"] < sizes["full_bf16", True]["grads"] / 2
+    assert not next(c for c in configs if c["config"] == "lora" and c["stacked"])["engine_stacks"]
+
+
+def nbytes(tensors) -> int:
+    return sum(t.nbytes for t in tensors if t is not None)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
+    from rlvr.models.precision import GenerationWeights, compute_dtype
+    from rlvr.rollout import SamplingParams
+    from rlvr.rollout.fast import FastEngine
+    from rlvr.rollout.fast_forward import ModelParts
+    from rlvr.rollout.fast_stacked import StackedProjections
+
+    sizes = new_record(name, True, WORK, tokenizer)["analytic_bytes"]  # from the meta-device replica
+    setup = CONFIGS[name]
+    model = policy_for(setup, WORK, tokenizer, "cpu").model
+    assert nbytes(model.parameters()) == sizes["weights"]
+
+    generation = GenerationWeights(model, compute_dtype(setup.precision))  # what run_grpo's engine reads
+    assert generation.is_copy == (sizes["generation_copy"] > 0)
+    assert nbytes(generation.model.parameters()) == (sizes["generation_copy"] or sizes["weights"])
+
+    engine = FastEngine(generation.model, tokenizer)
+    engine.generate([[5] * WORK.prompt_len] * WORK.prompts, WORK.group, SamplingParams(max_new_tokens=WORK.new_tokens))
+    (state,) = engine._states.values()
+    assert nbytes(state.k + state.v) == sizes["kv_cache"]
+
+    base = engine.model
+    if StackedProjections.fits(ModelParts.of(base)):  # the Triton path's copies (the CPU engine runs torch ops)
+        stacks = StackedProjections(ModelParts.of(base)).stacks
+        assert nbytes(t for layer in stacks for t in layer) == sizes["stacked"] > 0
+    else:
+        assert name == "lora" and sizes["stacked"] == 0
+
+    loss = sum(p.float().sum() for p in model.parameters() if p.requires_grad)
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-6)
+    optimizer.step()
+    assert nbytes(p.grad for p in trainable) == sizes["grads"]
+    state_tensors = [v for s in optimizer.state.values() for k, v in s.items() if k != "step"]
+    assert nbytes(state_tensors) == sizes["adam_state"]
+
+
+def test_cache_length_rounds_like_the_engine():
+    assert bench_memory.cache_length(128, 512, 64) == 640  # the 7b default: 639 columns -> 640
+    assert bench_memory.cache_length(8, 8, 64) == 64
+    assert bench_memory.cache_length(64, 1, 64) == 64
+
+
+def test_an_out_of_memory_update_is_recorded_and_its_model_freed(monkeypatch, tokenizer, tmp_path):
+    import weakref
+
+    import rlvr.trainer.grpo
+
+    models = []
+
+    def tracked_policy(*args):
+        policy = policy_for(*args)
+        models.append(weakref.ref(policy.model))
+        return policy
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity")
+
+    record = new_record("full_bf16_mixed", True, WORK, tokenizer)
+    monkeypatch.setattr(bench_memory, "policy_for", tracked_policy)
+    monkeypatch.setattr(rlvr.trainer.grpo, "train_on_batch", out_of_memory)  # after the rollout, in run_grpo
+    bench_memory.measure(record, WORK, tokenizer, tmp_path)
+    assert record["oom"] == {"phase": "update", "reached_gib": None,
+                             "error": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert record["error"] is None and record["step_s"] is None and set(record["peak_gib"]) == {"load", "generate"}
+    assert len(models) == 1 and models[0]() is None  # nothing (run_grpo's frames, accelerate) keeps the model alive
+    assert bench_memory.note(record).startswith("OOM at phase update: CUDA out of memory")
