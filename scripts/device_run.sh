@@ -45,7 +45,7 @@ perf16_row() {
 perf16() {
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
     --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
-  perf16_row rollout_64x512_4096 90 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
+  perf16_row rollout_64x512_4096 120 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
@@ -107,6 +107,8 @@ for part in "$@"; do
     ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
                   --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
                   | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
+    tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
+                   > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     perf16) perf16 ;;
     mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" 2>&1 \
              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/mem7b.log" ;;
