@@ -72,7 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--max-step-tokens", type=int, default=48)
-    p.add_argument("--max-rows", type=int, default=4096, help="sequences per engine call")
+    p.add_argument("--max-rows", type=int, default=1024,
+                   help="sequences per engine call (each prompt width keeps a KV cache this tall; 4096 ran "
+                        "out of H200 memory at 8 solutions per problem)")
     p.add_argument("--score-batch", type=int, default=256, help="solutions per reward-model forward")
     p.add_argument("--deadline", type=float, default=480.0,
                    help="seconds after which the search phase starts no new live (method, N); skipped rows are listed")
