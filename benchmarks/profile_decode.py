@@ -2,7 +2,8 @@
 time, the sum of kernel times (the difference is launch gaps inside the graph) and the kernels
 grouped by name, for each decode path. Same model and sizes as bench_rollout.py.
 
-    python benchmarks/profile_decode.py [--sizes 64,256] [--paths gemm,pointwise] [--top 12]
+    python benchmarks/profile_decode.py [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit] [--top 12]
+        [--prompt-len 128] [--new-tokens 256] [--column 200]
 
 Kernel times come from torch.profiler over eager (un-captured) steps, which run the same kernels
 as the graph; replay time is CUDA events over graph replays.
@@ -24,13 +25,16 @@ from benchmarks.common import SHAPES, build_model  # noqa: E402
 GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
+         "pointwise_nosplit": dict(kernels="triton", fuse_gemms=False, split_kv=False),
          "torch": dict(kernels="torch")}
+COLUMN = 200
+"""The cache column the profiled steps write (set by --column): attention reads every column before it."""
 
 
 def rewind(st) -> None:
-    """Back to output column 1 at cache column 200 (mid-rollout), so the steps below stay in bounds."""
+    """Back to output column 1 at cache column COLUMN (mid-rollout), so the steps below stay in bounds."""
     st.step.fill_(1)
-    st.col.fill_(200)
+    st.col.fill_(COLUMN)
 
 
 def replay_ms(st, reps: int = 50) -> float:
@@ -73,19 +77,25 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="64,256")
     p.add_argument("--paths", default="gemm,pointwise")
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--prompt-len", type=int, default=PROMPT_LEN)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--column", type=int, default=COLUMN,
+                   help="cache column of the profiled steps (< prompt-len + new-tokens - 60)")
     args = p.parse_args(argv)
+    global COLUMN
+    COLUMN = args.column
     model = build_model("0.5b", "cuda", eos_token_id=None).eval()
-    params = SamplingParams(max_new_tokens=256, temperature=1.0)
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0)
     for n in (int(s) for s in args.sizes.split(",")):
         for path in args.paths.split(","):
             engine = FastEngine(model, IdTokenizer(), FastEngineConfig(**PATHS[path]))
-            prompt_ids = prompts(n // GROUP, PROMPT_LEN, SHAPES["0.5b"]["vocab_size"], seed=n)
+            prompt_ids = prompts(n // GROUP, args.prompt_len, SHAPES["0.5b"]["vocab_size"], seed=n)
             engine.generate(prompt_ids, GROUP, params)  # captures the graph
             st = next(iter(engine._states.values()))
             graph_ms = replay_ms(st)
             total, table = kernel_table(engine, st, params)
             launches = sum(c for _, c in table.values())
-            print(f"\n## N={n} path={path} (fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
+            print(f"\n## N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} (fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
                   f"kernels {total:.3f} ms/step in {launches} launches, gaps {graph_ms - total:.3f} ms")
             print("| kernel | ms/step | launches/step |\n|---|---|---|")
             for name, (ms, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[: args.top]:

@@ -71,6 +71,8 @@ for part in "$@"; do
                2>&1 | tee "$OUT/rollout.log" ;;
     rollout_fast) timeout 120 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_fast.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm 2>&1 | tee "$OUT/rollout_quick.log" ;;
+    profile_long) timeout 200 python3 benchmarks/profile_decode.py --sizes 64 --paths pointwise,pointwise_nosplit \
+                    --prompt-len 512 --new-tokens 4096 --column 2560 2>&1 | tee "$OUT/profile_long.log" ;;
     profile) timeout 150 python3 benchmarks/profile_decode.py --paths "${PROFILE_PATHS:-pointwise,gemm}" 2>&1 | tee "$OUT/profile.log" ;;
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
