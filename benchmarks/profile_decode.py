@@ -95,7 +95,8 @@ def main(argv=None) -> int:
             graph_ms = replay_ms(st)
             total, table = kernel_table(engine, st, params)
             launches = sum(c for _, c in table.values())
-            print(f"\n## N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} (fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
+            print(f"\n## N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} "
+                  f"(fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
                   f"kernels {total:.3f} ms/step in {launches} launches, gaps {graph_ms - total:.3f} ms")
             print("| kernel | ms/step | launches/step |\n|---|---|---|")
             for name, (ms, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[: args.top]:
