@@ -70,6 +70,7 @@ def kernel_table(engine, st, params, steps: int = 10) -> tuple[float, dict[str, 
 
 
 def main(argv=None) -> int:
+    global COLUMN  # rewind() reads it
     from rlvr.rollout.base import SamplingParams
     from rlvr.rollout.fast import FastEngine, FastEngineConfig
 
@@ -82,7 +83,6 @@ def main(argv=None) -> int:
     p.add_argument("--column", type=int, default=COLUMN,
                    help="cache column of the profiled steps (< prompt-len + new-tokens - 60)")
     args = p.parse_args(argv)
-    global COLUMN
     COLUMN = args.column
     model = build_model("0.5b", "cuda", eos_token_id=None).eval()
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0)
