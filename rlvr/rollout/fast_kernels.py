@@ -19,6 +19,8 @@ S cache length, V vocab.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -190,49 +192,72 @@ def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS
     tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
 
 
-_ATTENTION_BLOCK_S = 64
+@dataclass(frozen=True)
+class AttentionTiling:
+    """Launch parameters of the decode attention kernels. The best values depend on the GPU and
+    the cache length; `benchmarks/tune_decode_attention.py` measures them against each other."""
+
+    block_s: int = 64
+    """Cache columns per loop iteration (a power of two >= 16: the tile of the two tl.dot)."""
+    num_warps: int = 4
+    num_stages: int | None = None
+    """Software-pipelining depth of the column loop (loads of the next blocks in flight while
+    the current one is used); None leaves Triton's default."""
+
+    def launch(self) -> dict:
+        """Keyword arguments of a kernel launch."""
+        return {"num_warps": self.num_warps, **({"num_stages": self.num_stages} if self.num_stages else {})}
 
 
-def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int | None = None) -> torch.Tensor:
+ATTENTION_TILING = AttentionTiling()
+"""What the engine launches with (read at each call: a tuning run may replace it before capture)."""
+
+
+def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
+                     tiling: AttentionTiling | None = None) -> torch.Tensor:
     """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D).
 
     `splits`: column ranges each (sequence, KV head) is divided into (`split_decode_attention`);
     1 runs one program per pair over all its columns; None picks `attention_splits` for these
-    shapes and q's device. The count is a launch shape: fixed for a captured CUDA graph."""
+    shapes and q's device. The count is a launch shape: fixed for a captured CUDA graph.
+    `tiling`: launch parameters, ATTENTION_TILING when None."""
+    tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
     if splits is None:
         splits = attention_splits(n, kv, s, device_sm_count(q.device))
     if splits > 1:
-        return split_decode_attention(q, k_cache, v_cache, start, col, scale, splits)
+        return split_decode_attention(q, k_cache, v_cache, start, col, scale, splits, tiling)
     heads = q.shape[1]
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
     _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, KV=kv, GROUP=heads // kv,
                                       D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)),
-                                      BLOCK_S=_ATTENTION_BLOCK_S, PRECISION=_precision(q.dtype), num_warps=4)
+                                      BLOCK_S=tiling.block_s, PRECISION=_precision(q.dtype), **tiling.launch())
     return out
 
 
-def _split_columns(s: int, splits: int) -> tuple[int, int]:
+def _split_columns(s: int, splits: int, block_s: int) -> tuple[int, int]:
     """(columns per split, splits): S / splits rounded up to whole blocks; the rounding can leave
     the last splits past S, which are dropped."""
-    chunk = triton.cdiv(triton.cdiv(s, splits), _ATTENTION_BLOCK_S) * _ATTENTION_BLOCK_S
+    chunk = triton.cdiv(triton.cdiv(s, splits), block_s) * block_s
     return chunk, triton.cdiv(s, chunk)
 
 
-def split_decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int) -> torch.Tensor:
+def split_decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int,
+                           tiling: AttentionTiling | None = None) -> torch.Tensor:
     """`decode_attention` with each (sequence, KV head)'s columns divided into `splits` ranges, one
     program each (more programs than N x kv: long caches fill the GPU), then one launch combining
     the ranges' partial softmaxes per query head. Two launches; fp32 scratch of N x heads x splits
     x (D + 2)."""
+    tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
     heads = q.shape[1]
-    chunk, splits = _split_columns(s, splits)
+    chunk, splits = _split_columns(s, splits, tiling.block_s)
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
     _decode_attention_split_kernel[(n, kv, splits)](
         q, k_cache, v_cache, part_m, part_l, part_acc, start, col, scale, s, chunk, splits, KV=kv,
-        GROUP=heads // kv, D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=_ATTENTION_BLOCK_S,
-        PRECISION=_precision(q.dtype), num_warps=4)
+        GROUP=heads // kv, D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
+        PRECISION=_precision(q.dtype), **tiling.launch())
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
     _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
                                          BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)

@@ -22,14 +22,15 @@ INTERPRETER_SMS = 132
 """SMs assumed off CUDA (the Triton CPU interpreter): an H200's, so CPU runs split as it would."""
 
 
-def attention_splits(n: int, kv: int, s: int, sm_count: int) -> int:
+def attention_splits(n: int, kv: int, s: int, sm_count: int, programs_per_sm: int | None = None) -> int:
     """Splits of the S cache columns of each of the N x kv (sequence, KV head) pairs: 1 (the
     single-pass kernel) when the cache is short or the pairs alone fill the GPU twice over; else
-    enough to reach PROGRAMS_PER_SM programs per SM, each split keeping MIN_SPLIT_COLUMNS."""
+    enough to reach `programs_per_sm` (PROGRAMS_PER_SM when None, read at each call) programs per
+    SM, each split keeping MIN_SPLIT_COLUMNS."""
     programs = n * kv
     if s <= SHORT_CACHE or programs >= 2 * sm_count:
         return 1
-    wanted = -(-PROGRAMS_PER_SM * sm_count // programs)
+    wanted = -(-(programs_per_sm or PROGRAMS_PER_SM) * sm_count // programs)
     return max(1, min(wanted, s // MIN_SPLIT_COLUMNS))
 
 

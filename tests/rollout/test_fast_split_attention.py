@@ -46,6 +46,15 @@ def test_attention_splits_fill_the_gpu_only_where_it_is_idle():
             assert splits >= 1 and (splits == 1 or s // splits >= MIN_SPLIT_COLUMNS)
 
 
+def test_more_programs_per_sm_split_further_until_the_minimum_split_length():
+    sms = 132
+    assert attention_splits(64, 2, 4608, sms, programs_per_sm=8) == 9  # 1056 programs wanted, 8.25 -> 9 splits
+    assert attention_splits(64, 2, 4608, sms, programs_per_sm=2) == 3
+    assert attention_splits(64, 2, 4608, sms, programs_per_sm=64) == 4608 // MIN_SPLIT_COLUMNS
+    assert attention_splits(64, 2, 4608, sms, programs_per_sm=None) == attention_splits(64, 2, 4608, sms)
+    assert attention_splits(64, 2, 640, sms, programs_per_sm=8) == 1  # a short cache stays single-pass
+
+
 def test_engine_takes_the_split_count_from_each_batch_and_can_turn_it_off():
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer)  # 2 KV heads
@@ -102,6 +111,23 @@ def test_split_attention_equals_single_pass_and_torch(col, dtype):
         assert not split.isnan().any()
         _close(split, single, dtype)
         _close(split, reference, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_s,num_warps,num_stages", [(32, 2, None), (128, 8, 3), (16, 4, 2)])
+def test_every_tiling_computes_the_same_attention(block_s, num_warps, num_stages):
+    """Launch parameters change speed only: block sizes that split the columns differently, other
+    warp counts and pipelining depths give the torch reference, single-pass and split."""
+    from rlvr.rollout.fast_kernels import AttentionTiling, decode_attention
+
+    tiling = AttentionTiling(block_s, num_warps, num_stages)
+    q, k_cache, v_cache = _inputs(torch.float32)
+    for col in (5, 200, S - 1):
+        start = torch.tensor(STARTS, device=DEVICE).clamp(max=col)
+        reference = _reference(q, k_cache, v_cache, start, col, 0.25)
+        for splits in (1, 3):
+            out = decode_attention(q, k_cache, v_cache, start, torch.tensor([col], device=DEVICE), 0.25, splits, tiling)
+            _close(out, reference, torch.float32)
 
 
 @pytest.mark.gpu
