@@ -11,6 +11,8 @@
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
+#   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
+#   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
 #   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
@@ -114,6 +116,8 @@ for part in "$@"; do
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     perf16) perf16 ;;
+    update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
+                      | tee "$OUT/update_packing.log" ;;
     tune_attention) timeout ${TUNE_TIMEOUT:-330} python3 benchmarks/tune_decode_attention.py --rollout ${TUNE_ARGS:-} 2>&1 \
                       | tee "$OUT/tune_attention.log" ;;
     mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" 2>&1 \
