@@ -222,6 +222,7 @@ def orm_variant_records(variant: str, prm_set: list, every: list, seed: int) -> 
 
 def train_one(args, ctx, policy, kind: str, label_type: str, records, val, val_correct, mixed: bool):
     """A reward model on a copy of the policy's backbone trained on `records`: (model, facts)."""
+    from rlvr.eval.curves import auc_interval, score_spread, within_problem_auc
     from rlvr.reward_models.fit import FitConfig, make_backbone_model
     from rlvr.reward_models.train import (RewardTrainConfig, evaluate_loss, mixed_outcome_records,
                                           train_reward_model)
@@ -240,32 +241,41 @@ def train_one(args, ctx, policy, kind: str, label_type: str, records, val, val_c
     seen = used[:: max(1, len(used) // 2000)]  # up to ~2000 training solutions: fit, against generalisation
     seen_correct = [r.labels[-1] >= 0.5 for r in seen]
     aggregations = AGGREGATIONS if kind == "prm" else ("last",)
+    groups = {agg: validation_groups(model, val, val_correct, agg) for agg in aggregations}
     info = {"records": len(used), "problems": len({r.prompt for r in used}), "mixed_problems_only": mixed,
             "epoch_losses": losses, "train_seconds": time.time() - t0,
-            "val_auc": {agg: validation_auc(model, val, val_correct, agg) for agg in aggregations},
-            "train_auc": validation_auc(model, seen, seen_correct, "last")}
+            "val_auc": {agg: within_problem_auc(g) for agg, g in groups.items()},
+            # problems are the unit of noise: with a few dozen, the interval says how far to trust the AUC
+            "val_auc_90": {agg: auc_interval(g) for agg, g in groups.items()},
+            "val_score_spread": {agg: score_spread(g) for agg, g in groups.items()},
+            "train_auc": within_problem_auc(validation_groups(model, seen, seen_correct, "last"))}
     if kind == "orm":  # the validation records carry outcome labels only: a loss for the ORM alone
         info["val_loss"] = evaluate_loss(model, val)
     return model, info
 
 
-def _auc(scores: list[float], records, correct: list[bool]) -> float | None:
-    from rlvr.eval.curves import within_problem_auc
-
+def _groups(scores: list[float], records, correct: list[bool]) -> list[tuple[list[float], list[bool]]]:
+    """(scores, correct) per problem, for the within-problem measures of rlvr.eval.curves."""
     by_problem: dict[str, tuple[list[float], list[bool]]] = {}
     for r, s, c in zip(records, scores, correct):
         group = by_problem.setdefault(r.prompt, ([], []))
         group[0].append(s)
         group[1].append(c)
-    return within_problem_auc(list(by_problem.values()))
+    return list(by_problem.values())
 
 
-def validation_auc(model, records, correct: list[bool], aggregation: str) -> float | None:
-    """Within-problem AUC of the model's solution scores (steps aggregated) on `records`."""
+def _auc(scores: list[float], records, correct: list[bool]) -> float | None:
+    from rlvr.eval.curves import within_problem_auc
+
+    return within_problem_auc(_groups(scores, records, correct))
+
+
+def validation_groups(model, records, correct: list[bool], aggregation: str) -> list:
+    """The model's solution scores (steps aggregated) on `records`, grouped by problem."""
     from rlvr.reward_models.model import aggregate
 
     step_scores = model.step_scores_many([(r.prompt, r.steps) for r in records])
-    return _auc([aggregate(s, aggregation) for s in step_scores], records, correct)
+    return _groups([aggregate(s, aggregation) for s in step_scores], records, correct)
 
 
 def _mean(xs) -> float:
@@ -293,7 +303,8 @@ def live_methods(names: list[str], aggregation: str, threshold: float, max_new_t
 def phase_search(args) -> int:
     import torch
 
-    from rlvr.eval.curves import build_pools, compute_optimal, scorer_auc, within_problem_auc
+    from rlvr.eval.curves import (auc_interval, build_pools, compute_optimal, score_spread, scorer_auc,
+                                  within_problem_auc)
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.model import load_reward_model
     from rlvr.search import RewardModelScorer
@@ -322,6 +333,9 @@ def phase_search(args) -> int:
     auc = {k: scorer_auc(pools, k) for k in ("orm", "prm")}
     # Length as a scorer: how far a reward model's ranking could come from length alone.
     auc["shorter"] = within_problem_auc([([-t for t in p.tokens], p.correct) for p in pools])
+    pool_groups = {k: [(p.scores[k], p.correct) for p in pools] for k in ("orm", "prm")}
+    auc_90 = {k: auc_interval(g) for k, g in pool_groups.items()}
+    spread = {k: score_spread(g) for k, g in pool_groups.items()}
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
     # only (the second half is where the compute-optimal choice is measured).
     half_a = [i for i in range(len(held_out)) if i % 2 == 0]
@@ -360,7 +374,12 @@ def phase_search(args) -> int:
     report = report.replace("\n\n", f"\n\n{header}\n\n", 1)
     report += ("\nWithin-problem AUC on the held-out pool samples (P[a correct sample outscores a wrong one of "
                "the same problem]; `shorter` ranks by fewer tokens): "
-               + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a" for k, v in auc.items()) + "\n")
+               + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a" for k, v in auc.items())
+               + "; 90% intervals over problems: "
+               + ", ".join(f"{k.upper()} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in
+                           ((k, i) for k, i in auc_90.items() if i is not None))
+               + "; score spread within / between problems: "
+               + ", ".join(f"{k.upper()} {v['within']:.3f} / {v['between']:.3f}" for k, v in spread.items()) + "\n")
     report += "\n" + optimal_table(optimal) + "\n"
     if skipped:
         report += f"\nNot run (past the {args.deadline:.0f} s deadline): {', '.join(skipped)}\n"
@@ -369,6 +388,7 @@ def phase_search(args) -> int:
     plot_curves(points, args.out / "accuracy_vs_tokens.png", x="tokens", title="accuracy vs tokens")
     (args.out / "ttc.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "reward_models": facts, "auc": auc,
+        "auc_90": auc_90, "score_spread": spread,
         "adaptive_threshold": threshold, "points": [asdict(p) for p in points], "compute_optimal": optimal,
         "live_seconds": live_seconds, "skipped": skipped, "pool_seconds": pooled - start,
         "seconds": time.time() - start}, indent=1))

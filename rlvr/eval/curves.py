@@ -133,6 +133,38 @@ def within_problem_auc(groups: list[tuple[list[float], list[bool]]]) -> float | 
     return wins / pairs if pairs else None
 
 
+def auc_interval(groups: list[tuple[list[float], list[bool]]], level: float = 0.9, resamples: int = 1000,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """Bootstrap interval of `within_problem_auc`, resampling whole groups (problems) with
+    replacement: pairs of one problem are not independent, so problems are the unit of noise.
+    None without a pair."""
+    import random
+
+    if within_problem_auc(groups) is None:
+        return None
+    rng = random.Random(seed)
+    draws = sorted(a for a in (within_problem_auc(rng.choices(groups, k=len(groups))) for _ in range(resamples))
+                   if a is not None)
+    cut = (1.0 - level) / 2
+    return draws[int(cut * (len(draws) - 1))], draws[int(round((1.0 - cut) * (len(draws) - 1)))]
+
+
+def score_spread(groups: list[tuple[list[float], list[bool]]]) -> dict[str, float]:
+    """How much scores vary within a problem (mean of each problem's standard deviation) against
+    between problems (standard deviation of the problems' mean scores). A reward model that only
+    learned how hard a problem looks has within << between: its ranking of one problem's
+    solutions is then decided by differences near numerical noise."""
+    def std(xs: list[float]) -> float:
+        m = sum(xs) / len(xs)
+        return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+    scored = [scores for scores, _ in groups if scores]
+    if not scored:
+        return {"within": 0.0, "between": 0.0}
+    return {"within": sum(std(s) for s in scored) / len(scored),
+            "between": std([sum(s) / len(s) for s in scored])}
+
+
 def compute_optimal(points: list[Point], budgets: list[float] | None = None,
                     exclude: tuple[str, ...] = ("pass@N",)) -> list[dict]:
     """For each difficulty level and token budget, the method (and N) with the best accuracy among

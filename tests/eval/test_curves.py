@@ -1,10 +1,11 @@
 """Pool curves (best-of-N, votes, pass@N by subsampling), compute-optimal choice, tables, plots."""
 import itertools
+import math
 
 import pytest
 
 from rlvr.eval.curves import (Point, SamplePool, best_of_n_accuracy, compute_optimal, pool_curves, powers_of_two,
-                              scorer_auc)
+                              scorer_auc, within_problem_auc)
 from rlvr.eval.report import accuracy_table, full_report, plot_curves
 
 POOL = SamplePool(
@@ -84,3 +85,36 @@ def test_scorer_auc_compares_correct_and_incorrect_samples_of_the_same_problem()
     all_wrong = SamplePool(1, [0, 1], [False, False], [1, 1], {"orm": [0.1, 0.9]})
     assert scorer_auc([all_wrong], "orm") is None
     assert scorer_auc([POOL, all_wrong], "orm") == pytest.approx(3 / 8)  # pairs never cross problems
+
+
+def test_auc_interval_is_wide_on_few_problems_and_narrows_with_more():
+    import random
+
+    from rlvr.eval.curves import auc_interval
+
+    rng = random.Random(0)
+
+    def problem():  # a scorer slightly better than chance: correct samples score a bit higher
+        correct = [rng.random() < 0.5 for _ in range(8)]
+        return [rng.random() + 0.2 * c for c in correct], correct
+
+    few, many = [problem() for _ in range(8)], [problem() for _ in range(400)]
+    lo_few, hi_few = auc_interval(few)
+    lo_many, hi_many = auc_interval(many)
+    assert lo_few <= within_problem_auc(few) <= hi_few
+    assert lo_many <= within_problem_auc(many) <= hi_many
+    assert hi_many - lo_many < (hi_few - lo_few) / 3  # 50x the problems: about 1/7 the width
+    assert lo_many > 0.5  # the real edge is resolved with enough problems
+    assert auc_interval([([0.1, 0.2], [True, True])]) is None  # no pair, no interval
+
+
+def test_score_spread_tells_a_difficulty_detector_from_a_ranker():
+    from rlvr.eval.curves import score_spread
+
+    # scores that depend only on the problem: no spread within, all of it between
+    difficulty = [([0.9] * 4, [True, True, False, True]), ([0.1] * 4, [False, False, True, False])]
+    assert score_spread(difficulty) == {"within": 0.0, "between": pytest.approx(0.4)}
+    ranker = [([0.9, 0.9, 0.1, 0.9], [True, True, False, True]), ([0.1, 0.1, 0.9, 0.1], [False, False, True, False])]
+    spread = score_spread(ranker)
+    assert spread["within"] == pytest.approx(math.sqrt(3) * 0.2) and spread["between"] == pytest.approx(0.2)
+    assert score_spread([]) == {"within": 0.0, "between": 0.0}

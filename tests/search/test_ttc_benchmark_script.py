@@ -32,6 +32,12 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
     assert facts["models"]["orm"]["variant"] in study and facts["validation_solutions"] > 0
     for info in study.values():
         assert info.get("skipped") or ("train_auc" in info and "val_loss" in info)
+    for name in ("prm_hard", "prm_soft"):  # how far to trust each AUC, and whether scores vary within a problem
+        info = facts["models"][name]
+        assert set(info["val_auc_90"]) == set(info["val_score_spread"]) == {"last", "min", "prod", "mean"}
+        for agg, interval in info["val_auc_90"].items():
+            assert interval is None or interval[0] <= info["val_auc"][agg] <= interval[1]
+            assert set(info["val_score_spread"][agg]) == {"within", "between"}
     assert facts["prm_choice"]["model"] in ("prm_hard", "prm_soft")
     for name in facts["models"]:
         assert (tmp_path / "work" / name / "reward_model.json").is_file()
@@ -44,6 +50,8 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
             "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "pass@N (coverage bound)"} <= methods
     assert {p["difficulty"] for p in record["points"]} == {None, 1, 2}
     assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "shorter"}
+    assert set(record["auc_90"]) == set(record["score_spread"]) == {"orm", "prm"}
+    assert "score spread within / between problems" in (out / "ttc.md").read_text()
     assert len(record["compute_optimal"]["levels"]) == 2
     pools = json.loads((out / "pools.json").read_text())
     assert len(pools) == 4 and all(len(p["correct"]) == 2 and set(p["scores"]) == {"orm", "prm"} for p in pools)
