@@ -64,6 +64,13 @@ class FastEngineConfig:
     (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
     program per pair. Off: always one program per pair (the A/B baseline)."""
 
+    refill_rows: int = 0
+    """Rows decoded at once when a generate call asks for more (0: all of them at once). The
+    first prompts fill these rows; when all G rows of a prompt have finished, the next waiting
+    prompt is prefilled into them mid-generation (`rlvr.rollout.fast_refill`), so the batch stays
+    full while prompts wait. Bounds the KV cache to these rows (x3 output columns) however many
+    sequences are asked for. Sampled rows draw from the same distribution, not the same samples."""
+
     def __post_init__(self) -> None:
         # "field: message": rlvr.config.from_dict turns it into the dotted key (stages.3.engine.kernels)
         if self.kernels not in ("auto", "triton", "torch"):
@@ -71,6 +78,8 @@ class FastEngineConfig:
         for name in ("length_bucket", "check_every", "max_graphs", "compact_min_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.refill_rows < 0:
+            raise ValueError(f"refill_rows: must be >= 0 (0: no refill), got {self.refill_rows}")
 
 
 @dataclass
@@ -83,6 +92,13 @@ class EngineConfig(FastEngineConfig):
 
     name: str = "auto"
     """auto (fast on CUDA when the model fits, else hf), fast or hf (`rlvr.rollout.ENGINES`)."""
+
+    refill_rows: int = 0
+    """Rows decoded at once when a generate call asks for more (0: all of them at once). The
+    first prompts fill these rows; when all G rows of a prompt have finished, the next waiting
+    prompt is prefilled into them mid-generation (`rlvr.rollout.fast_refill`), so the batch stays
+    full while prompts wait. Bounds the KV cache to these rows (x3 output columns) however many
+    sequences are asked for. Sampled rows draw from the same distribution, not the same samples."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -31,6 +31,7 @@ import torch
 
 from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.engine_config import FastEngineConfig
+from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
                                        fits_fused_kernels, fits_gemm_kernels, prefill_forward, supports)
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
@@ -56,6 +57,7 @@ class FastEngine:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self._states: dict[tuple, DecodeState] = {}
+        self.last_refill: dict | None = None  # the last refilled generate's counts (runs, refills, steps)
         device = model.lm_head.weight.device
         kernels = self.config.kernels
         if kernels == "auto":
@@ -100,10 +102,13 @@ class FastEngine:
         valid = valid.bool()
         if self.stacked is not None:
             self.stacked.refresh()  # before capture too: warm-up runs read the copies
+        if self.config.refill_rows and len(prompt_ids) * group_size > self.config.refill_rows:
+            tokens, logps, self.last_refill = generate_with_refill(self, prompt_ids, group_size, params, end_at)
+            return self._rollout(prompt_ids, tokens, logps, params)
         st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device, end_at is not None)
         first_logits = self._prefill_into(st, ids, valid, group_size, end_at)
         steps = self._decode(st, first_logits, params)
-        return self._rollout(prompt_ids, group_size, st, steps, params)
+        return self._rollout(prompt_ids, *self._outputs(st, steps), params)
 
     def _check_end_at(self, end_at: list[int] | None, n: int) -> None:
         if end_at is None:
@@ -275,12 +280,17 @@ class FastEngine:
         else:
             self._step(batch, params)
 
-    def _rollout(self, prompt_ids, group_size: int, st: DecodeState, steps: int, params) -> Rollout:
+    @staticmethod
+    def _outputs(st: DecodeState, steps: int) -> tuple[list, list]:
+        """Output tokens and log-probs per original row (one host copy per batch; compaction moved
+        rows: slot i holds row st.order[i])."""
         tokens, logps = [None] * st.n, [None] * st.n
-        # one host copy per batch; compaction moved rows: slot i holds row st.order[i]
         for row, row_tokens, row_logp in zip(st.order, st.out_tokens[:, :steps].tolist(),
                                              st.out_logp[:, :steps].tolist()):
             tokens[row], logps[row] = row_tokens, row_logp
+        return tokens, logps
+
+    def _rollout(self, prompt_ids, tokens: list, logps: list, params) -> Rollout:
         completions, texts, truncated, logprobs = [], [], [], []
         for row, row_logp in zip(tokens, logps):
             ids, ended = cut_completion(row, self.eos_ids, self.tokenizer, params.stop)

@@ -47,6 +47,7 @@ class DecodeState:
         self.length = length  # cache columns S
         self.width = 0  # prompt width of the current batch (set by the prefill)
         self.order = list(range(n))  # original row of each slot (compaction permutes the slots)
+        self.offset = [0] * n  # output column where each slot's completion starts (refill: later)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # captured step per batch size (prefix rows)
 
     RECORD = ("finished", "out_tokens", "out_logp")
@@ -72,6 +73,7 @@ class DecodeState:
 
     def reset_order(self) -> None:
         self.order = list(range(self.n))
+        self.offset = [0] * self.n
 
     def compact(self, alive: list[int], rows: int, cols: int) -> "DecodeState":
         """Move the unfinished slots `alive` (ascending) to the front, keep every row's outputs, and
@@ -79,6 +81,7 @@ class DecodeState:
         taken = set(alive)
         perm = alive + [i for i in range(self.n) if i not in taken]  # finished rows after the live ones
         self.order = [self.order[i] for i in perm]
+        self.offset = [self.offset[i] for i in perm]
         device = self.tokens.device
         perm_t = torch.tensor(perm, device=device)
         for name in self.RECORD:

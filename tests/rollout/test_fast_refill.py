@@ -1,0 +1,116 @@
+"""Refill in the fast engine (`FastEngineConfig.refill_rows`): a call asking for more rows than it
+decodes at once hands each finished prompt group's rows to the next waiting prompt, prefilled
+mid-generation. Every completion is the one the engine gives without refill (greedy), or one
+whose log-probs a forward pass over its own prompt reproduces (sampled)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr.models.char_tokenizer import build_char_tokenizer
+from rlvr.rollout.base import SamplingParams
+from rlvr.rollout.fast import FastEngine, FastEngineConfig
+
+from test_fast import _forward_logprobs, _model, _prompt_ids
+from test_fast_compaction import _assert_same, _fake_cuda_graphs
+
+CAP = 16
+# 3 prompts x G=4, lengths [1, 2, 3, 3, 4, 6, 12, 16 (truncated at the cap), 2, 5, 7, 9] greedy
+END_AT = [1, 2, 3, 9, 4, 6, 12, 40, 2, 5, 7, 9]
+GREEDY = SamplingParams(max_new_tokens=CAP, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+    plain = FastEngine(model, tokenizer, FastEngineConfig())
+    return tokenizer, model, plain
+
+
+@pytest.mark.parametrize("rows,every", [(4, 1), (4, 3), (8, 1), (8, 4), (4, 16)])
+def test_refilled_rows_give_the_completions_of_an_unrefilled_call_cpu(setup, rows, every):
+    tokenizer, model, plain = setup
+    expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=rows, check_every=every))
+    got = engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    _assert_same(expected, got)
+    assert got.truncated == [i == 7 for i in range(12)]
+    stats = engine.last_refill
+    assert stats["runs"] == 1 and stats["refills"] == 3 - rows // 4  # every prompt past the first lanes
+    if every == 1:  # freed lanes are refilled at once: fewer steps than one prompt after another
+        assert stats["steps"] < 3 * CAP
+
+
+def test_refill_with_the_models_own_eos_cpu(setup):
+    tokenizer, model, plain = setup
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    expected = plain.generate(_prompt_ids(tokenizer), 2, params)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=2))
+    got = engine.generate(_prompt_ids(tokenizer), 2, params)
+    _assert_same(expected, got)
+    assert got.lengths == expected.lengths and len(set(got.lengths)) > 1
+
+
+def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
+    """Rows that all run to the cap (greedy, this prompt ends past it): one lane takes three
+    prompts within its output columns (3 x the cap), so six prompts take two runs."""
+    tokenizer, model, plain = setup
+    prompts = [_prompt_ids(tokenizer)[1]] * 6
+    end_at = [40] * 12
+    expected = plain.generate(prompts, 2, GREEDY, end_at=end_at)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=1))
+    got = engine.generate(prompts, 2, GREEDY, end_at=end_at)
+    _assert_same(expected, got)
+    assert got.lengths == [CAP] * 12 and all(got.truncated)
+    assert engine.last_refill == {"runs": 2, "refills": 4, "steps": 2 * (3 * CAP - 2)}
+
+
+def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
+    tokenizer, model, _ = setup
+    prompts = _prompt_ids(tokenizer)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    params = SamplingParams(max_new_tokens=CAP, temperature=0.9, seed=2)
+    out = engine.generate(prompts, 4, params, end_at=END_AT)
+    assert engine.last_refill["refills"] == 2 and all(length <= CAP for length in out.lengths)
+    for i, (completion, logprobs) in enumerate(zip(out.completion_ids, out.logprobs)):
+        expected = _forward_logprobs(model, prompts[i // 4], completion, params.temperature)
+        torch.testing.assert_close(torch.tensor(logprobs[:-1]), expected[:-1], atol=1e-4, rtol=0)
+
+
+def test_refill_through_captured_graphs_and_a_reused_state_cpu(setup, monkeypatch):
+    """The graph path (captured on first use, replayed) over refilled rows, twice on the same
+    state, equals the eager engine without refill."""
+    tokenizer, model, plain = setup
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=8, check_every=1, compact_min_rows=1))
+    _fake_cuda_graphs(monkeypatch, engine)
+    for end_at in (END_AT, END_AT[::-1]):
+        _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
+                     engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at))
+    assert len(engine._states) == 1 and 8 in next(iter(engine._states.values())).graphs
+
+
+def test_a_call_within_refill_rows_runs_as_without_refill_cpu(setup):
+    tokenizer, model, plain = setup
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=12))
+    _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT),
+                 engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
+    assert engine.last_refill is None
+
+
+def test_negative_refill_rows_is_a_config_error():
+    with pytest.raises(ValueError, match="refill_rows: must be >= 0"):
+        FastEngineConfig(refill_rows=-1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
+def test_refill_keeps_results_cuda_graph(kernels):
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, device="cuda")
+    plain = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels, refill_rows=4, check_every=1))
+    for end_at in (END_AT, END_AT[::-1]):
+        _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
+                     engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at))
+    assert engine.last_refill["refills"] == 2
