@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (SHAPES, Row, build_model, host_time_s, median, out_path, print_table,  # noqa: E402
                                save, shape_label)
 
-ENGINES = ("fast", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_compiled", "fast_torch", "fast_torch_compiled",
+ENGINES = ("fast", "fast_refill", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_compiled", "fast_torch", "fast_torch_compiled",
            "hf_static", "hf")
 """fast: the default (triton kernels around cuBLAS GEMMs, finished rows compacted away, split-KV
-attention on long caches); fast_nocompact: FastEngineConfig.compact=False; fast_nosplit:
+attention on long caches); fast_refill (variable workload only): N rows decoding --refill-factor x N
+sequences, each finished prompt group's rows refilled with a waiting prompt
+(FastEngineConfig.refill_rows = N), its useful tok/s against fast's fixed-length figure at N; fast_nocompact: FastEngineConfig.compact=False; fast_nosplit:
 FastEngineConfig.split_kv=False; fast_gemm: with the norm-fused Triton GEMMs
 (FastEngineConfig.fuse_gemms=True); fast_torch: torch ops; *_compiled: + torch.compile."""
 EOS = 1  # the variable workload's EOS id (the prompts never contain it)
@@ -106,11 +108,12 @@ def fast_runner(model, prompt_ids, work: Workload, config: dict, end_at: list[in
     return run, engine
 
 
-def fast_config(name: str, device: str) -> dict:
+def fast_config(name: str, device: str, refill_rows: int = 0) -> dict:
     """FastEngineConfig options of a fast engine name (the CPU smoke run has only torch ops)."""
     kernels = "torch" if "torch" in name or device != "cuda" else "triton"
     return dict(compile="compiled" in name, kernels=kernels, fuse_gemms=name == "fast_gemm",
-                compact=name != "fast_nocompact", split_kv=name != "fast_nosplit")
+                compact=name != "fast_nocompact", split_kv=name != "fast_nosplit",
+                refill_rows=refill_rows if name == "fast_refill" else 0)
 
 
 def fast_label(engine) -> str:
@@ -119,7 +122,8 @@ def fast_label(engine) -> str:
                "triton kernels" if engine.fused else "torch ops")
     graph = ", CUDA graph" if engine.model.device.type == "cuda" and engine.config.cuda_graph else ""
     extra = ((" + compile" if engine.config.compile else "") + ("" if engine.config.compact else ", no compaction")
-             + ("" if engine.config.split_kv else ", no split-KV"))
+             + ("" if engine.config.split_kv else ", no split-KV")
+             + (f", refill into {engine.config.refill_rows} rows" if engine.config.refill_rows else ""))
     return f"rlvr fast ({kernels}{graph}{extra})"
 
 
@@ -154,11 +158,14 @@ def measure_peer(name: str, model, prompt_ids, work: Workload, n: int, reps: int
     return measure("hf generate (static cache, compiled)", run, n * work.new_tokens, reps=reps)
 
 
-def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None) -> Row:
-    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device), end_at)
+def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None,
+                 refill_rows: int = 0) -> Row:
+    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, refill_rows), end_at)
     expected = n * work.new_tokens if end_at is None else sum(end_at)
     row = measure(name, run, expected, reps)
     row.name = fast_label(engine) + ("" if end_at is None else ", variable lengths (useful tok/s)")
+    if engine.last_refill:
+        row.note = "; ".join(filter(None, [f"{engine.last_refill}", row.note]))
     return row
 
 
@@ -172,6 +179,18 @@ def variable_row(fixed: Row, variable: Row, end_at: list[int]) -> Row:
     return variable
 
 
+def refill_row(model, work: Workload, n: int, args, fixed: Row | None) -> Row:
+    """Variable lengths on N rows refilled from --refill-factor x N sequences: useful tok/s, its
+    ratio to the fast engine's fixed-length tok/s at N (measure `fast` first in the same run)."""
+    total = n * args.refill_factor
+    vocab = SHAPES[args.shape]["vocab_size"]
+    end_at = end_lengths(total, args.new_tokens, args.sigma, seed=total)
+    row = measure_fast("fast_refill", model, prompts(total // args.group, args.prompt_len, vocab, seed=total), work,
+                       total, args.reps, end_at, refill_rows=n)
+    row.name += f", {total} sequences"
+    return variable_row(fixed or Row("", None, "tok/s"), row, end_at)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
@@ -183,6 +202,8 @@ def main(argv=None) -> int:
     p.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma of the variable lengths")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"subset of {', '.join(ENGINES)}")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--refill-factor", type=int, default=4,
+                   help="fast_refill: sequences asked for, in multiples of the N rows decoded at once")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--out", default=out_path("bench_rollout.json"))
     args = p.parse_args(argv)
@@ -200,8 +221,12 @@ def main(argv=None) -> int:
     for n in sizes:
         prompt_ids = prompts(n // args.group, args.prompt_len, vocab, seed=n)
         end_at = end_lengths(n, args.new_tokens, args.sigma, seed=n)
-        rows = []
+        rows, fixed_fast = [], None
         for name in engines:
+            if name == "fast_refill":
+                if args.workload != "fixed":
+                    rows.append(refill_row(model, work, n, args, fixed_fast))
+                continue
             if name.startswith("hf"):
                 if args.workload != "variable":
                     rows.append(measure_peer(name, model, prompt_ids, work, n, args.reps))
@@ -210,6 +235,7 @@ def main(argv=None) -> int:
             if args.workload != "variable":
                 fixed = measure_fast(name, model, prompt_ids, work, n, args.reps)
                 rows.append(fixed)
+                fixed_fast = fixed if name == "fast" else fixed_fast
             if args.workload != "fixed":
                 variable = measure_fast(name, model, prompt_ids, work, n, args.reps, end_at)
                 rows.append(variable_row(fixed or Row("", None, "tok/s"), variable, end_at))

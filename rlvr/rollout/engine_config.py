@@ -93,13 +93,6 @@ class EngineConfig(FastEngineConfig):
     name: str = "auto"
     """auto (fast on CUDA when the model fits, else hf), fast or hf (`rlvr.rollout.ENGINES`)."""
 
-    refill_rows: int = 0
-    """Rows decoded at once when a generate call asks for more (0: all of them at once). The
-    first prompts fill these rows; when all G rows of a prompt have finished, the next waiting
-    prompt is prefilled into them mid-generation (`rlvr.rollout.fast_refill`), so the batch stays
-    full while prompts wait. Bounds the KV cache to these rows (x3 output columns) however many
-    sequences are asked for. Sampled rows draw from the same distribution, not the same samples."""
-
     def __post_init__(self) -> None:
         super().__post_init__()
         from rlvr.config import check_field

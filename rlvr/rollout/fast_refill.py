@@ -1,19 +1,20 @@
 """Refill: a generate call that asks for more rows than `FastEngineConfig.refill_rows` decodes them
-in a fixed set of rows, and a prompt group whose G rows have all finished hands its rows to the
-next waiting prompt, prefilled into them mid-generation. Finished rows then cost nothing for long:
-the batch stays full while prompts wait, where compaction alone can only shrink it.
+in that many rows, and a row whose completion has finished is handed to the next waiting sample,
+prefilled into it mid-generation. Finished rows then cost nothing for long: the batch stays full
+while samples wait, where compaction alone can only shrink it.
 
-Rows are taken in lanes of G (one prompt's samples, prefilled once). Every row shares the cache
-column the next step writes (`DecodeState.col`), so a newcomer's prompt is written right before
-it, into columns its lane's previous occupant no longer reads; `start` (Triton) and the mask bias
-(torch) make its rows see only its own columns, and its positions restart at 0. Its outputs begin
-at the current output column (`DecodeState.offset`). The cache holds HORIZON x max_new_tokens
-output columns (plus one check interval of slack): a lane takes a newcomer only while the whole
-of a new completion still fits; then the run drains (with compaction) and the next run starts
-with the prompts still waiting.
+The unit is a row, not a prompt's group of G: a group holds its rows until its longest sample
+ends, and long-tailed lengths make that most of the cap. Newcomers that share a prompt share its
+prefill. Every row shares the cache column the next step writes (`DecodeState.col`), so a
+newcomer's prompt is written right before it, into columns the row's previous occupant no longer
+reads; `start` (Triton) and the mask bias (torch) make the row see only its own columns, and its
+positions restart at 0. Its outputs begin at the current output column (`DecodeState.offset`).
+The cache holds HORIZON x max_new_tokens output columns (plus one check interval of slack): a row
+takes a newcomer only while a whole new completion still fits; then the run drains (with
+compaction) and the next run starts with the samples still waiting.
 
-Row caps: a newcomer's completion may end past the shared step count, so the cap of
-max_new_tokens is enforced per lane at the host checks, and its outputs are cut at the cap.
+A newcomer's completion may end past the shared step count, so the cap of max_new_tokens is
+enforced per row at the host checks, and its outputs are cut at the cap.
 """
 from __future__ import annotations
 
@@ -32,29 +33,28 @@ HORIZON = 3
 
 
 class RefillRun:
-    """One run of `lanes` lanes of G rows over a queue of waiting prompts (indices into
-    `prompt_ids`); collects each request row's (tokens, log-probs) as its lane finishes."""
+    """One run of `rows` rows over a queue of waiting request rows (prompt * G + sample); collects
+    each request row's (tokens, log-probs) as it finishes."""
 
     def __init__(self, engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
-                 end_at: list[int] | None, lanes: int):
+                 end_at: list[int] | None, rows: int):
         self.engine, self.prompt_ids, self.group, self.params = engine, prompt_ids, group, params
         self.end_at = end_at
-        self.lanes = lanes
+        self.rows = rows
         self.outputs: dict[int, tuple[list[int], list[float]]] = {}  # request row -> its outputs
-        self.refills = 0
+        self.refills = 0  # rows prefilled mid-generation
         self.steps = 0
 
     def run(self, queue: list[int]) -> list[int]:
-        """Decode until every lane is done; returns the prompts still waiting (none fitted)."""
-        e, g, params = self.engine, self.group, self.params
-        width = max(len(self.prompt_ids[i]) for i in queue)  # every waiting prompt fits before the first column
+        """Decode until every row is done; returns the request rows still waiting."""
+        e, params = self.engine, self.params
+        width = max(len(self.prompt_ids[r // self.group]) for r in queue)  # every waiting prompt fits
         self.horizon = HORIZON * params.max_new_tokens + e.config.check_every
         device = e.model.lm_head.weight.device
-        st = e._state(self.lanes * g, width, replace(params, max_new_tokens=self.horizon), device,
-                      self.end_at is not None)
-        first, queue = queue[: self.lanes], queue[self.lanes:]
-        st.reset_order()
-        self._prefill_first(st, first, width)
+        st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
+        self._reset(st, width)
+        queue = self._refill(st, queue, steps=1)
+        self.refills = 0  # the first fill is not a refill
         steps, batch, refilling = 1, st, True
         while True:
             if steps % e.config.check_every == 0 or steps >= self.horizon:
@@ -65,9 +65,7 @@ class RefillRun:
                 if refilling:
                     queue = self._refill(st, queue, steps)
                     finished = st.finished.tolist()
-                    batch = st
-                else:
-                    batch = self._compacted(st, batch, finished, steps)
+                batch = self._running(st, batch, finished, steps, compact=not refilling)
                 if batch is None or steps >= self.horizon:
                     break
             e._replay(st, batch, params)
@@ -76,17 +74,26 @@ class RefillRun:
         self.steps += steps
         return queue
 
-    # -- lanes
-
-    def _request_rows(self, prompt: int) -> list[int]:
-        return list(range(prompt * self.group, (prompt + 1) * self.group))
+    def _reset(self, st: DecodeState, width: int) -> None:
+        """Every row empty; the shared scalars at the first column (`width`: the widest prompt)."""
+        st.reset_order()
+        st.order = [-1] * st.n
+        st.width = width
+        st.col.fill_(width)
+        st.step.fill_(1)  # output column 0 holds each row's first token, sampled from its prefill
+        st.seed.copy_(torch.randint(0, 2**31 - 1, (1,)))  # the fused sampler's; params.seed reproduces
+        st.finished.fill_(True)
+        st.start.fill_(width)  # an empty row reads only the columns it writes itself
+        st.bias.fill_(float("-inf"))
+        st.out_tokens.fill_(self.engine.pad_id)
+        st.out_logp.zero_()
 
     def _capped(self, st: DecodeState, slot: int, steps: int) -> bool:
         return steps - st.offset[slot] >= self.params.max_new_tokens
 
     def _collect_done(self, st: DecodeState, finished: list[bool], steps: int, final: bool = False) -> None:
         """Copy out the outputs of every occupied slot whose row is finished or capped (every one
-        when `final`), and mark the slot empty (order -1). A lane is free when all its slots are."""
+        when `final`), and mark the slot empty (order -1)."""
         done = [s for s in range(st.n) if st.order[s] >= 0 and (final or finished[s] or self._capped(st, s, steps))]
         if not done:
             return
@@ -98,59 +105,39 @@ class RefillRun:
             self.outputs[st.order[slot]] = (row_tokens[o:o + cap], row_logp[o:o + cap])
             st.order[slot] = -1
 
-    def _compacted(self, st: DecodeState, batch: DecodeState, finished: list[bool], steps: int):
-        """The draining batch: None when no lane is left; else the rows still running, compacted
-        (as the engine's own check does) when they fit half the batch."""
+    def _running(self, st: DecodeState, batch: DecodeState, finished: list[bool], steps: int, compact: bool):
+        """The rows to step: None when none is running; while draining (`compact`), the running
+        rows moved to the front when they fit half the batch, as the engine's own check does."""
         alive = [s for s in range(batch.n) if st.order[s] >= 0 and not finished[s] and not self._capped(st, s, steps)]
         if not alive:
             return None
-        if not self.engine.config.compact:
+        if not compact or not self.engine.config.compact:
             return batch
         rows = min(batch.n, max(self.engine.config.compact_min_rows, 1 << (len(alive) - 1).bit_length()))
         if rows * 2 > batch.n:
             return batch
         return st.compact(alive, rows, cols=st.width + steps - 1)
 
-    # -- prefill
-
-    def _prefill_first(self, st: DecodeState, prompts: list[int], width: int) -> None:
-        """The first prompts into lanes 0.. (left-padded to `width`, so later prompts fit too);
-        lanes left without a prompt are empty from the start."""
-        e = self.engine
-        ids, valid = _left_pad_to([self.prompt_ids[i] for i in prompts], width, e.pad_id, st.tokens.device)
-        rows = len(prompts) * self.group
-        end_at = self._end_at(prompts, offset=0)
-        first_logits = e._prefill_into(st.view(rows) if rows < st.n else st, ids, valid.bool(), self.group, end_at)
-        # _prefill_into set the shared scalars; rows past `rows` (no prompt) stay finished and empty
-        st.width = width
-        st.order = [r for p in prompts for r in self._request_rows(p)] + [-1] * (st.n - rows)
-        st.offset = [0] * st.n
-        if rows < st.n:  # a state reused from an earlier call: clear what the empty rows hold
-            st.finished[rows:] = True
-            st.start[rows:] = width  # nothing to read: only the columns they write themselves
-            st.bias[rows:] = float("-inf")
-            st.out_tokens[rows:] = e.pad_id
-            st.out_logp[rows:] = 0.0
-        self._first_tokens(st, torch.arange(rows, device=st.tokens.device), first_logits, 0, end_at)
-
     def _refill(self, st: DecodeState, queue: list[int], steps: int) -> list[int]:
-        """Prefill waiting prompts into the empty lanes, before the column the next step writes."""
-        g = self.group
-        free = [lane for lane in range(self.lanes) if all(st.order[s] < 0 for s in range(lane * g, (lane + 1) * g))]
+        """Prefill waiting request rows into the empty slots, before the column the next step
+        writes; rows of one prompt share its prefill."""
+        free = [s for s in range(st.n) if st.order[s] < 0]
         take, queue = queue[: len(free)], queue[len(free):]
         if not take:
             return queue
-        e = self.engine
+        e, g = self.engine, self.group
         device = st.tokens.device
         col = st.width + steps - 1  # the column the next step writes
-        ids, valid = left_pad([self.prompt_ids[i] for i in take], e.pad_id, device)
+        prompts = list(dict.fromkeys(r // g for r in take))  # each prompt prefilled once
+        ids, valid = left_pad([self.prompt_ids[p] for p in prompts], e.pad_id, device)
         width = ids.shape[1]
         logits, keys, values = prefill_forward(e.parts, ids, valid.bool())
-        slots = [s for lane in free[: len(take)] for s in range(lane * g, (lane + 1) * g)]
+        which = torch.tensor([prompts.index(r // g) for r in take], device=device)  # each row's prefill
+        slots = free[: len(take)]
         index = torch.tensor(slots, device=device)
         for cache, new in zip(st.k + st.v, keys + values):
-            cache[index, :, col - width:col] = new.repeat_interleave(g, dim=0)
-        row_valid = valid.bool().repeat_interleave(g, dim=0)  # (rows, width)
+            cache[index, :, col - width:col] = new[which]
+        row_valid = valid.bool()[which]  # (rows, width)
         bias = torch.full((len(slots), st.bias.shape[-1]), float("-inf"), dtype=st.bias.dtype, device=device)
         bias[:, col - width:col].masked_fill_(row_valid, 0.0)
         st.bias[index] = bias[:, None, None, :].expand(-1, st.bias.shape[1], 1, -1)
@@ -160,12 +147,12 @@ class RefillRun:
         offset = steps - 1  # the first token takes the output column the previous step wrote
         st.out_tokens[index, offset:] = e.pad_id
         st.out_logp[index, offset:] = 0.0
-        end_at = self._end_at(take, offset)
-        if end_at is not None:
+        end_at = None if self.end_at is None else [offset + self.end_at[r] for r in take]
+        if end_at is not None:  # forced lengths as output columns
             st.end_at[index] = torch.tensor(end_at, device=device)
-        for slot, row in zip(slots, [r for p in take for r in self._request_rows(p)]):
+        for slot, row in zip(slots, take):
             st.order[slot], st.offset[slot] = row, offset
-        self._first_tokens(st, index, logits.repeat_interleave(g, dim=0), offset, end_at)
+        self._first_tokens(st, index, logits[which], offset, end_at)
         self.refills += len(take)
         return queue
 
@@ -180,33 +167,16 @@ class RefillRun:
         st.finished[index] = (token[:, None] == st.stop_ids[None, :]).any(dim=1)
         st.tokens[index] = token
 
-    def _end_at(self, prompts: list[int], offset: int) -> list[int] | None:
-        """Forced lengths of these prompts' rows, as output columns (`offset` + length)."""
-        if self.end_at is None:
-            return None
-        return [offset + self.end_at[r] for p in prompts for r in self._request_rows(p)]
-
-
-def _left_pad_to(seqs: list[list[int]], width: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`left_pad`, widened to `width` columns."""
-    ids, valid = left_pad(seqs, pad_id, device)
-    extra = width - ids.shape[1]
-    if extra > 0:
-        ids = torch.cat([torch.full((ids.shape[0], extra), pad_id, dtype=ids.dtype, device=device), ids], dim=1)
-        valid = torch.cat([torch.zeros((valid.shape[0], extra), dtype=valid.dtype, device=device), valid], dim=1)
-    return ids, valid
-
 
 def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
                          end_at: list[int] | None) -> tuple[list[list[int]], list[list[float]], dict]:
     """Every request row's output tokens and log-probs (up to max_new_tokens, before cutting at
     EOS), decoded `engine.config.refill_rows` rows at a time; and the run's counts."""
-    lanes = max(1, engine.config.refill_rows // group)
-    queue = list(range(len(prompt_ids)))
+    queue = list(range(len(prompt_ids) * group))
     outputs: dict[int, tuple[list[int], list[float]]] = {}
     stats = {"runs": 0, "refills": 0, "steps": 0}
     while queue:
-        run = RefillRun(engine, prompt_ids, group, params, end_at, lanes)
+        run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows)
         queue = run.run(queue)
         outputs.update(run.outputs)
         stats["runs"] += 1

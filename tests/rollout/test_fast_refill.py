@@ -1,6 +1,6 @@
 """Refill in the fast engine (`FastEngineConfig.refill_rows`): a call asking for more rows than it
 decodes at once hands each finished prompt group's rows to the next waiting prompt, prefilled
-mid-generation. Every completion is the one the engine gives without refill (greedy), or one
+mid-generation, row by row. Every completion is the one the engine gives without refill (greedy), or one
 whose log-probs a forward pass over its own prompt reproduces (sampled)."""
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_refilled_rows_give_the_completions_of_an_unrefilled_call_cpu(setup, row
     _assert_same(expected, got)
     assert got.truncated == [i == 7 for i in range(12)]
     stats = engine.last_refill
-    assert stats["runs"] == 1 and stats["refills"] == 3 - rows // 4  # every prompt past the first lanes
+    assert stats["runs"] == 1 and stats["refills"] == 12 - rows  # every row past the first ones
     if every == 1:  # freed lanes are refilled at once: fewer steps than one prompt after another
         assert stats["steps"] < 3 * CAP
 
@@ -53,8 +53,8 @@ def test_refill_with_the_models_own_eos_cpu(setup):
 
 
 def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
-    """Rows that all run to the cap (greedy, this prompt ends past it): one lane takes three
-    prompts within its output columns (3 x the cap), so six prompts take two runs."""
+    """Rows that all run to the cap (greedy, this prompt ends past it): a row takes three samples
+    within its output columns (3 x the cap), so 2 rows take two runs for 12 samples."""
     tokenizer, model, plain = setup
     prompts = [_prompt_ids(tokenizer)[1]] * 6
     end_at = [40] * 12
@@ -63,7 +63,7 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     got = engine.generate(prompts, 2, GREEDY, end_at=end_at)
     _assert_same(expected, got)
     assert got.lengths == [CAP] * 12 and all(got.truncated)
-    assert engine.last_refill == {"runs": 2, "refills": 4, "steps": 2 * (3 * CAP - 2)}
+    assert engine.last_refill == {"runs": 2, "refills": 8, "steps": 2 * (3 * CAP - 2)}
 
 
 def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
@@ -72,7 +72,7 @@ def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
     engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
     params = SamplingParams(max_new_tokens=CAP, temperature=0.9, seed=2)
     out = engine.generate(prompts, 4, params, end_at=END_AT)
-    assert engine.last_refill["refills"] == 2 and all(length <= CAP for length in out.lengths)
+    assert engine.last_refill["refills"] == 8 and all(length <= CAP for length in out.lengths)
     for i, (completion, logprobs) in enumerate(zip(out.completion_ids, out.logprobs)):
         expected = _forward_logprobs(model, prompts[i // 4], completion, params.temperature)
         torch.testing.assert_close(torch.tensor(logprobs[:-1]), expected[:-1], atol=1e-4, rtol=0)
@@ -113,4 +113,4 @@ def test_refill_keeps_results_cuda_graph(kernels):
     for end_at in (END_AT, END_AT[::-1]):
         _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
                      engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at))
-    assert engine.last_refill["refills"] == 2
+    assert engine.last_refill["refills"] == 8
