@@ -1,8 +1,10 @@
 """Refill in the fast engine (`FastEngineConfig.refill_rows`): a call asking for more rows than it
-decodes at once hands each finished prompt group's rows to the next waiting prompt, prefilled
-mid-generation, row by row. Every completion is the one the engine gives without refill (greedy), or one
-whose log-probs a forward pass over its own prompt reproduces (sampled)."""
+decodes at once hands each finished row to the next waiting sample, prefilled mid-generation.
+Every completion is the one the engine gives without refill (greedy), or one whose log-probs a
+forward pass over its own prompt reproduces (sampled)."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -113,4 +115,24 @@ def test_refill_keeps_results_cuda_graph(kernels):
     for end_at in (END_AT, END_AT[::-1]):
         _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
                      engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at))
+    assert engine.last_refill["refills"] == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="the Triton CPU interpreter")
+def test_refill_through_the_triton_kernels_interpreted():
+    """The Triton step (attention reading each row from its `start`, the fused sampler recording
+    into the state) over refilled rows, run by the Triton interpreter on CPU tensors."""
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer)
+
+    def triton_engine(**config):
+        engine = FastEngine(model, tokenizer, FastEngineConfig(**config))
+        engine.fused, engine.stacked = True, None  # FastEngine picks them on CUDA only
+        engine._set_forward()
+        return engine
+
+    expected = triton_engine().generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    engine = triton_engine(refill_rows=4, check_every=1)
+    _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
     assert engine.last_refill["refills"] == 8
