@@ -9,6 +9,8 @@
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
 #   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
+#   refill (the refill tests on the GPU, then fast against fast_refill at 256 rows x (128 + up to 1024), 4 x 256
+#   variable-length sequences; $OUT/perf16_rollout_refill_256x128_1024.json)
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
@@ -53,6 +55,8 @@ perf16() {
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
+  perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
+    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 --refill-factor 4
   perf16_row grpo_1.5b 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
     --prompt-len 128 --new-tokens 512 --steps 5
   perf16_row grpo_1.5b_mixed 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
@@ -67,7 +71,7 @@ for part in "$@"; do
     tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
              tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py \
              tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
-             tests/rollout/test_fast_split_attention.py > "$OUT/tests.log" 2>&1; \
+             tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -90,7 +94,7 @@ for part in "$@"; do
                 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;
     tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
                   tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
-                  tests/rollout/test_fast_split_attention.py \
+                  tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py \
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
@@ -113,6 +117,10 @@ for part in "$@"; do
     ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
                   --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
                   | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
+    refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
+              > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
+            perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
+              --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 ;;
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     perf16) perf16 ;;

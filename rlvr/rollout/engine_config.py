@@ -66,10 +66,10 @@ class FastEngineConfig:
 
     refill_rows: int = 0
     """Rows decoded at once when a generate call asks for more (0: all of them at once). The
-    first prompts fill these rows; when all G rows of a prompt have finished, the next waiting
-    prompt is prefilled into them mid-generation (`rlvr.rollout.fast_refill`), so the batch stays
-    full while prompts wait. Bounds the KV cache to these rows (x3 output columns) however many
-    sequences are asked for. Sampled rows draw from the same distribution, not the same samples."""
+    first samples fill these rows; when a row's completion ends, the next waiting sample is
+    prefilled into it mid-generation (`rlvr.rollout.fast_refill`), so the batch stays full while
+    samples wait. Bounds the KV cache to these rows (x3 output columns) however many sequences are
+    asked for. Sampled rows draw from the same distribution, not the same samples."""
 
     def __post_init__(self) -> None:
         # "field: message": rlvr.config.from_dict turns it into the dotted key (stages.3.engine.kernels)
