@@ -67,6 +67,7 @@ def test_a_bare_name_is_shorthand_and_no_block_keeps_the_fast_engine_defaults():
     (lambda d: d["stages"][6]["eval"].update(engine={"compact": "yes"}),
      "stages.6.eval.engine.compact: expected true or false"),
     (lambda d: d["engine"].update(compile=3), "engine.compile: expected true or false, got 3"),
+    (lambda d: d["engine"].update(refill_rows=-2), "engine.refill_rows: must be >= 0 (0: no refill), got -2"),
 ])
 def test_bad_engine_options_fail_validate_only_naming_their_key(tmp_path, capsys, edit, message):
     data = copy.deepcopy(RECIPE)

@@ -100,6 +100,19 @@ def test_a_call_within_refill_rows_runs_as_without_refill_cpu(setup):
     assert engine.last_refill is None
 
 
+def test_a_recipe_engine_block_turns_refill_on(setup):
+    """`engine: {name: fast, refill_rows: 4}` reaches the engine the stages build."""
+    from rlvr.rollout import make_engine
+    from rlvr.rollout.engine_config import EngineConfig
+
+    tokenizer, model, plain = setup
+    engine = make_engine(EngineConfig(name="fast", kernels="torch", refill_rows=4), model, tokenizer)
+    assert engine.config.refill_rows == 4
+    _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT),
+                 engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
+    assert engine.last_refill["refills"] == 8
+
+
 def test_negative_refill_rows_is_a_config_error():
     with pytest.raises(ValueError, match="refill_rows: must be >= 0"):
         FastEngineConfig(refill_rows=-1)
