@@ -34,3 +34,14 @@ def test_grpo_step_benchmark_runs_rlvr_with_its_options(tmp_path, extra):
                        out=tmp_path / "grpo.json")
     assert [row["name"] for row in record["rows"]] == ["rlvr run_grpo (fast engine + triton loss)"]
     assert len(record["rows"][0]["samples"]) == 2
+
+
+def test_rollout_benchmark_refill_row_reads_against_the_fixed_figure(tmp_path):
+    """fast_refill: N rows decoding --refill-factor x N variable-length sequences, its useful tok/s
+    set against the fast engine's fixed-length figure at N in the same run."""
+    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines", "fast,fast_refill",
+                       "--workload", "both", "--sizes", "8", "--prompt-len", "8", "--new-tokens", "16", "--reps", "1",
+                       "--group", "4", "--refill-factor", "3", out=tmp_path / "rollout.json")
+    refill = record["rows"][-1]
+    assert len(record["rows"]) == 3 and "refill into 8 rows" in refill["name"] and "24 sequences" in refill["name"]
+    assert "x fixed" in refill["note"] and "'refills'" in refill["note"] and refill["value"] > 0
