@@ -305,6 +305,7 @@ def phase_search(args) -> int:
 
     from rlvr.eval.curves import (auc_interval, build_pools, compute_optimal, score_spread, scorer_auc,
                                   within_problem_auc)
+    from rlvr.search.scorers import CONFIDENCE
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.model import load_reward_model
     from rlvr.search import RewardModelScorer
@@ -324,16 +325,20 @@ def phase_search(args) -> int:
         ctx.scorers[kind] = RewardModelScorer(rm)
     held_out = problems(args, policy.tokenizer, "held_out", args.num_problems)
     ns = parse_ints(args.ns, "--ns")
-    pools = build_pools(ctx, held_out, max(ns), ["orm", "prm"], agg, chunk=max(1, args.max_rows // max(ns)))
+    # the policy's own confidence beside the reward models: the baseline they have to beat
+    pools = build_pools(ctx, held_out, max(ns), ["orm", "prm", CONFIDENCE], agg,
+                        chunk=max(1, args.max_rows // max(ns)))
     pooled = time.time()
     print(f"pools: {len(held_out)} problems x {max(ns)} samples in {pooled - start:.0f} s", flush=True)
     rename = {"majority": "majority_vote", "best_of_n[orm]": "best_of_n (ORM)", "best_of_n[prm]": "best_of_n (PRM)",
               "weighted_vote[orm]": "weighted_vote (ORM)", "weighted_vote[prm]": "weighted_vote (PRM)",
+              "best_of_n[confidence]": "best_of_n (policy confidence)",
+              "weighted_vote[confidence]": "weighted_vote (policy confidence)",
               "pass@N": "pass@N (coverage bound)"}
-    auc = {k: scorer_auc(pools, k) for k in ("orm", "prm")}
+    auc = {k: scorer_auc(pools, k) for k in ("orm", "prm", CONFIDENCE)}
     # Length as a scorer: how far a reward model's ranking could come from length alone.
     auc["shorter"] = within_problem_auc([([-t for t in p.tokens], p.correct) for p in pools])
-    pool_groups = {k: [(p.scores[k], p.correct) for p in pools] for k in ("orm", "prm")}
+    pool_groups = {k: [(p.scores[k], p.correct) for p in pools] for k in ("orm", "prm", CONFIDENCE)}
     auc_90 = {k: auc_interval(g) for k, g in pool_groups.items()}
     spread = {k: score_spread(g) for k, g in pool_groups.items()}
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
@@ -373,7 +378,8 @@ def phase_search(args) -> int:
               f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}.")
     report = report.replace("\n\n", f"\n\n{header}\n\n", 1)
     report += ("\nWithin-problem AUC on the held-out pool samples (P[a correct sample outscores a wrong one of "
-               "the same problem]; `shorter` ranks by fewer tokens): "
+               "the same problem]; `shorter` ranks by fewer tokens, `confidence` by the policy's own mean token "
+               "probability): "
                + ", ".join(f"{k.upper()} {v:.3f}" if v is not None else f"{k.upper()} n/a" for k, v in auc.items())
                + "; 90% intervals over problems: "
                + ", ".join(f"{k.upper()} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in

@@ -97,7 +97,7 @@ def needed_scorers(cfg) -> set[str]:
 
 def check_scorers(configs: dict, args) -> None:
     """Before any model loads: every method's scorers are loaded by --orm/--prm/--judge."""
-    loaded = {"verifier"} | {k for k in ("orm", "prm", "judge") if getattr(args, k, None)}
+    loaded = {"verifier", "confidence"} | {k for k in ("orm", "prm", "judge") if getattr(args, k, None)}
     for label, cfg in configs.items():
         missing = sorted(needed_scorers(cfg) - loaded)
         if not missing:

@@ -194,9 +194,12 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
     """Sample n solutions of each `rlvr.search.Problem`, verify, group answers and score them.
 
     Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU); a
-    scorer that can (`score_many`) scores the chunk's solutions in shared forwards.
+    scorer that can (`score_many`) scores the chunk's solutions in shared forwards. The scorer
+    `confidence` is the samples' own mean token probability (`rlvr.search.scorers.CONFIDENCE`).
     """
     from verifiers import extract_answer
+
+    from rlvr.search.scorers import CONFIDENCE, confidence_scores
 
     from rlvr.eval.metrics import default_equivalence
 
@@ -205,7 +208,8 @@ def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "l
         part = problems[start:start + chunk]
         groups = ctx.sample([p.prompt for p in part], n, ctx.generation.max_new_tokens)
         texts = [[s.text for s in samples] for samples in groups]
-        scores = {name: ctx.score_many(name, list(zip(part, texts)), aggregation) for name in scorers}
+        scores = {name: [confidence_scores(samples) for samples in groups] if name == CONFIDENCE else
+                  ctx.score_many(name, list(zip(part, texts)), aggregation) for name in scorers}
         for j, (problem, samples) in enumerate(zip(part, groups)):
             ex = problem.example
             correct = [v >= 1.0 for v in ctx.score("verifier", problem, texts[j])]

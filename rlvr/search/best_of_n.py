@@ -18,7 +18,8 @@ class BestOfNConfig:
     num_generations: int = 8
     """N: independent samples per problem."""
     scorer: str = "orm"
-    """What ranks them: verifier, orm, prm or judge (must be loaded in the context)."""
+    """What ranks them: verifier, orm, prm or judge (must be loaded in the context), or confidence
+    (the policy's own mean token probability of each sample: no model)."""
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     """How a PRM's step scores become one solution score."""
 
@@ -30,7 +31,7 @@ class BestOfNConfig:
 def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) -> SearchResult:
     samples = ctx.sample_solutions(problem.prompt, cfg.num_generations)
     texts = [s.text for s in samples]
-    scores = ctx.score(cfg.scorer, problem, texts, cfg.aggregation)
+    scores = ctx.score_samples(cfg.scorer, problem, samples, cfg.aggregation)
     best = max(range(len(texts)), key=lambda i: scores[i])  # ties: the first sample
     return SearchResult(
         answer=extract(texts[best]),

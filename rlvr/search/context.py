@@ -95,6 +95,15 @@ class SearchContext:
         self.scored_tokens += chosen.num_tokens(problem, texts)
         return self._score(scorer, problem, texts, aggregation)
 
+    def score_samples(self, scorer: str, problem, samples: list["Completion"], aggregation: str = "last") -> list[float]:
+        """Scores of whole sampled solutions: `confidence` from the samples' own log-probs (no
+        model call, no tokens read), any other scorer from their texts (`score`)."""
+        from rlvr.search.scorers import CONFIDENCE, confidence_scores
+
+        if scorer == CONFIDENCE:
+            return confidence_scores(samples)
+        return self.score(scorer, problem, [s.text for s in samples], aggregation)
+
     def score_many(self, scorer: str, items: list[tuple], aggregation: str = "last") -> list[list[float]]:
         """`score` for (problem, texts) items of several problems; a reward model scores them all
         in shared forwards."""

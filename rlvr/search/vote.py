@@ -37,7 +37,8 @@ class WeightedVoteConfig:
     num_generations: int = 8
     """N: independent samples per problem."""
     scorer: str = "prm"
-    """What weighs each sample: verifier, orm, prm or judge."""
+    """What weighs each sample: verifier, orm, prm, judge, or confidence (the policy's own mean token
+    probability of the sample: no model)."""
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     """How a PRM's step scores become one solution score."""
 
@@ -49,7 +50,7 @@ def _vote(problem: Problem, ctx: SearchContext, n: int, scorer: str | None, aggr
     samples = ctx.sample_solutions(problem.prompt, n)
     texts = [s.text for s in samples]
     answers = [extract(t) for t in texts]
-    weights = ctx.score(scorer, problem, texts, aggregation) if scorer else None
+    weights = ctx.score_samples(scorer, problem, samples, aggregation) if scorer else None
     vote = majority_vote(answers, weights, default_equivalence(problem.example.kind))
     chosen = vote.index if vote.index is not None else 0
     return SearchResult(

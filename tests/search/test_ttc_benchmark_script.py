@@ -49,11 +49,12 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
     assert {"majority_vote", "best_of_n (ORM)", "best_of_n (PRM)", "weighted_vote (PRM)", "beam_search (PRM)",
             "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "pass@N (coverage bound)"} <= methods
     assert {p["difficulty"] for p in record["points"]} == {None, 1, 2}
-    assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "shorter"}
-    assert set(record["auc_90"]) == set(record["score_spread"]) == {"orm", "prm"}
+    assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "confidence", "shorter"}
+    assert set(record["auc_90"]) == set(record["score_spread"]) == {"orm", "prm", "confidence"}
+    assert "best_of_n (policy confidence)" in methods
     assert "score spread within / between problems" in (out / "ttc.md").read_text()
     assert len(record["compute_optimal"]["levels"]) == 2
     pools = json.loads((out / "pools.json").read_text())
-    assert len(pools) == 4 and all(len(p["correct"]) == 2 and set(p["scores"]) == {"orm", "prm"} for p in pools)
+    assert len(pools) == 4 and all(len(p["correct"]) == 2 and set(p["scores"]) == {"orm", "prm", "confidence"} for p in pools)
     for name in ("ttc.md", "accuracy_vs_n.png", "accuracy_vs_tokens.png"):
         assert (out / name).stat().st_size > 0
