@@ -387,6 +387,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
         loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
         metrics.add(m, tokens=float(part.mask.sum().item()))
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+    norms = _grad_norms(model)
     grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
     # the loss summed over processes: every process must take the same skip decision
     (global_loss,) = reduce_sum(acc, [loss_sum])
@@ -397,7 +398,7 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
     else:
         state.nonfinite_streak += 1
         warnings.warn(f"non-finite loss ({global_loss}) or grad norm ({grad_norm}): update skipped "
-                      f"({state.nonfinite_streak} in a row)")
+                      f"({state.nonfinite_streak} in a row); non-finite gradients in {_nonfinite_grads(norms)}")
     optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped update still advances the schedule (step count = time)
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
@@ -440,6 +441,28 @@ class _LossMetrics:
         out.update({k: -v for k, v in zip(min_keys, extremes)})
         out.update(dict(zip(max_keys, extremes[len(min_keys):])))
         return out
+
+
+def _grad_norms(model):
+    """(names, per-parameter gradient norms on the device, no host sync), taken before clipping:
+    a non-finite total norm makes clipping scale every gradient to NaN, and with it the trace of
+    where the NaN began. None where gradients are not plain tensors (ZeRO, FSDP shards)."""
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    if not named or any(type(g) is not torch.Tensor for _, g in named):
+        return None
+    return [n for n, _ in named], torch.stack([x.float() for x in torch._foreach_norm([g for _, g in named])])
+
+
+def _nonfinite_grads(norms, most: int = 4) -> str:
+    """Which parameters had non-finite gradients (the first `most`, and how many in all): which
+    layer a NaN comes from says more than the total norm does. Read only on a skipped update."""
+    if norms is None:
+        return "parameters not seen here (sharded gradients)"
+    names, values = norms
+    bad = [name for name, ok in zip(names, torch.isfinite(values).tolist()) if not ok]
+    if not bad:
+        return "no parameter (the loss itself)"
+    return f"{len(bad)} parameters: " + ", ".join(bad[:most]) + (", ..." if len(bad) > most else "")
 
 
 def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:

@@ -126,3 +126,16 @@ def test_nonfinite_updates_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_
             run_grpo(policy, SevensTask(), small_config(steps=5, max_consecutive_nonfinite=2), tmp_path)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
     assert all(torch.equal(init[k], v) for k, v in params(policy).items())  # no update was applied
+
+
+def test_a_skipped_update_names_the_parameters_whose_gradients_are_not_finite(tmp_path):
+    """A finite loss with a NaN gradient in one layer (as the GPU runs' rare skipped updates): the
+    warning says where, so the cause can be looked for in that layer."""
+    policy = tiny_policy()
+    name, param = next((n, p) for n, p in policy.model.named_parameters() if "layers.0.mlp.down_proj" in n)
+    param.register_hook(lambda grad: grad * float("nan"))
+    with pytest.warns(UserWarning, match="update skipped") as caught:
+        with pytest.raises(NonFiniteError):
+            run_grpo(policy, SevensTask(), small_config(steps=3, max_consecutive_nonfinite=2), tmp_path)
+    message = str(next(w.message for w in caught if "update skipped" in str(w.message)))
+    assert "grad norm (nan)" in message and message.endswith(f"non-finite gradients in 1 parameters: {name}")
