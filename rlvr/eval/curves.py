@@ -189,17 +189,30 @@ def compute_optimal(points: list[Point], budgets: list[float] | None = None,
     return rows
 
 
+CONFIDENCE = "confidence"
+"""A scorer that needs no model: each whole sample's own mean token probability under the policy,
+exp(mean log-prob) as the engine reported it while sampling (best-of-N, weighted vote, sample
+pools). The baseline a trained reward model has to beat: it costs nothing and knows only how
+sure the policy was."""
+
+
+def confidence_scores(samples) -> list[float]:
+    """exp(mean token log-prob) of each `Completion` (0 for an empty one); an engine that reports
+    no log-probs is an error."""
+    if any(s.mean_logprob is None and s.num_tokens > 0 for s in samples):
+        raise ValueError(f"the {CONFIDENCE!r} scorer needs the engine's log-probs, and this engine reports none")
+    return [0.0 if s.mean_logprob is None else math.exp(s.mean_logprob) for s in samples]
+
+
 def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "last",
                 chunk: int = 8) -> list[SamplePool]:
     """Sample n solutions of each `rlvr.search.Problem`, verify, group answers and score them.
 
     Generation is batched, `chunk` problems per engine call (cheap on a CPU, fast on a GPU); a
     scorer that can (`score_many`) scores the chunk's solutions in shared forwards. The scorer
-    `confidence` is the samples' own mean token probability (`rlvr.search.scorers.CONFIDENCE`).
+    `confidence` is the samples' own mean token probability (`CONFIDENCE`).
     """
     from verifiers import extract_answer
-
-    from rlvr.search.scorers import CONFIDENCE, confidence_scores
 
     from rlvr.eval.metrics import default_equivalence
 

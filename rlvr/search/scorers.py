@@ -6,9 +6,9 @@ Every scorer has `score(problem, texts, aggregation) -> list[float]` (higher is 
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
+from rlvr.eval.curves import CONFIDENCE, confidence_scores  # noqa: F401 (the scorer that needs no model)
 from rlvr.reward_models.model import RewardModel, aggregate
 
 
@@ -54,18 +54,3 @@ class RewardModelScorer:
 
     def num_tokens(self, problem, texts: list[str]) -> int:
         return self.model.num_tokens(problem.prompt, texts)
-
-
-CONFIDENCE = "confidence"
-"""A scorer that needs no model: each whole sample's own mean token probability under the policy,
-exp(mean log-prob) as the engine reported it while sampling (best-of-N, weighted vote, sample
-pools). The baseline a trained reward model has to beat: it costs nothing and knows only how
-sure the policy was."""
-
-
-def confidence_scores(samples) -> list[float]:
-    """exp(mean token log-prob) of each `Completion` (0 for an empty one); an engine that reports
-    no log-probs is an error."""
-    if any(s.mean_logprob is None and s.num_tokens > 0 for s in samples):
-        raise ValueError(f"the {CONFIDENCE!r} scorer needs the engine's log-probs, and this engine reports none")
-    return [0.0 if s.mean_logprob is None else math.exp(s.mean_logprob) for s in samples]
