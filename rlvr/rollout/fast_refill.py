@@ -9,7 +9,8 @@ prefill. Every row shares the cache column the next step writes (`DecodeState.co
 newcomer's prompt is written right before it, into columns the row's previous occupant no longer
 reads; `start` (Triton) and the mask bias (torch) make the row see only its own columns, and its
 positions restart at 0. Its outputs begin at the current output column (`DecodeState.offset`).
-The cache holds HORIZON x max_new_tokens output columns (plus one check interval of slack): a row
+The cache holds HORIZON x max_new_tokens output columns (plus one check interval of slack; the host
+checks at least once per max_new_tokens steps): a row
 takes a newcomer only while a whole new completion still fits; then the run drains (with
 compaction) and the next run starts with the samples still waiting.
 
@@ -49,7 +50,9 @@ class RefillRun:
         """Decode until every row is done; returns the request rows still waiting."""
         e, params = self.engine, self.params
         width = max(len(self.prompt_ids[r // self.group]) for r in queue)  # every waiting prompt fits
-        self.horizon = HORIZON * params.max_new_tokens + e.config.check_every
+        # checks at least once per completion length: short completions free their rows in time
+        every = max(1, min(e.config.check_every, params.max_new_tokens))
+        self.horizon = HORIZON * params.max_new_tokens + every
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
         self._reset(st, width)
@@ -57,11 +60,10 @@ class RefillRun:
         self.refills = 0  # the first fill is not a refill
         steps, batch, refilling = 1, st, True
         while True:
-            if steps % e.config.check_every == 0 or steps >= self.horizon:
+            if steps % every == 0 or steps >= self.horizon:
                 finished = st.finished.tolist()  # host sync, once per check
                 self._collect_done(st, finished, steps)
-                refilling = refilling and bool(queue) and steps + params.max_new_tokens + e.config.check_every \
-                    <= self.horizon
+                refilling = refilling and bool(queue) and steps + params.max_new_tokens + every <= self.horizon
                 if refilling:
                     queue = self._refill(st, queue, steps)
                     finished = st.finished.tolist()

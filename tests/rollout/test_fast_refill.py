@@ -149,3 +149,14 @@ def test_refill_through_the_triton_kernels_interpreted():
     engine = triton_engine(refill_rows=4, check_every=1)
     _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
     assert engine.last_refill["refills"] == 8
+
+
+def test_completions_shorter_than_the_check_interval_still_refill_cpu(setup):
+    """max_new_tokens below check_every: the host checks once per cap, so capped rows hand over
+    their slots within the run instead of idling until the next run."""
+    tokenizer, model, _ = setup
+    params = SamplingParams(max_new_tokens=5, temperature=0.0)
+    plain = FastEngine(model, tokenizer, FastEngineConfig())
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=16))
+    _assert_same(plain.generate(_prompt_ids(tokenizer), 4, params), engine.generate(_prompt_ids(tokenizer), 4, params))
+    assert engine.last_refill == {"runs": 1, "refills": 8, "steps": 15}
