@@ -303,9 +303,8 @@ def live_methods(names: list[str], aggregation: str, threshold: float, max_new_t
 def phase_search(args) -> int:
     import torch
 
-    from rlvr.eval.curves import (auc_interval, build_pools, compute_optimal, score_spread, scorer_auc,
+    from rlvr.eval.curves import (CONFIDENCE, auc_interval, build_pools, compute_optimal, score_spread, scorer_auc,
                                   within_problem_auc)
-    from rlvr.search.scorers import CONFIDENCE
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.model import load_reward_model
     from rlvr.search import RewardModelScorer

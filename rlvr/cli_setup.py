@@ -97,7 +97,9 @@ def needed_scorers(cfg) -> set[str]:
 
 def check_scorers(configs: dict, args) -> None:
     """Before any model loads: every method's scorers are loaded by --orm/--prm/--judge."""
-    loaded = {"verifier", "confidence"} | {k for k in ("orm", "prm", "judge") if getattr(args, k, None)}
+    from rlvr.eval.curves import CONFIDENCE
+
+    loaded = {"verifier", CONFIDENCE} | {k for k in ("orm", "prm", "judge") if getattr(args, k, None)}
     for label, cfg in configs.items():
         missing = sorted(needed_scorers(cfg) - loaded)
         if not missing:

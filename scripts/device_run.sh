@@ -48,6 +48,10 @@ perf16_row() {
   [ "${PIPESTATUS[0]}" = 124 ] && echo "perf16 $name: timed out after ${limit}s"
   return 0
 }
+refill_row() {  # fast against fast_refill: 256 rows decoding 4 x 256 variable-length sequences
+  perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
+    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 --refill-factor 4
+}
 perf16() {
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
     --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
@@ -55,8 +59,7 @@ perf16() {
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
-  perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
-    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 --refill-factor 4
+  refill_row
   perf16_row grpo_1.5b 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
     --prompt-len 128 --new-tokens 512 --steps 5
   perf16_row grpo_1.5b_mixed 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
@@ -119,8 +122,7 @@ for part in "$@"; do
                   | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
     refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
               > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
-            perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
-              --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 ;;
+            refill_row ;;
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     perf16) perf16 ;;

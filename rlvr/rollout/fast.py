@@ -97,14 +97,14 @@ class FastEngine:
         self._check_end_at(end_at, len(prompt_ids) * group_size)
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        device = self.model.lm_head.weight.device
-        ids, valid = left_pad(prompt_ids, self.pad_id, device)  # (B, P)
-        valid = valid.bool()
         if self.stacked is not None:
             self.stacked.refresh()  # before capture too: warm-up runs read the copies
         if self.config.refill_rows and len(prompt_ids) * group_size > self.config.refill_rows:
             tokens, logps, self.last_refill = generate_with_refill(self, prompt_ids, group_size, params, end_at)
             return self._rollout(prompt_ids, tokens, logps, params)
+        device = self.model.lm_head.weight.device
+        ids, valid = left_pad(prompt_ids, self.pad_id, device)  # (B, P)
+        valid = valid.bool()
         st = self._state(len(prompt_ids) * group_size, ids.shape[1], params, device, end_at is not None)
         first_logits = self._prefill_into(st, ids, valid, group_size, end_at)
         steps = self._decode(st, first_logits, params)
@@ -263,8 +263,11 @@ class FastEngine:
         if not self.config.compact:
             return None if bool(batch.finished.all()) else batch
         alive = [i for i, done in enumerate(batch.finished.tolist()) if not done]
-        if not alive:
-            return None
+        return self._compacted(st, batch, alive, steps) if alive else None
+
+    def _compacted(self, st: DecodeState, batch: DecodeState, alive: list[int], steps: int) -> DecodeState:
+        """`batch`, or its running slots `alive` moved to the front of `st` when they fit a batch of
+        half the size or less (powers of two, at least compact_min_rows)."""
         rows = min(batch.n, max(self.config.compact_min_rows, 1 << (len(alive) - 1).bit_length()))
         if rows * 2 > batch.n:
             return batch

@@ -56,8 +56,7 @@ class RefillRun:
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
         self._reset(st, width)
-        queue = self._refill(st, queue, steps=1)
-        self.refills = 0  # the first fill is not a refill
+        queue = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
         steps, batch, refilling = 1, st, True
         while True:
             if steps % every == 0 or steps >= self.horizon:
@@ -65,7 +64,9 @@ class RefillRun:
                 self._collect_done(st, finished, steps)
                 refilling = refilling and bool(queue) and steps + params.max_new_tokens + every <= self.horizon
                 if refilling:
+                    waiting = len(queue)
                     queue = self._refill(st, queue, steps)
+                    self.refills += waiting - len(queue)
                     finished = st.finished.tolist()
                 batch = self._running(st, batch, finished, steps, compact=not refilling)
                 if batch is None or steps >= self.horizon:
@@ -78,8 +79,7 @@ class RefillRun:
 
     def _reset(self, st: DecodeState, width: int) -> None:
         """Every row empty; the shared scalars at the first column (`width`: the widest prompt)."""
-        st.reset_order()
-        st.order = [-1] * st.n
+        st.order, st.offset = [-1] * st.n, [0] * st.n
         st.width = width
         st.col.fill_(width)
         st.step.fill_(1)  # output column 0 holds each row's first token, sampled from its prefill
@@ -115,10 +115,7 @@ class RefillRun:
             return None
         if not compact or not self.engine.config.compact:
             return batch
-        rows = min(batch.n, max(self.engine.config.compact_min_rows, 1 << (len(alive) - 1).bit_length()))
-        if rows * 2 > batch.n:
-            return batch
-        return st.compact(alive, rows, cols=st.width + steps - 1)
+        return self.engine._compacted(st, batch, alive, steps)
 
     def _refill(self, st: DecodeState, queue: list[int], steps: int) -> list[int]:
         """Prefill waiting request rows into the empty slots, before the column the next step
@@ -130,11 +127,11 @@ class RefillRun:
         e, g = self.engine, self.group
         device = st.tokens.device
         col = st.width + steps - 1  # the column the next step writes
-        prompts = list(dict.fromkeys(r // g for r in take))  # each prompt prefilled once
-        ids, valid = left_pad([self.prompt_ids[p] for p in prompts], e.pad_id, device)
+        prefill_of = {p: i for i, p in enumerate(dict.fromkeys(r // g for r in take))}  # each prompt once
+        ids, valid = left_pad([self.prompt_ids[p] for p in prefill_of], e.pad_id, device)
         width = ids.shape[1]
         logits, keys, values = prefill_forward(e.parts, ids, valid.bool())
-        which = torch.tensor([prompts.index(r // g) for r in take], device=device)  # each row's prefill
+        which = torch.tensor([prefill_of[r // g] for r in take], device=device)  # each row's prefill
         slots = free[: len(take)]
         index = torch.tensor(slots, device=device)
         for cache, new in zip(st.k + st.v, keys + values):
@@ -155,7 +152,6 @@ class RefillRun:
         for slot, row in zip(slots, take):
             st.order[slot], st.offset[slot] = row, offset
         self._first_tokens(st, index, logits[which], offset, end_at)
-        self.refills += len(take)
         return queue
 
     def _first_tokens(self, st: DecodeState, index: torch.Tensor, logits: torch.Tensor, offset: int,

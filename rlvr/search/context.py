@@ -98,7 +98,7 @@ class SearchContext:
     def score_samples(self, scorer: str, problem, samples: list["Completion"], aggregation: str = "last") -> list[float]:
         """Scores of whole sampled solutions: `confidence` from the samples' own log-probs (no
         model call, no tokens read), any other scorer from their texts (`score`)."""
-        from rlvr.search.scorers import CONFIDENCE, confidence_scores
+        from rlvr.eval.curves import CONFIDENCE, confidence_scores
 
         if scorer == CONFIDENCE:
             return confidence_scores(samples)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rlvr.eval.curves import CONFIDENCE, confidence_scores  # noqa: F401 (the scorer that needs no model)
 from rlvr.reward_models.model import RewardModel, aggregate
 
 

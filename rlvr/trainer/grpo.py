@@ -450,7 +450,7 @@ def _grad_norms(model):
     named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
     if not named or any(type(g) is not torch.Tensor for _, g in named):
         return None
-    return [n for n, _ in named], torch.stack([x.float() for x in torch._foreach_norm([g for _, g in named])])
+    return [n for n, _ in named], torch.stack(torch._foreach_norm([g for _, g in named], 2, dtype=torch.float32))
 
 
 def _nonfinite_grads(norms, most: int = 4) -> str:

@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 
-from rlvr.eval.curves import build_pools, pool_curves, scorer_auc
+from rlvr.eval.curves import CONFIDENCE, build_pools, confidence_scores, pool_curves, scorer_auc
 from rlvr.search import BestOfNConfig, WeightedVoteConfig, run_search
 from rlvr.search.context import Completion
-from rlvr.search.scorers import CONFIDENCE, confidence_scores
 
 from toy_setup import toy_context, toy_policy, toy_problem
 
