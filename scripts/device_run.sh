@@ -119,7 +119,9 @@ for part in "$@"; do
               | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_rm.log"; cp runs/ttc/rm_facts.json "$OUT/" ;;
     ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
                   --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
-                  | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log" ;;
+                  | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log"
+                # a call brings back 8 files at most: the table beside one archive of the rest
+                cp "$OUT/ttc/ttc.md" "$OUT/" 2>/dev/null; tar czf "$OUT/ttc.tgz" -C "$OUT" ttc && rm -rf "$OUT/ttc" ;;
     refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
               > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
             refill_row ;;

@@ -54,7 +54,17 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
     assert "best_of_n (policy confidence)" in methods
     assert "score spread within / between problems" in (out / "ttc.md").read_text()
     assert len(record["compute_optimal"]["levels"]) == 2
+    reference = record["compute_optimal"]["reference"]  # the strongest pool selector at the largest N
+    assert reference.endswith(" N=2") and reference.rsplit(" N=", 1)[0] in methods and "pass@" not in reference
     pools = json.loads((out / "pools.json").read_text())
     assert len(pools) == 4 and all(len(p["correct"]) == 2 and set(p["scores"]) == {"orm", "prm", "confidence"} for p in pools)
     for name in ("ttc.md", "accuracy_vs_n.png", "accuracy_vs_tokens.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_deadline_forecast_scales_a_methods_last_time_by_n(ttc):
+    seconds = {"mcts (PRM) N=4": 14.0, "mcts (PRM) N=16": 42.0, "beam_search (PRM) N=4": 15.0}
+    assert ttc.forecast_seconds(seconds, "mcts (PRM)", 64) == 42.0 * 4  # from the largest smaller budget
+    assert ttc.forecast_seconds(seconds, "beam_search (PRM)", 16) == 60.0
+    assert ttc.forecast_seconds(seconds, "dvts (PRM)", 16) == 0.0  # never ran: no forecast
+    assert ttc.forecast_seconds(seconds, "mcts (PRM)", 4) == 0.0
