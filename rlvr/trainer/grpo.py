@@ -454,15 +454,22 @@ def _grad_norms(model):
 
 
 def _nonfinite_grads(norms, most: int = 4) -> str:
-    """Which parameters had non-finite gradients (the first `most`, and how many in all): which
-    layer a NaN comes from says more than the total norm does. Read only on a skipped update."""
+    """Which parameters had non-finite gradients: which layer a NaN comes from says more than the
+    total norm does. Parameters are listed in forward order, so a NaN born inside the backward
+    pass reaches every parameter before its origin: the bad ones nearest the output, and the
+    finite ones after them, bracket where it began. Read only on a skipped update."""
     if norms is None:
         return "parameters not seen here (sharded gradients)"
     names, values = norms
-    bad = [name for name, ok in zip(names, torch.isfinite(values).tolist()) if not ok]
+    ok = torch.isfinite(values).tolist()
+    bad = [name for name, fine in zip(names, ok) if not fine]
     if not bad:
         return "no parameter (the loss itself)"
-    return f"{len(bad)} parameters: " + ", ".join(bad[:most]) + (", ..." if len(bad) > most else "")
+    text = f"{len(bad)} of {len(names)} parameters, nearest the output: " + ", ".join(reversed(bad[-most:]))
+    finite = [name for name, fine in zip(names, ok) if fine]
+    if finite:
+        text += f"; finite ({len(finite)}), nearest the output: " + ", ".join(reversed(finite[-2 * most:]))
+    return text
 
 
 def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:

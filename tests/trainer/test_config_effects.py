@@ -129,13 +129,27 @@ def test_nonfinite_updates_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_
 
 
 def test_a_skipped_update_names_the_parameters_whose_gradients_are_not_finite(tmp_path):
-    """A finite loss with a NaN gradient in one layer (as the GPU runs' rare skipped updates): the
-    warning says where, so the cause can be looked for in that layer."""
+    """A finite loss with a NaN born inside the backward pass (as the GPU runs' rare skipped
+    updates): it reaches every parameter before its origin, and the warning brackets the origin
+    with the bad parameters nearest the output and the finite ones after them."""
     policy = tiny_policy()
-    name, param = next((n, p) for n, p in policy.model.named_parameters() if "layers.0.mlp.down_proj" in n)
-    param.register_hook(lambda grad: grad * float("nan"))
+    names = [n for n, _ in policy.model.named_parameters()]
+
+    def poison_input_grad(module, args, out):  # NaN enters below layer 0's down_proj (training forward only)
+        if args[0].requires_grad:
+            args[0].register_hook(lambda grad: grad * float("nan"))
+
+    policy.model.model.layers[0].mlp.down_proj.register_forward_hook(poison_input_grad)
     with pytest.warns(UserWarning, match="update skipped") as caught:
         with pytest.raises(NonFiniteError):
             run_grpo(policy, SevensTask(), small_config(steps=3, max_consecutive_nonfinite=2), tmp_path)
     message = str(next(w.message for w in caught if "update skipped" in str(w.message)))
-    assert "grad norm (nan)" in message and message.endswith(f"non-finite gradients in 1 parameters: {name}")
+    # registration order within a layer: attention, MLP, then both norms (whose gradients come after the NaN)
+    bad = names[:names.index("model.layers.0.mlp.down_proj.weight")] + [
+        "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"]
+    assert "grad norm (nan)" in message
+    bad_part, finite_part = message.split("non-finite gradients in ")[1].split("; finite (")
+    assert bad_part.startswith(f"{len(bad)} of {len(names)} parameters, nearest the output: "
+                               "model.layers.0.post_attention_layernorm.weight, model.layers.0.input_layernorm.weight")
+    assert finite_part.startswith(f"{len(names) - len(bad)}), nearest the output: model.norm.weight")
+    assert "layers.0" not in finite_part and "layers.1" not in bad_part
