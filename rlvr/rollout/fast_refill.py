@@ -19,6 +19,7 @@ enforced per row at the host checks, and its outputs are cut at the cap.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import torch
@@ -45,6 +46,8 @@ class RefillRun:
         self.outputs: dict[int, tuple[list[int], list[float]]] = {}  # request row -> its outputs
         self.refills = 0  # rows prefilled mid-generation
         self.steps = 0
+        self.row_steps = 0  # rows stepped, summed over steps: what the decode paid for
+        self.check_s = 0.0  # host seconds in checks after their sync: the GPU waits for them
 
     def run(self, queue: list[int]) -> list[int]:
         """Decode until every row is done; returns the request rows still waiting."""
@@ -61,6 +64,7 @@ class RefillRun:
         while True:
             if steps % every == 0 or steps >= self.horizon:
                 finished = st.finished.tolist()  # host sync, once per check
+                checked = time.perf_counter()
                 self._collect_done(st, finished, steps)
                 refilling = refilling and bool(queue) and steps + params.max_new_tokens + every <= self.horizon
                 if refilling:
@@ -69,9 +73,11 @@ class RefillRun:
                     self.refills += waiting - len(queue)
                     finished = st.finished.tolist()
                 batch = self._running(st, batch, finished, steps, compact=not refilling)
+                self.check_s += time.perf_counter() - checked
                 if batch is None or steps >= self.horizon:
                     break
             e._replay(st, batch, params)
+            self.row_steps += batch.n
             steps += 1
         self._collect_done(st, st.finished.tolist(), steps, final=True)
         self.steps += steps
@@ -99,12 +105,18 @@ class RefillRun:
         done = [s for s in range(st.n) if st.order[s] >= 0 and (final or finished[s] or self._capped(st, s, steps))]
         if not done:
             return
-        index = torch.tensor(done, device=st.out_tokens.device)
-        tokens, logps = st.out_tokens[index].tolist(), st.out_logp[index].tolist()
+        device = st.out_tokens.device
         cap = self.params.max_new_tokens
+        # each row's own window [offset, offset + cap) gathered on the device: the host copies
+        # cap columns a row, not the run's HORIZON x cap
+        columns = torch.tensor([st.offset[s] for s in done], device=device)[:, None] + torch.arange(cap, device=device)
+        columns = columns.clamp_(max=st.out_tokens.shape[1] - 1)  # past the run's end: cut below
+        index = torch.tensor(done, device=device)[:, None]
+        tokens, logps = st.out_tokens[index, columns].tolist(), st.out_logp[index, columns].tolist()
+        width = st.out_tokens.shape[1]
         for slot, row_tokens, row_logp in zip(done, tokens, logps):
-            o = st.offset[slot]
-            self.outputs[st.order[slot]] = (row_tokens[o:o + cap], row_logp[o:o + cap])
+            keep = min(cap, width - st.offset[slot])
+            self.outputs[st.order[slot]] = (row_tokens[:keep], row_logp[:keep])
             st.order[slot] = -1
 
     def _running(self, st: DecodeState, batch: DecodeState, finished: list[bool], steps: int, compact: bool):
@@ -169,16 +181,19 @@ class RefillRun:
 def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
                          end_at: list[int] | None) -> tuple[list[list[int]], list[list[float]], dict]:
     """Every request row's output tokens and log-probs (up to max_new_tokens, before cutting at
-    EOS), decoded `engine.config.refill_rows` rows at a time; and the run's counts."""
+    EOS), decoded `engine.config.refill_rows` rows at a time; and the runs' counts: `row_steps`
+    (rows stepped, summed over steps: useful tokens / row_steps is the occupancy) and `check_s`
+    (host seconds in the checks after their sync, collection and refill prefills included)."""
     queue = list(range(len(prompt_ids) * group))
     outputs: dict[int, tuple[list[int], list[float]]] = {}
-    stats = {"runs": 0, "refills": 0, "steps": 0}
+    stats = {"runs": 0, "refills": 0, "steps": 0, "row_steps": 0, "check_s": 0.0}
     while queue:
         run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows)
         queue = run.run(queue)
         outputs.update(run.outputs)
         stats["runs"] += 1
-        stats["refills"] += run.refills
-        stats["steps"] += run.steps
+        for key in ("refills", "steps", "row_steps", "check_s"):
+            stats[key] += getattr(run, key)
+    stats["check_s"] = round(stats["check_s"], 4)
     rows = range(len(prompt_ids) * group)
     return [outputs[r][0] for r in rows], [outputs[r][1] for r in rows], stats

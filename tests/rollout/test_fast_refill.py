@@ -65,7 +65,10 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     got = engine.generate(prompts, 2, GREEDY, end_at=end_at)
     _assert_same(expected, got)
     assert got.lengths == [CAP] * 12 and all(got.truncated)
-    assert engine.last_refill == {"runs": 2, "refills": 8, "steps": 2 * (3 * CAP - 2)}
+    stats = engine.last_refill
+    assert {k: stats[k] for k in ("runs", "refills", "steps")} == {"runs": 2, "refills": 8, "steps": 2 * (3 * CAP - 2)}
+    # 2 rows stepped by every replay (a run's first token comes from the prefill), and the checks timed
+    assert stats["row_steps"] == 2 * 2 * (3 * CAP - 3) and stats["check_s"] > 0
 
 
 def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
@@ -159,4 +162,6 @@ def test_completions_shorter_than_the_check_interval_still_refill_cpu(setup):
     plain = FastEngine(model, tokenizer, FastEngineConfig())
     engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=16))
     _assert_same(plain.generate(_prompt_ids(tokenizer), 4, params), engine.generate(_prompt_ids(tokenizer), 4, params))
-    assert engine.last_refill == {"runs": 1, "refills": 8, "steps": 15}
+    stats = engine.last_refill
+    assert {k: stats[k] for k in ("runs", "refills", "steps", "row_steps")} == {
+        "runs": 1, "refills": 8, "steps": 15, "row_steps": 4 * 14}
