@@ -68,7 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--num-problems", type=int, default=60, help="held-out problems per level")
     p.add_argument("--ns", default="1,4,16,64")
     p.add_argument("--live-ns", default="4,16,64", help="budgets for beam search, DVTS, MCTS, adaptive")
-    p.add_argument("--live", default="beam_search,dvts,mcts,adaptive")
+    p.add_argument("--live", default="mcts,adaptive_policy,beam_search,dvts,adaptive",
+                   help="live methods, run in this order at each budget (a deadline cuts the last ones)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--max-step-tokens", type=int, default=48)
@@ -284,7 +285,10 @@ def _mean(xs) -> float:
 
 
 # ---- phase 2: search ---------------------------------------------------------------------------
-def live_methods(names: list[str], aggregation: str, threshold: float, max_new_tokens: int) -> dict:
+def live_methods(names: list[str], aggregation: str, thresholds: dict[str, float], max_new_tokens: int) -> dict:
+    """The live search methods by name; `thresholds`: the adaptive check's cut per scorer ('prm',
+    'confidence'), calibrated on held-out pool samples."""
+    from rlvr.eval.curves import CONFIDENCE
     from rlvr.search import AdaptiveConfig, BeamSearchConfig, BestOfNConfig, DVTSConfig, MCTSConfig
 
     beam = BeamSearchConfig(beam_width=1, expansions=4, max_steps=10, aggregation=aggregation)
@@ -293,11 +297,15 @@ def live_methods(names: list[str], aggregation: str, threshold: float, max_new_t
         "dvts": ("dvts (PRM)", DVTSConfig(expansions=4, max_steps=10, aggregation=aggregation)),
         "mcts": ("mcts (PRM)", MCTSConfig(expansions=3, max_depth=10, aggregation=aggregation)),
         "adaptive": ("adaptive (PRM conf.)", AdaptiveConfig(
-            check="confidence", confidence_scorer="prm", threshold=threshold, aggregation=aggregation,
+            check="confidence", confidence_scorer="prm", threshold=thresholds["prm"], aggregation=aggregation,
             token_budget=64 * max_new_tokens, beam=beam,
             best_of_n=BestOfNConfig(scorer="prm", aggregation=aggregation))),
+        # the policy's own confidence, which ranks a problem's solutions better than the reward models
+        "adaptive_policy": ("adaptive (policy conf.)", AdaptiveConfig(
+            check="confidence", confidence_scorer=CONFIDENCE, threshold=thresholds[CONFIDENCE],
+            token_budget=64 * max_new_tokens, best_of_n=BestOfNConfig(scorer=CONFIDENCE))),
     }
-    return {table[n][0]: (n, table[n][1]) for n in names}
+    return {table[n][0]: (n.removesuffix("_policy"), table[n][1]) for n in names}
 
 
 def phase_search(args) -> int:
@@ -343,11 +351,11 @@ def phase_search(args) -> int:
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
     # only (the second half is where the compute-optimal choice is measured).
     half_a = [i for i in range(len(held_out)) if i % 2 == 0]
-    scores = [s for i in half_a for s in pools[i].scores["prm"]]
     correct = [c for i in half_a for c in pools[i].correct]
-    threshold = min(1.0, calibrate_threshold(scores, correct))  # calibration says inf when none was right
+    thresholds = {k: min(1.0, calibrate_threshold([s for i in half_a for s in pools[i].scores[k]], correct))
+                  for k in ("prm", CONFIDENCE)}  # calibration says inf when none was right
     live_ns = parse_ints(args.live_ns, "--live-ns")
-    methods = live_methods([m for m in args.live.split(",") if m], agg, threshold, args.max_new_tokens)
+    methods = live_methods([m for m in args.live.split(",") if m], agg, thresholds, args.max_new_tokens)
     outcomes, live_seconds, skipped = [], {}, []
     for n in live_ns:  # every method at a budget before any at the next: a deadline cuts the largest N
         for label, spec in methods.items():
@@ -394,7 +402,7 @@ def phase_search(args) -> int:
     (args.out / "ttc.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "reward_models": facts, "auc": auc,
         "auc_90": auc_90, "score_spread": spread,
-        "adaptive_threshold": threshold, "points": [asdict(p) for p in points], "compute_optimal": optimal,
+        "adaptive_thresholds": thresholds, "points": [asdict(p) for p in points], "compute_optimal": optimal,
         "live_seconds": live_seconds, "skipped": skipped, "pool_seconds": pooled - start,
         "seconds": time.time() - start}, indent=1))
     # Every pool sample (difficulty, correctness, tokens, answer group, scores): for analyses the

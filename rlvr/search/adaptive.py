@@ -3,7 +3,10 @@
 Level 1 `single`: one sample. Level 2 `beam_search`. Level 3 `best_of_n`. After levels 1 and 2 the
 answer is checked, by the verifier (`check: verifier`; an oracle on math tasks, a real test-time
 check where the reference is the problem itself, e.g. countdown or code tests) or by a scorer's
-confidence (`check: confidence`: accept when the score reaches `threshold`). The whole search
+confidence (`check: confidence`: accept when the score reaches `threshold`). With
+`confidence_scorer: confidence` the score is the policy's own mean token probability of the answer's
+sample (no model); a beam-search answer is pieced from steps and has no such number, so that check
+escalates from the single sample straight to best-of-N. The whole search
 never generates more than `token_budget` tokens: the single sample is capped at the budget, and a
 later level starts only when its worst case fits what remains (beam search: every round expanding
 every beam by full steps; best-of-N: every sample at `max_new_tokens`, so N is cut to fit).
@@ -12,6 +15,7 @@ passed the check.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,7 +34,8 @@ class AdaptiveConfig:
     check: Literal["verifier", "confidence"] = "confidence"
     """How an answer is trusted: the task verifier, or a scorer's score >= threshold."""
     confidence_scorer: str = "prm"
-    """Scorer for `check: confidence`."""
+    """Scorer for `check: confidence`: a loaded scorer (prm, orm, judge), or confidence (the policy's
+    own mean token probability of the sample: no model; the beam-search level is then skipped)."""
     threshold: float = 0.5
     """Minimum confidence score to accept an answer."""
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
@@ -64,12 +69,27 @@ def calibrate_threshold(scores: list[float], correct: list[bool]) -> float:
     return max(candidates, key=lambda t: (sum((s >= t) == c for s, c in zip(scores, correct)), -t))
 
 
-def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig) -> tuple[bool, float]:
+def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig,
+            mean_logprob: float | None = None) -> tuple[bool, float]:
+    """Whether the answer in `text` passes the check, and its score; `mean_logprob` is the mean
+    token log-prob of the sample that wrote it (the policy-confidence check reads only that)."""
     if cfg.check == "verifier":
         score = ctx.score("verifier", problem, [text])[0]
         return score >= 1.0, score
+    if _checks_policy_confidence(cfg):
+        if mean_logprob is None:
+            raise SearchError("adaptive: confidence_scorer 'confidence' needs the engine's log-probs, "
+                              "and this engine reports none")
+        score = math.exp(mean_logprob)
+        return score >= cfg.threshold, score
     score = ctx.score(cfg.confidence_scorer, problem, [text], cfg.aggregation)[0]
     return score >= cfg.threshold, score
+
+
+def _checks_policy_confidence(cfg: AdaptiveConfig) -> bool:
+    from rlvr.eval.curves import CONFIDENCE
+
+    return cfg.check == "confidence" and cfg.confidence_scorer == CONFIDENCE
 
 
 def worst_case_beam_tokens(ctx: SearchContext, cfg: BeamSearchConfig) -> int:
@@ -84,9 +104,10 @@ def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> Searc
     single = ctx.sample_solutions(problem.prompt, 1, min(ctx.generation.max_new_tokens, cfg.token_budget))[0]
     per_level["single"] = single.num_tokens
     result = SearchResult(extract(single.text), single.text, single.num_tokens)
-    level, (ok, conf) = "single", trusted(ctx, problem, single.text, cfg)
+    level, (ok, conf) = "single", trusted(ctx, problem, single.text, cfg, single.mean_logprob)
     spent = single.num_tokens
-    if not ok and worst_case_beam_tokens(ctx, cfg.beam) <= cfg.token_budget - spent:
+    beam_fits = worst_case_beam_tokens(ctx, cfg.beam) <= cfg.token_budget - spent
+    if not ok and beam_fits and not _checks_policy_confidence(cfg):
         beam = beam_search(problem, ctx, cfg.beam)
         per_level["beam_search"] = beam.tokens_spent
         spent += beam.tokens_spent
@@ -99,7 +120,7 @@ def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> Searc
             per_level["best_of_n"] = bon.tokens_spent
             spent += bon.tokens_spent
             result, level = bon, "best_of_n"
-            ok, conf = trusted(ctx, problem, bon.text, cfg)
+            ok, conf = trusted(ctx, problem, bon.text, cfg, bon.details["mean_logprobs"][bon.details["chosen"]])
     return SearchResult(
         answer=result.answer, text=result.text, tokens_spent=spent,
         details={"level": level, "accepted": ok, "confidence": conf, "tokens_per_level": per_level},

@@ -37,5 +37,6 @@ def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) -> Searc
         answer=extract(texts[best]),
         text=texts[best],
         tokens_spent=sum(s.num_tokens for s in samples),
-        details={"scores": scores, "sample_tokens": [s.num_tokens for s in samples], "chosen": best},
+        details={"scores": scores, "sample_tokens": [s.num_tokens for s in samples], "chosen": best,
+                 "mean_logprobs": [s.mean_logprob for s in samples]},
     )

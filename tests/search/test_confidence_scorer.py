@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlvr.eval.curves import CONFIDENCE, build_pools, confidence_scores, pool_curves, scorer_auc
-from rlvr.search import BestOfNConfig, WeightedVoteConfig, run_search
+from rlvr.search import AdaptiveConfig, BestOfNConfig, WeightedVoteConfig, run_search
 from rlvr.search.context import Completion
 
 from toy_setup import toy_context, toy_policy, toy_problem
@@ -43,3 +43,22 @@ def test_best_of_n_and_weighted_vote_rank_by_confidence_without_a_reward_model(m
     result = run_search(method, toy_problem(3, 4), ctx, cfg)
     assert result.answer == "7" and ctx.scored_tokens == 0  # no model read a token
     assert result.tokens_spent == ctx.generated_tokens
+
+
+@pytest.mark.parametrize("threshold,level", [(0.0, "single"), (1.0, "best_of_n")])
+def test_adaptive_trusts_an_answer_by_the_policys_own_confidence(threshold, level):
+    """`confidence_scorer: confidence`: the single sample is accepted when its mean token probability
+    reaches the threshold; otherwise the search goes straight to best-of-N (a beam-search answer has
+    no sample of its own to be confident in), and no model reads a token."""
+    torch.manual_seed(0)
+    model, tokenizer = toy_policy(boost={"7": 2.0})
+    ctx = toy_context(model, tokenizer, max_new_tokens=1)
+    cfg = AdaptiveConfig(check="confidence", confidence_scorer=CONFIDENCE, threshold=threshold, token_budget=64,
+                         best_of_n=BestOfNConfig(num_generations=8, scorer=CONFIDENCE))
+    result = run_search("adaptive", toy_problem(3, 4), ctx, cfg)
+    details = result.details
+    assert details["level"] == level and details["accepted"] == (level == "single")
+    assert "beam_search" not in details["tokens_per_level"] and ctx.scored_tokens == 0
+    assert 0.0 < details["confidence"] < 1.0 and result.tokens_spent == ctx.generated_tokens
+    if level == "best_of_n":  # the confidence of the sample best-of-N chose, the highest of its 8
+        assert result.answer == "7" and details["tokens_per_level"] == {"single": 1, "best_of_n": 8}

@@ -43,11 +43,13 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
         assert (tmp_path / "work" / name / "reward_model.json").is_file()
     out = tmp_path / "out"
     assert ttc.main(["search", *common, "--out", str(out), "--num-problems", "2", "--ns", "1,2", "--live-ns", "2",
-                     "--live", "beam_search,dvts,mcts,adaptive"]) == 0
+                     "--live", "beam_search,dvts,mcts,adaptive,adaptive_policy"]) == 0
     record = json.loads((out / "ttc.json").read_text())
     methods = {p["method"] for p in record["points"]}
     assert {"majority_vote", "best_of_n (ORM)", "best_of_n (PRM)", "weighted_vote (PRM)", "beam_search (PRM)",
-            "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "pass@N (coverage bound)"} <= methods
+            "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "adaptive (policy conf.)",
+            "pass@N (coverage bound)"} <= methods
+    assert set(record["adaptive_thresholds"]) == {"prm", "confidence"}
     assert {p["difficulty"] for p in record["points"]} == {None, 1, 2}
     assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "confidence", "shorter"}
     assert set(record["auc_90"]) == set(record["score_spread"]) == {"orm", "prm", "confidence"}
