@@ -16,6 +16,12 @@ compaction) and the next run starts with the samples still waiting.
 
 A newcomer's completion may end past the shared step count, so the cap of max_new_tokens is
 enforced per row at the host checks, and its outputs are cut at the cap.
+
+The checks do not wait for the GPU: the finished flags are copied to the host when a check ends and
+read at the next one, while the steps queued in between run, and a finished row's outputs are
+gathered into a device buffer that the host copies once, after the last run. A check's host work
+(collecting, the newcomers' prefill, the cache writes) then overlaps the queued steps instead of
+leaving the GPU idle; the price is that a row is seen finished one check interval later.
 """
 from __future__ import annotations
 
@@ -28,22 +34,70 @@ from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.fast_forward import prefill_forward
 from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
-from rlvr.rollout.tokens import left_pad
+from rlvr.rollout.tokens import host_to_device, left_pad
 
 HORIZON = 3
 """Output columns of a run, in max_new_tokens: the first completions plus room for newcomers."""
 
 
+class RefillOutputs:
+    """Every request row's output window (max_new_tokens columns from its first output column),
+    gathered on the device as rows finish; the host copies them once, at the end."""
+
+    def __init__(self, rows: int, cap: int, device):
+        self.tokens = torch.zeros((rows, cap), dtype=torch.long, device=device)
+        self.logp = torch.zeros((rows, cap), dtype=torch.float32, device=device)
+        self.kept = [0] * rows  # columns of each row's window inside its run's output columns
+
+    def take(self, st: DecodeState, slots: list[int]) -> None:
+        """The windows of `slots` (device copies, no host sync)."""
+        device, cap, width = st.out_tokens.device, self.tokens.shape[1], st.out_tokens.shape[1]
+        offsets = [st.offset[s] for s in slots]
+        columns = host_to_device(offsets, device)[:, None] + torch.arange(cap, device=device)
+        columns = columns.clamp_(max=width - 1)  # past the run's end: cut by `kept`
+        index = host_to_device(slots, device)[:, None]
+        rows = host_to_device([st.order[s] for s in slots], device)
+        self.tokens[rows] = st.out_tokens[index, columns]
+        self.logp[rows] = st.out_logp[index, columns]
+        for slot, offset in zip(slots, offsets):
+            self.kept[st.order[slot]] = min(cap, width - offset)
+
+    def lists(self) -> tuple[list[list[int]], list[list[float]]]:
+        tokens, logps = self.tokens.tolist(), self.logp.tolist()  # the one host copy
+        return ([row[:k] for row, k in zip(tokens, self.kept)], [row[:k] for row, k in zip(logps, self.kept)])
+
+
+class FinishedFlags:
+    """The rows' finished flags copied to the host without waiting (pinned memory, an event on
+    CUDA): taken when a check ends, read at the next, so the host never waits for the steps queued
+    in between."""
+
+    def __init__(self, st: DecodeState):
+        cuda = st.finished.is_cuda
+        self.host = torch.zeros(st.n, dtype=torch.bool, pin_memory=cuda)
+        self.copied = torch.cuda.Event() if cuda else None
+
+    def take(self, st: DecodeState) -> None:
+        self.host.copy_(st.finished, non_blocking=True)
+        if self.copied is not None:
+            self.copied.record()
+
+    def read(self) -> list[bool]:
+        if self.copied is not None:
+            self.copied.synchronize()  # the copy only: steps queued after it keep running
+        return self.host.tolist()
+
+
 class RefillRun:
-    """One run of `rows` rows over a queue of waiting request rows (prompt * G + sample); collects
-    each request row's (tokens, log-probs) as it finishes."""
+    """One run of `rows` rows over a queue of waiting request rows (prompt * G + sample); gathers
+    each request row's outputs into `outputs` as it finishes."""
 
     def __init__(self, engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
-                 end_at: list[int] | None, rows: int):
+                 end_at: list[int] | None, rows: int, outputs: RefillOutputs):
         self.engine, self.prompt_ids, self.group, self.params = engine, prompt_ids, group, params
         self.end_at = end_at
         self.rows = rows
-        self.outputs: dict[int, tuple[list[int], list[float]]] = {}  # request row -> its outputs
+        self.outputs = outputs
         self.refills = 0  # rows prefilled mid-generation
         self.steps = 0
         self.row_steps = 0  # rows stepped, summed over steps: what the decode paid for
@@ -59,27 +113,31 @@ class RefillRun:
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
         self._reset(st, width)
-        queue = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
+        queue, _ = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
+        flags = FinishedFlags(st)
+        flags.take(st)
         steps, batch, refilling = 1, st, True
         while True:
             if steps % every == 0 or steps >= self.horizon:
-                finished = st.finished.tolist()  # host sync, once per check
+                finished = flags.read()  # as the last check left them
                 checked = time.perf_counter()
                 self._collect_done(st, finished, steps)
                 refilling = refilling and bool(queue) and steps + params.max_new_tokens + every <= self.horizon
                 if refilling:
                     waiting = len(queue)
-                    queue = self._refill(st, queue, steps)
+                    queue, slots = self._refill(st, queue, steps)
                     self.refills += waiting - len(queue)
-                    finished = st.finished.tolist()
+                    for slot in slots:  # running until a later check reads their flags
+                        finished[slot] = False
                 batch = self._running(st, batch, finished, steps, compact=not refilling)
+                flags.take(st)
                 self.check_s += time.perf_counter() - checked
                 if batch is None or steps >= self.horizon:
                     break
             e._replay(st, batch, params)
             self.row_steps += batch.n
             steps += 1
-        self._collect_done(st, st.finished.tolist(), steps, final=True)
+        self._collect_done(st, None, steps, final=True)
         self.steps += steps
         return queue
 
@@ -99,24 +157,13 @@ class RefillRun:
     def _capped(self, st: DecodeState, slot: int, steps: int) -> bool:
         return steps - st.offset[slot] >= self.params.max_new_tokens
 
-    def _collect_done(self, st: DecodeState, finished: list[bool], steps: int, final: bool = False) -> None:
-        """Copy out the outputs of every occupied slot whose row is finished or capped (every one
+    def _collect_done(self, st: DecodeState, finished: list[bool] | None, steps: int, final: bool = False) -> None:
+        """Gather the outputs of every occupied slot whose row is finished or capped (every one
         when `final`), and mark the slot empty (order -1)."""
         done = [s for s in range(st.n) if st.order[s] >= 0 and (final or finished[s] or self._capped(st, s, steps))]
-        if not done:
-            return
-        device = st.out_tokens.device
-        cap = self.params.max_new_tokens
-        # each row's own window [offset, offset + cap) gathered on the device: the host copies
-        # cap columns a row, not the run's HORIZON x cap
-        columns = torch.tensor([st.offset[s] for s in done], device=device)[:, None] + torch.arange(cap, device=device)
-        columns = columns.clamp_(max=st.out_tokens.shape[1] - 1)  # past the run's end: cut below
-        index = torch.tensor(done, device=device)[:, None]
-        tokens, logps = st.out_tokens[index, columns].tolist(), st.out_logp[index, columns].tolist()
-        width = st.out_tokens.shape[1]
-        for slot, row_tokens, row_logp in zip(done, tokens, logps):
-            keep = min(cap, width - st.offset[slot])
-            self.outputs[st.order[slot]] = (row_tokens[:keep], row_logp[:keep])
+        if done:
+            self.outputs.take(st, done)
+        for slot in done:
             st.order[slot] = -1
 
     def _running(self, st: DecodeState, batch: DecodeState, finished: list[bool], steps: int, compact: bool):
@@ -129,13 +176,13 @@ class RefillRun:
             return batch
         return self.engine._compacted(st, batch, alive, steps)
 
-    def _refill(self, st: DecodeState, queue: list[int], steps: int) -> list[int]:
+    def _refill(self, st: DecodeState, queue: list[int], steps: int) -> tuple[list[int], list[int]]:
         """Prefill waiting request rows into the empty slots, before the column the next step
-        writes; rows of one prompt share its prefill."""
+        writes; rows of one prompt share its prefill. Returns the queue left and the slots filled."""
         free = [s for s in range(st.n) if st.order[s] < 0]
         take, queue = queue[: len(free)], queue[len(free):]
         if not take:
-            return queue
+            return queue, []
         e, g = self.engine, self.group
         device = st.tokens.device
         col = st.width + steps - 1  # the column the next step writes
@@ -143,9 +190,9 @@ class RefillRun:
         ids, valid = left_pad([self.prompt_ids[p] for p in prefill_of], e.pad_id, device)
         width = ids.shape[1]
         logits, keys, values = prefill_forward(e.parts, ids, valid.bool())
-        which = torch.tensor([prefill_of[r // g] for r in take], device=device)  # each row's prefill
+        which = host_to_device([prefill_of[r // g] for r in take], device)  # each row's prefill
         slots = free[: len(take)]
-        index = torch.tensor(slots, device=device)
+        index = host_to_device(slots, device)
         for cache, new in zip(st.k + st.v, keys + values):
             cache[index, :, col - width:col] = new[which]
         row_valid = valid.bool()[which]  # (rows, width)
@@ -160,17 +207,17 @@ class RefillRun:
         st.out_logp[index, offset:] = 0.0
         end_at = None if self.end_at is None else [offset + self.end_at[r] for r in take]
         if end_at is not None:  # forced lengths as output columns
-            st.end_at[index] = torch.tensor(end_at, device=device)
+            st.end_at[index] = host_to_device(end_at, device)
         for slot, row in zip(slots, take):
             st.order[slot], st.offset[slot] = row, offset
         self._first_tokens(st, index, logits[which], offset, end_at)
-        return queue
+        return queue, slots
 
     def _first_tokens(self, st: DecodeState, index: torch.Tensor, logits: torch.Tensor, offset: int,
                       end_at: list[int] | None) -> None:
         """Sample each new row's first token from its prefill logits into output column `offset`."""
         if end_at is not None:  # a completion of length 1 ends right here
-            force_token(logits, torch.tensor(end_at, device=logits.device) <= offset + 1, st.force_id)
+            force_token(logits, host_to_device(end_at, logits.device) <= offset + 1, st.force_id)
         token, logp = sample_tokens(logits, self.params)
         st.out_tokens[index, offset] = token
         st.out_logp[index, offset] = logp
@@ -185,15 +232,13 @@ def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params
     (rows stepped, summed over steps: useful tokens / row_steps is the occupancy) and `check_s`
     (host seconds in the checks after their sync, collection and refill prefills included)."""
     queue = list(range(len(prompt_ids) * group))
-    outputs: dict[int, tuple[list[int], list[float]]] = {}
+    outputs = RefillOutputs(len(queue), params.max_new_tokens, engine.model.lm_head.weight.device)
     stats = {"runs": 0, "refills": 0, "steps": 0, "row_steps": 0, "check_s": 0.0}
     while queue:
-        run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows)
+        run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows, outputs)
         queue = run.run(queue)
-        outputs.update(run.outputs)
         stats["runs"] += 1
         for key in ("refills", "steps", "row_steps", "check_s"):
             stats[key] += getattr(run, key)
     stats["check_s"] = round(stats["check_s"], 4)
-    rows = range(len(prompt_ids) * group)
-    return [outputs[r][0] for r in rows], [outputs[r][1] for r in rows], stats
+    return (*outputs.lists(), stats)

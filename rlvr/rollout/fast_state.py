@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rlvr.rollout.tokens import host_to_device
+
 if TYPE_CHECKING:
     from rlvr.rollout.fast_forward import ModelParts
 
@@ -83,7 +85,7 @@ class DecodeState:
         self.order = [self.order[i] for i in perm]
         self.offset = [self.offset[i] for i in perm]
         device = self.tokens.device
-        perm_t = torch.tensor(perm, device=device)
+        perm_t = host_to_device(perm, device)  # no stream sync: refill's checks run ahead of the GPU
         for name in self.RECORD:
             t = getattr(self, name)
             t.copy_(t[perm_t])

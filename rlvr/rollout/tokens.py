@@ -46,6 +46,16 @@ def first_stop_prefix(tokenizer, ids: list[int], stops: list[str]) -> int | None
     return lo
 
 
+def host_to_device(values, device, dtype=torch.long) -> torch.Tensor:
+    """A host list or tensor on `device` without waiting: a blocking host-to-device copy
+    synchronizes the stream (the host waits for every queued kernel), a copy from pinned memory
+    does not (PyTorch keeps the pinned block alive until the copy has run)."""
+    t = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -53,7 +63,7 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     for i, s in enumerate(seqs):
         ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
+    return host_to_device(ids, device), host_to_device(mask, device)
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
