@@ -101,7 +101,8 @@ class RefillRun:
         self.refills = 0  # rows prefilled mid-generation
         self.steps = 0
         self.row_steps = 0  # rows stepped, summed over steps: what the decode paid for
-        self.check_s = 0.0  # host seconds in checks after their sync: the GPU waits for them
+        self.check_s = 0.0  # host seconds of the checks' own work (collection, refill, compaction)
+        self.wait_s = 0.0  # host seconds waiting for the flags: the GPU was behind (the host was not)
 
     def run(self, queue: list[int]) -> list[int]:
         """Decode until every row is done; returns the request rows still waiting."""
@@ -119,8 +120,10 @@ class RefillRun:
         steps, batch, refilling = 1, st, True
         while True:
             if steps % every == 0 or steps >= self.horizon:
+                asked = time.perf_counter()
                 finished = flags.read()  # as the last check left them
                 checked = time.perf_counter()
+                self.wait_s += checked - asked
                 self._collect_done(st, finished, steps)
                 refilling = refilling and bool(queue) and steps + params.max_new_tokens + every <= self.horizon
                 if refilling:
@@ -229,16 +232,17 @@ def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params
                          end_at: list[int] | None) -> tuple[list[list[int]], list[list[float]], dict]:
     """Every request row's output tokens and log-probs (up to max_new_tokens, before cutting at
     EOS), decoded `engine.config.refill_rows` rows at a time; and the runs' counts: `row_steps`
-    (rows stepped, summed over steps: useful tokens / row_steps is the occupancy) and `check_s`
-    (host seconds in the checks after their sync, collection and refill prefills included)."""
+    (rows stepped, summed over steps: useful tokens / row_steps is the occupancy), `check_s`
+    (host seconds of the checks' work: collection, the newcomers' prefill, compaction) and `wait_s`
+    (host seconds waiting for the finished flags: large when the GPU is the bottleneck)."""
     queue = list(range(len(prompt_ids) * group))
     outputs = RefillOutputs(len(queue), params.max_new_tokens, engine.model.lm_head.weight.device)
-    stats = {"runs": 0, "refills": 0, "steps": 0, "row_steps": 0, "check_s": 0.0}
+    stats = {"runs": 0, "refills": 0, "steps": 0, "row_steps": 0, "check_s": 0.0, "wait_s": 0.0}
     while queue:
         run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows, outputs)
         queue = run.run(queue)
         stats["runs"] += 1
-        for key in ("refills", "steps", "row_steps", "check_s"):
+        for key in ("refills", "steps", "row_steps", "check_s", "wait_s"):
             stats[key] += getattr(run, key)
-    stats["check_s"] = round(stats["check_s"], 4)
+    stats["check_s"], stats["wait_s"] = round(stats["check_s"], 4), round(stats["wait_s"], 4)
     return (*outputs.lists(), stats)

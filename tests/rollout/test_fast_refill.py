@@ -69,6 +69,7 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     assert {k: stats[k] for k in ("runs", "refills", "steps")} == {"runs": 2, "refills": 8, "steps": 2 * (3 * CAP - 2)}
     # 2 rows stepped by every replay (a run's first token comes from the prefill), and the checks timed
     assert stats["row_steps"] == 2 * 2 * (3 * CAP - 3) and stats["check_s"] > 0
+    assert set(stats) == {"runs", "refills", "steps", "row_steps", "check_s", "wait_s"}
 
 
 def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
