@@ -312,7 +312,7 @@ def phase_search(args) -> int:
     import torch
 
     from rlvr.eval.curves import (CONFIDENCE, auc_interval, build_pools, compute_optimal, score_spread, scorer_auc,
-                                  within_problem_auc)
+                                  vote_scorer_agreement, within_problem_auc)
     from rlvr.eval.report import full_report, plot_curves
     from rlvr.reward_models.model import load_reward_model
     from rlvr.search import RewardModelScorer
@@ -348,6 +348,11 @@ def phase_search(args) -> int:
     pool_groups = {k: [(p.scores[k], p.correct) for p in pools] for k in ("orm", "prm", CONFIDENCE)}
     auc_90 = {k: auc_interval(g) for k, g in pool_groups.items()}
     spread = {k: score_spread(g) for k, g in pool_groups.items()}
+    # where a scorer's pick differs from the vote's, per level: what a good AUC can and cannot buy
+    agree_n = 16 if 16 in ns else max(ns)
+    levels = sorted({p.difficulty for p in pools})
+    agreement = {k: {str(level): vote_scorer_agreement([p for p in pools if level in ("all", p.difficulty)], k, agree_n)
+                     for level in ["all", *levels]} for k in ("orm", "prm", CONFIDENCE)}
     # The confidence threshold of adaptive search, from held-out pool samples of the *first* half
     # only (the second half is where the compute-optimal choice is measured).
     half_a = [i for i in range(len(held_out)) if i % 2 == 0]
@@ -393,6 +398,7 @@ def phase_search(args) -> int:
                            ((k, i) for k, i in auc_90.items() if i is not None))
                + "; score spread within / between problems: "
                + ", ".join(f"{k.upper()} {v['within']:.3f} / {v['between']:.3f}" for k, v in spread.items()) + "\n")
+    report += "\n" + agreement_table(agreement, agree_n) + "\n"
     report += "\n" + optimal_table(optimal) + "\n"
     if skipped:
         report += f"\nNot run (past the {args.deadline:.0f} s deadline): {', '.join(skipped)}\n"
@@ -401,7 +407,7 @@ def phase_search(args) -> int:
     plot_curves(points, args.out / "accuracy_vs_tokens.png", x="tokens", title="accuracy vs tokens")
     (args.out / "ttc.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "reward_models": facts, "auc": auc,
-        "auc_90": auc_90, "score_spread": spread,
+        "auc_90": auc_90, "score_spread": spread, "vote_scorer_agreement": {"n": agree_n, "shares": agreement},
         "adaptive_thresholds": thresholds, "points": [asdict(p) for p in points], "compute_optimal": optimal,
         "live_seconds": live_seconds, "skipped": skipped, "pool_seconds": pooled - start,
         "seconds": time.time() - start}, indent=1))
@@ -469,6 +475,17 @@ def optimal_vs_best_of_n(pools, outcomes, held_out, ns, rename, seed) -> dict:
 
 def _find(points, method, n, level):
     return next(p for p in points if p.method == method and p.n == n and p.difficulty == level)
+
+
+def agreement_table(agreement: dict, n: int) -> str:
+    lines = [f"Majority vote against each scorer's best-of-{n} (first {n} samples of each problem; shares of "
+             "problems: both right, only the vote, only the scorer, neither):", "",
+             "| scorer | level | both | vote only | scorer only | neither |", "|---|---|---|---|---|---|"]
+    for scorer, by_level in agreement.items():
+        for level, sh in by_level.items():
+            lines.append(f"| {scorer} | {level} | {sh['both']:.3f} | {sh['vote_only']:.3f} | {sh['scorer_only']:.3f} | "
+                         f"{sh['neither']:.3f} |")
+    return "\n".join(lines)
 
 
 def optimal_table(optimal: dict) -> str:

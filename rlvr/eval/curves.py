@@ -165,6 +165,25 @@ def score_spread(groups: list[tuple[list[float], list[bool]]]) -> dict[str, floa
             "between": std([sum(s) / len(s) for s in scored])}
 
 
+def vote_scorer_agreement(pools: list[SamplePool], scorer: str, n: int) -> dict[str, float]:
+    """Over each pool's first n samples, the share of problems where majority vote and the
+    scorer's best-of-n are both right (`both`), only the vote is (`vote_only`: the scorer picked a
+    wrong sample over a right majority), only the scorer is (`scorer_only`: what it can add to
+    the vote) or neither. A scorer with a high within-problem AUC gains nothing over the vote when
+    its wins are all in `both`. Ties count as the chance of being right."""
+    shares = {"both": 0.0, "vote_only": 0.0, "scorer_only": 0.0, "neither": 0.0}
+    subset = tuple(range(n))
+    for pool in pools:
+        if len(pool.correct) < n:
+            raise ValueError(f"a pool has {len(pool.correct)} samples, fewer than n={n}")
+        vote, pick = pool_accuracy("majority", pool, subset), pool_accuracy(f"best_of_n[{scorer}]", pool, subset)
+        shares["both"] += vote * pick
+        shares["vote_only"] += vote * (1 - pick)
+        shares["scorer_only"] += (1 - vote) * pick
+        shares["neither"] += (1 - vote) * (1 - pick)
+    return {k: v / len(pools) for k, v in shares.items()}
+
+
 def compute_optimal(points: list[Point], budgets: list[float] | None = None,
                     exclude: tuple[str, ...] = ("pass@N",)) -> list[dict]:
     """For each difficulty level and token budget, the method (and N) with the best accuracy among

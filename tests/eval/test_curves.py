@@ -5,7 +5,7 @@ import math
 import pytest
 
 from rlvr.eval.curves import (Point, SamplePool, best_of_n_accuracy, compute_optimal, pool_curves, powers_of_two,
-                              scorer_auc, within_problem_auc)
+                              scorer_auc, vote_scorer_agreement, within_problem_auc)
 from rlvr.eval.report import accuracy_table, full_report, plot_curves
 
 POOL = SamplePool(
@@ -118,3 +118,24 @@ def test_score_spread_tells_a_difficulty_detector_from_a_ranker():
     spread = score_spread(ranker)
     assert spread["within"] == pytest.approx(math.sqrt(3) * 0.2) and spread["between"] == pytest.approx(0.2)
     assert score_spread([]) == {"within": 0.0, "between": 0.0}
+
+
+def test_vote_scorer_agreement_says_where_a_scorer_adds_to_the_vote():
+    def pool(groups, correct, conf):
+        return SamplePool(difficulty=1, group_ids=groups, correct=correct, tokens=[1] * len(groups),
+                          scores={"confidence": conf})
+
+    pools = [
+        pool([0, 0, 1], [True, True, False], [0.9, 0.5, 0.1]),  # both right
+        pool([0, 0, 1], [True, True, False], [0.1, 0.2, 0.9]),  # a confident wrong sample over a right majority
+        pool([0, 0, 1], [False, False, True], [0.1, 0.2, 0.9]),  # the scorer finds the rare right answer
+        pool([0, 0, 1], [False, False, True], [0.9, 0.2, 0.1]),  # confidently wrong with the majority
+    ]
+    shares = vote_scorer_agreement(pools, "confidence", 3)
+    assert shares == {"both": 0.25, "vote_only": 0.25, "scorer_only": 0.25, "neither": 0.25}
+    tied = vote_scorer_agreement([pool([0, 1], [True, False], [0.5, 0.5])], "confidence", 2)
+    assert tied == pytest.approx({"both": 0.25, "vote_only": 0.25, "scorer_only": 0.25, "neither": 0.25})
+    only_first = vote_scorer_agreement([pool([0, 1, 1], [True, False, False], [0.9, 0.1, 0.1])], "confidence", 1)
+    assert only_first == {"both": 1.0, "vote_only": 0.0, "scorer_only": 0.0, "neither": 0.0}
+    with pytest.raises(ValueError, match="fewer than n=4"):
+        vote_scorer_agreement(pools, "confidence", 4)

@@ -50,6 +50,11 @@ def test_both_phases_write_the_table_records_and_reward_models(ttc, tmp_path):
             "dvts (PRM)", "mcts (PRM)", "adaptive (PRM conf.)", "adaptive (policy conf.)",
             "pass@N (coverage bound)"} <= methods
     assert set(record["adaptive_thresholds"]) == {"prm", "confidence"}
+    agreement = record["vote_scorer_agreement"]
+    assert agreement["n"] == 2 and set(agreement["shares"]) == {"orm", "prm", "confidence"}
+    for by_level in agreement["shares"].values():  # every level and all of them; the four shares make a whole
+        assert set(by_level) == {"all", "1", "2"}
+        assert all(abs(sum(shares.values()) - 1.0) < 1e-9 for shares in by_level.values())
     assert {p["difficulty"] for p in record["points"]} == {None, 1, 2}
     assert record["skipped"] == [] and set(record["auc"]) == {"orm", "prm", "confidence", "shorter"}
     assert set(record["auc_90"]) == set(record["score_spread"]) == {"orm", "prm", "confidence"}
