@@ -7,6 +7,7 @@ and one slice gives hidden (N, T, H) aligned with the targets (N, T).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -120,6 +121,18 @@ def completion_hidden(model, batch: TrainBatch) -> torch.Tensor:
                           position_ids=batch.position_ids)  # (N, P+T, H)
     p, t = batch.prompt_width, batch.targets.shape[1]
     return hidden[:, p - 1:p - 1 + t]  # (N, T, H)
+
+
+def sdpa_backends(names: list[str]):
+    """A context in which SDPA uses only the kernels `names`, in that order of preference; no
+    restriction when empty. The backward runs the kernel the forward chose."""
+    if not names:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {"math": SDPBackend.MATH, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+    return sdpa_kernel([kernels[n] for n in names], set_priority=True)
 
 
 def final_hidden(model, **inputs) -> torch.Tensor:

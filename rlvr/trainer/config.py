@@ -14,6 +14,9 @@ from rlvr.rewards import RewardConfig
 from rlvr.rollout.engine_config import EngineConfig, as_engine_config
 from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
+SDPA_BACKENDS = ("math", "efficient", "flash", "cudnn")
+"""Names of torch's scaled-dot-product-attention kernels, for `GRPOConfig.attention_backends`."""
+
 
 @dataclass
 class GRPOConfig:
@@ -105,6 +108,11 @@ class GRPOConfig:
     """Backend of the fused log-prob/loss kernels: triton on CUDA, torch reference elsewhere. Unless
     torch, a CUDA policy's RMSNorm and SiLU MLP also run fused Triton kernels in training
     (`rlvr.kernels.triton_layers.patch_for_training`)."""
+    attention_backends: list[str] = field(default_factory=list)
+    """SDPA kernels the update's forwards may use, in order of preference (math, efficient, flash,
+    cudnn); empty = torch's choice. [math] sidesteps the memory-efficient kernel's backward, which
+    can return NaN gradients under an attention mask (pytorch/pytorch#178251): exact, slower,
+    O(L^2) memory per layer."""
     max_consecutive_nonfinite: int = 3
     """Non-finite loss or grad norm skips the update; this many in a row saves and stops the run."""
 
@@ -144,6 +152,9 @@ class GRPOConfig:
             raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
+        unknown = [n for n in self.attention_backends if n not in SDPA_BACKENDS]
+        if unknown:
+            raise ValueError(f"attention_backends: unknown {unknown}; valid: {', '.join(SDPA_BACKENDS)}")
         self._check_names()
         self.engine = as_engine_config(self.engine)  # a bare name from Python callers, as in YAML
 

@@ -31,7 +31,7 @@ from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision
                                    warn_pure_bf16)
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import SamplingParams, make_engine
-from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight
+from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight, sdpa_backends
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
@@ -481,9 +481,10 @@ def _normalizer(acc, batch: TrainBatch, cfg: GRPOConfig) -> LossNormalizer:
 
 def _hidden(model, batch: TrainBatch, cfg: GRPOConfig) -> torch.Tensor:
     """(N, T, H) hidden states predicting the completion tokens: padded rows, or packed ones."""
-    if cfg.packing:
-        return packed_completion_hidden(model, batch, cfg.packing_row_tokens)
-    return completion_hidden(model, batch)
+    with sdpa_backends(cfg.attention_backends):
+        if cfg.packing:
+            return packed_completion_hidden(model, batch, cfg.packing_row_tokens)
+        return completion_hidden(model, batch)
 
 
 def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:

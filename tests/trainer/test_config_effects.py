@@ -153,3 +153,19 @@ def test_a_skipped_update_names_the_parameters_whose_gradients_are_not_finite(tm
                                "model.layers.0.post_attention_layernorm.weight, model.layers.0.input_layernorm.weight")
     assert finite_part.startswith(f"{len(names) - len(bad)}), nearest the output: model.norm.weight")
     assert "layers.0" not in finite_part and "layers.1" not in bad_part
+
+
+def test_attention_backends_choose_the_kernel_of_the_update(tmp_path):
+    """`attention_backends: [math]` trains as torch's own choice does (the CPU has no faster kernel
+    for a padding mask); a kernel this machine lacks fails the update, so the choice does reach it;
+    an unknown name fails before any work."""
+    policy, _, rows = train(tmp_path, "math", steps=2, attention_backends=["math"])
+    _, _, default_rows = train(tmp_path, "default", steps=2)
+    assert default_rows[0]["grad_norm"] > 0
+    assert [r["grad_norm"] for r in rows] == pytest.approx([r["grad_norm"] for r in default_rows], rel=1e-5)
+    assert all(torch.isfinite(p).all() for p in params(policy).values())
+    policy = tiny_policy()  # its attention is sdpa
+    with pytest.raises(RuntimeError, match="No viable backend for scaled_dot_product_attention"):
+        run_grpo(policy, SevensTask(), small_config(steps=1, attention_backends=["efficient"]), tmp_path / "efficient")
+    with pytest.raises(ValueError, match="attention_backends: unknown \\['fast'\\]"):
+        small_config(attention_backends=["fast"])
