@@ -215,12 +215,19 @@ pools). The baseline a trained reward model has to beat: it costs nothing and kn
 sure the policy was."""
 
 
+def confidence_of(mean_logprob: float | None, num_tokens: int) -> float:
+    """exp(mean token log-prob) of one sample (0 for an empty one); an engine that reports no
+    log-probs is an error."""
+    if mean_logprob is None:
+        if num_tokens > 0:
+            raise ValueError(f"the {CONFIDENCE!r} scorer needs the engine's log-probs, and this engine reports none")
+        return 0.0
+    return math.exp(mean_logprob)
+
+
 def confidence_scores(samples) -> list[float]:
-    """exp(mean token log-prob) of each `Completion` (0 for an empty one); an engine that reports
-    no log-probs is an error."""
-    if any(s.mean_logprob is None and s.num_tokens > 0 for s in samples):
-        raise ValueError(f"the {CONFIDENCE!r} scorer needs the engine's log-probs, and this engine reports none")
-    return [0.0 if s.mean_logprob is None else math.exp(s.mean_logprob) for s in samples]
+    """`confidence_of` each `Completion`."""
+    return [confidence_of(s.mean_logprob, s.num_tokens) for s in samples]
 
 
 def build_pools(ctx, problems, n: int, scorers: list[str], aggregation: str = "last",

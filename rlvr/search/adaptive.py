@@ -15,7 +15,6 @@ passed the check.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,17 +69,16 @@ def calibrate_threshold(scores: list[float], correct: list[bool]) -> float:
 
 
 def trusted(ctx: SearchContext, problem: Problem, text: str, cfg: AdaptiveConfig,
-            mean_logprob: float | None = None) -> tuple[bool, float]:
-    """Whether the answer in `text` passes the check, and its score; `mean_logprob` is the mean
-    token log-prob of the sample that wrote it (the policy-confidence check reads only that)."""
+            mean_logprob: float | None = None, num_tokens: int = 0) -> tuple[bool, float]:
+    """Whether the answer in `text` passes the check, and its score; `mean_logprob` and
+    `num_tokens` describe the sample that wrote it (the policy-confidence check reads only those)."""
     if cfg.check == "verifier":
         score = ctx.score("verifier", problem, [text])[0]
         return score >= 1.0, score
     if _checks_policy_confidence(cfg):
-        if mean_logprob is None:
-            raise SearchError("adaptive: confidence_scorer 'confidence' needs the engine's log-probs, "
-                              "and this engine reports none")
-        score = math.exp(mean_logprob)
+        from rlvr.eval.curves import confidence_of
+
+        score = confidence_of(mean_logprob, num_tokens)
         return score >= cfg.threshold, score
     score = ctx.score(cfg.confidence_scorer, problem, [text], cfg.aggregation)[0]
     return score >= cfg.threshold, score
@@ -104,7 +102,8 @@ def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> Searc
     single = ctx.sample_solutions(problem.prompt, 1, min(ctx.generation.max_new_tokens, cfg.token_budget))[0]
     per_level["single"] = single.num_tokens
     result = SearchResult(extract(single.text), single.text, single.num_tokens)
-    level, (ok, conf) = "single", trusted(ctx, problem, single.text, cfg, single.mean_logprob)
+    ok, conf = trusted(ctx, problem, single.text, cfg, single.mean_logprob, single.num_tokens)
+    level = "single"
     spent = single.num_tokens
     beam_fits = worst_case_beam_tokens(ctx, cfg.beam) <= cfg.token_budget - spent
     if not ok and beam_fits and not _checks_policy_confidence(cfg):
@@ -120,7 +119,9 @@ def adaptive(problem: Problem, ctx: SearchContext, cfg: AdaptiveConfig) -> Searc
             per_level["best_of_n"] = bon.tokens_spent
             spent += bon.tokens_spent
             result, level = bon, "best_of_n"
-            ok, conf = trusted(ctx, problem, bon.text, cfg, bon.details["mean_logprobs"][bon.details["chosen"]])
+            chosen = bon.details["chosen"]
+            ok, conf = trusted(ctx, problem, bon.text, cfg, bon.details["mean_logprobs"][chosen],
+                               bon.details["sample_tokens"][chosen])
     return SearchResult(
         answer=result.answer, text=result.text, tokens_spent=spent,
         details={"level": level, "accepted": ok, "confidence": conf, "tokens_per_level": per_level},
