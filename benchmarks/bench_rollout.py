@@ -108,12 +108,12 @@ def fast_runner(model, prompt_ids, work: Workload, config: dict, end_at: list[in
     return run, engine
 
 
-def fast_config(name: str, device: str, refill_rows: int = 0) -> dict:
+def fast_config(name: str, device: str, refill_rows: int = 0, refill_horizon: int = 3) -> dict:
     """FastEngineConfig options of a fast engine name (the CPU smoke run has only torch ops)."""
     kernels = "torch" if "torch" in name or device != "cuda" else "triton"
     return dict(compile="compiled" in name, kernels=kernels, fuse_gemms=name == "fast_gemm",
                 compact=name != "fast_nocompact", split_kv=name != "fast_nosplit",
-                refill_rows=refill_rows if name == "fast_refill" else 0)
+                refill_rows=refill_rows if name == "fast_refill" else 0, refill_horizon=refill_horizon)
 
 
 def fast_label(engine) -> str:
@@ -159,8 +159,9 @@ def measure_peer(name: str, model, prompt_ids, work: Workload, n: int, reps: int
 
 
 def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None,
-                 refill_rows: int = 0) -> Row:
-    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, refill_rows), end_at)
+                 refill_rows: int = 0, refill_horizon: int = 3) -> Row:
+    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, refill_rows, refill_horizon),
+                              end_at)
     expected = n * work.new_tokens if end_at is None else sum(end_at)
     row = measure(name, run, expected, reps)
     row.name = fast_label(engine) + ("" if end_at is None else ", variable lengths (useful tok/s)")
@@ -186,8 +187,8 @@ def refill_row(model, work: Workload, n: int, args, fixed: Row | None) -> Row:
     vocab = SHAPES[args.shape]["vocab_size"]
     end_at = end_lengths(total, args.new_tokens, args.sigma, seed=total)
     row = measure_fast("fast_refill", model, prompts(total // args.group, args.prompt_len, vocab, seed=total), work,
-                       total, args.reps, end_at, refill_rows=n)
-    row.name += f", {total} sequences"
+                       total, args.reps, end_at, refill_rows=n, refill_horizon=args.refill_horizon)
+    row.name += f", {total} sequences, horizon {args.refill_horizon}"
     return variable_row(fixed or Row("", None, "tok/s"), row, end_at)
 
 
@@ -204,6 +205,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--refill-factor", type=int, default=4,
                    help="fast_refill: sequences asked for, in multiples of the N rows decoded at once")
+    p.add_argument("--refill-horizon", type=int, default=3,
+                   help="fast_refill: a run's output columns in --new-tokens (FastEngineConfig.refill_horizon); "
+                        "each run ends with a drain, so a deep queue wants one run")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--out", default=out_path("bench_rollout.json"))
     args = p.parse_args(argv)

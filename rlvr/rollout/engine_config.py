@@ -68,14 +68,18 @@ class FastEngineConfig:
     """Rows decoded at once when a generate call asks for more (0: all of them at once). The
     first samples fill these rows; when a row's completion ends, the next waiting sample is
     prefilled into it mid-generation (`rlvr.rollout.fast_refill`), so the batch stays full while
-    samples wait. Bounds the KV cache to these rows (x3 output columns) however many sequences are
-    asked for. Sampled rows draw from the same distribution, not the same samples."""
+    samples wait. Bounds the KV cache to these rows (x `refill_horizon` output columns) however
+    many sequences are asked for. Sampled rows draw from the same distribution, not the same samples."""
+    refill_horizon: int = 3
+    """With refill: a run's output columns, in max_new_tokens. A run ends with a drain of up to
+    max_new_tokens steps (its last samples finishing, rows emptying), so a deep queue pays one
+    drain per run: a longer horizon puts more samples through a run, for a KV cache that long."""
 
     def __post_init__(self) -> None:
         # "field: message": rlvr.config.from_dict turns it into the dotted key (stages.3.engine.kernels)
         if self.kernels not in ("auto", "triton", "torch"):
             raise ValueError(f"kernels: must be auto, triton or torch, got {self.kernels!r}")
-        for name in ("length_bucket", "check_every", "max_graphs", "compact_min_rows"):
+        for name in ("length_bucket", "check_every", "max_graphs", "compact_min_rows", "refill_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.refill_rows < 0:

@@ -9,10 +9,10 @@ prefill. Every row shares the cache column the next step writes (`DecodeState.co
 newcomer's prompt is written right before it, into columns the row's previous occupant no longer
 reads; `start` (Triton) and the mask bias (torch) make the row see only its own columns, and its
 positions restart at 0. Its outputs begin at the current output column (`DecodeState.offset`).
-The cache holds HORIZON x max_new_tokens output columns (plus one check interval of slack; the host
-checks at least once per max_new_tokens steps): a row
-takes a newcomer only while a whole new completion still fits; then the run drains (with
-compaction) and the next run starts with the samples still waiting.
+The cache holds `FastEngineConfig.refill_horizon` x max_new_tokens output columns (plus one check
+interval of slack; the host checks at least once per max_new_tokens steps): a row takes a newcomer
+only while a whole new completion still fits; then the run drains (with compaction) and the next
+run starts with the samples still waiting.
 
 A newcomer's completion may end past the shared step count, so the cap of max_new_tokens is
 enforced per row at the host checks, and its outputs are cut at the cap.
@@ -35,10 +35,6 @@ from rlvr.rollout.fast_forward import prefill_forward
 from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
-
-HORIZON = 3
-"""Output columns of a run, in max_new_tokens: the first completions plus room for newcomers."""
-
 
 class RefillOutputs:
     """Every request row's output window (max_new_tokens columns from its first output column),
@@ -101,6 +97,7 @@ class RefillRun:
         self.refills = 0  # rows prefilled mid-generation
         self.steps = 0
         self.row_steps = 0  # rows stepped, summed over steps: what the decode paid for
+        self.drain_steps = 0  # steps after the last refill: the queue is empty, the longest rows decide
         self.check_s = 0.0  # host seconds of the checks' own work (collection, refill, compaction)
         self.wait_s = 0.0  # host seconds waiting for the flags: the GPU was behind (the host was not)
 
@@ -110,7 +107,7 @@ class RefillRun:
         width = max(len(self.prompt_ids[r // self.group]) for r in queue)  # every waiting prompt fits
         # checks at least once per completion length: short completions free their rows in time
         every = max(1, min(e.config.check_every, params.max_new_tokens))
-        self.horizon = HORIZON * params.max_new_tokens + every
+        self.horizon = e.config.refill_horizon * params.max_new_tokens + every
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
         self._reset(st, width)
@@ -139,6 +136,7 @@ class RefillRun:
                     break
             e._replay(st, batch, params)
             self.row_steps += batch.n
+            self.drain_steps += not refilling
             steps += 1
         self._collect_done(st, None, steps, final=True)
         self.steps += steps
@@ -231,18 +229,19 @@ class RefillRun:
 def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
                          end_at: list[int] | None) -> tuple[list[list[int]], list[list[float]], dict]:
     """Every request row's output tokens and log-probs (up to max_new_tokens, before cutting at
-    EOS), decoded `engine.config.refill_rows` rows at a time; and the runs' counts: `row_steps`
+    EOS), decoded `engine.config.refill_rows` rows at a time; and the runs' counts: `drain_steps`
+    (steps after the last refill, while the longest rows finish), `row_steps`
     (rows stepped, summed over steps: useful tokens / row_steps is the occupancy), `check_s`
     (host seconds of the checks' work: collection, the newcomers' prefill, compaction) and `wait_s`
     (host seconds waiting for the finished flags: large when the GPU is the bottleneck)."""
     queue = list(range(len(prompt_ids) * group))
     outputs = RefillOutputs(len(queue), params.max_new_tokens, engine.model.lm_head.weight.device)
-    stats = {"runs": 0, "refills": 0, "steps": 0, "row_steps": 0, "check_s": 0.0, "wait_s": 0.0}
+    stats = {"runs": 0, "refills": 0, "steps": 0, "drain_steps": 0, "row_steps": 0, "check_s": 0.0, "wait_s": 0.0}
     while queue:
         run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows, outputs)
         queue = run.run(queue)
         stats["runs"] += 1
-        for key in ("refills", "steps", "row_steps", "check_s", "wait_s"):
+        for key in ("refills", "steps", "drain_steps", "row_steps", "check_s", "wait_s"):
             stats[key] += getattr(run, key)
     stats["check_s"], stats["wait_s"] = round(stats["check_s"], 4), round(stats["wait_s"], 4)
     return (*outputs.lists(), stats)

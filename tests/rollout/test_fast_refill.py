@@ -69,7 +69,26 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     assert {k: stats[k] for k in ("runs", "refills", "steps")} == {"runs": 2, "refills": 8, "steps": 2 * (3 * CAP - 2)}
     # 2 rows stepped by every replay (a run's first token comes from the prefill), and the checks timed
     assert stats["row_steps"] == 2 * 2 * (3 * CAP - 3) and stats["check_s"] > 0
-    assert set(stats) == {"runs", "refills", "steps", "row_steps", "check_s", "wait_s"}
+    # the last samples run unrefilled: steps 33-45 of the first run (its horizon), 32-45 of the
+    # second (its queue emptied at the check of step 31)
+    assert stats["drain_steps"] == 13 + 14
+    assert set(stats) == {"runs", "refills", "steps", "drain_steps", "row_steps", "check_s", "wait_s"}
+
+
+def test_a_longer_refill_horizon_takes_the_queue_in_one_run_cpu(setup):
+    """refill_horizon=6: each of the 2 rows takes its 6 samples in one run, paying one drain
+    instead of two, with the outputs unchanged."""
+    tokenizer, model, plain = setup
+    prompts = [_prompt_ids(tokenizer)[1]] * 6
+    end_at = [40] * 12
+    expected = plain.generate(prompts, 2, GREEDY, end_at=end_at)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=1, refill_horizon=6))
+    _assert_same(expected, engine.generate(prompts, 2, GREEDY, end_at=end_at))
+    stats = engine.last_refill
+    assert {k: stats[k] for k in ("runs", "refills", "steps", "drain_steps")} == {
+        "runs": 1, "refills": 10, "steps": 6 * CAP - 5, "drain_steps": 14}
+    with pytest.raises(ValueError, match="refill_horizon"):
+        FastEngineConfig(refill_rows=2, refill_horizon=0)
 
 
 def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
@@ -166,3 +185,4 @@ def test_completions_shorter_than_the_check_interval_still_refill_cpu(setup):
     stats = engine.last_refill
     assert {k: stats[k] for k in ("runs", "refills", "steps", "row_steps")} == {
         "runs": 1, "refills": 8, "steps": 15, "row_steps": 4 * 14}
+    assert stats["drain_steps"] == 0  # the last samples end at the check that finds the queue empty
