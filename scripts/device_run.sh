@@ -4,7 +4,8 @@
 #   rollout_quick, rollout_fast, rollout_peers, rollout_compiled, grpo, grpo_rlvr, profile, profile_train,
 #   chain, chain_lora, default_recipe (learning runs: records in $OUT/<recipe>.tar.gz), tests_precision,
 #   bench_eval, gsm8k (needs .gsm8k/{train,test}.jsonl carried: the chain's model on held-out GSM8K),
-#   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm)
+#   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm),
+#   ttc (both in one call of under 10 minutes, with the deadlines that measured the table: TTC_ARGS adds options)
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
 #   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
@@ -67,6 +68,18 @@ perf16() {
   perf16_row grpo_1.5b_packed 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
     --prompt-len 128 --new-tokens 512 --steps 5 --packing
 }
+ttc_rm() {  # the reward models on the chain's policy, kept in runs/ttc
+  timeout ${TTC_RM_TIMEOUT:-300} python3 benchmarks/ttc_smollm2.py rm --work runs/ttc \
+    --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
+    | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_rm.log"; cp runs/ttc/rm_facts.json "$OUT/"
+}
+ttc_search() {  # the search table with the reward models of ttc_rm
+  timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
+    --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
+    | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log"
+  # a call brings back 8 files at most: the table beside one archive of the rest
+  cp "$OUT/ttc/ttc.md" "$OUT/" 2>/dev/null; tar czf "$OUT/ttc.tgz" -C "$OUT" ttc && rm -rf "$OUT/ttc"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
@@ -114,14 +127,11 @@ for part in "$@"; do
     gsm8k) timeout 240 python3 benchmarks/eval_gsm8k.py --model smollm2-135m $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model 2>/dev/null) \
              --test .gsm8k/test.jsonl --train .gsm8k/train.jsonl --out "$OUT/gsm8k.json" 2>&1 \
              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/gsm8k.log" ;;
-    ttc_rm) timeout ${TTC_RM_TIMEOUT:-300} python3 benchmarks/ttc_smollm2.py rm --work runs/ttc \
-              --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
-              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_rm.log"; cp runs/ttc/rm_facts.json "$OUT/" ;;
-    ttc_search) timeout ${TTC_SEARCH_TIMEOUT:-560} python3 benchmarks/ttc_smollm2.py search --work runs/ttc --out "$OUT/ttc" \
-                  --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
-                  | grep -v -E "it/s\]|s/it\]" | tee "$OUT/ttc_search.log"
-                # a call brings back 8 files at most: the table beside one archive of the rest
-                cp "$OUT/ttc/ttc.md" "$OUT/" 2>/dev/null; tar czf "$OUT/ttc.tgz" -C "$OUT" ttc && rm -rf "$OUT/ttc" ;;
+    ttc_rm) ttc_rm ;;
+    ttc_search) ttc_search ;;
+    ttc) (export TTC_RM_TIMEOUT=210 TTC_SEARCH_TIMEOUT=355 \
+            TTC_ARGS="--rm-deadline 100 --deadline 285 --rm-pairwise 1 --orm-variants prm_set,1_mixed ${TTC_ARGS:-}"
+          ttc_rm && ttc_search) ;;
     refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
               > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
             refill_row ;;
