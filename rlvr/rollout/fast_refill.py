@@ -99,6 +99,7 @@ class RefillRun:
         self.row_steps = 0  # rows stepped, summed over steps: what the decode paid for
         self.drain_steps = 0  # steps after the last refill: the queue is empty, the longest rows decide
         self.check_s = 0.0  # host seconds of the checks' own work (collection, refill, compaction)
+        self.prefill_s = 0.0  # the part of check_s spent launching the newcomers' prefill forwards
         self.wait_s = 0.0  # host seconds waiting for the flags: the GPU was behind (the host was not)
 
     def run(self, queue: list[int]) -> list[int]:
@@ -111,7 +112,9 @@ class RefillRun:
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
         self._reset(st, width)
+        filled = time.perf_counter()
         queue, _ = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
+        self.check_s += time.perf_counter() - filled  # host work like a check's (prefill_s counts it too)
         flags = FinishedFlags(st)
         flags.take(st)
         steps, batch, refilling = 1, st, True
@@ -190,7 +193,9 @@ class RefillRun:
         prefill_of = {p: i for i, p in enumerate(dict.fromkeys(r // g for r in take))}  # each prompt once
         ids, valid = left_pad([self.prompt_ids[p] for p in prefill_of], e.pad_id, device)
         width = ids.shape[1]
+        launched = time.perf_counter()
         logits, keys, values = prefill_forward(e.parts, ids, valid.bool())
+        self.prefill_s += time.perf_counter() - launched
         which = host_to_device([prefill_of[r // g] for r in take], device)  # each row's prefill
         slots = free[: len(take)]
         index = host_to_device(slots, device)
@@ -230,18 +235,21 @@ def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params
                          end_at: list[int] | None) -> tuple[list[list[int]], list[list[float]], dict]:
     """Every request row's output tokens and log-probs (up to max_new_tokens, before cutting at
     EOS), decoded `engine.config.refill_rows` rows at a time; and the runs' counts: `drain_steps`
-    (steps after the last refill, while the longest rows finish), `row_steps`
+    (steps after the last refill, while the longest rows finish), `prefill_s` (host seconds launching
+    the newcomers' prefill, part of check_s), `row_steps`
     (rows stepped, summed over steps: useful tokens / row_steps is the occupancy), `check_s`
     (host seconds of the checks' work: collection, the newcomers' prefill, compaction) and `wait_s`
     (host seconds waiting for the finished flags: large when the GPU is the bottleneck)."""
     queue = list(range(len(prompt_ids) * group))
     outputs = RefillOutputs(len(queue), params.max_new_tokens, engine.model.lm_head.weight.device)
-    stats = {"runs": 0, "refills": 0, "steps": 0, "drain_steps": 0, "row_steps": 0, "check_s": 0.0, "wait_s": 0.0}
+    stats = {"runs": 0, "refills": 0, "steps": 0, "drain_steps": 0, "row_steps": 0, "check_s": 0.0, "prefill_s": 0.0,
+             "wait_s": 0.0}
     while queue:
         run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows, outputs)
         queue = run.run(queue)
         stats["runs"] += 1
-        for key in ("refills", "steps", "drain_steps", "row_steps", "check_s", "wait_s"):
+        for key in ("refills", "steps", "drain_steps", "row_steps", "check_s", "prefill_s", "wait_s"):
             stats[key] += getattr(run, key)
-    stats["check_s"], stats["wait_s"] = round(stats["check_s"], 4), round(stats["wait_s"], 4)
+    for key in ("check_s", "prefill_s", "wait_s"):
+        stats[key] = round(stats[key], 4)
     return (*outputs.lists(), stats)

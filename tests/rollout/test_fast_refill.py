@@ -72,7 +72,8 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     # the last samples run unrefilled: steps 33-45 of the first run (its horizon), 32-45 of the
     # second (its queue emptied at the check of step 31)
     assert stats["drain_steps"] == 13 + 14
-    assert set(stats) == {"runs", "refills", "steps", "drain_steps", "row_steps", "check_s", "wait_s"}
+    assert set(stats) == {"runs", "refills", "steps", "drain_steps", "row_steps", "check_s", "prefill_s", "wait_s"}
+    assert 0 < stats["prefill_s"] < stats["check_s"]  # the newcomers' prefill is part of the checks' work
 
 
 def test_a_longer_refill_horizon_takes_the_queue_in_one_run_cpu(setup):
