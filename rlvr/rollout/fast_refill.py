@@ -22,10 +22,15 @@ read at the next one, while the steps queued in between run, and a finished row'
 gathered into a device buffer that the host copies once, after the last run. A check's host work
 (collecting, the newcomers' prefill, the cache writes) then overlaps the queued steps instead of
 leaving the GPU idle; the price is that a row is seen finished one check interval later.
+
+On CUDA (with `cuda_graph`) the newcomers' prefill replays a captured graph (`PrefillGraphs`): the
+eager forward launches some forty kernels a layer, and that host work had come to take as long as
+the decode steps a check overlaps.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 
 import torch
@@ -35,6 +40,47 @@ from rlvr.rollout.fast_forward import prefill_forward
 from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
+
+class PrefillGraphs:
+    """`prefill_forward` captured in CUDA graphs, one per batch bucket (a power of two) at one
+    prompt width. A call copies its prompts into the bucket's static inputs (the rows past them
+    stay padding, never read) and returns views of the static outputs: read before the next call
+    (a reader queued on the stream before it is)."""
+
+    def __init__(self, parts, width: int, pad_id: int, device):
+        self.parts, self.width, self.pad_id, self.device = parts, width, pad_id, device
+        self.pool = torch.cuda.graph_pool_handle()  # the buckets share one memory pool
+        self.graphs: dict[int, tuple] = {}
+
+    def __call__(self, ids: torch.Tensor, valid: torch.Tensor):
+        b, width = ids.shape
+        if width != self.width:
+            raise ValueError(f"prefill graphs take prompts padded to width {self.width}, got {width}")
+        bucket = 1 << (b - 1).bit_length()
+        if bucket not in self.graphs:
+            self.graphs[bucket] = self._capture(bucket)
+        graph, static_ids, static_valid, (logits, keys, values) = self.graphs[bucket]
+        static_ids[:b].copy_(ids)
+        static_ids[b:].fill_(self.pad_id)
+        static_valid[:b].copy_(valid)
+        static_valid[b:].fill_(False)
+        graph.replay()
+        return logits[:b], [k[:b] for k in keys], [v[:b] for v in values]
+
+    def _capture(self, bucket: int) -> tuple:
+        ids = torch.full((bucket, self.width), self.pad_id, dtype=torch.long, device=self.device)
+        valid = torch.zeros((bucket, self.width), dtype=torch.bool, device=self.device)
+        side = torch.cuda.Stream()  # warm-up off the capture (cuBLAS handles, lazy initialisation)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                prefill_forward(self.parts, ids, valid)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = prefill_forward(self.parts, ids, valid)
+        return graph, ids, valid, out
+
 
 class RefillOutputs:
     """Every request row's output window (max_new_tokens columns from its first output column),
@@ -111,6 +157,7 @@ class RefillRun:
         self.horizon = e.config.refill_horizon * params.max_new_tokens + every
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
+        self.graphs = PrefillGraphs(e.parts, width, e.pad_id, device) if self._graphed(st) else None
         self._reset(st, width)
         filled = time.perf_counter()
         queue, _ = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
@@ -158,6 +205,20 @@ class RefillRun:
         st.out_tokens.fill_(self.engine.pad_id)
         st.out_logp.zero_()
 
+    def _graphed(self, st: DecodeState) -> bool:
+        return st.tokens.is_cuda and self.engine.config.cuda_graph
+
+    def _prefill(self, ids: torch.Tensor, valid: torch.Tensor):
+        """The newcomers' prefill: its captured graph where there is one, eager otherwise (and from
+        the first failed capture on, with a warning)."""
+        if self.graphs is not None:
+            try:
+                return self.graphs(ids, valid)
+            except Exception as e:  # an untested GPU or toolchain: eager is slower, not wrong
+                warnings.warn(f"refill: capturing the prefill failed ({type(e).__name__}: {e}); prefilling eagerly")
+                self.graphs = None
+        return prefill_forward(self.engine.parts, ids, valid)
+
     def _capped(self, st: DecodeState, slot: int, steps: int) -> bool:
         return steps - st.offset[slot] >= self.params.max_new_tokens
 
@@ -191,10 +252,11 @@ class RefillRun:
         device = st.tokens.device
         col = st.width + steps - 1  # the column the next step writes
         prefill_of = {p: i for i, p in enumerate(dict.fromkeys(r // g for r in take))}  # each prompt once
-        ids, valid = left_pad([self.prompt_ids[p] for p in prefill_of], e.pad_id, device)
+        ids, valid = left_pad([self.prompt_ids[p] for p in prefill_of], e.pad_id, device,
+                              width=None if self.graphs is None else st.width)  # a graph's static width
         width = ids.shape[1]
         launched = time.perf_counter()
-        logits, keys, values = prefill_forward(e.parts, ids, valid.bool())
+        logits, keys, values = self._prefill(ids, valid.bool())
         self.prefill_s += time.perf_counter() - launched
         which = host_to_device([prefill_of[r // g] for r in take], device)  # each row's prefill
         slots = free[: len(take)]

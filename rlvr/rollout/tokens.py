@@ -56,8 +56,9 @@ def host_to_device(values, device, dtype=torch.long) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
+def left_pad(seqs: list[list[int]], pad_id: int, device, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of `seqs` left-padded to `width` (None: the longest; a static shape for a graph)."""
+    width = max(len(s) for s in seqs) if width is None else width
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):

@@ -44,6 +44,96 @@ def test_refilled_rows_give_the_completions_of_an_unrefilled_call_cpu(setup, row
         assert stats["steps"] < 3 * CAP
 
 
+def _fake_prefill_graphs(monkeypatch) -> list:
+    """Route refill's prefill through `PrefillGraphs` on the CPU: a fake graph's replay reruns the
+    forward it captured on its static inputs, into its static outputs. Returns the PrefillGraphs
+    made (their `graphs` per bucket) and counts each replay on its graph."""
+    import contextlib
+
+    from rlvr.rollout import fast_refill
+
+    class Graph:
+        capturing = None
+
+        def __init__(self):
+            self.rerun, self.replays = None, 0
+
+        def replay(self):
+            self.replays += 1
+            self.rerun()
+
+    @contextlib.contextmanager
+    def graph(g, pool=None):
+        Graph.capturing = g
+        yield
+        Graph.capturing = None
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    real = fast_refill.prefill_forward
+
+    def recorded(parts, ids, valid):
+        out = real(parts, ids, valid)
+        if Graph.capturing is not None:
+            def rerun():
+                new = real(parts, ids, valid)
+                for dst, src in zip([out[0], *out[1], *out[2]], [new[0], *new[1], *new[2]]):
+                    dst.copy_(src)
+            Graph.capturing.rerun = rerun
+        return out
+
+    for name, value in (("Stream", Stream), ("current_stream", Stream), ("CUDAGraph", Graph), ("graph", graph),
+                        ("stream", lambda s: contextlib.nullcontext()), ("graph_pool_handle", lambda: None)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(fast_refill, "prefill_forward", recorded)
+    monkeypatch.setattr(fast_refill.RefillRun, "_graphed", lambda self, st: True)
+    made = []
+    init = fast_refill.PrefillGraphs.__init__
+
+    def remember(self, *args):
+        init(self, *args)
+        made.append(self)
+    monkeypatch.setattr(fast_refill.PrefillGraphs, "__init__", remember)
+    return made
+
+
+def test_captured_prefill_graphs_leave_the_completions_unchanged_cpu(setup, monkeypatch):
+    """The newcomers' prefill from captured graphs: prompts left-padded to the run's widest and
+    rows to a power-of-two bucket give the greedy completions of an unrefilled call, one graph per
+    bucket replayed at every fill."""
+    tokenizer, model, plain = setup
+    expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    made = _fake_prefill_graphs(monkeypatch)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
+    assert len(made) == engine.last_refill["runs"] == 1
+    graphs = made[0].graphs
+    assert graphs and all(bucket & (bucket - 1) == 0 for bucket in graphs)  # powers of two
+    replays = sum(entry[0].replays for entry in graphs.values())
+    assert replays > 1  # the first fill and the refills
+    with pytest.raises(ValueError, match="padded to width"):  # static shapes: the run's width only
+        made[0](torch.zeros((1, made[0].width + 1), dtype=torch.long), torch.ones((1, made[0].width + 1), dtype=torch.bool))
+
+
+def test_a_failed_prefill_capture_falls_back_to_eager_cpu(setup, monkeypatch):
+    """A capture that raises (an untested GPU or toolchain) warns once and prefills eagerly."""
+    from rlvr.rollout import fast_refill
+
+    tokenizer, model, plain = setup
+    expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    _fake_prefill_graphs(monkeypatch)
+
+    def broken(self, bucket):
+        raise RuntimeError("no graphs here")
+    monkeypatch.setattr(fast_refill.PrefillGraphs, "_capture", broken)
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    with pytest.warns(UserWarning, match="capturing the prefill failed.*no graphs here") as caught:
+        _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
+    assert len([w for w in caught if "capturing the prefill" in str(w.message)]) == 1
+
+
 def test_refill_with_the_models_own_eos_cpu(setup):
     tokenizer, model, plain = setup
     params = SamplingParams(max_new_tokens=24, temperature=0.0)
