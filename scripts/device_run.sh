@@ -11,7 +11,7 @@
 #   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
 #   refill (the refill tests on the GPU, then fast against fast_refill at 256 rows x (128 + up to 1024), 4 x 256
-#   variable-length sequences; $OUT/perf16_rollout_refill_256x128_1024.json)
+#   variable-length sequences, then 16 x 256 with refill_horizon 9; $OUT/perf16_rollout_refill_256x128_1024*.json)
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
@@ -19,6 +19,8 @@
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
 #   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
+# The device copy has no current .git: call it as `RLVR_COMMIT=<local HEAD> bash scripts/device_run.sh ...`
+# so the benchmark records name the commit that ran.
 # Installs carried wheels (.whl/, e.g. liger-kernel, trl) into /tmp/site, then runs each part
 # under its own timeout, logging to $OUT/<part>.log; benchmarks also write $OUT/bench_*.json.
 set -uo pipefail
@@ -52,6 +54,11 @@ perf16_row() {
 refill_row() {  # fast against fast_refill: 256 rows decoding 4 x 256 variable-length sequences
   perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 --refill-factor 4
+}
+refill_deep_row() {  # the same with a deep queue in one run: 16 x 256 sequences, horizon 9 x the cap
+  perf16_row rollout_refill_256x128_1024_deep 150 benchmarks/bench_rollout.py --shape 0.5b \
+    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 \
+    --refill-factor 16 --refill-horizon 9
 }
 perf16() {
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
@@ -134,7 +141,7 @@ for part in "$@"; do
           ttc_rm && ttc_search) ;;
     refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
               > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
-            refill_row ;;
+            refill_row; refill_deep_row ;;
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     perf16) perf16 ;;
