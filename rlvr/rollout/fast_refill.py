@@ -49,8 +49,7 @@ class PrefillGraphs:
 
     def __init__(self, parts, width: int, pad_id: int, device):
         self.parts, self.width, self.pad_id, self.device = parts, width, pad_id, device
-        self.pool = torch.cuda.graph_pool_handle()  # the buckets share one memory pool
-        self.graphs: dict[int, tuple] = {}
+        self.graphs: dict[int, tuple] = {}  # bucket -> graph, static inputs, static outputs
 
     def __call__(self, ids: torch.Tensor, valid: torch.Tensor):
         b, width = ids.shape
@@ -77,7 +76,7 @@ class PrefillGraphs:
                 prefill_forward(self.parts, ids, valid)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph):  # a pool of its own: small, and no replay-order constraint
             out = prefill_forward(self.parts, ids, valid)
         return graph, ids, valid, out
 
@@ -147,6 +146,7 @@ class RefillRun:
         self.check_s = 0.0  # host seconds of the checks' own work (collection, refill, compaction)
         self.prefill_s = 0.0  # the part of check_s spent launching the newcomers' prefill forwards
         self.wait_s = 0.0  # host seconds waiting for the flags: the GPU was behind (the host was not)
+        self.graphs: PrefillGraphs | None = None  # set per run, on CUDA
 
     def run(self, queue: list[int]) -> list[int]:
         """Decode until every row is done; returns the request rows still waiting."""

@@ -85,7 +85,7 @@ def _fake_prefill_graphs(monkeypatch) -> list:
         return out
 
     for name, value in (("Stream", Stream), ("current_stream", Stream), ("CUDAGraph", Graph), ("graph", graph),
-                        ("stream", lambda s: contextlib.nullcontext()), ("graph_pool_handle", lambda: None)):
+                        ("stream", lambda s: contextlib.nullcontext())):
         monkeypatch.setattr(torch.cuda, name, value)
     monkeypatch.setattr(fast_refill, "prefill_forward", recorded)
     monkeypatch.setattr(fast_refill.RefillRun, "_graphed", lambda self, st: True)
