@@ -108,12 +108,13 @@ def fast_runner(model, prompt_ids, work: Workload, config: dict, end_at: list[in
     return run, engine
 
 
-def fast_config(name: str, device: str, refill_rows: int = 0, refill_horizon: int = 3) -> dict:
-    """FastEngineConfig options of a fast engine name (the CPU smoke run has only torch ops)."""
+def fast_config(name: str, device: str, **refill) -> dict:
+    """FastEngineConfig options of a fast engine name (the CPU smoke run has only torch ops);
+    `refill` (refill_rows, refill_horizon) applies to fast_refill only."""
     kernels = "torch" if "torch" in name or device != "cuda" else "triton"
     return dict(compile="compiled" in name, kernels=kernels, fuse_gemms=name == "fast_gemm",
                 compact=name != "fast_nocompact", split_kv=name != "fast_nosplit",
-                refill_rows=refill_rows if name == "fast_refill" else 0, refill_horizon=refill_horizon)
+                **(refill if name == "fast_refill" else {}))
 
 
 def fast_label(engine) -> str:
@@ -158,10 +159,8 @@ def measure_peer(name: str, model, prompt_ids, work: Workload, n: int, reps: int
     return measure("hf generate (static cache, compiled)", run, n * work.new_tokens, reps=reps)
 
 
-def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None,
-                 refill_rows: int = 0, refill_horizon: int = 3) -> Row:
-    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, refill_rows, refill_horizon),
-                              end_at)
+def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None, **refill) -> Row:
+    run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, **refill), end_at)
     expected = n * work.new_tokens if end_at is None else sum(end_at)
     row = measure(name, run, expected, reps)
     row.name = fast_label(engine) + ("" if end_at is None else ", variable lengths (useful tok/s)")
@@ -193,6 +192,8 @@ def refill_row(model, work: Workload, n: int, args, fixed: Row | None) -> Row:
 
 
 def main(argv=None) -> int:
+    from rlvr.rollout.engine_config import FastEngineConfig
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
     p.add_argument("--sizes", default="256,64", help="sequence counts N (multiples of --group)")
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--refill-factor", type=int, default=4,
                    help="fast_refill: sequences asked for, in multiples of the N rows decoded at once")
-    p.add_argument("--refill-horizon", type=int, default=3,
+    p.add_argument("--refill-horizon", type=int, default=FastEngineConfig.refill_horizon,
                    help="fast_refill: a run's output columns in --new-tokens (FastEngineConfig.refill_horizon); "
                         "each run ends with a drain, so a deep queue wants one run")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")

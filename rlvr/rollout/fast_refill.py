@@ -133,6 +133,9 @@ class RefillRun:
     """One run of `rows` rows over a queue of waiting request rows (prompt * G + sample); gathers
     each request row's outputs into `outputs` as it finishes."""
 
+    COUNTS = ("refills", "steps", "drain_steps", "row_steps", "check_s", "prefill_s", "wait_s")
+    """What a run counts (attributes of the same names; `_s`: host seconds), summed over runs."""
+
     def __init__(self, engine, prompt_ids: list[list[int]], group: int, params: SamplingParams,
                  end_at: list[int] | None, rows: int, outputs: RefillOutputs):
         self.engine, self.prompt_ids, self.group, self.params = engine, prompt_ids, group, params
@@ -304,14 +307,14 @@ def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params
     (host seconds waiting for the finished flags: large when the GPU is the bottleneck)."""
     queue = list(range(len(prompt_ids) * group))
     outputs = RefillOutputs(len(queue), params.max_new_tokens, engine.model.lm_head.weight.device)
-    stats = {"runs": 0, "refills": 0, "steps": 0, "drain_steps": 0, "row_steps": 0, "check_s": 0.0, "prefill_s": 0.0,
-             "wait_s": 0.0}
+    stats = dict.fromkeys(("runs", *RefillRun.COUNTS), 0)
     while queue:
         run = RefillRun(engine, prompt_ids, group, params, end_at, engine.config.refill_rows, outputs)
         queue = run.run(queue)
         stats["runs"] += 1
-        for key in ("refills", "steps", "drain_steps", "row_steps", "check_s", "prefill_s", "wait_s"):
+        for key in RefillRun.COUNTS:
             stats[key] += getattr(run, key)
-    for key in ("check_s", "prefill_s", "wait_s"):
-        stats[key] = round(stats[key], 4)
+    for key in RefillRun.COUNTS:
+        if key.endswith("_s"):
+            stats[key] = round(stats[key], 4)
     return (*outputs.lists(), stats)

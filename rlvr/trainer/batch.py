@@ -130,9 +130,9 @@ def sdpa_backends(names: list[str]):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    kernels = {"math": SDPBackend.MATH, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
-    return sdpa_kernel([kernels[n] for n in names], set_priority=True)
+    from rlvr.trainer.config import SDPA_BACKENDS
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[n]) for n in names], set_priority=True)
 
 
 def final_hidden(model, **inputs) -> torch.Tensor:

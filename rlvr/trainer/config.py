@@ -14,8 +14,10 @@ from rlvr.rewards import RewardConfig
 from rlvr.rollout.engine_config import EngineConfig, as_engine_config
 from rlvr.rollout.sampling import SAMPLING_SHORTHAND, SamplingConfig
 
-SDPA_BACKENDS = ("math", "efficient", "flash", "cudnn")
-"""Names of torch's scaled-dot-product-attention kernels, for `GRPOConfig.attention_backends`."""
+SDPA_BACKENDS = {"math": "MATH", "efficient": "EFFICIENT_ATTENTION", "flash": "FLASH_ATTENTION",
+                 "cudnn": "CUDNN_ATTENTION"}
+"""torch's scaled-dot-product-attention kernels by the names `GRPOConfig.attention_backends` takes
+(values: the `torch.nn.attention.SDPBackend` members; this module stays free of torch)."""
 
 
 @dataclass
