@@ -12,6 +12,8 @@
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
 #   refill (the refill tests on the GPU, then fast against fast_refill at 256 rows x (128 + up to 1024), 4 x 256
 #   variable-length sequences, then 16 x 256 with refill_horizon 9; $OUT/perf16_rollout_refill_256x128_1024*.json)
+#   profile_refill (profile_refill.py: a deep-queue refill run with its checks timed on host and GPU, per check_every,
+#   and torch.profiler over a dozen checks; $OUT/profile_refill.{json,txt})
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
@@ -144,6 +146,8 @@ for part in "$@"; do
             refill_row; refill_deep_row ;;
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
+    profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
+                      | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
     update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
                       | tee "$OUT/update_packing.log" ;;
