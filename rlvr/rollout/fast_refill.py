@@ -274,8 +274,10 @@ class RefillRun:
         st.pos[index] = lengths  # positions restart: the first token sits at the prompt length
         st.start[index] = col - lengths
         offset = steps - 1  # the first token takes the output column the previous step wrote
-        st.out_tokens[index, offset:] = e.pad_id
-        st.out_logp[index, offset:] = 0.0
+        # index_fill_, not `out[index, offset:] = scalar`: that form copies the scalar to the device
+        # with a blocking copy, and the host would wait for every step queued since the last check
+        st.out_tokens[:, offset:].index_fill_(0, index, e.pad_id)
+        st.out_logp[:, offset:].index_fill_(0, index, 0.0)
         end_at = None if self.end_at is None else [offset + self.end_at[r] for r in take]
         if end_at is not None:  # forced lengths as output columns
             st.end_at[index] = host_to_device(end_at, device)

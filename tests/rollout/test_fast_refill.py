@@ -277,3 +277,30 @@ def test_completions_shorter_than_the_check_interval_still_refill_cpu(setup):
     assert {k: stats[k] for k in ("runs", "refills", "steps", "row_steps")} == {
         "runs": 1, "refills": 8, "steps": 15, "row_steps": 4 * 14}
     assert stats["drain_steps"] == 0  # the last samples end at the check that finds the queue empty
+
+
+@pytest.mark.gpu
+def test_refill_checks_queue_their_work_without_waiting_for_the_gpu(monkeypatch):
+    """A check's collection and refill only queue work: a synchronizing call inside them (a Python
+    scalar written through a tensor index is one: a blocking copy) makes the host wait for every
+    decode step queued since the last check, and the GPU idle while the host then works."""
+    from rlvr.rollout.fast_refill import RefillRun
+
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, device="cuda")
+    plain = FastEngine(model, tokenizer, FastEngineConfig(cuda_graph=False))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(cuda_graph=False, refill_rows=4, check_every=2))
+
+    def strict(method):
+        def wrapped(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return method(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return wrapped
+    expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
+    for name in ("_refill", "_collect_done", "_running"):
+        monkeypatch.setattr(RefillRun, name, strict(getattr(RefillRun, name)))
+    _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
+    assert engine.last_refill["refills"] == 8
