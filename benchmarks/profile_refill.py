@@ -5,10 +5,10 @@ Same workload as `bench_rollout.py --engines fast_refill` (random-weight model o
 refilled from `--factor` x rows sequences). One warm-up run (graph captures), then one timed run per
 `--check-every`, with CUDA events around every check:
 
-- host check ms: the check's host work (collect, refill, compaction, the flags copy);
-- GPU check ms: the GPU's time from the check's first to its last queued work; close to the host's
-  when the GPU caught up and waited for the launches (the host sets the pace), small when the
-  GPU was still busy with the steps queued before (the GPU sets it);
+- host check ms: the check's host work (collect, refill, compaction), also per phase;
+- GPU check ms: the GPU's time from the check's first to its last queued work, also per phase;
+  close to the host's when the GPU caught up and waited for the launches (the host sets the
+  pace), the kernels' own time when the GPU was still busy with the steps queued before;
 - GPU ms a step: the GPU's time between checks over the steps queued between them.
 
 Then torch.profiler over `--trace-checks` checks of the run's middle: host time per op (which call
@@ -34,15 +34,20 @@ from benchmarks.bench_rollout import Workload, end_lengths, fast_config, fast_ru
 from benchmarks.common import SHAPES, build_model, environment  # noqa: E402
 
 
+PHASES = ("_collect_done", "_prefill", "_refill", "_running")
+"""RefillRun methods a check calls, in order (a check ends with `_running`); each phase's time runs
+from the mark before it (`_prefill`: the refill's work up to and including the newcomers' forward;
+`_refill`: the rest of the refill)."""
+
+
 class CheckClock:
-    """Wraps FinishedFlags.read (a check starts after it) and .take (the check's last work) with
-    host clocks and, on CUDA, events; optionally profiles checks [first, first + count)."""
+    """Marks each check's start (after FinishedFlags.read) and the end of each phase with host
+    clocks and, on CUDA, events; optionally profiles checks [first, first + count)."""
 
     def __init__(self, cuda: bool, trace: tuple[int, int] | None = None):
         self.cuda, self.trace, self.prof = cuda, trace, None
-        self.host_ms: list[float] = []
-        self.marks: list[tuple] = []  # (start event, end event) per check
-        self._started = None
+        self.checks: list[list[tuple]] = []  # per check: (phase, host time, event), from "start"
+        self._open: list[tuple] | None = None
 
     def _event(self):
         if not self.cuda:
@@ -51,9 +56,8 @@ class CheckClock:
         e.record()
         return e
 
-    def after_read(self) -> None:
-        self._started = (time.perf_counter(), self._event())
-        n = len(self.host_ms)
+    def start(self) -> None:
+        n = len(self.checks)
         if self.trace and n == self.trace[0]:
             from torch.profiler import ProfilerActivity, profile
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
@@ -61,6 +65,15 @@ class CheckClock:
             self.prof.start()
         if self.trace and n == self.trace[0] + self.trace[1]:
             self.finish()
+        self._open = [("start", time.perf_counter(), self._event())]
+
+    def mark(self, phase: str) -> None:
+        if self._open is None:  # the first fill and the final collection are not checks
+            return
+        self._open.append((phase, time.perf_counter(), self._event()))
+        if phase == PHASES[-1]:
+            self.checks.append(self._open)
+            self._open = None
 
     def finish(self) -> None:
         """Stops the profiler (also when the run ended before the last traced check)."""
@@ -68,45 +81,57 @@ class CheckClock:
             self.prof.stop()
             self.trace = None
 
-    def after_take(self) -> None:
-        if self._started is None:  # the take before the loop
-            return
-        t0, e0 = self._started
-        self.host_ms.append((time.perf_counter() - t0) * 1e3)
-        self.marks.append((e0, self._event()))
-        self._started = None
-
     def summary(self, steps: int, wall_s: float) -> dict:
-        n = len(self.host_ms)
-        out = {"checks": n, "steps": steps, "wall_s": round(wall_s, 3),
-               "host_check_ms_mean": round(sum(self.host_ms) / max(n, 1), 3),
-               "host_check_s": round(sum(self.host_ms) / 1e3, 3)}
+        n = len(self.checks)
+        host = {p: 0.0 for p in PHASES}
+        gpu = {p: 0.0 for p in PHASES}
         if self.cuda and n > 1:
             torch.cuda.synchronize()
-            check = [a.elapsed_time(b) for a, b in self.marks]
-            between = [self.marks[i][1].elapsed_time(self.marks[i + 1][0]) for i in range(n - 1)]
-            out.update(gpu_check_ms_mean=round(sum(check) / n, 3), gpu_check_s=round(sum(check) / 1e3, 3),
-                       gpu_between_s=round(sum(between) / 1e3, 3),
-                       gpu_ms_per_step=round(sum(between) / max(steps - n, 1), 4))
+        for marks in self.checks:
+            for (_, t0, e0), (phase, t1, e1) in zip(marks, marks[1:]):
+                host[phase] += t1 - t0
+                if self.cuda:
+                    gpu[phase] += e0.elapsed_time(e1) / 1e3
+        out = {"checks": n, "steps": steps, "wall_s": round(wall_s, 3),
+               "host_check_s": round(sum(host.values()), 3),
+               "host_check_ms_mean": round(sum(host.values()) * 1e3 / max(n, 1), 3),
+               "host_s": {p: round(v, 3) for p, v in host.items()}}
+        if self.cuda and n > 1:
+            between = sum(self.checks[i][-1][2].elapsed_time(self.checks[i + 1][0][2]) for i in range(n - 1)) / 1e3
+            out.update(gpu_check_s=round(sum(gpu.values()), 3),
+                       gpu_check_ms_mean=round(sum(gpu.values()) * 1e3 / n, 3),
+                       gpu_s={p: round(v, 3) for p, v in gpu.items()},
+                       gpu_between_s=round(between, 3), gpu_ms_per_step=round(between * 1e3 / max(steps - n, 1), 4))
         return out
 
 
 def patched(clock: CheckClock):
-    """FinishedFlags with the clock's hooks (restored by the caller)."""
+    """FinishedFlags.read and the PHASES methods of RefillRun with the clock's hooks; returns
+    the function that restores them."""
     from rlvr.rollout import fast_refill
 
-    read, take = fast_refill.FinishedFlags.read, fast_refill.FinishedFlags.take
+    saved = [(fast_refill.FinishedFlags, "read")] + [(fast_refill.RefillRun, p) for p in PHASES]
+    originals = [getattr(owner, name) for owner, name in saved]
 
     def timed_read(self):
-        out = read(self)
-        clock.after_read()
+        out = originals[0](self)
+        clock.start()
         return out
 
-    def timed_take(self, st):
-        take(self, st)
-        clock.after_take()
-    fast_refill.FinishedFlags.read, fast_refill.FinishedFlags.take = timed_read, timed_take
-    return lambda: setattr(fast_refill.FinishedFlags, "read", read) or setattr(fast_refill.FinishedFlags, "take", take)
+    def timed(name, method):
+        def wrapped(*args, **kwargs):
+            out = method(*args, **kwargs)
+            clock.mark(name)
+            return out
+        return wrapped
+    fast_refill.FinishedFlags.read = timed_read
+    for (owner, name), method in zip(saved[1:], originals[1:]):
+        setattr(owner, name, timed(name, method))
+
+    def restore():
+        for (owner, name), method in zip(saved, originals):
+            setattr(owner, name, method)
+    return restore
 
 
 def profile_tables(prof, top: int) -> str:
