@@ -33,7 +33,8 @@ from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
-                                       fits_fused_kernels, fits_gemm_kernels, prefill_forward, supports)
+                                       fits_fused_kernels, fits_gemm_kernels, prefill_forward, prefill_forward_fused,
+                                       supports)
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
@@ -87,6 +88,13 @@ class FastEngine:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
                    decode_forward_fused if self.fused else decode_forward)
         self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
+
+    def prefill(self, ids: torch.Tensor, valid: torch.Tensor):
+        """Left-padded prompts' forward (`prefill_forward`): on the Triton kernels when the decode
+        step runs them."""
+        if self.fused:
+            return prefill_forward_fused(self.parts, ids, valid, self.stacked)
+        return prefill_forward(self.parts, ids, valid)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams,
@@ -218,7 +226,7 @@ class FastEngine:
     def _prefill_into(self, st: DecodeState, ids, valid, group_size: int, end_at: list[int] | None) -> torch.Tensor:
         """Prefill each prompt once, copy its K/V into its G cache rows; first-token logits (N, V)."""
         width = ids.shape[1]
-        logits, keys, values = prefill_forward(self.parts, ids, valid)
+        logits, keys, values = self.prefill(ids, valid)
         for cache, new in zip(st.k + st.v, keys + values):
             cache[:, :, :width].copy_(new.repeat_interleave(group_size, dim=0))
         row_valid = valid.repeat_interleave(group_size, dim=0)  # (N, P)

@@ -193,29 +193,75 @@ def fits_fused_kernels(model, parts: ModelParts) -> bool:
             and parts.head_dim >= 16 and parts.head_dim & (parts.head_dim - 1) == 0)
 
 
+def _prefill_geometry(parts: ModelParts, x: torch.Tensor, valid: torch.Tensor):
+    """cos, sin (B, 1, P, D) at each token's position (left padding does not count) and the
+    attention mask (B, 1, P, P) of left-padded prompts."""
+    p = valid.shape[1]
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    cos, sin = parts.rotary(x, pos)  # (B, P, D)
+    causal = torch.ones(p, p, dtype=torch.bool, device=valid.device).tril()
+    # padding queries see only themselves (their outputs are never used; this avoids all -inf rows)
+    allowed = causal & (valid[:, None, :] | torch.eye(p, dtype=torch.bool, device=valid.device))
+    return cos[:, None], sin[:, None], allowed[:, None]
+
+
+def _prefill_attention(parts: ModelParts, q, k, v, cos, sin, allowed):
+    """q (B, P, heads*D), k, v (B, P, kv*D) -> attention output (B, P, heads*D) and the layer's
+    cache entries K (RoPE applied), V (B, kv, P, D)."""
+    b, p = q.shape[:2]
+    group = parts.heads // parts.kv_heads
+    q = q.reshape(b, p, parts.heads, parts.head_dim).transpose(1, 2)  # (B, heads, P, D)
+    k = k.reshape(b, p, parts.kv_heads, parts.head_dim).transpose(1, 2)
+    v = v.reshape(b, p, parts.kv_heads, parts.head_dim).transpose(1, 2)
+    q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+    out = F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
+                                         attn_mask=allowed, scale=parts.scaling)
+    return out.transpose(1, 2).reshape(b, p, -1), k, v
+
+
 def prefill_forward(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor):
     """Left-padded prompts (B, P) -> last-position logits (B, V) fp32, and per layer K, V (B, kv, P, D)."""
     b, p = ids.shape
-    group = parts.heads // parts.kv_heads
-    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
     x = parts.embed(ids)  # (B, P, H)
-    cos, sin = parts.rotary(x, pos)  # (B, P, D)
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, P, D): broadcasts over heads
-    causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
-    # padding queries see only themselves (their outputs are never used; this avoids all -inf rows)
-    allowed = causal & (valid[:, None, :] | torch.eye(p, dtype=torch.bool, device=ids.device))
-    allowed = allowed[:, None]  # (B, 1, P, P)
+    cos, sin, allowed = _prefill_geometry(parts, x, valid)
     keys, values = [], []
     for layer in parts.layers:
         q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (b, p))
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, P, D)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        out, k, v = _prefill_attention(parts, q.flatten(2), k.flatten(2), v.flatten(2), cos, sin, allowed)
         keys.append(k)
         values.append(v)
-        out = F.scaled_dot_product_attention(
-            q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
-            attn_mask=allowed, scale=parts.scaling)
-        x = x + layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, p, -1))
+        x = x + layer.self_attn.o_proj(out)
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     logits = parts.lm_head(parts.norm(x[:, -1])).float()  # left padding: the last column is real
     return logits, keys, values
+
+
+def prefill_forward_fused(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor,
+                          stacked: StackedProjections | None = None):
+    """`prefill_forward` with the decode step's Triton kernels where they apply token by token
+    (residual add + RMSNorm, SiLU * up) and the stacked projections: about half the launches. A
+    refill's prefill is a few prompts, so its cost is the launches (models `fits_fused_kernels`
+    accepts)."""
+    from rlvr.rollout import fast_kernels as K
+
+    b, p = ids.shape
+    x = parts.embed(ids)  # (B, P, H)
+    cos, sin, allowed = _prefill_geometry(parts, x, valid)
+    x = x.reshape(b * p, -1)  # the residual stream, updated in place by add_rmsnorm_
+    delta = None  # what the previous block adds to the residual stream
+    keys, values = [], []
+    for i, layer in enumerate(parts.layers):
+        attn, mlp, norm = layer.self_attn, layer.mlp, layer.input_layernorm
+        h = K.add_rmsnorm_(x, delta, norm.weight, norm.variance_epsilon)
+        q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
+        out, k, v = _prefill_attention(parts, q.view(b, p, -1), k.view(b, p, -1), v.view(b, p, -1), cos, sin, allowed)
+        keys.append(k)
+        values.append(v)
+        norm = layer.post_attention_layernorm
+        h = K.add_rmsnorm_(x, attn.o_proj(out.reshape(b * p, -1)), norm.weight, norm.variance_epsilon)
+        gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
+        delta = mlp.down_proj(K.silu_mul(gate, up))
+    last = x.view(b, p, -1)[:, -1].contiguous()  # left padding: the last column is real
+    normed = K.add_rmsnorm_(last, delta.view(b, p, -1)[:, -1].contiguous(), parts.norm.weight,
+                            parts.norm.variance_epsilon)
+    return parts.lm_head(normed).float(), keys, values

@@ -17,15 +17,17 @@ run starts with the samples still waiting.
 A newcomer's completion may end past the shared step count, so the cap of max_new_tokens is
 enforced per row at the host checks, and its outputs are cut at the cap.
 
-The checks do not wait for the GPU: the finished flags are copied to the host when a check ends and
-read at the next one, while the steps queued in between run, and a finished row's outputs are
-gathered into a device buffer that the host copies once, after the last run. A check's host work
-(collecting, the newcomers' prefill, the cache writes) then overlaps the queued steps instead of
-leaving the GPU idle; the price is that a row is seen finished one check interval later.
+The checks do not wait for the GPU: the finished flags are copied to the host a quarter of a check
+interval before each check and read at it, while the steps queued after the copy run, and a
+finished row's outputs are gathered into a device buffer that the host copies once, after the last
+run. A check's host work (collecting, the newcomers' prefill, the cache writes) then overlaps the
+queued steps instead of leaving the GPU idle; the price is that a row is seen finished up to
+1.25 check intervals late (0.75 on average). Nothing in a check may synchronize: one blocking copy
+makes the host wait for every queued step and leaves the GPU idle while the host then works.
 
-On CUDA (with `cuda_graph`) the newcomers' prefill replays a captured graph (`PrefillGraphs`): the
-eager forward launches some forty kernels a layer, and that host work had come to take as long as
-the decode steps a check overlaps.
+On CUDA (with `cuda_graph`) the newcomers' prefill replays a captured graph (`PrefillGraphs`) of
+the engine's prefill, on the Triton kernels when the decode step runs them: a refill prefills a
+few prompts, so its cost is launches, on the host when eager and on the GPU in a graph.
 """
 from __future__ import annotations
 
@@ -36,19 +38,18 @@ from dataclasses import replace
 import torch
 
 from rlvr.rollout.base import SamplingParams
-from rlvr.rollout.fast_forward import prefill_forward
 from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
 
 class PrefillGraphs:
-    """`prefill_forward` captured in CUDA graphs, one per batch bucket (a power of two) at one
+    """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket (a power of two) at one
     prompt width. A call copies its prompts into the bucket's static inputs (the rows past them
     stay padding, never read) and returns views of the static outputs: read before the next call
     (a reader queued on the stream before it is)."""
 
-    def __init__(self, parts, width: int, pad_id: int, device):
-        self.parts, self.width, self.pad_id, self.device = parts, width, pad_id, device
+    def __init__(self, forward, width: int, pad_id: int, device):
+        self.forward, self.width, self.pad_id, self.device = forward, width, pad_id, device
         self.graphs: dict[int, tuple] = {}  # bucket -> graph, static inputs, static outputs
 
     def __call__(self, ids: torch.Tensor, valid: torch.Tensor):
@@ -73,11 +74,11 @@ class PrefillGraphs:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                prefill_forward(self.parts, ids, valid)
+                self.forward(ids, valid)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # a pool of its own: small, and no replay-order constraint
-            out = prefill_forward(self.parts, ids, valid)
+            out = self.forward(ids, valid)
         return graph, ids, valid, out
 
 
@@ -164,7 +165,7 @@ class RefillRun:
         self.horizon = e.config.refill_horizon * params.max_new_tokens + every
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)
-        self.graphs = PrefillGraphs(e.parts, width, e.pad_id, device) if self._graphed(st) else None
+        self.graphs = PrefillGraphs(e.prefill, width, e.pad_id, device) if self._graphed(st) else None
         self._reset(st, width)
         filled = time.perf_counter()
         queue, _ = self._refill(st, queue, steps=1)  # the first fill, not counted as refills
@@ -225,7 +226,7 @@ class RefillRun:
             except Exception as e:  # an untested GPU or toolchain: eager is slower, not wrong
                 warnings.warn(f"refill: capturing the prefill failed ({type(e).__name__}: {e}); prefilling eagerly")
                 self.graphs = None
-        return prefill_forward(self.engine.parts, ids, valid)
+        return self.engine.prefill(ids, valid)
 
     def _capped(self, st: DecodeState, slot: int, steps: int) -> bool:
         return steps - st.offset[slot] >= self.params.max_new_tokens

@@ -72,13 +72,13 @@ def _fake_prefill_graphs(monkeypatch) -> list:
         def wait_stream(self, other):
             pass
 
-    real = fast_refill.prefill_forward
+    real = FastEngine.prefill
 
-    def recorded(parts, ids, valid):
-        out = real(parts, ids, valid)
+    def recorded(engine, ids, valid):
+        out = real(engine, ids, valid)
         if Graph.capturing is not None:
             def rerun():
-                new = real(parts, ids, valid)
+                new = real(engine, ids, valid)
                 for dst, src in zip([out[0], *out[1], *out[2]], [new[0], *new[1], *new[2]]):
                     dst.copy_(src)
             Graph.capturing.rerun = rerun
@@ -87,7 +87,7 @@ def _fake_prefill_graphs(monkeypatch) -> list:
     for name, value in (("Stream", Stream), ("current_stream", Stream), ("CUDAGraph", Graph), ("graph", graph),
                         ("stream", lambda s: contextlib.nullcontext())):
         monkeypatch.setattr(torch.cuda, name, value)
-    monkeypatch.setattr(fast_refill, "prefill_forward", recorded)
+    monkeypatch.setattr(FastEngine, "prefill", recorded)
     monkeypatch.setattr(fast_refill.RefillRun, "_graphed", lambda self, st: True)
     made = []
     init = fast_refill.PrefillGraphs.__init__
