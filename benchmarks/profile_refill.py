@@ -3,7 +3,7 @@
 Same workload as `bench_rollout.py --engines fast_refill` (random-weight model of `--shape`,
 `--prompt-len` prompts x G, lognormal completion lengths capped at `--new-tokens`, `--rows` rows
 refilled from `--factor` x rows sequences). One warm-up run (graph captures), then one timed run per
-`--check-every`, with CUDA events around every check:
+`--check-every` (refill_check_every), with CUDA events around every check:
 
 - host check ms: the check's host work (collect, refill, compaction), also per phase;
 - GPU check ms: the GPU's time from the check's first to its last queued work, also per phase;
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=1024)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--sigma", type=float, default=1.0)
-    p.add_argument("--check-every", default="16,32", help="FastEngineConfig.check_every values, one run each")
+    p.add_argument("--check-every", default="16,32", help="FastEngineConfig.refill_check_every values, one run each")
     p.add_argument("--trace-checks", type=int, default=12, help="checks profiled in the first timed run (0: none)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     results, text = [], ""
     for i, every in enumerate(int(x) for x in args.check_every.split(",")):
         config = fast_config("fast_refill", args.device, refill_rows=args.rows, refill_horizon=args.horizon)
-        run, engine = fast_runner(model, prompt_ids, work, {**config, "check_every": every}, end_at)
+        run, engine = fast_runner(model, prompt_ids, work, {**config, "refill_check_every": every}, end_at)
         run()  # warm-up: graph captures
         checks = engine.last_refill["steps"] // every
         trace = (checks // 2, args.trace_checks) if i == 0 and args.trace_checks else None

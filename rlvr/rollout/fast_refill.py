@@ -157,7 +157,7 @@ class RefillRun:
         e, params = self.engine, self.params
         width = max(len(self.prompt_ids[r // self.group]) for r in queue)  # every waiting prompt fits
         # checks at least once per completion length: short completions free their rows in time
-        every = max(1, min(e.config.check_every, params.max_new_tokens))
+        every = max(1, min(e.config.refill_check_every, params.max_new_tokens))
         # the flags a check reads are copied `lead` steps before it, not at the check before: a
         # finished row is seen every/2 + lead steps later on average instead of 1.5 x every, and the
         # check's host work still overlaps the `lead` steps queued after the copy

@@ -34,7 +34,7 @@ def setup():
 def test_refilled_rows_give_the_completions_of_an_unrefilled_call_cpu(setup, rows, every):
     tokenizer, model, plain = setup
     expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=rows, check_every=every))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=rows, refill_check_every=every))
     got = engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
     _assert_same(expected, got)
     assert got.truncated == [i == 7 for i in range(12)]
@@ -106,7 +106,7 @@ def test_captured_prefill_graphs_leave_the_completions_unchanged_cpu(setup, monk
     tokenizer, model, plain = setup
     expected = plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
     made = _fake_prefill_graphs(monkeypatch)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, refill_check_every=1))
     _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
     assert len(made) == engine.last_refill["runs"] == 1
     graphs = made[0].graphs
@@ -128,7 +128,7 @@ def test_a_failed_prefill_capture_falls_back_to_eager_cpu(setup, monkeypatch):
     def broken(self, bucket):
         raise RuntimeError("no graphs here")
     monkeypatch.setattr(fast_refill.PrefillGraphs, "_capture", broken)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, refill_check_every=1))
     with pytest.warns(UserWarning, match="capturing the prefill failed.*no graphs here") as caught:
         _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
     assert len([w for w in caught if "capturing the prefill" in str(w.message)]) == 1
@@ -138,7 +138,7 @@ def test_refill_with_the_models_own_eos_cpu(setup):
     tokenizer, model, plain = setup
     params = SamplingParams(max_new_tokens=24, temperature=0.0)
     expected = plain.generate(_prompt_ids(tokenizer), 2, params)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=2))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, refill_check_every=2))
     got = engine.generate(_prompt_ids(tokenizer), 2, params)
     _assert_same(expected, got)
     assert got.lengths == expected.lengths and len(set(got.lengths)) > 1
@@ -151,7 +151,7 @@ def test_prompts_past_the_cache_horizon_wait_for_the_next_run_cpu(setup):
     prompts = [_prompt_ids(tokenizer)[1]] * 6
     end_at = [40] * 12
     expected = plain.generate(prompts, 2, GREEDY, end_at=end_at)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, refill_check_every=1))
     got = engine.generate(prompts, 2, GREEDY, end_at=end_at)
     _assert_same(expected, got)
     assert got.lengths == [CAP] * 12 and all(got.truncated)
@@ -173,7 +173,7 @@ def test_a_longer_refill_horizon_takes_the_queue_in_one_run_cpu(setup):
     prompts = [_prompt_ids(tokenizer)[1]] * 6
     end_at = [40] * 12
     expected = plain.generate(prompts, 2, GREEDY, end_at=end_at)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, check_every=1, refill_horizon=6))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=2, refill_check_every=1, refill_horizon=6))
     _assert_same(expected, engine.generate(prompts, 2, GREEDY, end_at=end_at))
     stats = engine.last_refill
     assert {k: stats[k] for k in ("runs", "refills", "steps", "drain_steps")} == {
@@ -185,7 +185,7 @@ def test_a_longer_refill_horizon_takes_the_queue_in_one_run_cpu(setup):
 def test_sampled_refilled_rows_keep_their_own_prompt_cpu(setup):
     tokenizer, model, _ = setup
     prompts = _prompt_ids(tokenizer)
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, refill_check_every=1))
     params = SamplingParams(max_new_tokens=CAP, temperature=0.9, seed=2)
     out = engine.generate(prompts, 4, params, end_at=END_AT)
     assert engine.last_refill["refills"] == 8 and all(length <= CAP for length in out.lengths)
@@ -198,7 +198,7 @@ def test_refill_through_captured_graphs_and_a_reused_state_cpu(setup, monkeypatc
     """The graph path (captured on first use, replayed) over refilled rows, twice on the same
     state, equals the eager engine without refill."""
     tokenizer, model, plain = setup
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=8, check_every=1, compact_min_rows=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=8, refill_check_every=1, compact_min_rows=1))
     _fake_cuda_graphs(monkeypatch, engine)
     for end_at in (END_AT, END_AT[::-1]):
         _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
@@ -230,6 +230,8 @@ def test_a_recipe_engine_block_turns_refill_on(setup):
 def test_negative_refill_rows_is_a_config_error():
     with pytest.raises(ValueError, match="refill_rows: must be >= 0"):
         FastEngineConfig(refill_rows=-1)
+    with pytest.raises(ValueError, match="refill_check_every: must be >= 1"):
+        FastEngineConfig(refill_rows=8, refill_check_every=0)
 
 
 @pytest.mark.gpu
@@ -238,7 +240,7 @@ def test_refill_keeps_results_cuda_graph(kernels):
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer, device="cuda")
     plain = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels))
-    engine = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels, refill_rows=4, check_every=1))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(kernels=kernels, refill_rows=4, refill_check_every=1))
     for end_at in (END_AT, END_AT[::-1]):
         _assert_same(plain.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at),
                      engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=end_at))
@@ -260,18 +262,18 @@ def test_refill_through_the_triton_kernels_interpreted():
         return engine
 
     expected = triton_engine().generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT)
-    engine = triton_engine(refill_rows=4, check_every=1)
+    engine = triton_engine(refill_rows=4, refill_check_every=1)
     _assert_same(expected, engine.generate(_prompt_ids(tokenizer), 4, GREEDY, end_at=END_AT))
     assert engine.last_refill["refills"] == 8
 
 
 def test_completions_shorter_than_the_check_interval_still_refill_cpu(setup):
-    """max_new_tokens below check_every: the host checks once per cap, so capped rows hand over
+    """max_new_tokens below refill_check_every: the host checks once per cap, so capped rows hand over
     their slots within the run instead of idling until the next run."""
     tokenizer, model, _ = setup
     params = SamplingParams(max_new_tokens=5, temperature=0.0)
     plain = FastEngine(model, tokenizer, FastEngineConfig())
-    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, check_every=16))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(refill_rows=4, refill_check_every=16))
     _assert_same(plain.generate(_prompt_ids(tokenizer), 4, params), engine.generate(_prompt_ids(tokenizer), 4, params))
     stats = engine.last_refill
     assert {k: stats[k] for k in ("runs", "refills", "steps", "row_steps")} == {
@@ -289,7 +291,7 @@ def test_refill_checks_queue_their_work_without_waiting_for_the_gpu(monkeypatch)
     tokenizer = build_char_tokenizer()
     model = _model(tokenizer, device="cuda")
     plain = FastEngine(model, tokenizer, FastEngineConfig(cuda_graph=False))
-    engine = FastEngine(model, tokenizer, FastEngineConfig(cuda_graph=False, refill_rows=4, check_every=2))
+    engine = FastEngine(model, tokenizer, FastEngineConfig(cuda_graph=False, refill_rows=4, refill_check_every=2))
 
     def strict(method):
         def wrapped(*args, **kwargs):
