@@ -205,18 +205,13 @@ def _prefill_geometry(parts: ModelParts, x: torch.Tensor, valid: torch.Tensor):
     return cos[:, None], sin[:, None], allowed[:, None]
 
 
-def _prefill_attention(parts: ModelParts, q, k, v, cos, sin, allowed):
-    """q (B, P, heads*D), k, v (B, P, kv*D) -> attention output (B, P, heads*D) and the layer's
-    cache entries K (RoPE applied), V (B, kv, P, D)."""
-    b, p = q.shape[:2]
+def _prefill_attention(parts: ModelParts, q, k, v, allowed) -> torch.Tensor:
+    """q (B, heads, P, D), k and v (B, kv, P, D), RoPE applied -> attention output (B, P, heads*D)."""
+    b, _, p, _ = q.shape
     group = parts.heads // parts.kv_heads
-    q = q.reshape(b, p, parts.heads, parts.head_dim).transpose(1, 2)  # (B, heads, P, D)
-    k = k.reshape(b, p, parts.kv_heads, parts.head_dim).transpose(1, 2)
-    v = v.reshape(b, p, parts.kv_heads, parts.head_dim).transpose(1, 2)
-    q, k = _rope(q, cos, sin), _rope(k, cos, sin)
     out = F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
                                          attn_mask=allowed, scale=parts.scaling)
-    return out.transpose(1, 2).reshape(b, p, -1), k, v
+    return out.transpose(1, 2).reshape(b, p, -1)
 
 
 def prefill_forward(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor):
@@ -227,7 +222,9 @@ def prefill_forward(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor):
     keys, values = [], []
     for layer in parts.layers:
         q, k, v = _qkv(parts, layer, layer.input_layernorm(x), (b, p))
-        out, k, v = _prefill_attention(parts, q.flatten(2), k.flatten(2), v.flatten(2), cos, sin, allowed)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, P, D)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        out = _prefill_attention(parts, q, k, v, allowed)
         keys.append(k)
         values.append(v)
         x = x + layer.self_attn.o_proj(out)
@@ -239,22 +236,28 @@ def prefill_forward(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor):
 def prefill_forward_fused(parts: ModelParts, ids: torch.Tensor, valid: torch.Tensor,
                           stacked: StackedProjections | None = None):
     """`prefill_forward` with the decode step's Triton kernels where they apply token by token
-    (residual add + RMSNorm, SiLU * up) and the stacked projections: about half the launches. A
-    refill's prefill is a few prompts, so its cost is the launches (models `fits_fused_kernels`
-    accepts)."""
+    (residual add + RMSNorm, RoPE with the K/V write, SiLU * up) and the stacked projections:
+    about a third of the launches. A refill's prefill is a few prompts, so its cost is the launches
+    (models `fits_fused_kernels` accepts)."""
     from rlvr.rollout import fast_kernels as K
 
     b, p = ids.shape
     x = parts.embed(ids)  # (B, P, H)
     cos, sin, allowed = _prefill_geometry(parts, x, valid)
     x = x.reshape(b * p, -1)  # the residual stream, updated in place by add_rmsnorm_
+    cos, sin = cos.reshape(b * p, -1), sin.reshape(b * p, -1)  # per token
+    first = torch.zeros(1, dtype=torch.long, device=ids.device)  # rope_and_cache_'s column: each token's own
+    kv_shape = (b * p, parts.kv_heads, 1, parts.head_dim)  # token-major, as (B, P, kv, D)
     delta = None  # what the previous block adds to the residual stream
     keys, values = [], []
     for i, layer in enumerate(parts.layers):
         attn, mlp, norm = layer.self_attn, layer.mlp, layer.input_layernorm
         h = K.add_rmsnorm_(x, delta, norm.weight, norm.variance_epsilon)
         q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
-        out, k, v = _prefill_attention(parts, q.view(b, p, -1), k.view(b, p, -1), v.view(b, p, -1), cos, sin, allowed)
+        k_new, v_new = (torch.empty(kv_shape, dtype=t.dtype, device=t.device) for t in (k, v))
+        q = K.rope_and_cache_(q, k, v, cos, sin, k_new, v_new, first)  # one launch for RoPE and K/V
+        q, k, v = (t.view(b, p, -1, parts.head_dim).transpose(1, 2) for t in (q, k_new, v_new))  # (B, heads, P, D)
+        out = _prefill_attention(parts, q, k, v, allowed)
         keys.append(k)
         values.append(v)
         norm = layer.post_attention_layernorm
