@@ -43,8 +43,8 @@ from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
 
 class PrefillGraphs:
-    """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket (a power of two) at one
-    prompt width. A call copies its prompts into the bucket's static inputs (the rows past them
+    """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket
+    (a power of two) at one prompt width. A call copies its prompts into the bucket's static inputs (the rows past them
     stay padding, never read) and returns views of the static outputs: read before the next call
     (a reader queued on the stream before it is)."""
 
