@@ -164,9 +164,9 @@ def main(argv=None) -> int:
     end_at = end_lengths(total, args.new_tokens, args.sigma, seed=total)
     prompt_ids = prompts(total // args.group, args.prompt_len, SHAPES[args.shape]["vocab_size"], seed=total)
     work = Workload(args.prompt_len, args.new_tokens, args.group, args.device)
+    config = fast_config("fast_refill", args.device, refill_rows=args.rows, refill_horizon=args.horizon)
     results, text = [], ""
     for i, every in enumerate(int(x) for x in args.check_every.split(",")):
-        config = fast_config("fast_refill", args.device, refill_rows=args.rows, refill_horizon=args.horizon)
         run, engine = fast_runner(model, prompt_ids, work, {**config, "refill_check_every": every}, end_at)
         run()  # warm-up: graph captures
         checks = engine.last_refill["steps"] // every

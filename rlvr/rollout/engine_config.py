@@ -25,7 +25,8 @@ class FastEngineConfig:
     """The cache length S is rounded up to a multiple of this, so graphs are reused across
     batches whose prompt widths differ (tokens)."""
     check_every: int = 16
-    """Decode steps between host checks for "every sequence finished" (each is a sync)."""
+    """Decode steps between host checks for "every sequence finished" (each is a sync); refill runs
+    use `refill_check_every`."""
     max_graphs: int = 4
     """Captured graphs kept (each holds its KV cache); the oldest is dropped beyond this."""
     kernels: str = "auto"

@@ -44,9 +44,9 @@ from rlvr.rollout.tokens import host_to_device, left_pad
 
 class PrefillGraphs:
     """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket
-    (a power of two) at one prompt width. A call copies its prompts into the bucket's static inputs (the rows past them
-    stay padding, never read) and returns views of the static outputs: read before the next call
-    (a reader queued on the stream before it is)."""
+    (a power of two) at one prompt width. A call copies its prompts into the bucket's static
+    inputs (the rows past them stay padding, never read) and returns views of the static outputs:
+    read before the next call (a reader queued on the stream before it is)."""
 
     def __init__(self, forward, width: int, pad_id: int, device):
         self.forward, self.width, self.pad_id, self.device = forward, width, pad_id, device
