@@ -2,8 +2,8 @@
 time, the sum of kernel times (the difference is launch gaps inside the graph) and the kernels
 grouped by name, for each decode path. Same model and sizes as bench_rollout.py.
 
-    python benchmarks/profile_decode.py [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit] [--top 12]
-        [--prompt-len 128] [--new-tokens 256] [--column 200]
+    python benchmarks/profile_decode.py [--shape 0.5b] [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit,pointwise_splitk]
+        [--top 12] [--prompt-len 128] [--new-tokens 256] [--column 200]
 
 Kernel times come from torch.profiler over eager (un-captured) steps, which run the same kernels
 as the graph; replay time is CUDA events over graph replays.
@@ -26,6 +26,8 @@ GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
          "pointwise_nosplit": dict(kernels="triton", fuse_gemms=False, split_kv=False),
+         "pointwise_splitk": dict(kernels="triton", fuse_gemms=False, split_k=True),
+         "pointwise_nosplitk": dict(kernels="triton", fuse_gemms=False, split_k=False),
          "torch": dict(kernels="torch")}
 COLUMN = 200
 """The cache column the profiled steps write (set by --column): attention reads every column before it."""
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     from rlvr.rollout.fast import FastEngine, FastEngineConfig
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
     p.add_argument("--sizes", default="64,256")
     p.add_argument("--paths", default="gemm,pointwise")
     p.add_argument("--top", type=int, default=12)
@@ -84,18 +87,18 @@ def main(argv=None) -> int:
                    help="cache column of the profiled steps (< prompt-len + new-tokens - 60)")
     args = p.parse_args(argv)
     COLUMN = args.column
-    model = build_model("0.5b", "cuda", eos_token_id=None).eval()
+    model = build_model(args.shape, "cuda", eos_token_id=None).eval()
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0)
     for n in (int(s) for s in args.sizes.split(",")):
         for path in args.paths.split(","):
             engine = FastEngine(model, IdTokenizer(), FastEngineConfig(**PATHS[path]))
-            prompt_ids = prompts(n // GROUP, args.prompt_len, SHAPES["0.5b"]["vocab_size"], seed=n)
+            prompt_ids = prompts(n // GROUP, args.prompt_len, SHAPES[args.shape]["vocab_size"], seed=n)
             engine.generate(prompt_ids, GROUP, params)  # captures the graph
             st = next(iter(engine._states.values()))
             graph_ms = replay_ms(st)
             total, table = kernel_table(engine, st, params)
             launches = sum(c for _, c in table.values())
-            print(f"\n## N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} "
+            print(f"\n## {args.shape}, N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} "
                   f"(fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
                   f"kernels {total:.3f} ms/step in {launches} launches, gaps {graph_ms - total:.3f} ms")
             print("| kernel | ms/step | launches/step |\n|---|---|---|")

@@ -11,7 +11,7 @@ with the least time summed over the columns.
 
     python benchmarks/tune_decode_attention.py [--shape 0.5b] [--n 64] [--columns 1024,2560,4096]
         [--cache 4608] [--block-s 64,128] [--warps 4,8] [--stages 0,2,3,4] [--programs-per-sm 2,4,8]
-        [--rollout --prompt-len 512 --new-tokens 4096] [--out FILE]
+        [--splits 1,2,4] [--rollout --prompt-len 512 --new-tokens 4096] [--out FILE]
     TRITON_INTERPRET=1 python benchmarks/tune_decode_attention.py --device cpu --n 2 --columns 300 \\
         --cache 320 ...      # a smoke run of every option on the CPU (the Triton interpreter)
 """
@@ -64,7 +64,8 @@ def time_us(fn, device: str, reps: int) -> float:
 
 
 def sweep(args, shape: dict, device: str, dtype) -> tuple[list[dict], dict]:
-    """Every (tiling, programs per SM) at every column: rows of us / GB/s; and the fastest."""
+    """Every (tiling, split count) at every column: rows of us / GB/s; and the fastest. Split
+    counts come from --programs-per-sm through the engine's rule, or from --splits as given."""
     from rlvr.rollout import fast_kernels as K
     from rlvr.rollout.fast_split_kv import PROGRAMS_PER_SM, attention_splits, device_sm_count
 
@@ -72,29 +73,29 @@ def sweep(args, shape: dict, device: str, dtype) -> tuple[list[dict], dict]:
     d = shape["hidden_size"] // heads
     q, k, v, start = inputs(args.n, kv, heads, d, args.cache, device, dtype)
     sms = device_sm_count(device)
-    default = (K.ATTENTION_TILING, PROGRAMS_PER_SM)
-    configs = [default] + [(K.AttentionTiling(b, w, s or None), p) for b, w, s, p in
-                           itertools.product(ints(args.block_s), ints(args.warps), ints(args.stages),
-                                             ints(args.programs_per_sm))]
+    rule = attention_splits(args.n, kv, args.cache, sms)
+    default = (K.ATTENTION_TILING, PROGRAMS_PER_SM, rule)
+    counts = ([(None, s) for s in ints(args.splits)] if args.splits else
+              [(p, attention_splits(args.n, kv, args.cache, sms, p)) for p in ints(args.programs_per_sm)])
+    configs = [default] + [(K.AttentionTiling(b, w, s or None), p, c) for b, w, s, (p, c) in
+                           itertools.product(ints(args.block_s), ints(args.warps), ints(args.stages), counts)]
     configs = list(dict.fromkeys(configs))  # the default may be in the grid too
     results = []
-    for tiling, per_sm in configs:
+    for tiling, per_sm, splits in configs:
         row = {"block_s": tiling.block_s, "num_warps": tiling.num_warps, "num_stages": tiling.num_stages,
-               "programs_per_sm": per_sm, "us": {}, "gb_s": {}, "max_err": 0.0}
-        if per_sm == PROGRAMS_PER_SM and tiling == K.ATTENTION_TILING:
+               "programs_per_sm": per_sm, "splits": splits, "us": {}, "gb_s": {}, "max_err": 0.0}
+        if (tiling, per_sm, splits) == default:
             row["default"] = True
-        splits = attention_splits(args.n, kv, args.cache, sms, per_sm)
-        row["splits"] = splits
         try:
             measure_columns(args, row, q, k, v, start, splits, tiling, d, device)
         except Exception as e:  # a tiling that does not build (shared memory, ...) is a row with a reason
             row["failed"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-            print(f"{label(tiling, per_sm)}: failed: {row['failed']}", flush=True)
+            print(f"{label(tiling, per_sm, splits)}: failed: {row['failed']}", flush=True)
             results.append(row)
             continue
         row["total_us"] = sum(row["us"].values())
         results.append(row)
-        print(f"{label(tiling, per_sm)} (splits {splits}): " + ", ".join(
+        print(f"{label(tiling, per_sm, splits)}: " + ", ".join(
             f"col {c} {row['us'][c]:.1f} us {row['gb_s'][c]:.0f} GB/s" for c in row["us"])
             + f"  err {row['max_err']:.1e}", flush=True)
     ok = [r for r in results if "failed" not in r and r["max_err"] <= (1e-4 if dtype == torch.float32 else 3e-2)]
@@ -102,8 +103,10 @@ def sweep(args, shape: dict, device: str, dtype) -> tuple[list[dict], dict]:
     return results, best
 
 
-def label(tiling, per_sm) -> str:
-    return f"block_s {tiling.block_s}, warps {tiling.num_warps}, stages {tiling.num_stages}, {per_sm} programs/SM"
+def label(tiling, per_sm, splits=None) -> str:
+    parts = [f"block_s {tiling.block_s}", f"warps {tiling.num_warps}", f"stages {tiling.num_stages}"]
+    parts += [f"{per_sm} programs/SM"] if per_sm else []
+    return ", ".join(parts + ([f"{splits} splits"] if splits else []))
 
 
 def measure_columns(args, row: dict, q, k, v, start, splits: int, tiling, d: int, device: str) -> None:
@@ -157,6 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--warps", default="2,4,8")
     p.add_argument("--stages", default="0,2,3,4", help="num_stages; 0: Triton's default")
     p.add_argument("--programs-per-sm", default="2,4,8", help="split-KV programs aimed at per SM")
+    p.add_argument("--splits", default="",
+                   help="split counts to time as given (short caches, where the engine's rule keeps 1), "
+                        "instead of --programs-per-sm; not with --rollout")
     p.add_argument("--reps", type=int, default=20, help="graph replays per measurement")
     p.add_argument("--rollout", action="store_true", help="then the default and the fastest, end to end")
     p.add_argument("--prompt-len", type=int, default=512)
@@ -166,11 +172,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run under TRITON_INTERPRET=1")
     p.add_argument("--out", default=out_path("tune_decode_attention.json"))
     args = p.parse_args(argv)
+    if args.splits and args.rollout:
+        p.error("--rollout takes its split counts from --programs-per-sm, not --splits")
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     results, best = sweep(args, SHAPES[args.shape], args.device, dtype)
     default = next(r for r in results if r.get("default"))
     print(f"\nfastest: block_s {best['block_s']}, warps {best['num_warps']}, stages {best['num_stages']}, "
-          f"programs/SM {best['programs_per_sm']}: {best['total_us']:.1f} us over the columns against the "
+          f"programs/SM {best['programs_per_sm']}, splits {best['splits']}: {best['total_us']:.1f} us over the columns against the "
           f"default's {default['total_us']:.1f} ({default['total_us'] / best['total_us']:.2f}x)")
     rows = rollout_rows(args, best) if args.rollout else []
     if rows:
