@@ -10,7 +10,7 @@ Reward: a deterministic pseudo-random function of the completion text (crc32), t
 Step time: median over steps 2..K (step 1 holds compilation / graph capture / allocator warm-up).
 
     python benchmarks/bench_grpo_step.py [--shape 0.5b] [--prompts 8] [--group 8] [--prompt-len 128]
-        [--new-tokens 256] [--steps 4] [--skip trl] [--packing] [--engine-options split_k=true] [--out FILE]
+        [--new-tokens 256] [--steps 4] [--skip trl] [--packing] [--set KEY=VALUE] [--out FILE]
 
 `--packing` runs rlvr's update forwards padding-free (`grpo.packing`). Prompts here all have the
 same length and nearly every completion runs full length, so there is little padding to save:
@@ -42,8 +42,8 @@ masters, rlvr's CUDA default)."""
 """Set by main from --shape and --device."""
 PACKING = False
 """rlvr's update forwards on packed rows (`grpo.packing`)."""
-ENGINE_OPTIONS: dict = {}
-"""Fast-engine options of rlvr's run (FastEngineConfig keys), from --engine-options."""
+SETTINGS: dict = {}
+"""Further GRPOConfig keys of rlvr's run, from --set (engine.KEY: the fast engine's options)."""
 VOCAB = SHAPES[SHAPE]["vocab_size"]
 
 
@@ -64,8 +64,7 @@ def prompt_words(i: int) -> str:
 # ----------------------------------------------------------------------------- rlvr
 
 def run_rlvr(steps: int, workdir: Path) -> list[float]:
-    cfg = grpo_config(PROMPTS, GROUP, NEW_TOKENS, steps, packing=PACKING,
-                      **({"engine": {"name": "fast", **ENGINE_OPTIONS}} if ENGINE_OPTIONS else {}))
+    cfg = grpo_config(PROMPTS, GROUP, NEW_TOKENS, steps, packing=PACKING, **SETTINGS)
     policy = rlvr_policy(build_model(), build_tokenizer(), PRECISION if DEVICE == "cuda" else "fp32")
     records = run_grpo_steps(policy, WordTask(VOCAB, PROMPT_LEN), cfg, workdir / "rlvr")
     times = [r["time/step"] for r in records if "time/step" in r]
@@ -113,24 +112,32 @@ def run_trl(steps: int, workdir: Path) -> list[float]:
 
 def configure(args) -> None:
     """The workload globals every function reads (module-level: profile_train_step imports them)."""
-    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, PRECISION, PACKING, ENGINE_OPTIONS
+    global SHAPE, DEVICE, VOCAB, PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, PRECISION, PACKING, SETTINGS
     if args.prompt_len < 3:
         raise SystemExit("--prompt-len must be >= 3 (the template takes two tokens)")
     SHAPE, DEVICE, VOCAB = args.shape, args.device, SHAPES[args.shape]["vocab_size"]
     PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = args.prompts, args.group, args.prompt_len, args.new_tokens
     PRECISION = getattr(args, "precision", PRECISION)
     PACKING = getattr(args, "packing", PACKING)
-    ENGINE_OPTIONS = engine_options(getattr(args, "engine_options", ""))
+    SETTINGS = settings(getattr(args, "set", None) or [])
 
 
-def engine_options(text: str) -> dict:
-    """"split_k=true,check_every=32" -> {"split_k": True, "check_every": 32}."""
+def settings(items: list[str]) -> dict:
+    """["attention_backends=[flash]", "engine.check_every=32"] -> {"attention_backends": ["flash"],
+    "engine": {"name": "fast", "check_every": 32}}: values are YAML."""
     import yaml
 
-    pairs = [item.split("=", 1) for item in text.split(",") if item]
-    if any(len(pair) != 2 for pair in pairs):
-        raise SystemExit(f"--engine-options: expected key=value pairs, got {text!r}")
-    return {key.strip(): yaml.safe_load(value) for key, value in pairs}
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"--set: expected KEY=VALUE, got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {"name": "fast"} if parent == "engine" else {})
+        node[leaf] = yaml.safe_load(value)
+    return out
 
 
 def main(argv=None) -> int:
@@ -145,7 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default=PRECISION, choices=("bf16", "bf16-mixed"),
                    help="rlvr's training precision (TRL trains bfloat16 weights here)")
     p.add_argument("--packing", action="store_true", help="rlvr's update on packed rows (grpo.packing)")
-    p.add_argument("--engine-options", default="", help="rlvr's fast engine options, key=value,... (split_k=true)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a further GRPOConfig key of rlvr's run (repeatable; engine.KEY for the engine's options)")
     p.add_argument("--skip", default="", help="comma list: trl, rlvr")
     p.add_argument("--out", default=out_path("bench_grpo_step.json"))
     args = p.parse_args(argv)
@@ -170,10 +178,10 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
     title = (f"GRPO step, {PROMPTS} prompts x G={GROUP}, prompt {PROMPT_LEN} + {NEW_TOKENS} new, "
              f"{shape_label(SHAPE)} bf16, rlvr precision {PRECISION}{', packed update' if PACKING else ''}"
-             f"{', engine ' + str(ENGINE_OPTIONS) if ENGINE_OPTIONS else ''}")
+             f"{', ' + str(SETTINGS) if SETTINGS else ''}")
     print_table(title, rows, baseline="TRL GRPOTrainer (HF generate)")
     save(args.out, title, rows, {"shape": SHAPE, "prompts": PROMPTS, "group": GROUP, "prompt_len": PROMPT_LEN,
-                                 "new_tokens": NEW_TOKENS, "packing": PACKING, "engine_options": ENGINE_OPTIONS})
+                                 "new_tokens": NEW_TOKENS, "packing": PACKING, "settings": SETTINGS})
     return 0
 
 

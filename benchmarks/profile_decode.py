@@ -2,7 +2,7 @@
 time, the sum of kernel times (the difference is launch gaps inside the graph) and the kernels
 grouped by name, for each decode path. Same model and sizes as bench_rollout.py.
 
-    python benchmarks/profile_decode.py [--shape 0.5b] [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit,pointwise_splitk]
+    python benchmarks/profile_decode.py [--shape 0.5b] [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit]
         [--top 12] [--prompt-len 128] [--new-tokens 256] [--column 200]
 
 Kernel times come from torch.profiler over eager (un-captured) steps, which run the same kernels
@@ -26,8 +26,7 @@ GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
          "pointwise_nosplit": dict(kernels="triton", fuse_gemms=False, split_kv=False),
-         "pointwise_splitk": dict(kernels="triton", fuse_gemms=False, split_k=True),
-         "pointwise_nosplitk": dict(kernels="triton", fuse_gemms=False, split_k=False),
+
          "torch": dict(kernels="torch")}
 COLUMN = 200
 """The cache column the profiled steps write (set by --column): attention reads every column before it."""

@@ -3,9 +3,10 @@ hidden states, the fused loss (forward + backward through the lm_head), the back
 model, gradient clipping and the AdamW step, each timed with CUDA events; then the kernels of one
 whole update under torch.profiler, grouped by name; with the HF modules as they are, then with
 rlvr's fused RMSNorm/SwiGLU kernels patched in (what the trainer does). Same model and batch as bench_grpo_step.py
-(Qwen2-0.5B shape, random, bf16; 64 sequences of 128 prompt + 256 completion tokens, loss dapo).
+(default: Qwen2-0.5B shape, random, bf16; 64 sequences of 128 prompt + 256 completion tokens, loss dapo).
 
-    python benchmarks/profile_train_step.py [--reps 5] [--top 15]
+    python benchmarks/profile_train_step.py [--shape 0.5b] [--prompts 8] [--group 8] [--prompt-len 128]
+        [--new-tokens 256] [--reps 5] [--top 15]
 """
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_grpo_step import GROUP, NEW_TOKENS, PROMPT_LEN, PROMPTS, VOCAB, build_model  # noqa: E402
+import benchmarks.bench_grpo_step as B  # noqa: E402  (the workload: B.configure sets its globals)
+from benchmarks.common import SHAPES  # noqa: E402
 
 
 def random_batch(n: int, device):
     from rlvr.trainer.batch import TrainBatch
 
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, VOCAB, (n, PROMPT_LEN + NEW_TOKENS), generator=g).to(device)
+    ids = torch.randint(5, B.VOCAB, (n, B.PROMPT_LEN + B.NEW_TOKENS), generator=g).to(device)
     attention = torch.ones_like(ids)
     positions = torch.arange(ids.shape[1], device=device).expand_as(ids).contiguous()
-    mask = torch.ones(n, NEW_TOKENS, device=device)
-    return TrainBatch(ids, attention, positions, ids[:, PROMPT_LEN:], mask, PROMPT_LEN)
+    mask = torch.ones(n, B.NEW_TOKENS, device=device)
+    return TrainBatch(ids, attention, positions, ids[:, B.PROMPT_LEN:], mask, B.PROMPT_LEN)
 
 
 def phases(model, optimizer, batch, advantages, weight):
@@ -44,7 +46,7 @@ def phases(model, optimizer, batch, advantages, weight):
     leaf = hidden.detach().requires_grad_()  # split the loss's backward from the model's
     loss, _ = fused_policy_loss(leaf, weight, batch.targets, batch.mask, advantages, None, None, loss_type="dapo",
                                 epsilon_low=0.2, epsilon_high=0.2, beta=0.0, kl_type="k3", normalizer=None,
-                                max_completion_length=NEW_TOKENS, backend="auto")
+                                max_completion_length=B.NEW_TOKENS, backend="auto")
     loss.backward()
     events[2].record()
     hidden.backward(leaf.grad)
@@ -61,17 +63,24 @@ def phases(model, optimizer, batch, advantages, weight):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default=B.SHAPE, choices=sorted(set(SHAPES) - {"7b"}))
+    p.add_argument("--prompts", type=int, default=B.PROMPTS)
+    p.add_argument("--group", type=int, default=B.GROUP)
+    p.add_argument("--prompt-len", type=int, default=B.PROMPT_LEN)
+    p.add_argument("--new-tokens", type=int, default=B.NEW_TOKENS)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
+    args.device = "cuda"
+    B.configure(args)
     from rlvr.kernels.triton_layers import patch_for_training
     from rlvr.trainer.batch import output_weight
 
-    model = build_model()
+    model = B.build_model()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    batch = random_batch(PROMPTS * GROUP, "cuda")
-    advantages = torch.randn(PROMPTS * GROUP, device="cuda")
+    batch = random_batch(B.PROMPTS * B.GROUP, "cuda")
+    advantages = torch.randn(B.PROMPTS * B.GROUP, device="cuda")
     weight = output_weight(model)
     for label in ("HF modules", "fused RMSNorm/SwiGLU"):
         if label != "HF modules":
@@ -83,7 +92,7 @@ def report(label, model, optimizer, batch, advantages, weight, args) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     runs = [phases(model, optimizer, batch, advantages, weight) for _ in range(args.reps + 1)][1:]
-    print(f"## {label}: update phases, {PROMPTS * GROUP} x ({PROMPT_LEN}+{NEW_TOKENS}) tokens, median of {args.reps}")
+    print(f"## {label}: update phases, {B.SHAPE}, {B.PROMPTS * B.GROUP} x ({B.PROMPT_LEN}+{B.NEW_TOKENS}) tokens, median of {args.reps}")
     print("| phase | ms |\n|---|---|")
     total = 0.0
     for name in runs[0]:

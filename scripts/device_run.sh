@@ -16,13 +16,11 @@
 #   and torch.profiler over a dozen checks; $OUT/profile_refill.{json,txt})
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
-#   decode_gemms (bench_decode_gemms.py: each decode GEMM on cuBLAS, o/down_proj + add_rmsnorm_ on cuBLAS against the
-#   split-K Triton GEMM over launch shapes; GEMMS_SHAPES="0.5b:64,256 1.5b:64"; $OUT/bench_decode_gemms_<shape>.json)
-#   tune_short (tune_decode_attention.py --splits: forced split counts on the short caches of the 1.5b GRPO step and the
-#   256 x 256 rollout, where the engine's rule keeps one program per (row, KV head); $OUT/tune_short_*.json)
-#   profile_shapes (profile_decode.py: 1.5b at 64 rows, column 400 of 128 + 512; 0.5b at 64 and 256 rows, column 200;
-#   with and without split-K o/down projections)
-#   splitk_ab (the 1.5b GRPO step and the 256 x 256 and 64 x 4096 rollouts with split_k on and off, same run)
+#   tune_short (tune_decode_attention.py --splits: split counts and column blocks timed on the short caches of the 1.5b
+#   GRPO step and the 256 x 256 rollout, where the engine's rule keeps one program per (row, KV head); TUNE_SHORT_ARGS
+#   replaces the grid; $OUT/tune_short_*.json)
+#   profile_shapes (profile_decode.py: 1.5b at 64 rows, column 400 of 128 + 512; 0.5b at 64 and 256 rows, column 200)
+#   grpo_backends (the 1.5b GRPO step with torch's SDPA choice, then [flash] and [cudnn] in the update; GRPO_BACKENDS)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -116,7 +114,8 @@ for part in "$@"; do
     profile) timeout 150 python3 benchmarks/profile_decode.py --paths "${PROFILE_PATHS:-pointwise,gemm}" 2>&1 | tee "$OUT/profile.log" ;;
     rollout) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm,fast_compiled,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
-    profile_train) timeout 120 python3 benchmarks/profile_train_step.py 2>&1 | tee "$OUT/profile_train.log" ;;
+    profile_train) timeout 150 python3 benchmarks/profile_train_step.py ${PROFILE_TRAIN_ARGS:-} 2>&1 \
+                     | tee "$OUT/profile_train.log" ;;
     grpo_rlvr) timeout 120 python3 benchmarks/bench_grpo_step.py --skip trl --out "$OUT/bench_grpo_rlvr.json" 2>&1 | tee "$OUT/grpo_rlvr.log" ;;
     grpo) timeout 170 python3 benchmarks/bench_grpo_step.py 2>&1 | tee "$OUT/grpo.log" ;;
     tests_layers) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_layers.py \
@@ -162,33 +161,22 @@ for part in "$@"; do
                       | tee "$OUT/tune_attention.log" ;;
     mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" 2>&1 \
              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/mem7b.log" ;;
-    decode_gemms) for spec in ${GEMMS_SHAPES:-0.5b:64,256 1.5b:64}; do
-                    timeout ${GEMMS_TIMEOUT:-150} python3 benchmarks/bench_decode_gemms.py --shape "${spec%%:*}" \
-                      --rows "${spec#*:}" --out "$OUT/bench_decode_gemms_${spec%%:*}.json" ${GEMMS_ARGS:-} 2>&1 \
-                      | tee "$OUT/decode_gemms_${spec%%:*}.log" | grep -E "^rows .*add_rmsnorm_:|cuBLAS [0-9]|Error"
-                  done ;;
     tune_short) for spec in "1.5b 64 640 200,400,600" "0.5b 256 384 150,250,350" "0.5b 64 384 150,250,350"; do
                   read -r shape n cache columns <<< "$spec"
                   timeout 120 python3 benchmarks/tune_decode_attention.py --shape "$shape" --n "$n" --cache "$cache" \
-                    --columns "$columns" --splits 1,2,3,4,6,8 --block-s 32,64 --warps 4 --stages 0 \
+                    --columns "$columns" ${TUNE_SHORT_ARGS:---splits 1,2,3,4,6,8 --block-s 32,64 --warps 4 --stages 0} \
                     --out "$OUT/tune_short_${shape}_$n.json" 2>&1 | tee "$OUT/tune_short_${shape}_$n.log" \
                     | grep -E "splits:|fastest|Error"
                 done ;;
     profile_shapes) timeout 150 python3 benchmarks/profile_decode.py --shape 1.5b --sizes 64 --prompt-len 128 \
-                      --new-tokens 512 --column 400 --paths pointwise,pointwise_splitk 2>&1 | tee "$OUT/profile_1.5b.log"
+                      --new-tokens 512 --column 400 --paths pointwise 2>&1 | tee "$OUT/profile_1.5b.log"
                     timeout 150 python3 benchmarks/profile_decode.py --shape 0.5b --sizes 64,256 --column 200 \
-                      --paths pointwise,pointwise_splitk 2>&1 | tee "$OUT/profile_0.5b.log" ;;
-    splitk_ab) for opt in false true; do
-                 perf16_row grpo_1.5b_splitk_$opt 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 \
-                   --group 8 --prompt-len 128 --new-tokens 512 --steps 5 --engine-options split_k=$opt
-               done
-               perf16_row rollout_256x128_256_splitk 80 benchmarks/bench_rollout.py --shape 0.5b \
-                 --engines fast_nosplitk,fast_splitk --workload fixed --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
-               perf16_row rollout_64x512_4096_splitk 120 benchmarks/bench_rollout.py --shape 0.5b \
-                 --engines fast_nosplitk,fast_splitk --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1 ;;
-    tests_splitk) timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_k.py \
-                    tests/rollout/test_fast.py tests/rollout/test_fast_split_attention.py > "$OUT/tests_splitk.log" 2>&1; \
-                  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_splitk.log" ;;
+                      --paths pointwise 2>&1 | tee "$OUT/profile_0.5b.log" ;;
+    grpo_backends) for backends in ${GRPO_BACKENDS:-default flash cudnn}; do
+                     sets=(); [ "$backends" != default ] && sets=(--set "attention_backends=[$backends]")
+                     perf16_row grpo_1.5b_sdpa_$backends 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl \
+                       --prompts 8 --group 8 --prompt-len 128 --new-tokens 512 --steps 6 "${sets[@]}"
+                   done ;;
     perf16_trl) perf16_row grpo_trl_1.5b 420 benchmarks/bench_grpo_step.py --shape 1.5b --skip rlvr --prompts 8 \
                   --group 8 --prompt-len 128 --new-tokens 512 --steps 3 ;;
     *) echo "unknown part $part" ;;

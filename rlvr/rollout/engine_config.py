@@ -65,12 +65,6 @@ class FastEngineConfig:
     (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
     program per pair. Off: always one program per pair (the A/B baseline)."""
 
-    split_k: bool = False
-    """With triton kernels: o_proj and down_proj (few output columns, a long input) as split-K
-    Triton GEMMs whose fp32 partial sums the next residual add + RMSNorm adds up, instead of
-    cuBLAS (which splits K too, with a reduction launch of its own). Plain nn.Linear projections
-    without bias only (LoRA layers keep their modules)."""
-
     refill_rows: int = 0
     """Rows decoded at once when a generate call asks for more (0: all of them at once). The
     first samples fill these rows; when a row's completion ends, the next waiting sample is

@@ -33,8 +33,8 @@ from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
-                                       fits_fused_kernels, fits_gemm_kernels, fits_split_k, prefill_forward,
-                                       prefill_forward_fused, supports)
+                                       fits_fused_kernels, fits_gemm_kernels, prefill_forward, prefill_forward_fused,
+                                       supports)
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
@@ -69,7 +69,6 @@ class FastEngine:
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and fits_gemm_kernels(self.parts)
         self.stacked = None if self.fused_gemms else self._stacked_projections()
-        self.split_k = self.fused and not self.fused_gemms and self.config.split_k and fits_split_k(self.parts)
         self.sm_count = device_sm_count(device)
         self._set_forward()
 
@@ -145,8 +144,7 @@ class FastEngine:
     def _step(self, st: DecodeState, params: SamplingParams) -> None:
         """Decode one token for every sequence; every input and output is a static tensor of `st`."""
         if self.fused:
-            stacked = {} if self.fused_gemms else {"stacked": self.stacked,
-                                                   "split_k_sms": self.sm_count if self.split_k else None}
+            stacked = {} if self.fused_gemms else {"stacked": self.stacked}
             splits = self._attention_splits(st.n, st.length)  # a launch shape, fixed in the graph
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v,
                                    attn_splits=splits, **stacked)

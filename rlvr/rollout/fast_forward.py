@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rlvr.rollout.fast_split_k import split_k_plan
 from rlvr.rollout.fast_stacked import StackedProjections
 
 @dataclass
@@ -115,32 +114,12 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
     return parts.lm_head(parts.norm(x)).float()
 
 
-def fits_split_k(parts: ModelParts) -> bool:
-    """Whether o_proj and down_proj can run as `fast_kernels.linear_partials`: plain nn.Linear
-    without bias (a LoRA layer's adapter would be skipped)."""
-    return all(type(m) is torch.nn.Linear and m.bias is None
-               for layer in parts.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj))
-
-
-def _residual_delta(module, x: torch.Tensor, split_k_sms: int | None) -> torch.Tensor:
-    """What `module` adds to the residual stream: module(x), or with `split_k_sms` (the GPU's SM
-    count) its split-K partial sums, which the next add_rmsnorm_ adds up."""
-    if split_k_sms is None:
-        return module(x)
-    from rlvr.rollout.fast_kernels import linear_partials
-
-    out_features, in_features = module.weight.shape
-    return linear_partials(x, module.weight, split_k_plan(x.shape[0], out_features, in_features, split_k_sms))
-
-
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                         stacked: StackedProjections | None = None, attn_splits: int | None = None,
-                         split_k_sms: int | None = None) -> torch.Tensor:
+                         stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: about 9 launches per
     layer with `stacked` projections (12 without) instead of about 36. Returns logits (N, V) in
     the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
-    None: chosen there from the shapes). `split_k_sms`: o_proj and down_proj as split-K Triton
-    GEMMs sized for this many SMs (`fits_split_k` models), else the modules (cuBLAS)."""
+    None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -155,9 +134,9 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
         q = K.rope_and_cache_(q, k, v, cos, sin, k_cache[i], v_cache[i], col)
         out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits)
         norm = layer.post_attention_layernorm
-        h = K.add_rmsnorm_(x, _residual_delta(attn.o_proj, out, split_k_sms), norm.weight, norm.variance_epsilon)
+        h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
-        delta = _residual_delta(mlp.down_proj, K.silu_mul(gate, up), split_k_sms)
+        delta = mlp.down_proj(K.silu_mul(gate, up))
     return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
 
 

@@ -2,10 +2,7 @@
 sizes, so each kernel replaces several torch ops:
 
   add_rmsnorm_      residual += delta (in place), then RMSNorm -- HF Qwen2/Llama numerics: the
-                    normalised row is rounded to the model dtype before the weight multiply;
-                    delta may be split-K partial sums, added up here
-  linear_partials   x @ W^T as split-K partial sums in fp32 (o_proj and down_proj: few output
-                    columns, a long K), reduced by the add_rmsnorm_ that consumes them
+                    normalised row is rounded to the model dtype before the weight multiply
   rope_and_cache_   RoPE on q and k (rotate-half form), k and v written into the cache column
   decode_attention  one query token per sequence against its cache (GQA: the G query heads of a
                     K/V head in one program), online softmax, reading only columns start..col;
@@ -28,22 +25,19 @@ import torch
 import triton
 import triton.language as tl
 
-from rlvr.rollout.fast_split_k import SplitK, split_k_block_m
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
 
 @triton.jit
-def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, PARTS, part_stride,
+def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
                         HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < H
     x = tl.load(x_ptr + row * H + cols, mask=valid, other=0.0)
     if HAS_DELTA:
-        d = tl.load(delta_ptr + row * H + cols, mask=valid, other=0.0).to(tl.float32)
-        for part in range(1, PARTS):  # the split-K partial sums of `linear_partials`
-            d += tl.load(delta_ptr + part * part_stride + row * H + cols, mask=valid, other=0.0)
-        x = (x.to(tl.float32) + d).to(x_ptr.dtype.element_ty)
+        d = tl.load(delta_ptr + row * H + cols, mask=valid, other=0.0)
+        x = (x.to(tl.float32) + d.to(tl.float32)).to(x_ptr.dtype.element_ty)
         tl.store(x_ptr + row * H + cols, x, mask=valid)
     xf = x.to(tl.float32)
     var = tl.sum(xf * xf, axis=0) / H
@@ -54,55 +48,11 @@ def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, PARTS, part_st
 
 
 def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H). `delta` is
-    (N, H), or (P, N, H) fp32 partial sums (`linear_partials`) added up here in fp32."""
+    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H)."""
     n, h = x.shape
     out = torch.empty_like(x)
-    parts = delta.shape[0] if delta is not None and delta.dim() == 3 else 1
-    _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps, parts, n * h,
+    _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps,
                               HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4)
-    return out
-
-
-@triton.jit
-def _linear_partials_kernel(x_ptr, w_ptr, out_ptr, M, N, K, x_stride, K_CHUNK,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                            PRECISION: tl.constexpr):
-    """Program (column tile, K chunk, row tile): x[rows, chunk] @ W[cols, chunk]^T in fp32, stored
-    as that chunk's partial sum out[chunk, rows, cols]. W is (N, K) row-major (nn.Linear)."""
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    part = tl.program_id(1)
-    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok, col_ok = rows < M, cols < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    lo = part * K_CHUNK
-    for k0 in range(lo, lo + K_CHUNK, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < K
-        a = tl.load(x_ptr + rows[:, None].to(tl.int64) * x_stride + k[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(w_ptr + cols[None, :].to(tl.int64) * K + k[:, None], mask=k_ok[:, None] & col_ok[None, :],
-                    other=0.0)  # the (BLOCK_K, BLOCK_N) tile of W^T
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    offs = (part * M + rows)[:, None].to(tl.int64) * N + cols[None, :]
-    tl.store(out_ptr + offs, acc, mask=row_ok[:, None] & col_ok[None, :])
-
-
-def linear_partials(x: torch.Tensor, weight: torch.Tensor, plan: SplitK) -> torch.Tensor:
-    """x (M, K) @ weight (N, K)^T as split-K partial sums (P, M, N) fp32, P <= plan.parts (chunks
-    are whole BLOCK_Ks). The sum over P is the product; `add_rmsnorm_` takes it as its delta, so
-    the reduction costs no launch of its own (cuBLAS's split-K adds one)."""
-    m, k = x.shape
-    n = weight.shape[0]
-    assert x.stride(1) == 1 and weight.is_contiguous(), "x rows and the weight must be contiguous"
-    chunk = triton.cdiv(triton.cdiv(k, plan.parts), plan.block_k) * plan.block_k
-    parts = triton.cdiv(k, chunk)
-    out = torch.empty(parts, m, n, dtype=torch.float32, device=x.device)
-    block_m = split_k_block_m(m)
-    grid = (triton.cdiv(n, plan.block_n), parts, triton.cdiv(m, block_m))
-    _linear_partials_kernel[grid](x, weight, out, m, n, k, x.stride(0), chunk, BLOCK_M=block_m,
-                                  BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PRECISION=_precision(x.dtype),
-                                  num_warps=plan.num_warps, num_stages=plan.num_stages)
     return out
 
 
