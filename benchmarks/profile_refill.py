@@ -15,7 +15,7 @@ Then torch.profiler over `--trace-checks` checks of the run's middle: host time 
 blocks) and GPU time per kernel; the table goes to stdout and `$OUT/profile_refill.txt`.
 
     python benchmarks/profile_refill.py [--shape 0.5b] [--rows 256] [--factor 16] [--horizon 9]
-        [--check-every 16,32] [--trace-checks 12]
+        [--check-every 16,32] [--flag-lead 4,8] [--trace-checks 12]
 """
 from __future__ import annotations
 
@@ -154,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--sigma", type=float, default=1.0)
     p.add_argument("--check-every", default="16,32", help="FastEngineConfig.refill_check_every values, one run each")
+    p.add_argument("--flag-lead", default="4", help="fast_refill.FLAG_LEAD_DIVISOR values: each --check-every "
+                                                      "runs once per value")
     p.add_argument("--trace-checks", type=int, default=12, help="checks profiled in the first timed run (0: none)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -166,7 +168,12 @@ def main(argv=None) -> int:
     work = Workload(args.prompt_len, args.new_tokens, args.group, args.device)
     config = fast_config("fast_refill", args.device, refill_rows=args.rows, refill_horizon=args.horizon)
     results, text = [], ""
-    for i, every in enumerate(int(x) for x in args.check_every.split(",")):
+    from rlvr.rollout import fast_refill
+
+    runs = [(int(e), int(d)) for e in args.check_every.split(",") for d in args.flag_lead.split(",")]
+    default_divisor = fast_refill.FLAG_LEAD_DIVISOR
+    for i, (every, divisor) in enumerate(runs):
+        fast_refill.FLAG_LEAD_DIVISOR = divisor
         run, engine = fast_runner(model, prompt_ids, work, {**config, "refill_check_every": every}, end_at)
         run()  # warm-up: graph captures
         checks = engine.last_refill["steps"] // every
@@ -180,7 +187,8 @@ def main(argv=None) -> int:
         finally:
             restore()
             clock.finish()
-        row = {"check_every": every, "useful_tok_s": round(tokens / wall), **engine.last_refill,
+            fast_refill.FLAG_LEAD_DIVISOR = default_divisor
+        row = {"check_every": every, "flag_lead": every // divisor, "useful_tok_s": round(tokens / wall), **engine.last_refill,
                **clock.summary(engine.last_refill["steps"], wall)}
         print(json.dumps(row), flush=True)
         results.append(row)

@@ -1,5 +1,5 @@
-"""Fused Triton RMSNorm and SwiGLU for the training forward and backward of HF Llama/Qwen-style
-models, patched into a model's modules by `patch_for_training`.
+"""Fused Triton RMSNorm, SwiGLU and RoPE for the training forward and backward of HF
+Llama/Qwen-style models, patched into a model by `patch_for_training`.
 
 HF's eager RMSNorm is ~7 elementwise kernels forward (upcast, pow, mean, rsqrt, mul, downcast,
 mul weight) and more backward over (rows, H) tensors; its MLP runs silu and the product as two.
@@ -12,6 +12,11 @@ Here each is one kernel forward and one backward, with HF's numerics:
   swiglu    out = round(silu(g)) * u, fp32 math, silu rounded to the input dtype like torch's
             separate silu op. Backward recomputes silu from the saved g, u:
               du = dout * round(silu(g)),  dg = dout * u * s * (1 + g * (1 - s)),  s = sigmoid(g)
+  rotary    HF's apply_rotary_pos_emb (q * cos + rotate_half(q) * sin, and k) for q, k (B, heads, L,
+            D) of any strides and cos, sin (B or 1, L, D): one kernel for q and k together, one
+            program per token, fp32 math rounded once (HF's bf16 ops round after each of their
+            ~10 kernels a layer, forward and as many backward). Backward, with x = [x1, x2] halves:
+              dx1 = g1 * cos1 + g2 * sin2,  dx2 = g2 * cos2 - g1 * sin1
 
 Triton is imported when present, so the torch references and the patching import on CPU-only
 installs; the patched forwards call the kernels for CUDA tensors and the references otherwise.
@@ -19,6 +24,7 @@ Shapes: rows = product of the leading dims, H hidden (any size: the power-of-two
 """
 from __future__ import annotations
 
+import sys
 import types
 
 import torch
@@ -60,6 +66,18 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
 def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The HF MLP's act_fn(gate_proj(x)) * up_proj(x) with act_fn = SiLU."""
     return F.silu(gate) * up
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF Llama/Qwen2 apply_rotary_pos_emb, op for op."""
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
 # ----------------------------------------------------------------------------- Triton kernels
@@ -132,6 +150,45 @@ def _swiglu_bwd_kernel(dout_ptr, gate_ptr, up_ptr, dgate_ptr, dup_ptr, numel, BL
     tl.store(dup_ptr + offsets, (dout * act).to(dup_ptr.dtype.element_ty), mask=valid)
     dgate = dout * u * s * (1.0 + g * (1.0 - s))
     tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=valid)
+
+
+@_jit
+def _rotate_heads(x_ptr, out_ptr, b, l, xs0, xs1, xs2, os0, os1, os2, heads, c1, c2, s1, s2,
+                  HALF: tl.constexpr, BLOCK_H: tl.constexpr, BACKWARD: tl.constexpr):
+    """Every head of token (b, l) of one tensor: out = x * cos + rotate_half(x) * sin, or its
+    transpose (the backward) when BACKWARD."""
+    h = tl.arange(0, BLOCK_H)
+    d = tl.arange(0, HALF)
+    mask = (h < heads)[:, None]
+    src = x_ptr + b * xs0 + l * xs2 + h[:, None] * xs1 + d[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=mask, other=0.0).to(tl.float32)
+    if BACKWARD:
+        o1, o2 = x1 * c1 + x2 * s2, x2 * c2 - x1 * s1
+    else:
+        o1, o2 = x1 * c1 - x2 * s1, x2 * c2 + x1 * s2
+    dst = out_ptr + b * os0 + l * os2 + h[:, None] * os1 + d[None, :]
+    tl.store(dst, o1.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst + HALF, o2.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@_jit
+def _rotary_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr, L, q_heads, k_heads,
+                   qs0, qs1, qs2, ks0, ks1, ks2, qos0, qos1, qos2, kos0, kos1, kos2, cs0, cs1,
+                   HALF: tl.constexpr, BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BACKWARD: tl.constexpr):
+    """Program t: token (t // L, t % L) of q and k; cos and sin read once for both."""
+    t = tl.program_id(0).to(tl.int64)
+    b, l = t // L, t % L
+    d = tl.arange(0, HALF)
+    row = b * cs0 + l * cs1
+    c1 = tl.load(cos_ptr + row + d).to(tl.float32)[None, :]
+    c2 = tl.load(cos_ptr + row + HALF + d).to(tl.float32)[None, :]
+    s1 = tl.load(sin_ptr + row + d).to(tl.float32)[None, :]
+    s2 = tl.load(sin_ptr + row + HALF + d).to(tl.float32)[None, :]
+    _rotate_heads(q_ptr, q_out_ptr, b, l, qs0, qs1, qs2, qos0, qos1, qos2, q_heads, c1, c2, s1, s2,
+                  HALF, BLOCK_QH, BACKWARD)
+    _rotate_heads(k_ptr, k_out_ptr, b, l, ks0, ks1, ks2, kos0, kos1, kos2, k_heads, c1, c2, s1, s2,
+                  HALF, BLOCK_KH, BACKWARD)
 
 
 def _row_launch(hidden: int) -> dict:
@@ -207,6 +264,38 @@ class SwiGLUFunction(torch.autograd.Function):
         return dgate, dup
 
 
+class RotaryFunction(torch.autograd.Function):
+    """rotary(q (B, Hq, L, D), k (B, Hk, L, D), cos, sin (B or 1, L, D)) -> rotated q, k with q's
+    and k's strides (HF's attention passes transposed views of the projections' outputs)."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        q_out, k_out = torch.empty_like(q), torch.empty_like(k)
+        _launch_rotary(q, k, cos, sin, q_out, k_out, backward=False)
+        ctx.save_for_backward(cos, sin)
+        return q_out, k_out
+
+    @staticmethod
+    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor):  # an unused output's grad arrives as zeros
+        cos, sin = ctx.saved_tensors
+        dq, dk = (g if g.stride(-1) == 1 else g.contiguous() for g in (dq, dk))
+        dq_in, dk_in = torch.empty_like(dq), torch.empty_like(dk)
+        _launch_rotary(dq, dk, cos, sin, dq_in, dk_in, backward=True)
+        return dq_in, dk_in, None, None
+
+
+def _launch_rotary(q, k, cos, sin, q_out, k_out, backward: bool) -> None:
+    b, q_heads, length, d = q.shape
+    if b * length == 0:
+        return
+    cos_strides = (cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1))  # a batch of 1 broadcasts
+    warps = 4 if max(q_heads, k.shape[1]) * d <= 4096 else 8
+    _rotary_kernel[(b * length,)](q, k, cos, sin, q_out, k_out, length, q_heads, k.shape[1],
+                                  *q.stride()[:3], *k.stride()[:3], *q_out.stride()[:3], *k_out.stride()[:3],
+                                  *cos_strides, HALF=d // 2, BLOCK_QH=triton.next_power_of_2(q_heads),
+                                  BLOCK_KH=triton.next_power_of_2(k.shape[1]), BACKWARD=backward, num_warps=warps)
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 def _use_triton(t: torch.Tensor) -> bool:
@@ -225,6 +314,21 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if _use_triton(gate) and gate.dtype == up.dtype and gate.shape == up.shape:
         return SwiGLUFunction.apply(gate, up)
     return swiglu_reference(gate, up)
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1):
+    """HF's apply_rotary_pos_emb: the Triton kernel for CUDA tensors in its layout (q, k (B, heads,
+    L, D) of one dtype, cos and sin (B or 1, L, D), D / 2 a power of two, unit last strides), the
+    torch reference otherwise."""
+    d = q.shape[-1]
+    fits = (_use_triton(q) and unsqueeze_dim == 1 and q.dim() == k.dim() == 4 and cos.dim() == sin.dim() == 3
+            and q.dtype == k.dtype and cos.shape == sin.shape and cos.shape[1:] == (q.shape[2], d)
+            and k.shape[0] == q.shape[0] and k.shape[2:] == q.shape[2:] and cos.shape[0] in (1, q.shape[0])
+            and d >= 2 and (d // 2) & (d // 2 - 1) == 0
+            and all(t.stride(-1) == 1 for t in (q, k, cos, sin)) and cos.stride() == sin.stride())
+    if fits:
+        return RotaryFunction.apply(q, k, cos, sin)
+    return rotary_reference(q, k, cos, sin, unsqueeze_dim)
 
 
 # ----------------------------------------------------------------------------- patching
@@ -257,14 +361,48 @@ def _is_patched(module: torch.nn.Module) -> bool:
     return getattr(module.__dict__.get("forward"), "__func__", None) in _FUSED_FORWARDS
 
 
+_ROTARY_ORIGINALS: dict[str, object] = {}
+"""Modeling modules (by name) whose apply_rotary_pos_emb `patch_modules` replaced by `rotary`,
+with the function it replaced."""
+
+
+def _modeling_modules(model: torch.nn.Module) -> set:
+    """The transformers modeling modules defining the model's attention layers (the attention
+    forward looks apply_rotary_pos_emb up there at each call)."""
+    found = set()
+    for module in model.modules():
+        source = sys.modules.get(type(module).__module__)
+        if type(module).__name__.endswith("Attention") and hasattr(source, "apply_rotary_pos_emb"):
+            found.add(source)
+    return found
+
+
+def _patch_rotary(model: torch.nn.Module) -> None:
+    """Point the model's modeling modules at `rotary`. The function is module-wide, so every model
+    of that type in the process runs it (the same values: fp32 math rounded once), off CUDA as
+    the reference."""
+    for source in _modeling_modules(model):
+        if source.apply_rotary_pos_emb is not rotary:
+            _ROTARY_ORIGINALS[source.__name__] = source.apply_rotary_pos_emb
+            source.apply_rotary_pos_emb = rotary
+
+
+def _unpatch_rotary(model: torch.nn.Module) -> None:
+    for source in _modeling_modules(model):
+        if source.__name__ in _ROTARY_ORIGINALS:
+            source.apply_rotary_pos_emb = _ROTARY_ORIGINALS.pop(source.__name__)
+
+
 def patch_modules(model: torch.nn.Module) -> int:
     """Give each recognised RMSNorm and SiLU MLP of a supported model (SUPPORTED_MODEL_TYPES) an
-    instance forward using `rms_norm` / `swiglu`, whatever the device (off CUDA they run the
-    references, so outputs are unchanged). Returns how many modules it newly patched. Parameters
-    and state_dict keys are untouched; `unpatch` restores the class forwards."""
+    instance forward using `rms_norm` / `swiglu`, and its modeling module's apply_rotary_pos_emb
+    `rotary`, whatever the device (off CUDA they run the references, so outputs are unchanged).
+    Returns how many modules it newly patched (the RoPE function not counted). Parameters and
+    state_dict keys are untouched; `unpatch` restores the class forwards and the RoPE function."""
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
         return 0
+    _patch_rotary(model)
     model_act = getattr(config, "hidden_act", None)
     patched = 0
     for module in model.modules():
@@ -295,7 +433,10 @@ def patch_for_training(model: torch.nn.Module, device: torch.device | str | None
 
 
 def unpatch(model: torch.nn.Module) -> int:
-    """Drop the fused instance forwards (the class forwards apply again); returns how many."""
+    """Drop the fused instance forwards (the class forwards apply again) and restore the RoPE
+    function of the model's modeling modules (for every model of that type); returns how many
+    forwards it dropped."""
+    _unpatch_rotary(model)
     restored = 0
     for module in model.modules():
         if _is_patched(module):
@@ -304,5 +445,5 @@ def unpatch(model: torch.nn.Module) -> int:
     return restored
 
 
-__all__ = ["RMSNormFunction", "SwiGLUFunction", "patch_for_training", "patch_modules", "rms_norm",
-           "rms_norm_reference", "swiglu", "swiglu_reference", "unpatch"]
+__all__ = ["RMSNormFunction", "RotaryFunction", "SwiGLUFunction", "patch_for_training", "patch_modules", "rms_norm",
+           "rms_norm_reference", "rotary", "rotary_reference", "swiglu", "swiglu_reference", "unpatch"]

@@ -42,6 +42,11 @@ from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
 
+FLAG_LEAD_DIVISOR = 4
+"""The finished flags a check reads are copied refill_check_every // this many steps before it:
+the smaller that lead, the sooner a finished row is seen, the less queued GPU work covers the
+check's host work (read at each run: profile_refill.py --flag-lead measures it)."""
+
 class PrefillGraphs:
     """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket
     (a power of two) at one prompt width. A call copies its prompts into the bucket's static
@@ -161,7 +166,7 @@ class RefillRun:
         # the flags a check reads are copied `lead` steps before it, not at the check before: a
         # finished row is seen every/2 + lead steps later on average instead of 1.5 x every, and the
         # check's host work still overlaps the `lead` steps queued after the copy
-        lead = every // 4
+        lead = every // FLAG_LEAD_DIVISOR
         self.horizon = e.config.refill_horizon * params.max_new_tokens + every
         device = e.model.lm_head.weight.device
         st = e._state(self.rows, width, replace(params, max_new_tokens=self.horizon), device, self.end_at is not None)

@@ -1,9 +1,12 @@
-"""Fused RMSNorm / SwiGLU (rlvr.kernels.triton_layers): the torch references are HF's own modules
-op for op (CPU); the Triton kernels equal the references in value and gradient (GPU); patching a
-model changes no parameter, state_dict key, loss or gradient."""
+"""Fused RMSNorm / SwiGLU / RoPE (rlvr.kernels.triton_layers): the torch references are HF's own
+modules and function op for op (CPU); the Triton kernels equal the references in value and gradient
+(GPU; the RoPE kernel also under the Triton CPU interpreter); patching a model changes no parameter,
+state_dict key, loss or gradient."""
 from __future__ import annotations
 
 import copy
+import importlib
+import os
 
 import pytest
 import torch
@@ -98,9 +101,14 @@ def test_patch_modules_keeps_parameters_loss_and_grads_and_unpatches(arch):
     assert torch.equal(patched_loss, loss)
     assert patched_grads.keys() == grads.keys() and all(torch.equal(patched_grads[k], grads[k]) for k in grads)
 
+    modeling = importlib.import_module(type(model).__module__)
+    assert modeling.apply_rotary_pos_emb is layers.rotary  # looked up there by the attention forward
+
     assert layers.unpatch(model) == PATCHABLE
     assert not any("forward" in module.__dict__ for module in model.modules())
+    assert modeling.apply_rotary_pos_emb is not layers.rotary
     assert layers.patch_modules(model) == PATCHABLE  # patchable again after unpatch
+    layers.unpatch(model)
 
 
 def test_patch_modules_sees_through_lora():
@@ -118,6 +126,16 @@ def test_unsupported_model_types_are_left_alone():
     cfg = Olmo2Config(vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2)
     assert layers.patch_modules(Olmo2ForCausalLM(cfg)) == 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rotary_reference_is_the_hf_function(arch):
+    modeling = importlib.import_module(ARCHS[arch][1].__module__)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 7, 16, generator=g), torch.randn(2, 2, 7, 16, generator=g)
+    cos, sin = torch.randn(2, 7, 16, generator=g), torch.randn(2, 7, 16, generator=g)
+    for ours, theirs in zip(layers.rotary_reference(q, k, cos, sin), modeling.apply_rotary_pos_emb(q, k, cos, sin)):
+        assert torch.equal(ours, theirs)
 
 
 # ----------------------------------------------------------------------------- GPU: kernels vs references
@@ -184,20 +202,55 @@ def test_triton_swiglu_matches_reference(shape, dtype):
         assert_close_scaled(got, want, TOL[dtype])
 
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+KERNEL_DEVICE = "cpu" if INTERPRETED else "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (INTERPRETED or torch.cuda.is_available()), reason="needs CUDA or the Triton interpreter")
+@pytest.mark.parametrize("dtype", [torch.float32] if INTERPRETED else [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,q_heads,k_heads,length,d,cos_batch", [
+    (2, 14, 2, 37, 64, 2),  # Qwen2-0.5B heads
+    (3, 12, 2, 5, 128, 1),  # Qwen2.5-1.5B heads, cos shared by the batch (positions without padding)
+    (1, 4, 4, 1, 16, 1),
+])
+def test_triton_rotary_matches_reference(batch, q_heads, k_heads, length, d, cos_batch, dtype):
+    g = torch.Generator().manual_seed(0)
+    # as HF's attention: transposed views of the projections' (B, L, heads * D) outputs
+    q_proj = torch.randn(batch, length, q_heads * d, generator=g).to(KERNEL_DEVICE, dtype).requires_grad_()
+    k_proj = torch.randn(batch, length, k_heads * d, generator=g).to(KERNEL_DEVICE, dtype).requires_grad_()
+    q = q_proj.view(batch, length, q_heads, d).transpose(1, 2)
+    k = k_proj.view(batch, length, k_heads, d).transpose(1, 2)
+    positions = torch.arange(length)[None] + torch.arange(cos_batch)[:, None] * 3
+    freqs = positions[..., None].float() / 10000 ** (torch.arange(0, d, 2).float() / d)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = angles.cos().to(KERNEL_DEVICE, dtype), angles.sin().to(KERNEL_DEVICE, dtype)
+    ours = layers.RotaryFunction.apply(q, k, cos, sin)
+    expected = layers.rotary_reference(q, k, cos, sin)
+    grads_out = [torch.randn(t.shape, generator=g).to(KERNEL_DEVICE, dtype) for t in expected]
+    for got, want in zip(ours, expected):
+        assert got.shape == want.shape and got.stride() == (q if got.shape[1] == q_heads else k).stride()
+        assert_close_scaled(got, want, TOL[dtype])
+    for got, want in zip(torch.autograd.grad(ours, (q_proj, k_proj), grads_out),
+                         torch.autograd.grad(expected, (q_proj, k_proj), grads_out)):
+        assert_close_scaled(got, want, TOL[dtype])
+
+
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_patched_model_matches_unpatched(arch, dtype):
     model = tiny_model(arch, device="cuda", dtype=dtype)
+    ids = torch.randint(0, 96, (4, 33), device="cuda")
+    loss, grads = loss_and_grads(model, ids)  # before patching: RoPE's function is module-wide
     patched = copy.deepcopy(model).cpu()  # as a trainer sees it: loaded on the CPU, moved later
     assert layers.patch_for_training(patched) == 0
     assert layers.patch_for_training(patched, "cuda") == PATCHABLE
     patched.cuda()
     assert layers.patch_for_training(patched) == 0
-    ids = torch.randint(0, 96, (4, 33), device="cuda")
-    loss, grads = loss_and_grads(model, ids)
     patched_loss, patched_grads = loss_and_grads(patched, ids)
+    layers.unpatch(patched)
     torch.testing.assert_close(patched_loss, loss, atol=TOL[dtype], rtol=TOL[dtype])
     assert patched_grads.keys() == grads.keys()
     for name, grad in grads.items():
