@@ -12,6 +12,7 @@
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
 #   refill (the refill tests on the GPU, then fast against fast_refill at 256 rows x (128 + up to 1024), 4 x 256
 #   variable-length sequences, then 16 x 256 with refill_horizon 9; $OUT/perf16_rollout_refill_256x128_1024*.json)
+#   refill_deep (only the deep-queue row of `refill`; REFILL_REPS timed reps)
 #   profile_refill (profile_refill.py: a deep-queue refill run with its checks timed on host and GPU, per check_every,
 #   and torch.profiler over a dozen checks; $OUT/profile_refill.{json,txt})
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
@@ -62,9 +63,10 @@ refill_row() {  # fast against fast_refill: 256 rows decoding 4 x 256 variable-l
   perf16_row rollout_refill_256x128_1024 150 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 --refill-factor 4
 }
-refill_deep_row() {  # the same with a deep queue in one run: 16 x 256 sequences, horizon 9 x the cap
-  perf16_row rollout_refill_256x128_1024_deep 150 benchmarks/bench_rollout.py --shape 0.5b \
-    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 1 \
+refill_deep_row() {  # the same with a deep queue in one run: 16 x 256 sequences, horizon 9 x the cap (REFILL_REPS timed)
+  local reps=${REFILL_REPS:-1}
+  perf16_row rollout_refill_256x128_1024_deep $((100 + 50 * reps)) benchmarks/bench_rollout.py --shape 0.5b \
+    --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps "$reps" \
     --refill-factor 16 --refill-horizon 9
 }
 perf16() {
@@ -150,6 +152,7 @@ for part in "$@"; do
     refill) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_refill.py \
               > "$OUT/tests_refill.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_refill.log"
             refill_row; refill_deep_row ;;
+    refill_deep) refill_deep_row ;;
     tests_split) timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_split_attention.py \
                    > "$OUT/tests_split.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_split.log" ;;
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \

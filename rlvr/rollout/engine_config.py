@@ -79,7 +79,7 @@ class FastEngineConfig:
     refill_check_every: int = 32
     """With refill: decode steps between the checks that collect finished rows and prefill
     waiting samples into them. Each check costs a prefill (a few milliseconds of GPU launches
-    however few its prompts), and a finished row idles until a check sees it (0.75 of this on
+    however few its prompts), and a finished row idles until a check sees it (0.625 of this on
     average): on one H200 at the Qwen2-0.5B shape with 256 rows, 32 beats 16 and 64."""
 
     def __post_init__(self) -> None:

@@ -17,12 +17,12 @@ run starts with the samples still waiting.
 A newcomer's completion may end past the shared step count, so the cap of max_new_tokens is
 enforced per row at the host checks, and its outputs are cut at the cap.
 
-The checks do not wait for the GPU: the finished flags are copied to the host a quarter of a check
+The checks do not wait for the GPU: the finished flags are copied to the host an eighth of a check
 interval before each check and read at it, while the steps queued after the copy run, and a
 finished row's outputs are gathered into a device buffer that the host copies once, after the last
 run. A check's host work (collecting, the newcomers' prefill, the cache writes) then overlaps the
 queued steps instead of leaving the GPU idle; the price is that a row is seen finished up to
-1.25 check intervals late (0.75 on average). Nothing in a check may synchronize: one blocking copy
+1.125 check intervals late (0.625 on average). Nothing in a check may synchronize: one blocking copy
 makes the host wait for every queued step and leaves the GPU idle while the host then works.
 
 On CUDA (with `cuda_graph`) the newcomers' prefill replays a captured graph (`PrefillGraphs`) of
@@ -42,10 +42,11 @@ from rlvr.rollout.fast_state import DecodeState
 from rlvr.rollout.sampler import force_token, sample_tokens
 from rlvr.rollout.tokens import host_to_device, left_pad
 
-FLAG_LEAD_DIVISOR = 4
+FLAG_LEAD_DIVISOR = 8
 """The finished flags a check reads are copied refill_check_every // this many steps before it:
 the smaller that lead, the sooner a finished row is seen, the less queued GPU work covers the
-check's host work (read at each run: profile_refill.py --flag-lead measures it)."""
+check's host work (read at each run). On one H200 at 256 rows and interval 32 (the Qwen2-0.5B
+shape, `profile_refill.py --flag-lead 4,8,16`): a lead of 4 steps beat 8 and 2."""
 
 class PrefillGraphs:
     """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket
