@@ -175,11 +175,8 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters")
-    # one fused kernel for the step where each process holds the whole optimizer state (one GPU,
-    # DDP): torch's default (foreach) launches per tensor group; ZeRO and FSDP keep the default
-    fused = acc.device.type == "cuda" and not distributed.shards_training_state(acc)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=tuple(cfg.adam_betas), fused=fused or None)
+                                  betas=tuple(cfg.adam_betas))
     model, optimizer = distributed.prepare(acc, model, optimizer, cfg.max_grad_norm)
     # Not passed to prepare: accelerate would step it once per process per update.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
