@@ -7,6 +7,7 @@
 #   ttc_rm then ttc_search (test-time compute on the chain's policy; runs/ttc is kept between calls while warm),
 #   ttc (both in one call of under 10 minutes, with the deadlines that measured the table: TTC_ARGS adds options)
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
+#   perf16_rollout (perf16's two fixed-length rollout rows alone)
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
 #   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
 #   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
@@ -69,11 +70,14 @@ refill_deep_row() {  # the same with a deep queue in one run: 16 x 256 sequences
     --engines fast,fast_refill --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps "$reps" \
     --refill-factor 16 --refill-horizon 9
 }
-perf16() {
+perf16_rollout() {  # the two fixed-length rollout rows
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
     --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
   perf16_row rollout_64x512_4096 120 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
+}
+perf16() {
+  perf16_rollout
   perf16_row rollout_variable_256x128_1024 100 benchmarks/bench_rollout.py --shape 0.5b \
     --engines fast,fast_nocompact --workload both --sizes 256 --prompt-len 128 --new-tokens 1024 --reps 2
   refill_row
@@ -158,6 +162,7 @@ for part in "$@"; do
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
+    perf16_rollout) perf16_rollout ;;
     update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
                       | tee "$OUT/update_packing.log" ;;
     tune_attention) timeout ${TUNE_TIMEOUT:-330} python3 benchmarks/tune_decode_attention.py --rollout ${TUNE_ARGS:-} 2>&1 \

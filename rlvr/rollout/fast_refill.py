@@ -31,6 +31,7 @@ few prompts, so its cost is launches, on the host when eager and on the GPU in a
 """
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import replace
@@ -110,9 +111,21 @@ class RefillOutputs:
         for slot, offset in zip(slots, offsets):
             self.kept[st.order[slot]] = min(cap, width - offset)
 
-    def lists(self) -> tuple[list[list[int]], list[list[float]]]:
-        tokens, logps = self.tokens.tolist(), self.logp.tolist()  # the one host copy
-        return ([row[:k] for row, k in zip(tokens, self.kept)], [row[:k] for row, k in zip(logps, self.kept)])
+    def lists(self, stop_ids: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+        """Each row's tokens and log-probs up to its first stop token (kept: its window otherwise).
+        The cut is made on the device and only those columns are copied, once: a deep queue's
+        windows are mostly padding after EOS, and turning them into Python lists cost seconds."""
+        cap = self.tokens.shape[1]
+        device = self.tokens.device
+        kept = torch.tensor(self.kept, device=device)
+        inside = torch.arange(cap, device=device) < kept[:, None]
+        stops = torch.isin(self.tokens, torch.tensor(stop_ids, dtype=torch.long, device=device)) & inside
+        lengths = torch.where(stops.any(dim=1), stops.int().argmax(dim=1) + 1, kept)
+        keep = torch.arange(cap, device=device) < lengths[:, None]
+        tokens, logps = self.tokens[keep].tolist(), self.logp[keep].tolist()  # row-major: rows end to end
+        ends = list(itertools.accumulate(lengths.tolist()))
+        starts = [0] + ends[:-1]
+        return ([tokens[a:b] for a, b in zip(starts, ends)], [logps[a:b] for a, b in zip(starts, ends)])
 
 
 class FinishedFlags:
@@ -331,4 +344,4 @@ def generate_with_refill(engine, prompt_ids: list[list[int]], group: int, params
     for key in RefillRun.COUNTS:
         if key.endswith("_s"):
             stats[key] = round(stats[key], 4)
-    return (*outputs.lists(), stats)
+    return (*outputs.lists(engine.eos_ids), stats)
