@@ -266,7 +266,8 @@ class SwiGLUFunction(torch.autograd.Function):
 
 class RotaryFunction(torch.autograd.Function):
     """rotary(q (B, Hq, L, D), k (B, Hk, L, D), cos, sin (B or 1, L, D)) -> rotated q, k with q's
-    and k's strides (HF's attention passes transposed views of the projections' outputs)."""
+    and k's strides (HF's attention passes transposed views of the projections' outputs) and dtypes
+    (under autocast HF's ops promote bf16 q to fp32 cos's dtype; SDPA's autocast rounds it back)."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
