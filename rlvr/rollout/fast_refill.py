@@ -49,6 +49,7 @@ the smaller that lead, the sooner a finished row is seen, the less queued GPU wo
 check's host work (read at each run). On one H200 at 256 rows and interval 32 (the Qwen2-0.5B
 shape, `profile_refill.py --flag-lead 4,8,16`): a lead of 4 steps beat 8 and 2."""
 
+
 class PrefillGraphs:
     """The engine's prefill (`FastEngine.prefill`) captured in CUDA graphs, one per batch bucket
     (a power of two) at one prompt width. A call copies its prompts into the bucket's static
@@ -114,7 +115,8 @@ class RefillOutputs:
     def lists(self, stop_ids: list[int]) -> tuple[list[list[int]], list[list[float]]]:
         """Each row's tokens and log-probs up to its first stop token (kept: its window otherwise).
         The cut is made on the device and only those columns are copied, once: a deep queue's
-        windows are mostly padding after EOS, and turning them into Python lists cost seconds."""
+        windows are mostly padding after EOS (listing 4096 windows of 1024 whole took 0.66 s on two
+        CPU cores, cut 0.37 s)."""
         cap = self.tokens.shape[1]
         device = self.tokens.device
         kept = torch.tensor(self.kept, device=device)
