@@ -6,7 +6,7 @@ lognormal (median a quarter of `--new-tokens`, sigma `--sigma`, capped; bench_ro
 variable-length workload), random token ids; and, for reference, every completion full length.
 Padded: the trainer's rows, [prompt | completion | right padding] as wide as the longest sequence.
 Packed: each sequence's real tokens end to end (rlvr.trainer.packing). Model: `--shape`, random
-weights, bf16, with the trainer's fused RMSNorm/SwiGLU patched in; loss dapo, AdamW lr 1e-6.
+weights, bf16, with the trainer's fused RMSNorm/SwiGLU/RoPE patched in; loss dapo, AdamW lr 1e-6.
 Time: one update with CUDA events, median of `--reps` after a warm-up update; peak memory above
 the model and optimizer state; the two paths' losses on the same batch, which must agree.
 

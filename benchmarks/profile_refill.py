@@ -160,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    from rlvr.rollout import fast_refill
+
     cuda = args.device == "cuda"
     model = build_model(args.shape, args.device, eos_token_id=None)
     total = args.rows * args.factor
@@ -168,8 +170,6 @@ def main(argv=None) -> int:
     work = Workload(args.prompt_len, args.new_tokens, args.group, args.device)
     config = fast_config("fast_refill", args.device, refill_rows=args.rows, refill_horizon=args.horizon)
     results, text = [], ""
-    from rlvr.rollout import fast_refill
-
     runs = [(int(e), int(d)) for e in args.check_every.split(",") for d in args.flag_lead.split(",")]
     default_divisor = fast_refill.FLAG_LEAD_DIVISOR
     for i, (every, divisor) in enumerate(runs):
@@ -188,8 +188,8 @@ def main(argv=None) -> int:
             restore()
             clock.finish()
             fast_refill.FLAG_LEAD_DIVISOR = default_divisor
-        row = {"check_every": every, "flag_lead": every // divisor, "useful_tok_s": round(tokens / wall), **engine.last_refill,
-               **clock.summary(engine.last_refill["steps"], wall)}
+        row = {"check_every": every, "flag_lead": every // divisor, "useful_tok_s": round(tokens / wall),
+               **engine.last_refill, **clock.summary(engine.last_refill["steps"], wall)}
         print(json.dumps(row), flush=True)
         results.append(row)
         if clock.prof is not None:
@@ -200,7 +200,8 @@ def main(argv=None) -> int:
         Path(out).mkdir(parents=True, exist_ok=True)
         Path(out, "profile_refill.json").write_text(json.dumps({"args": vars(args), "env": environment(),
                                                                 "runs": results}, indent=1))
-        Path(out, "profile_refill.txt").write_text(text)
+        if text:  # no trace asked for (--trace-checks 0): no table
+            Path(out, "profile_refill.txt").write_text(text)
     return 0
 
 

@@ -2,7 +2,7 @@
 hidden states, the fused loss (forward + backward through the lm_head), the backward through the
 model, gradient clipping and the AdamW step, each timed with CUDA events; then the kernels of one
 whole update under torch.profiler, grouped by name; with the HF modules as they are, then with
-rlvr's fused RMSNorm/SwiGLU kernels patched in (what the trainer does). Same model and batch as bench_grpo_step.py
+rlvr's fused RMSNorm/SwiGLU/RoPE kernels patched in (what the trainer does). Same model and batch as bench_grpo_step.py
 (default: Qwen2-0.5B shape, random, bf16; 64 sequences of 128 prompt + 256 completion tokens, loss dapo).
 
     python benchmarks/profile_train_step.py [--shape 0.5b] [--prompts 8] [--group 8] [--prompt-len 128]
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     batch = random_batch(B.PROMPTS * B.GROUP, "cuda")
     advantages = torch.randn(B.PROMPTS * B.GROUP, device="cuda")
     weight = output_weight(model)
-    for label in ("HF modules", "fused RMSNorm/SwiGLU"):
+    for label in ("HF modules", "fused RMSNorm/SwiGLU/RoPE"):
         if label != "HF modules":
             print(f"\npatched {patch_for_training(model)} modules")
         report(label, model, optimizer, batch, advantages, weight, args)
@@ -92,7 +92,8 @@ def report(label, model, optimizer, batch, advantages, weight, args) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     runs = [phases(model, optimizer, batch, advantages, weight) for _ in range(args.reps + 1)][1:]
-    print(f"## {label}: update phases, {B.SHAPE}, {B.PROMPTS * B.GROUP} x ({B.PROMPT_LEN}+{B.NEW_TOKENS}) tokens, median of {args.reps}")
+    print(f"## {label}: update phases, {B.SHAPE}, {B.PROMPTS * B.GROUP} x ({B.PROMPT_LEN}+{B.NEW_TOKENS}) tokens, "
+          f"median of {args.reps}")
     print("| phase | ms |\n|---|---|")
     total = 0.0
     for name in runs[0]:

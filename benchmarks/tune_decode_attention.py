@@ -178,8 +178,8 @@ def main(argv=None) -> int:
     results, best = sweep(args, SHAPES[args.shape], args.device, dtype)
     default = next(r for r in results if r.get("default"))
     print(f"\nfastest: block_s {best['block_s']}, warps {best['num_warps']}, stages {best['num_stages']}, "
-          f"programs/SM {best['programs_per_sm']}, splits {best['splits']}: {best['total_us']:.1f} us over the columns against the "
-          f"default's {default['total_us']:.1f} ({default['total_us'] / best['total_us']:.2f}x)")
+          f"programs/SM {best['programs_per_sm']}, splits {best['splits']}: {best['total_us']:.1f} us over the "
+          f"columns against the default's {default['total_us']:.1f} ({default['total_us'] / best['total_us']:.2f}x)")
     rows = rollout_rows(args, best) if args.rollout else []
     if rows:
         print_table(f"rollout, {args.shape}, N={args.n}, prompt {args.prompt_len} + {args.new_tokens} new",

@@ -15,7 +15,7 @@
 #   variable-length sequences, then 16 x 256 with refill_horizon 9; $OUT/perf16_rollout_refill_256x128_1024*.json)
 #   refill_deep (only the deep-queue row of `refill`; REFILL_REPS timed reps)
 #   profile_refill (profile_refill.py: a deep-queue refill run with its checks timed on host and GPU, per check_every,
-#   and torch.profiler over a dozen checks; $OUT/profile_refill.{json,txt})
+#   and torch.profiler over a dozen checks; $OUT/profile_refill.json, the profiler tables in .txt)
 #   tune_attention (tune_decode_attention.py: decode attention launch parameters swept at 64 x 4608 columns,
 #   then the fastest against the default on a 64 x (512 + 4096) generation; $OUT/tune_decode_attention.json)
 #   tune_short (tune_decode_attention.py --splits: split counts and column blocks timed on the short caches of the 1.5b
