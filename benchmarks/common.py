@@ -31,7 +31,7 @@ class Row:
     value: float | None
     """The measured figure (ms or tok/s; see `unit`); None when the row could not run."""
     unit: str
-    """"ms" (lower is better) or "tok/s" (higher is better)."""
+    """"ms", "us", "s" (lower is better) or "tok/s" (higher is better)."""
     peak_gib: float | None = None
     """Peak device memory above what was allocated before the measured call (GiB)."""
     note: str = ""
@@ -126,7 +126,7 @@ def print_table(title: str, rows: list[Row], baseline: str) -> None:
             ratio = "-"
         elif base is None:
             ratio = "?"
-        elif r.unit == "ms" or r.unit == "s":
+        elif r.unit in ("ms", "s", "us"):
             ratio = f"{base.value / r.value:.2f}x"
         else:
             ratio = f"{r.value / base.value:.2f}x"

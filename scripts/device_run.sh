@@ -23,6 +23,10 @@
 #   replaces the grid; $OUT/tune_short_*.json)
 #   profile_shapes (profile_decode.py: 1.5b at 64 rows, column 400 of 128 + 512; 0.5b at 64 and 256 rows, column 200)
 #   grpo_backends (the 1.5b GRPO step with torch's SDPA choice, then [flash] and [cudnn] in the update; GRPO_BACKENDS)
+#   sampler (bench_sampler.py: the sampler alone at 64 and 256 rows against torch; SAMPLER_ARGS adds options,
+#   e.g. --compare-module with a copy of an earlier fast_kernels.py; $OUT/bench_sampler.json)
+#   base:PART (PART run from ./ab_base, an earlier tree unpacked beside this one, e.g.
+#   `mkdir ab_base && git archive BASE rlvr benchmarks/*.py scripts | tar -x -C ab_base`; records in $OUT/base)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -162,6 +166,8 @@ for part in "$@"; do
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
+    sampler) timeout 120 python3 benchmarks/bench_sampler.py ${SAMPLER_ARGS:-} 2>&1 | tee "$OUT/sampler.log" ;;
+    base:*) (cd ab_base && OUT="$OUT/base" RLVR_COMMIT="${BASE_COMMIT:-base}" bash scripts/device_run.sh "${part#base:}") ;;
     perf16_rollout) perf16_rollout ;;
     update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
                       | tee "$OUT/update_packing.log" ;;

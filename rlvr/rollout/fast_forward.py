@@ -116,8 +116,8 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
 
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
                          stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
-    """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: about 9 launches per
-    layer with `stacked` projections (12 without) instead of about 36. Returns logits (N, V) in
+    """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: 8 launches per layer
+    with `stacked` projections (11 without; one more with split-KV) instead of about 36. Returns logits (N, V) in
     the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
     None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
@@ -131,8 +131,8 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
         attn, mlp = layer.self_attn, layer.mlp
         h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
         q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
-        q = K.rope_and_cache_(q, k, v, cos, sin, k_cache[i], v_cache[i], col)
-        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits)
+        out = K.rope_cache_attention_(q, k, v, cos, sin, k_cache[i], v_cache[i], start, col, parts.scaling,
+                                      attn_splits)
         norm = layer.post_attention_layernorm
         h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))

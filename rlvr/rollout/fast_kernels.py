@@ -6,12 +6,14 @@ sizes, so each kernel replaces several torch ops:
   rope_and_cache_   RoPE on q and k (rotate-half form), k and v written into the cache column
   decode_attention  one query token per sequence against its cache (GQA: the G query heads of a
                     K/V head in one program), online softmax, reading only columns start..col;
-                    for long caches and few sequences the columns are split over several programs
-                    and their partial softmaxes combined in a second launch (split-KV)
+                    for long caches and few sequences the visible columns are split over several
+                    programs and their partial softmaxes combined in a second launch (split-KV)
+  rope_cache_attention_  both above in the attention's launch: each program rotates its query
+                    group, the one holding column col writes the rotated key and the value there
   silu_mul          act(gate) * up of the MLP (SiLU), rounded as the two torch ops would be
-  sample_           temperature softmax -> one token per row by the Gumbel-max trick (argmax of
-                    logits/T + Gumbel noise, exact sampling), and its log-prob; greedy is argmax;
-                    the vocabulary is split over programs, then combined (two launches)
+  sample_           temperature softmax -> one token per row by inverse CDF (one uniform per row,
+                    exact sampling), and its log-prob; greedy is argmax; the vocabulary is split
+                    over programs that sum exponentials, then combined (two launches)
 
 Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
 so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
@@ -124,18 +126,59 @@ def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
 
 
 @triton.jit
+def _rotated(ptr, rows, row_ok, d, cos, sin, D: tl.constexpr):
+    """RoPE (rotate-half form) of the (rows, D) tile at ptr + rows * D + d, fp32 math, rounded to
+    the model dtype as `rope_and_cache_` stores it."""
+    half: tl.constexpr = D // 2
+    partner = (d + half) % D
+    sign = tl.where(d < half, -1.0, 1.0)  # rotate_half(x)[d] = -x[d + D/2] (d < D/2), x[d - D/2] (else)
+    x = tl.load(ptr + rows[:, None] * D + d[None, :], mask=row_ok[:, None], other=0.0)
+    rot = tl.load(ptr + rows[:, None] * D + partner[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+    out = x.to(tl.float32) * cos[None, :] + rot * (sign * sin)[None, :]
+    return out.to(x.dtype)
+
+
+@triton.jit
+def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, base, col,
+                          write, q_stride, k_stride, v_stride, GROUP: tl.constexpr, D: tl.constexpr):
+    """The fused prologue: the KV head's query group rotated (BLOCK_G, D), and -- where `write`
+    (the program whose columns hold `col`) -- the rotated key and the value stored at column `col`.
+    A barrier follows: the program's threads read that column back in the column loop."""
+    cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
+    sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
+    q = _rotated(q_ptr + n * q_stride + h * GROUP * D, g, g < GROUP, d, cos, sin, D)
+    one = g < 1  # the key and value are one row: row 0 of a BLOCK_G tile
+    k = _rotated(k_ptr + n * k_stride + h * D, g, one, d, cos, sin, D)
+    v = tl.load(v_ptr + n * v_stride + h * D + g[:, None] * D + d[None, :], mask=one[:, None], other=0.0)
+    at = base + (col + g[:, None]) * D + d[None, :]
+    tl.store(k_cache_ptr + at, k, mask=one[:, None] & write)
+    tl.store(v_cache_ptr + at, v, mask=one[:, None] & write)
+    tl.debug_barrier()
+    return q
+
+
+@triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
-                             KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                             k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
+                             KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
                              BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+    """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
+    ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, D)
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
-    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    base = (n * KV + h) * S * D
+    col = tl.load(col_ptr)
+    if ROPE:
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  True, q_stride, k_stride, v_stride, GROUP, D)
+    else:
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
     start = tl.load(start_ptr + n)  # first valid column (left padding before it)
-    end = tl.load(col_ptr) + 1  # columns written so far
-    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, (n * KV + h) * S * D, (start // BLOCK_S) * BLOCK_S, end,
+    end = col + 1  # columns written so far
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
                                     start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
@@ -143,13 +186,17 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
 
 @triton.jit
 def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, start_ptr, col_ptr,
-                                   scale, S, CHUNK, SPLITS, KV: tl.constexpr, GROUP: tl.constexpr,
-                                   D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
+                                   scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
+                                   v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                                   ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
                                    PRECISION: tl.constexpr):
-    """Program (n, h, split): the partial softmax of the KV head's query group over the columns
-    [split * CHUNK, (split + 1) * CHUNK) that are visible. A split wholly past `col` or before
-    start[n] runs no block and stores m = -inf, l = 0, acc = 0 (the scratch is uninitialised:
-    the combine must not read garbage, which could be NaN, even at weight 0)."""
+    """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
+    equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
+    column, so every split has work from early in a generation on, not only once `col` reaches
+    it. A split past the visible columns runs no block and stores m = -inf, l = 0, acc = 0 (the
+    scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
+    weight 0). With ROPE the split holding `col` writes the new key and value (see
+    `_decode_attention_kernel`)."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -157,14 +204,22 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     d = tl.arange(0, D)
     rows = (n * KV + h) * GROUP + g
     in_group = g < GROUP
-    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    base = (n * KV + h) * S * D
     start = tl.load(start_ptr + n)
-    end = tl.load(col_ptr) + 1
-    # CHUNK is a multiple of BLOCK_S, so no block crosses into the next split; the first block
-    # holds `start` or the split's first column, both visible when the range is not empty
-    lo = tl.maximum(split * CHUNK, (start // BLOCK_S) * BLOCK_S)
-    hi = tl.minimum((split + 1) * CHUNK, end)
-    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, (n * KV + h) * S * D, lo, hi, start, end, scale, d,
+    col = tl.load(col_ptr)
+    end = col + 1
+    first = (start // BLOCK_S) * BLOCK_S
+    chunk = tl.cdiv(tl.cdiv(end - first, SPLITS), BLOCK_S) * BLOCK_S
+    # each range is whole blocks, so no block crosses into the next split; its first block holds
+    # `start` or the range's first column, both visible when the range is not empty
+    lo = first + split * chunk
+    hi = tl.minimum(lo + chunk, end)
+    if ROPE:
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D)
+    else:
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
                                     BLOCK_G, D, BLOCK_S, PRECISION)
     part = rows * SPLITS + split  # scratch (N * heads, SPLITS[, D])
     tl.store(part_m_ptr + part, m_i, mask=in_group)
@@ -217,48 +272,54 @@ def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int 
                      tiling: AttentionTiling | None = None) -> torch.Tensor:
     """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D).
 
-    `splits`: column ranges each (sequence, KV head) is divided into (`split_decode_attention`);
-    1 runs one program per pair over all its columns; None picks `attention_splits` for these
-    shapes and q's device. The count is a launch shape: fixed for a captured CUDA graph.
+    `splits`: equal ranges of whole blocks each (sequence, KV head)'s visible columns are divided
+    into, one program each (more programs than N x kv: long caches fill the GPU), their partial
+    softmaxes combined by a second launch; 1 runs one program per pair over all its columns; None
+    picks `attention_splits` for these shapes and q's device. The count is a launch shape: fixed
+    for a captured CUDA graph; the ranges follow the current column inside the kernel.
     `tiling`: launch parameters, ATTENTION_TILING when None."""
+    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling)
+
+
+def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
+                          tiling: AttentionTiling | None = None) -> torch.Tensor:
+    """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
+    k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
+    output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
+    columns hold `col` rotates its key and writes it and the value at `col` before reading the
+    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written."""
+    d = k_cache.shape[-1]
+    assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
+    assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
+    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling)
+
+
+def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> torch.Tensor:
+    """Both entry points: `rope` is None (q rotated, (N, heads, D)) or (k, v, cos, sin)."""
     tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
+    heads = q.shape[1] if rope is None else q.shape[1] // d
+    if rope is None:
+        rope_args = (q, q, q, q, 0, 0, 0)  # unused pointers and strides
+    else:
+        k, v, cos, sin = rope
+        rope_args = (k, v, cos, sin, q.stride(0), k.stride(0), v.stride(0))
     if splits is None:
         splits = attention_splits(n, kv, s, device_sm_count(q.device))
-    if splits > 1:
-        return split_decode_attention(q, k_cache, v_cache, start, col, scale, splits, tiling)
-    heads = q.shape[1]
+    splits = min(splits, triton.cdiv(s, tiling.block_s))  # at most one split per block of columns
+    shape = dict(KV=kv, GROUP=heads // kv, D=d, ROPE=rope is not None,
+                 BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
+                 PRECISION=_precision(q.dtype), **tiling.launch())
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
-    _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, KV=kv, GROUP=heads // kv,
-                                      D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)),
-                                      BLOCK_S=tiling.block_s, PRECISION=_precision(q.dtype), **tiling.launch())
-    return out
-
-
-def _split_columns(s: int, splits: int, block_s: int) -> tuple[int, int]:
-    """(columns per split, splits): S / splits rounded up to whole blocks; the rounding can leave
-    the last splits past S, which are dropped."""
-    chunk = triton.cdiv(triton.cdiv(s, splits), block_s) * block_s
-    return chunk, triton.cdiv(s, chunk)
-
-
-def split_decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int,
-                           tiling: AttentionTiling | None = None) -> torch.Tensor:
-    """`decode_attention` with each (sequence, KV head)'s columns divided into `splits` ranges, one
-    program each (more programs than N x kv: long caches fill the GPU), then one launch combining
-    the ranges' partial softmaxes per query head. Two launches; fp32 scratch of N x heads x splits
-    x (D + 2)."""
-    tiling = tiling or ATTENTION_TILING
-    n, kv, s, d = k_cache.shape
-    heads = q.shape[1]
-    chunk, splits = _split_columns(s, splits, tiling.block_s)
+    if splits == 1:
+        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
+        return out
+    # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, then one launch
+    # combining them per query head
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
-    _decode_attention_split_kernel[(n, kv, splits)](
-        q, k_cache, v_cache, part_m, part_l, part_acc, start, col, scale, s, chunk, splits, KV=kv,
-        GROUP=heads // kv, D=d, BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
-        PRECISION=_precision(q.dtype), **tiling.launch())
-    out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
+    _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
+                                                    scale, s, splits, *rope_args, **shape)
     _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
                                          BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
     return out
@@ -294,90 +355,105 @@ def _scaled_logits(base, cols, V, inv_temp):
 
 
 @triton.jit
-def _race_update(x, u, cols, m, s, best, best_idx, GREEDY: tl.constexpr):
-    """Fold one vector of x = logits / T (invalid columns -inf) into per-lane running state: max m,
-    sum s of exp(x - m), best race value x + Gumbel noise (x alone when greedy) and its column.
-    Elementwise only: the cross-lane reductions happen once per chunk, not once per block."""
-    m_new = tl.maximum(m, x)
-    empty = m_new == float("-inf")  # nothing valid seen in this lane yet: avoid -inf - -inf
-    s = s * tl.where(empty, 0.0, tl.exp(m - m_new)) + tl.where(empty, 0.0, tl.exp(x - m_new))
-    if GREEDY:
-        z = x
-    else:
-        z = x - tl.log(-tl.log(u))  # + Gumbel(0, 1); u = 0 gives -inf (never chosen)
-    take = z > best  # strict: a lane keeps its first maximum (its columns only increase)
-    return m_new, s, tl.where(take, z, best), tl.where(take, cols, best_idx)
+def _fold_exp_sum(x, m, s):
+    """Fold x (invalid columns -inf) into per-lane running max m and sum s of exp(x - m) with one
+    exp per element: exp(-|x - m|) is the new term when x <= m, the old sum's rescale when x > m."""
+    e = tl.where(x == float("-inf"), 0.0, tl.exp(-tl.abs(x - m)))  # m = -inf < x: exp(-inf) = 0
+    s = tl.where(x > m, s * e + 1.0, s + e)
+    return tl.maximum(m, x), s
 
 
 @triton.jit
-def _sample_partial_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s_ptr, part_best_ptr, part_idx_ptr,
-                           CHUNK, SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (row, split): the race over columns [split * CHUNK, (split + 1) * CHUNK) of the row.
-    Four uniforms per Philox call (rand4x): the block is four quarters, one uniform stream each."""
+def _sample_partial_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part_idx_ptr, CHUNK,
+                           SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): max m and sum of exp(x - m) of x = logits / T over the columns
+    [split * CHUNK, (split + 1) * CHUNK) of the row (m = -inf, sum 0 past the vocabulary); with
+    GREEDY also the first column holding the max. Per-lane state, one cross-lane reduction at the end."""
     row = tl.program_id(0)
     split = tl.program_id(1)
     base = logits_ptr + row.to(tl.int64) * V
-    seed = tl.load(seed_ptr)
-    Q: tl.constexpr = BLOCK // 4
-    q = tl.arange(0, Q)
-    blocks_per_row = tl.cdiv(V, BLOCK)
-    m = tl.full([Q], float("-inf"), tl.float32)
-    s = tl.zeros([Q], tl.float32)
-    best = tl.full([Q], float("-inf"), tl.float32)
-    best_idx = tl.zeros([Q], tl.int32)
+    lanes = tl.arange(0, BLOCK)
+    m = tl.full([BLOCK], float("-inf"), tl.float32)
+    s = tl.zeros([BLOCK], tl.float32)
+    first = tl.zeros([BLOCK], tl.int32)
     lo = split * CHUNK
     for start in range(lo, tl.minimum(lo + CHUNK, V), BLOCK):
-        c0 = start + q
-        x0 = _scaled_logits(base, c0, V, inv_temp)
-        x1 = _scaled_logits(base, c0 + Q, V, inv_temp)
-        x2 = _scaled_logits(base, c0 + 2 * Q, V, inv_temp)
-        x3 = _scaled_logits(base, c0 + 3 * Q, V, inv_temp)
+        cols = start + lanes
+        x = _scaled_logits(base, cols, V, inv_temp)
         if GREEDY:
-            u0, u1, u2, u3 = x0, x1, x2, x3  # unused
-        else:  # one Philox counter per 4 columns, unique over (row, block, quarter column)
-            u0, u1, u2, u3 = tl.rand4x(seed, (row * blocks_per_row + start // BLOCK) * Q + q)
-        m, s, best, best_idx = _race_update(x0, u0, c0, m, s, best, best_idx, GREEDY)
-        m, s, best, best_idx = _race_update(x1, u1, c0 + Q, m, s, best, best_idx, GREEDY)
-        m, s, best, best_idx = _race_update(x2, u2, c0 + 2 * Q, m, s, best, best_idx, GREEDY)
-        m, s, best, best_idx = _race_update(x3, u3, c0 + 3 * Q, m, s, best, best_idx, GREEDY)
+            first = tl.where(x > m, cols, first)  # strict: a lane keeps its first maximum
+        m, s = _fold_exp_sum(x, m, s)
     m_all = tl.max(m, axis=0)
     s_all = tl.sum(tl.where(s > 0, s * tl.exp(m - m_all), 0.0), axis=0)
-    top = tl.max(best, axis=0)
     out = row * SPLITS + split
     tl.store(part_m_ptr + out, m_all)
     tl.store(part_s_ptr + out, s_all)
-    tl.store(part_best_ptr + out, top)
-    tl.store(part_idx_ptr + out, tl.min(tl.where(best == top, best_idx, 2147483647), axis=0))
+    if GREEDY:
+        tl.store(part_idx_ptr + out, tl.min(tl.where(m == m_all, first, 2147483647), axis=0))
 
 
 @triton.jit
-def _sample_combine_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part_best_ptr, part_idx_ptr,
+def _inverse_cdf_column(base, V, inv_temp, m_all, lo, hi, r, BLOCK: tl.constexpr):
+    """The first column c in [lo, hi) where the running sum of exp(x - m_all) passes r (the last
+    column of positive weight if rounding leaves r unreached). Blocks wholly before the crossing
+    cost one sum; the cumulative sum runs only on the block that holds it."""
+    lanes = tl.arange(0, BLOCK)
+    running = 0.0
+    found = 2147483647
+    last = lo
+    for start in range(lo, hi, BLOCK):
+        cols = start + lanes
+        p = tl.exp(_scaled_logits(base, cols, V, inv_temp) - m_all)  # -inf -> 0
+        total = tl.sum(p, axis=0)
+        if (found == 2147483647) & (running + total > r):
+            c = running + tl.cumsum(p, axis=0)
+            found = tl.min(tl.where(c > r, cols, 2147483647), axis=0)
+        last = tl.maximum(last, tl.max(tl.where(p > 0, cols, -1), axis=0))
+        running += total
+    return tl.where(found == 2147483647, last, found)
+
+
+@triton.jit
+def _sample_combine_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s_ptr, part_idx_ptr, CHUNK,
                            token_ptr, logp_ptr, finished_ptr, stop_ptr, n_stop, pad_id, out_tokens_ptr,
                            out_logp_ptr, step_ptr, max_new, pos_ptr,
-                           SPLITS: tl.constexpr, RECORD: tl.constexpr, STOP_BLOCK: tl.constexpr):
-    """Per row: the log-sum-exp of the splits' (m, s), the split with the best race value (the
-    first on ties: lower columns), and the chosen token's log-prob. With RECORD, also the decode
-    step's bookkeeping: a finished row gets the pad token and log-prob 0, both are written at
-    output column `step`, the row finishes on a stop token, and its position advances."""
+                           SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr, RECORD: tl.constexpr,
+                           STOP_BLOCK: tl.constexpr):
+    """Per row: the splits' (m, sum) combined by log-sum-exp into the row's normaliser; the token
+    is the first max (GREEDY), else drawn by inverse CDF: one uniform u per row, the split where
+    the cumulative mass passes u times the total, then the column inside it. Its log-prob too.
+    With RECORD, also the decode step's bookkeeping: a finished row gets the pad token and
+    log-prob 0, both are written at output column `step`, the row finishes on a stop token, and
+    its position advances."""
     row = tl.program_id(0)
-    i = row * SPLITS + tl.arange(0, SPLITS)
+    j = tl.arange(0, SPLITS)
+    i = row * SPLITS + j
     m = tl.load(part_m_ptr + i)
-    s = tl.load(part_s_ptr + i)
-    best = tl.load(part_best_ptr + i)
-    idx = tl.load(part_idx_ptr + i)
     m_all = tl.max(m, axis=0)
-    s_all = tl.sum(tl.where(s > 0, s * tl.exp(m - m_all), 0.0), axis=0)  # empty splits: m = -inf, s = 0
-    top = tl.max(best, axis=0)
-    token = tl.min(tl.where(best == top, idx, 2147483647), axis=0)  # splits are in column order
-    x_token = (tl.load(logits_ptr + row.to(tl.int64) * V + token).to(tl.float32) * inv_temp).to(tl.float32)
-    logp = x_token - (m_all + tl.log(s_all))
+    w = tl.where(m > float("-inf"), tl.load(part_s_ptr + i) * tl.exp(m - m_all), 0.0)  # empty splits weigh 0
+    cum = tl.cumsum(w, axis=0)
+    total = tl.max(cum, axis=0)  # the last cumulative sum: `cum` is the one scale of the draw
+    base = logits_ptr + row.to(tl.int64) * V
+    if GREEDY:
+        token = tl.min(tl.where(m == m_all, tl.load(part_idx_ptr + i), 2147483647), axis=0)  # splits in column order
+    else:
+        seed = tl.load(seed_ptr)
+        u = tl.sum(tl.rand(seed, row + tl.zeros([1], tl.int32)), axis=0)
+        target = tl.minimum(u, 1.0 - 2.0 ** -23) * total  # below the total: u can round to 1.0
+        nonempty = tl.max(tl.where(w > 0, j, 0), axis=0)
+        pick = tl.minimum(tl.sum((cum <= target).to(tl.int32), axis=0), nonempty)
+        before = tl.sum(tl.where(j == pick - 1, cum, 0.0), axis=0)
+        lo = pick * CHUNK
+        token = _inverse_cdf_column(base, V, inv_temp, m_all, lo, tl.minimum(lo + CHUNK, V), target - before, BLOCK)
+    x_token = _scaled_logits(base, token, V, inv_temp)
+    logp = x_token - (m_all + tl.log(total))
     token = token.to(tl.int64)
     if RECORD:
         done = tl.load(finished_ptr + row) != 0
         token = tl.where(done, pad_id, token)
         logp = tl.where(done, 0.0, logp)
-        j = tl.arange(0, STOP_BLOCK)
-        stops = tl.load(stop_ptr + j, mask=j < n_stop, other=-1)
+        k = tl.arange(0, STOP_BLOCK)
+        stops = tl.load(stop_ptr + k, mask=k < n_stop, other=-1)
         stopped = tl.sum((stops == token).to(tl.int32), axis=0) > 0
         step = tl.load(step_ptr)
         tl.store(out_tokens_ptr + row.to(tl.int64) * max_new + step, token)
@@ -389,7 +465,7 @@ def _sample_combine_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part
 
 
 _SAMPLE_BLOCK = 2048
-_SAMPLE_PROGRAMS = 1024  # enough row x split programs to fill an H200 several times over
+_SAMPLE_PROGRAMS = 2048  # row x split programs: enough to fill an H200 several times over
 
 
 def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,19 +479,22 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record
     for finished rows) into `tokens`. The caller advances `step` (and the cache column).
 
     Two launches: each row's vocabulary is split over several programs (a few rows alone would
-    leave most of the GPU idle), then one program per row combines the splits.
+    leave most of the GPU idle) that reduce it to a max and a sum of exponentials, one exp per
+    entry; then one program per row combines the splits and draws by inverse CDF, re-reading only
+    the split its uniform falls in. (A Gumbel-max race, the earlier design, needs a random number
+    and two logs per entry: about three times the work on a 150k vocabulary.)
     """
     n, v = logits.shape
     blocks = triton.cdiv(v, _SAMPLE_BLOCK)
     splits = min(64, triton.next_power_of_2(triton.cdiv(_SAMPLE_PROGRAMS, n)), triton.next_power_of_2(blocks))
     chunk = triton.cdiv(blocks, splits) * _SAMPLE_BLOCK
-    part_m, part_s, part_best = (torch.empty(n, splits, dtype=torch.float32, device=logits.device) for _ in range(3))
+    part_m, part_s = (torch.empty(n, splits, dtype=torch.float32, device=logits.device) for _ in range(2))
     part_idx = torch.empty(n, splits, dtype=torch.int32, device=logits.device)
     token = torch.empty(n, dtype=torch.long, device=logits.device) if record is None else record.tokens
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
     greedy = temperature == 0
     inv_temp = 1.0 if greedy else 1.0 / temperature
-    _sample_partial_kernel[(n, splits)](logits, v, inv_temp, seed, part_m, part_s, part_best, part_idx, chunk,
+    _sample_partial_kernel[(n, splits)](logits, v, inv_temp, part_m, part_s, part_idx, chunk,
                                         SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK, num_warps=4)
     if record is None:
         bookkeeping = (token, token, 0, 0, token, logp, seed, 0, token)  # unused pointers
@@ -425,9 +504,9 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record
         bookkeeping = (r.finished, r.stop_ids, r.stop_ids.numel(), r.pad_id, r.out_tokens, r.out_logp, r.step,
                        r.out_tokens.shape[1], r.pos)
         stop_block = triton.next_power_of_2(max(1, r.stop_ids.numel()))
-    _sample_combine_kernel[(n,)](logits, v, inv_temp, part_m, part_s, part_best, part_idx, token, logp,
-                                 *bookkeeping, SPLITS=splits, RECORD=record is not None, STOP_BLOCK=stop_block,
-                                 num_warps=1)
+    _sample_combine_kernel[(n,)](logits, v, inv_temp, seed, part_m, part_s, part_idx, chunk, token, logp,
+                                 *bookkeeping, SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK,
+                                 RECORD=record is not None, STOP_BLOCK=stop_block, num_warps=4)
     return token, logp
 
 

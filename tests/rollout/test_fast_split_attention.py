@@ -24,9 +24,10 @@ DEVICE = "cpu" if INTERPRETED else "cuda"
 DTYPES = [torch.float32] if INTERPRETED else [torch.float32, torch.bfloat16]  # bf16 on the GPU only
 
 N, KV, HEADS, D, S = 4, 2, 14, 32, 320  # 7 query heads per KV head: not a power of two
-# with 3 splits each covers 128 columns (S / 3 rounded up to 64-column blocks): [0, 128), [128, 256), [256, 320)
-STARTS = [0, 3, 130, 260]  # left padding; 130 and 260 lie past one and two splits (capped at the column)
-COLS = [5, 127, 128, 200, S - 1]  # inside the first split, its last column, on a boundary, mid-cache, the last
+# the splits divide the visible 64-column blocks start // 64 .. col // 64 evenly: some splits are
+# empty on short ranges, and a range's first block can hold left padding
+STARTS = [0, 3, 130, 260]  # left padding (capped at the column)
+COLS = [5, 127, 128, 200, S - 1]  # in the first block, its last column, on a block boundary, mid-cache, the last
 
 
 # ----------------------------------------------------------------------------- the split count (CPU)
@@ -201,3 +202,32 @@ def test_engine_with_split_attention_decodes_as_the_single_pass_engine(monkeypat
     assert split.lengths == [120] * 6 and split.completion_ids == single.completion_ids
     for a, b in zip(split.logprobs, single.logprobs):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("splits", [1, 3])
+def test_rope_cache_attention_equals_rope_then_attention(splits, dtype):
+    """The fused launch rotates q and k, writes k and v at the column and attends, as
+    `rope_and_cache_` followed by `decode_attention` do: same output, same cache, for q/k/v that
+    are column slices of one projection and a column in any split (the writer is the split holding it)."""
+    from rlvr.rollout.fast_kernels import decode_attention, rope_and_cache_, rope_cache_attention_
+
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    qkv = torch.randn(N, (HEADS + 2 * KV) * D, generator=gen, device=DEVICE).to(dtype)
+    q, k, v = qkv.split([HEADS * D, KV * D, KV * D], dim=1)
+    _, k_cache, v_cache = _inputs(dtype, seed=4)
+    for col in COLS:
+        start = torch.tensor(STARTS, device=DEVICE).clamp(max=col)
+        angles = (col - start)[:, None].float() * torch.linspace(0.01, 1.0, D // 2, device=DEVICE).repeat(2)
+        cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+        col_t = torch.tensor([col], device=DEVICE)
+        k1, v1, k2, v2 = k_cache.clone(), v_cache.clone(), k_cache.clone(), v_cache.clone()
+        rotated = rope_and_cache_(q, k, v, cos, sin, k1, v1, col_t)
+        two_launches = decode_attention(rotated, k1, v1, start, col_t, D ** -0.5, splits)
+        fused = rope_cache_attention_(q, k, v, cos, sin, k2, v2, start, col_t, D ** -0.5, splits)
+        _close(fused, two_launches, dtype)
+        assert torch.equal(v2, v1)
+        _close(k2, k1, dtype)
+        assert not torch.equal(k2[:, :, col], k_cache[:, :, col])  # the column was written
+        _close(fused, _reference(rotated, k1, v1, start, col, D ** -0.5), dtype)
