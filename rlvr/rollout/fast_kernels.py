@@ -99,12 +99,15 @@ def rope_and_cache_(q, k, v, cos, sin, k_cache, v_cache, col) -> torch.Tensor:
 
 
 @triton.jit
-def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d, m_i, l_i, acc,
-                    D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
+                    BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
     """Online softmax of q (BLOCK_G, D) over the cache columns [lo, hi) (lo a multiple of BLOCK_S)
-    of one (sequence, KV head), columns outside [start, end) masked, folded into the running max
-    m_i, sum l_i of exp(score - m) and unnormalised output acc (BLOCK_G, D), all fp32. Every block
-    must hold a visible column unless m_i is finite already (the callers' ranges guarantee it)."""
+    of one (sequence, KV head), columns outside [start, end) masked. Every block must hold a
+    visible column (the caller's range guarantees it). Returns the running max m, the sum l of
+    exp(score - m) and the unnormalised output acc (BLOCK_G, D), fp32."""
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
     for s0 in range(lo, hi, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         in_cache = s < end
@@ -137,12 +140,10 @@ def _rotated(ptr, rows, row_ok, d, cos, sin, D: tl.constexpr):
 
 @triton.jit
 def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, base, col,
-                          owner, scale, q_stride, k_stride, v_stride, GROUP: tl.constexpr, D: tl.constexpr):
-    """The fused prologue: the KV head's query group rotated (BLOCK_G, D) and the softmax state the
-    column loop starts from. The new column's key is rotated and it and the value are stored at
-    `col` by the `owner` program (the one whose range holds `col`); the owner also starts its
-    state from that column, scored from registers (m = its score, l = 1, acc = its value), so its
-    loop stops before `col` and no program reads what this launch writes."""
+                          write, q_stride, k_stride, v_stride, GROUP: tl.constexpr, D: tl.constexpr):
+    """The fused prologue: the KV head's query group rotated (BLOCK_G, D), and -- where `write`
+    (the program whose columns hold `col`) -- the rotated key and the value stored at column `col`.
+    A barrier follows: the program's threads read that column back in the column loop."""
     cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
     sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
     q = _rotated(q_ptr + n * q_stride + h * GROUP * D, g, g < GROUP, d, cos, sin, D)
@@ -150,23 +151,10 @@ def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_
     k = _rotated(k_ptr + n * k_stride + h * D, g, one, d, cos, sin, D)
     v = tl.load(v_ptr + n * v_stride + h * D + g[:, None] * D + d[None, :], mask=one[:, None], other=0.0)
     at = base + (col + g[:, None]) * D + d[None, :]
-    tl.store(k_cache_ptr + at, k, mask=one[:, None] & owner)
-    tl.store(v_cache_ptr + at, v, mask=one[:, None] & owner)
-    k_row = tl.sum(k.to(tl.float32), axis=0)  # (D,): rows past 0 are zeros
-    v_row = tl.sum(v.to(tl.float32), axis=0)
-    score = (tl.sum(q.to(tl.float32) * k_row[None, :], axis=1) * scale).to(tl.float32)
-    m_i = tl.where(owner, score, float("-inf"))
-    l_i = tl.where(owner, 1.0, 0.0) + tl.zeros_like(score)
-    acc = tl.where(owner, 1.0, 0.0) * v_row[None, :] + tl.zeros_like(q.to(tl.float32))
-    return q, m_i, l_i, acc
-
-
-@triton.jit
-def _query_and_empty_state(q_ptr, rows, in_group, d, BLOCK_G: tl.constexpr, D: tl.constexpr):
-    """The plain prologue: the query group (rotated already) and an empty softmax state."""
-    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
-    return (q, tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
-            tl.zeros([BLOCK_G, D], tl.float32))
+    tl.store(k_cache_ptr + at, k, mask=one[:, None] & write)
+    tl.store(v_cache_ptr + at, v, mask=one[:, None] & write)
+    tl.debug_barrier()
+    return q
 
 
 @triton.jit
@@ -183,16 +171,15 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
     base = (n * KV + h) * S * D
     col = tl.load(col_ptr)
-    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
-    if ROPE:  # the new column comes from registers: the loop reads the columns before it
-        q, m_i, l_i, acc = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g,
-                                                 d, base, col, True, scale, q_stride, k_stride, v_stride, GROUP, D)
-        end = col
+    if ROPE:
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  True, q_stride, k_stride, v_stride, GROUP, D)
     else:
-        q, m_i, l_i, acc = _query_and_empty_state(q_ptr, rows, g < GROUP, d, BLOCK_G, D)
-        end = col + 1
-    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end, start, end, scale, d,
-                                    m_i, l_i, acc, D, BLOCK_S, PRECISION)
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
+    end = col + 1  # columns written so far
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
+                                    start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
 
@@ -209,7 +196,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     it. A split past the visible columns runs no block and stores m = -inf, l = 0, acc = 0 (the
     scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
     weight 0). With ROPE the split holding `col` writes the new key and value (see
-    `_query_and_new_column`)."""
+    `_decode_attention_kernel`)."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -220,22 +207,20 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     base = (n * KV + h) * S * D
     start = tl.load(start_ptr + n)
     col = tl.load(col_ptr)
+    end = col + 1
     first = (start // BLOCK_S) * BLOCK_S
-    chunk = tl.cdiv(tl.cdiv(col + 1 - first, SPLITS), BLOCK_S) * BLOCK_S
+    chunk = tl.cdiv(tl.cdiv(end - first, SPLITS), BLOCK_S) * BLOCK_S
     # each range is whole blocks, so no block crosses into the next split; its first block holds
     # `start` or the range's first column, both visible when the range is not empty
     lo = first + split * chunk
-    hi = tl.minimum(lo + chunk, col + 1)
+    hi = tl.minimum(lo + chunk, end)
     if ROPE:
-        q, m_i, l_i, acc = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g,
-                                                 d, base, col, (lo <= col) & (col < hi), scale, q_stride, k_stride,
-                                                 v_stride, GROUP, D)
-        end = col
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D)
     else:
-        q, m_i, l_i, acc = _query_and_empty_state(q_ptr, rows, in_group, d, BLOCK_G, D)
-        end = col + 1
-    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, tl.minimum(hi, end), start, end, scale, d,
-                                    m_i, l_i, acc, D, BLOCK_S, PRECISION)
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
+                                    BLOCK_G, D, BLOCK_S, PRECISION)
     part = rows * SPLITS + split  # scratch (N * heads, SPLITS[, D])
     tl.store(part_m_ptr + part, m_i, mask=in_group)
     tl.store(part_l_ptr + part, l_i, mask=in_group)
@@ -300,10 +285,9 @@ def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale
                           tiling: AttentionTiling | None = None) -> torch.Tensor:
     """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
     k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
-    output), cos/sin (N, D). Each attention program rotates its query group; the program whose
-    columns hold `col` rotates its key, stores it and the value at `col` and scores that column
-    from registers, so no program reads what the launch writes. Returns (N, heads*D); the cache
-    holds what `rope_and_cache_` would have written."""
+    output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
+    columns hold `col` rotates its key and writes it and the value at `col` before reading the
+    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written."""
     d = k_cache.shape[-1]
     assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
