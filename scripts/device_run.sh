@@ -25,6 +25,8 @@
 #   grpo_backends (the 1.5b GRPO step with torch's SDPA choice, then [flash] and [cudnn] in the update; GRPO_BACKENDS)
 #   sampler (bench_sampler.py: the sampler alone at 64 and 256 rows against torch; SAMPLER_ARGS adds options,
 #   e.g. --compare-module with a copy of an earlier fast_kernels.py; $OUT/bench_sampler.json)
+#   gemm_layouts (bench_gemm_layouts.py: each decode projection, weight as nn.Linear keeps it against a transposed
+#   copy, 0.5b and 1.5b shapes at 64 and 256 rows; $OUT/bench_gemm_layouts_<shape>.json)
 #   base:PART (PART run from ./ab_base, an earlier tree unpacked beside this one, e.g.
 #   `mkdir ab_base && git archive BASE rlvr benchmarks/*.py scripts | tar -x -C ab_base`; records in $OUT/base)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
@@ -166,6 +168,8 @@ for part in "$@"; do
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
+    gemm_layouts) for shape in 0.5b 1.5b; do timeout 60 python3 benchmarks/bench_gemm_layouts.py --shape $shape \
+                    --out "$OUT/bench_gemm_layouts_$shape.json" 2>&1 | tee "$OUT/gemm_layouts_$shape.log"; done ;;
     sampler) timeout 120 python3 benchmarks/bench_sampler.py ${SAMPLER_ARGS:-} 2>&1 | tee "$OUT/sampler.log" ;;
     base:*) (cd ab_base && OUT="$OUT/base" RLVR_COMMIT="${BASE_COMMIT:-base}" bash scripts/device_run.sh "${part#base:}") ;;
     perf16_rollout) perf16_rollout ;;
