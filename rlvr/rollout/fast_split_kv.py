@@ -15,9 +15,10 @@ import torch
 SHORT_CACHE = 1024
 """Caches of at most this many columns are not split: each program's walk is short already."""
 MIN_SPLIT_COLUMNS = 256
-"""A split reads at least this many columns, so its fixed cost (q, the partial results) stays small."""
+"""Splits are counted against the whole cache: at least this many columns each once the cache is
+full, so a split's fixed cost (q, the partial results) stays small."""
 PROGRAMS_PER_SM = 4
-"""Programs aimed at per SM; splits past the current column exit at once, so fewer are busy."""
+"""Programs aimed at per SM (the splits divide the columns visible at each step, so all of them work)."""
 INTERPRETER_SMS = 132
 """SMs assumed off CUDA (the Triton CPU interpreter): an H200's, so CPU runs split as it would."""
 
