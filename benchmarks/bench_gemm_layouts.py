@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHAPES, Row, cuda_time_ms, median, out_path, print_table, save  # noqa: E402
+from benchmarks.common import SHAPES, Row, graph_replay_us, median, out_path, print_table, save  # noqa: E402
 
 
 def projections(shape: dict) -> dict[str, tuple[int, int]]:
@@ -26,16 +26,6 @@ def projections(shape: dict) -> dict[str, tuple[int, int]]:
     d = h // shape["num_attention_heads"]
     return {"qkv": (h + 2 * shape["num_key_value_heads"] * d, h), "o_proj": (h, h), "gate_up": (2 * i, h),
             "down_proj": (h, i)}
-
-
-def graph_of(fn, calls):
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    return graph
 
 
 def main() -> None:
@@ -57,8 +47,7 @@ def main() -> None:
             err = (F.linear(x, weights[0]).float() - (x @ transposed[0]).float()).abs().max().item()
             for label, run in (("F.linear, weight (out, in)", lambda: [F.linear(x, w) for w in weights]),
                                ("x @ w_t, weight (in, out)", lambda: [x @ w for w in transposed])):
-                graph = graph_of(run, 1)
-                us = [t * 1000 / layers for t in cuda_time_ms(graph.replay, warmup=3, reps=args.reps)]
+                us = [t / layers for t in graph_replay_us(run, calls=1, reps=args.reps)]
                 gbs = out_f * in_f * 2 / (median(us) * 1e-6) / 1e9
                 rows.append(Row(f"{name}: {label}", median(us), "us",
                                 note=f"{n} rows, {out_f}x{in_f}, {gbs:,.0f} GB/s of weight; max diff {err:.1e}",

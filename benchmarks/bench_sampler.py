@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Row, cuda_time_ms, median, out_path, print_table, save  # noqa: E402
+from benchmarks.common import Row, graph_replay_us, median, out_path, print_table, save  # noqa: E402
 
 
 def torch_sample(logits: torch.Tensor, temperature: float, seed: torch.Tensor):
@@ -29,23 +29,6 @@ def torch_sample(logits: torch.Tensor, temperature: float, seed: torch.Tensor):
     logp = (logits.float() / temperature).log_softmax(-1)
     token = torch.multinomial(logp.exp(), 1).squeeze(1)
     return token, logp.gather(1, token[:, None]).squeeze(1)
-
-
-def graphed(fn, logits, temperature, calls: int):
-    """A CUDA graph of `calls` sampler calls (the seed advanced between them, as the engine does)."""
-    seed = torch.zeros(1, dtype=torch.long, device=logits.device)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn(logits, temperature, seed)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            out = fn(logits, temperature, seed)
-            seed.add_(1)
-    return graph, out
 
 
 def logp_error(fn, logits, temperature) -> float:
@@ -76,11 +59,12 @@ def main() -> None:
         logits = (torch.randn(n, args.vocab, device="cuda", generator=g) * 3).to(torch.bfloat16)
         rows = []
         for name, fn in samplers.items():
-            graph, _ = graphed(fn, logits, args.temperature, args.calls)
-            times = [t / args.calls for t in cuda_time_ms(graph.replay, warmup=3, reps=args.reps)]
+            seed = torch.zeros(1, dtype=torch.long, device="cuda")  # advanced after each call, as the engine does
+            call = lambda: (fn(logits, args.temperature, seed), seed.add_(1))  # noqa: E731
+            times = graph_replay_us(call, args.calls, args.reps)
             error = logp_error(fn, logits, args.temperature)
-            rows.append(Row(name, median(times) * 1000, "us", note=f"{n} rows; max |log-prob - torch| {error:.1e}",
-                            samples=[t * 1000 for t in times]))
+            rows.append(Row(name, median(times), "us", note=f"{n} rows; max |log-prob - torch| {error:.1e}",
+                            samples=times))
         title = f"sampler, {n} rows x vocab {args.vocab}, T={args.temperature}, bf16 logits (us per call)"
         print_table(title, rows, baseline="torch softmax + multinomial")
         records[title] = rows

@@ -89,6 +89,22 @@ def cuda_time_ms(fn: Callable[[], object], warmup: int, reps: int) -> list[float
     return times
 
 
+def graph_replay_us(fn: Callable[[], object], calls: int, reps: int) -> list[float]:
+    """Microseconds per call of `fn`, from a CUDA graph of `calls` calls replayed `reps` times: eager
+    launches from Python take longer than small kernels, so only a replayed graph times the GPU's
+    work as the engine runs it. `fn` runs once first on a side stream (compiles, allocator warm-up)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return [t * 1e3 / calls for t in cuda_time_ms(graph.replay, warmup=2, reps=reps)]
+
+
 def host_time_s(fn: Callable[[], object], reps: int) -> list[float]:
     """Host wall time in seconds (for work with host syncs inside, e.g. generation)."""
     times = []

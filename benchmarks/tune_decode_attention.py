@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHAPES, Row, cuda_time_ms, host_time_s, median, out_path, print_table, save  # noqa: E402
+from benchmarks.common import (SHAPES, Row, graph_replay_us, host_time_s, median, out_path, print_table,  # noqa: E402
+                               save)
 
 
 def ints(text: str) -> list[int]:
@@ -51,16 +52,7 @@ def time_us(fn, device: str, reps: int) -> float:
     times (host time of one eager call in a smoke run)."""
     if device != "cuda":
         return median(host_time_s(fn, reps=1)) * 1e6
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # build and warm up off the capture
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(GRAPH_CALLS):
-            fn()
-    return median(cuda_time_ms(graph.replay, warmup=2, reps=reps)) * 1e3 / GRAPH_CALLS
+    return median(graph_replay_us(fn, GRAPH_CALLS, reps))
 
 
 def sweep(args, shape: dict, device: str, dtype) -> tuple[list[dict], dict]:
