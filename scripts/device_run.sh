@@ -147,7 +147,7 @@ for part in "$@"; do
     tests_overlap) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_overlap.py \
                      > "$OUT/tests_overlap.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_overlap.log" ;;
     rollout_overlap) perf16_row rollout_overlap_256x128_256 100 benchmarks/bench_rollout.py --shape 0.5b \
-                       --engines ${OVERLAP_ENGINES:-fast,fast_prefetch,fast_pdl,fast_overlap} --workload fixed --sizes 256 --prompt-len 128 \
+                       --engines fast,fast_prefetch,fast_pdl,fast_overlap --workload fixed --sizes 256 --prompt-len 128 \
                        --new-tokens 256 --reps 3
                      perf16_row rollout_overlap_64x512_4096 150 benchmarks/bench_rollout.py --shape 0.5b \
                        --engines ${OVERLAP_LONG_ENGINES:-fast,fast_overlap} --workload fixed --sizes 64 --prompt-len 512 \

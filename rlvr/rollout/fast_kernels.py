@@ -153,12 +153,15 @@ def rope_and_cache_(q, k, v, cos, sin, k_cache, v_cache, col) -> torch.Tensor:
 
 
 @triton.jit
-def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d, m_i, l_i, acc,
-                    D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+def _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
+                    BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
     """Online softmax of q (BLOCK_G, D) over the cache columns [lo, hi) (lo a multiple of BLOCK_S)
-    of one (sequence, KV head), columns outside [start, end) masked, folded into the running max
-    m_i, sum l_i of exp(score - m) and unnormalised output acc (BLOCK_G, D), all fp32. Every block
-    must hold a visible column unless m_i is finite already (the callers' ranges guarantee it)."""
+    of one (sequence, KV head), columns outside [start, end) masked. Every block must hold a
+    visible column (the caller's range guarantees it). Returns the running max m, the sum l of
+    exp(score - m) and the unnormalised output acc (BLOCK_G, D), fp32."""
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
     for s0 in range(lo, hi, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         in_cache = s < end
@@ -190,43 +193,22 @@ def _rotated(ptr, rows, row_ok, d, cos, sin, D: tl.constexpr):
 
 
 @triton.jit
-def _attend_with_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, base,
-                            lo, hi, start, col, owner, scale, q_stride, k_stride, v_stride, BLOCK_G: tl.constexpr,
-                            GROUP: tl.constexpr, D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
-    """The fused path over the columns [lo, hi): the KV head's query group and the new key rotated
-    from the raw projections; the blocks before the one holding `col` first (they never read
-    what this launch writes, so their loads need not wait for it); then the `owner` program (the
-    one whose range holds `col`) stores the rotated key and the value at `col`, a barrier makes
-    them visible to its threads, and the block holding `col` follows. Same blocks in the same order
-    as `rope_and_cache_` then the plain kernel: the same result."""
+def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, base, col,
+                          write, q_stride, k_stride, v_stride, GROUP: tl.constexpr, D: tl.constexpr):
+    """The fused prologue: the KV head's query group rotated (BLOCK_G, D), and -- where `write`
+    (the program whose columns hold `col`) -- the rotated key and the value stored at column `col`.
+    A barrier follows: the program's threads read that column back in the column loop."""
     cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
     sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
     q = _rotated(q_ptr + n * q_stride + h * GROUP * D, g, g < GROUP, d, cos, sin, D)
     one = g < 1  # the key and value are one row: row 0 of a BLOCK_G tile
     k = _rotated(k_ptr + n * k_stride + h * D, g, one, d, cos, sin, D)
     v = tl.load(v_ptr + n * v_stride + h * D + g[:, None] * D + d[None, :], mask=one[:, None], other=0.0)
-    end = col + 1
-    col_block = (col // BLOCK_S) * BLOCK_S
-    m_i, l_i, acc = _attend_columns(q, k_cache_ptr, v_cache_ptr, base, lo, tl.minimum(hi, col_block), start, end,
-                                    scale, d, tl.full([BLOCK_G], float("-inf"), tl.float32),
-                                    tl.zeros([BLOCK_G], tl.float32), tl.zeros([BLOCK_G, D], tl.float32),
-                                    D, BLOCK_S, PRECISION)
     at = base + (col + g[:, None]) * D + d[None, :]
-    tl.store(k_cache_ptr + at, k, mask=one[:, None] & owner)
-    tl.store(v_cache_ptr + at, v, mask=one[:, None] & owner)
+    tl.store(k_cache_ptr + at, k, mask=one[:, None] & write)
+    tl.store(v_cache_ptr + at, v, mask=one[:, None] & write)
     tl.debug_barrier()
-    return _attend_columns(q, k_cache_ptr, v_cache_ptr, base, tl.maximum(lo, col_block), hi, start, end, scale, d,
-                           m_i, l_i, acc, D, BLOCK_S, PRECISION)
-
-
-@triton.jit
-def _attend_plain(q_ptr, k_ptr, v_ptr, base, rows, in_group, d, lo, hi, start, end, scale,
-                  BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
-    """The plain path over the columns [lo, hi): q rotated already, the cache written already."""
-    q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
-    return _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
-                           tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
-                           tl.zeros([BLOCK_G, D], tl.float32), D, BLOCK_S, PRECISION)
+    return q
 
 
 @triton.jit
@@ -237,7 +219,7 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
                              BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
                              PREFETCH: tl.constexpr, PDL: tl.constexpr):
     """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
-    ROPE, q is the raw projection and the program also does `rope_and_cache_`'s work for its head.
+    ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head.
     The prefetch runs after the column loop, whose cache reads would otherwise evict it."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
@@ -247,15 +229,15 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
     base = (n * KV + h) * S * D
     col = tl.load(col_ptr)
-    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
-    lo = (start // BLOCK_S) * BLOCK_S
     if ROPE:
-        m_i, l_i, acc = _attend_with_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g,
-                                                d, base, lo, col + 1, start, col, True, scale, q_stride, k_stride,
-                                                v_stride, BLOCK_G, GROUP, D, BLOCK_S, PRECISION)
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  True, q_stride, k_stride, v_stride, GROUP, D)
     else:
-        m_i, l_i, acc = _attend_plain(q_ptr, k_ptr, v_ptr, base, rows, g < GROUP, d, lo, col + 1, start, col + 1,
-                                      scale, BLOCK_G, D, BLOCK_S, PRECISION)
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    start = tl.load(start_ptr + n)  # first valid column (left padding before it)
+    end = col + 1  # columns written so far
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
+                                    start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
     _overlap(pf_ptr, pf_bytes, n * KV + h, tl.num_programs(0) * KV, PREFETCH, False)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
@@ -272,8 +254,8 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     column, so every split has work from early in a generation on, not only once `col` reaches
     it. A split past the visible columns runs no block and stores m = -inf, l = 0, acc = 0 (the
     scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
-    weight 0). With ROPE the split holding `col` writes the new key and value
-    (`_attend_with_new_column`)."""
+    weight 0). With ROPE the split holding `col` writes the new key and value (see
+    `_decode_attention_kernel`)."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -293,12 +275,12 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     lo = first + split * chunk
     hi = tl.minimum(lo + chunk, end)
     if ROPE:
-        m_i, l_i, acc = _attend_with_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g,
-                                                d, base, lo, hi, start, col, (lo <= col) & (col < hi), scale,
-                                                q_stride, k_stride, v_stride, BLOCK_G, GROUP, D, BLOCK_S, PRECISION)
+        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
+                                  (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D)
     else:
-        m_i, l_i, acc = _attend_plain(q_ptr, k_ptr, v_ptr, base, rows, in_group, d, lo, hi, start, end, scale,
-                                      BLOCK_G, D, BLOCK_S, PRECISION)
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
+                                    BLOCK_G, D, BLOCK_S, PRECISION)
     part = rows * SPLITS + split  # scratch (N * heads, SPLITS[, D])
     tl.store(part_m_ptr + part, m_i, mask=in_group)
     tl.store(part_l_ptr + part, l_i, mask=in_group)
