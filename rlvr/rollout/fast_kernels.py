@@ -42,36 +42,35 @@ from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 # drains, issues its prefetch, then waits (griddepcontrol.wait) before it reads or writes anything
 # an earlier kernel touches: only read-only weights are touched before the wait.
 
-@triton.jit
-def _prefetch_l2(ptr, nbytes, pid, programs, LANES: tl.constexpr):
-    """Program `pid` of `programs` asks L2 for its share of the `nbytes` bytes at ptr (uint8, 16-byte
-    aligned): one bulk prefetch per lane (`cp.async.bulk.prefetch.L2`, sm_90), which the copy engine
-    runs while the program goes on, instead of a prefetch instruction per 128-byte line."""
-    lanes = programs * LANES
-    chunk = tl.cdiv(tl.cdiv(nbytes, lanes), 16) * 16  # sizes and offsets multiples of 16 bytes
-    first = (pid * LANES + tl.arange(0, LANES)).to(tl.int64) * chunk
-    size = tl.minimum(tl.maximum(nbytes - first, 0), chunk).to(tl.int32)
-    tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.s32 p, $2, 0; "
-                              "@p cp.async.bulk.prefetch.L2.global [$1], $2; } // $0", "=r,l,r",
-                              [ptr + first, size], dtype=tl.int32, is_pure=False, pack=1)
+_L2_LINE = 128  # bytes one prefetch asks for (the kernel's stride)
 
 
 @triton.jit
-def _overlap(pf_ptr, pf_bytes, pid, programs, PREFETCH: tl.constexpr, PDL: tl.constexpr):
+def _prefetch_l2(ptr, lines, pid, programs, LANES: tl.constexpr):
+    """Program `pid` of `programs` asks L2 for its share of the `lines` 128-byte lines at ptr (uint8)."""
+    for first in range(pid * LANES, lines, programs * LANES):
+        line = tl.minimum(first + tl.arange(0, LANES), lines - 1).to(tl.int64)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptr + line * 128],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _overlap(pf_ptr, pf_lines, pid, programs, PREFETCH: tl.constexpr, PDL: tl.constexpr):
     """The prologue of a kernel launched with `launch_overlap`: prefetch, then wait for the kernel before."""
     if PREFETCH:
-        _prefetch_l2(pf_ptr, pf_bytes, pid, programs, 128)
+        _prefetch_l2(pf_ptr, pf_lines, pid, programs, 128)
     if PDL:
         tl.extra.cuda.gdc_wait()
 
 
 def launch_overlap(prefetch: torch.Tensor | None, pdl: bool, anchor: torch.Tensor) -> tuple[tuple, dict]:
-    """The (pointer, bytes) kernel arguments and the launch options of the overlap prologue:
+    """The (pointer, lines) kernel arguments and the launch options of the overlap prologue:
     `prefetch` is a tensor to bring into L2 (None, or not contiguous: nothing), `pdl` a
     programmatic dependent launch. `anchor`: any tensor of the launch, the pointer when nothing
     is prefetched."""
     fetch = isinstance(prefetch, torch.Tensor) and prefetch.is_contiguous()
-    args = (prefetch.view(-1).view(torch.uint8), prefetch.numel() * prefetch.element_size()) if fetch else (anchor, 0)
+    args = ((prefetch.view(-1).view(torch.uint8), triton.cdiv(prefetch.numel() * prefetch.element_size(), _L2_LINE))
+            if fetch else (anchor, 0))
     return args, dict(PREFETCH=fetch, **pdl_launch(pdl))
 
 
@@ -81,9 +80,9 @@ def pdl_launch(pdl: bool) -> dict:
 
 
 @triton.jit
-def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, pf_ptr, pf_bytes,
+def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, pf_ptr, pf_lines,
                         HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    _overlap(pf_ptr, pf_bytes, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
+    _overlap(pf_ptr, pf_lines, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < H
@@ -214,7 +213,7 @@ def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_
 @triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
                              k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
-                             pf_ptr, pf_bytes,
+                             pf_ptr, pf_lines,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
                              BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
                              PREFETCH: tl.constexpr, PDL: tl.constexpr):
@@ -223,7 +222,7 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     The prefetch runs after the column loop, whose cache reads would otherwise evict it."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
-    _overlap(pf_ptr, pf_bytes, 0, 1, False, PDL)
+    _overlap(pf_ptr, pf_lines, 0, 1, False, PDL)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, D)
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
@@ -238,7 +237,7 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     end = col + 1  # columns written so far
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
                                     start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
-    _overlap(pf_ptr, pf_bytes, n * KV + h, tl.num_programs(0) * KV, PREFETCH, False)
+    _overlap(pf_ptr, pf_lines, n * KV + h, tl.num_programs(0) * KV, PREFETCH, False)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
 
@@ -288,12 +287,12 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
 
 
 @triton.jit
-def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS, pf_ptr, pf_bytes,
+def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS, pf_ptr, pf_lines,
                            BLOCK_SPLITS: tl.constexpr, D: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
     """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
     rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
     value (as in the split kernel): compacted batches, each with its own count, share a build."""
-    _overlap(pf_ptr, pf_bytes, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
+    _overlap(pf_ptr, pf_lines, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
     row = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_SPLITS)
     d = tl.arange(0, D)
@@ -391,9 +390,9 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pre
 
 
 @triton.jit
-def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, pf_ptr, pf_bytes, BLOCK: tl.constexpr,
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, pf_ptr, pf_lines, BLOCK: tl.constexpr,
                      PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    _overlap(pf_ptr, pf_bytes, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
+    _overlap(pf_ptr, pf_lines, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
              tl.num_programs(0) * tl.num_programs(1), PREFETCH, PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
