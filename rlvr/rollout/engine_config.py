@@ -65,14 +65,6 @@ class FastEngineConfig:
     (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
     program per pair. Off: always one program per pair (the A/B baseline)."""
 
-    prefetch_weights: bool = False
-    """With triton kernels: each Triton kernel of the decode step asks L2 for the weight of the
-    cuBLAS GEMM launched after it (a prefetch hint), so the GEMM does not start by waiting on HBM."""
-    pdl: bool = False
-    """With triton kernels: launch the decode step's Triton kernels as programmatic dependent
-    launches (Hopper and later): each starts while the kernel before it drains and waits on it
-    only before touching activations (its weight prefetch goes first)."""
-
     refill_rows: int = 0
     """Rows decoded at once when a generate call asks for more (0: all of them at once). The
     first samples fill these rows; when a row's completion ends, the next waiting sample is

@@ -144,16 +144,15 @@ class FastEngine:
     def _step(self, st: DecodeState, params: SamplingParams) -> None:
         """Decode one token for every sequence; every input and output is a static tensor of `st`."""
         if self.fused:
-            options = {} if self.fused_gemms else {"stacked": self.stacked, "prefetch": self.config.prefetch_weights,
-                                                   "pdl": self.config.pdl}
+            stacked = {} if self.fused_gemms else {"stacked": self.stacked}
             splits = self._attention_splits(st.n, st.length)  # a launch shape, fixed in the graph
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v,
-                                   attn_splits=splits, **options)
+                                   attn_splits=splits, **stacked)
             self._force_end(st, logits, st.step)
             if not (params.top_k or params.top_p < 1.0):  # the fused sampler also records the step
                 from rlvr.rollout.fast_kernels import sample_
 
-                sample_(logits, params.temperature, st.seed, record=st, pdl=self.config.pdl)
+                sample_(logits, params.temperature, st.seed, record=st)
                 st.counters += 1
                 return
             token, logp = sample_tokens(logits.float(), params)

@@ -115,14 +115,11 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
 
 
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                         stacked: StackedProjections | None = None, attn_splits: int | None = None,
-                         prefetch: bool = False, pdl: bool = False) -> torch.Tensor:
+                         stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: 8 launches per layer
     with `stacked` projections (11 without; one more with split-KV) instead of about 36. Returns logits (N, V) in
     the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
-    None: chosen there from the shapes). `prefetch`: each Triton kernel asks L2 for the weight of
-    the GEMM after it; `pdl`: the Triton kernels are programmatic dependent launches
-    (`fast_kernels.launch_overlap`)."""
+    None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -132,29 +129,15 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
     delta = None  # what the previous block adds to the residual stream
     for i, layer in enumerate(parts.layers):
         attn, mlp = layer.self_attn, layer.mlp
-        fetch = _next_weights(parts, i, stacked) if prefetch else (None,) * 4
-        h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
-                           fetch[0], pdl)
+        h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
         q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
         out = K.rope_cache_attention_(q, k, v, cos, sin, k_cache[i], v_cache[i], start, col, parts.scaling,
-                                      attn_splits, prefetch=fetch[1], pdl=pdl)
+                                      attn_splits)
         norm = layer.post_attention_layernorm
-        h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon, fetch[2], pdl)
+        h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
-        delta = mlp.down_proj(K.silu_mul(gate, up, fetch[3], pdl))
-    return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon, pdl=pdl))
-
-
-def _next_weights(parts: ModelParts, i: int, stacked: StackedProjections | None) -> tuple:
-    """Layer i's weights in the order its GEMMs read them: q/k/v, o, gate/up, down (the stacked
-    copies where the step uses them; q and gate alone without; a LoRA layer's base weight)."""
-    layer = parts.layers[i]
-    attn, mlp = layer.self_attn, layer.mlp
-    if stacked is not None:
-        qkv, gate_up = stacked.stacks[i][0], stacked.stacks[i][2]
-    else:
-        qkv, gate_up = getattr(attn.q_proj, "weight", None), getattr(mlp.gate_proj, "weight", None)
-    return qkv, getattr(attn.o_proj, "weight", None), gate_up, getattr(mlp.down_proj, "weight", None)
+        delta = mlp.down_proj(K.silu_mul(gate, up))
+    return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
 
 
 def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,

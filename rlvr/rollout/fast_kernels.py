@@ -15,10 +15,6 @@ sizes, so each kernel replaces several torch ops:
                     exact sampling), and its log-prob; greedy is argmax; the vocabulary is split
                     over programs that sum exponentials, then combined (two launches)
 
-The kernels the decode step runs between cuBLAS GEMMs take two optional overlap arguments (see
-`launch_overlap`): `prefetch`, the weight of the GEMM launched next, which the kernel asks L2 to
-fetch, and `pdl`, a programmatic dependent launch (the kernel starts while the one before drains).
-
 Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
 so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
 S cache length, V vocab.
@@ -33,56 +29,10 @@ import triton.language as tl
 
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
-# ----------------------------------------------------------------------------- overlap with the next launch
-# At rollout sizes each cuBLAS GEMM of the decode step reads 1-17 MB of weight in a few microseconds,
-# most of them spent waiting for its first bytes from HBM: its ramp is latency, not bandwidth. The
-# weights do not depend on the activations, so the Triton kernel launched just before a GEMM can
-# ask L2 for them (`prefetch.global.L2`: a hint, nothing waits for it) and the GEMM finds them on
-# chip. With programmatic dependent launch (Hopper) a kernel also starts while the one before it
-# drains, issues its prefetch, then waits (griddepcontrol.wait) before it reads or writes anything
-# an earlier kernel touches: only read-only weights are touched before the wait.
-
-_L2_LINE = 128  # bytes one prefetch asks for (the kernel's stride)
-
 
 @triton.jit
-def _prefetch_l2(ptr, lines, pid, programs, LANES: tl.constexpr):
-    """Program `pid` of `programs` asks L2 for its share of the `lines` 128-byte lines at ptr (uint8)."""
-    for first in range(pid * LANES, lines, programs * LANES):
-        line = tl.minimum(first + tl.arange(0, LANES), lines - 1).to(tl.int64)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptr + line * 128],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _overlap(pf_ptr, pf_lines, pid, programs, PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    """The prologue of a kernel launched with `launch_overlap`: prefetch, then wait for the kernel before."""
-    if PREFETCH:
-        _prefetch_l2(pf_ptr, pf_lines, pid, programs, 128)
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-
-
-def launch_overlap(prefetch: torch.Tensor | None, pdl: bool, anchor: torch.Tensor) -> tuple[tuple, dict]:
-    """The (pointer, lines) kernel arguments and the launch options of the overlap prologue:
-    `prefetch` is a tensor to bring into L2 (None, or not contiguous: nothing), `pdl` a
-    programmatic dependent launch. `anchor`: any tensor of the launch, the pointer when nothing
-    is prefetched."""
-    fetch = isinstance(prefetch, torch.Tensor) and prefetch.is_contiguous()
-    args = ((prefetch.view(-1).view(torch.uint8), triton.cdiv(prefetch.numel() * prefetch.element_size(), _L2_LINE))
-            if fetch else (anchor, 0))
-    return args, dict(PREFETCH=fetch, **pdl_launch(pdl))
-
-
-def pdl_launch(pdl: bool) -> dict:
-    """The PDL constexpr and launch option of a kernel whose prologue is `_overlap`."""
-    return dict(PDL=pdl, **({"launch_pdl": True} if pdl else {}))
-
-
-@triton.jit
-def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, pf_ptr, pf_lines,
-                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    _overlap(pf_ptr, pf_lines, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
+def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
+                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < H
@@ -99,15 +49,12 @@ def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps, pf_ptr, pf_lin
              mask=valid)
 
 
-def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
-                 prefetch: torch.Tensor | None = None, pdl: bool = False) -> torch.Tensor:
-    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H).
-    `prefetch`, `pdl`: see `launch_overlap`."""
+def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H)."""
     n, h = x.shape
     out = torch.empty_like(x)
-    pf, launch = launch_overlap(prefetch, pdl, x)
-    _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps, *pf,
-                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4, **launch)
+    _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps,
+                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4)
     return out
 
 
@@ -213,16 +160,12 @@ def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_
 @triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
                              k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
-                             pf_ptr, pf_lines,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
-                             PREFETCH: tl.constexpr, PDL: tl.constexpr):
+                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
     """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
-    ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head.
-    The prefetch runs after the column loop, whose cache reads would otherwise evict it."""
+    ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
-    _overlap(pf_ptr, pf_lines, 0, 1, False, PDL)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, D)
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
@@ -237,7 +180,6 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     end = col + 1  # columns written so far
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
                                     start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
-    _overlap(pf_ptr, pf_lines, n * KV + h, tl.num_programs(0) * KV, PREFETCH, False)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
 
@@ -247,7 +189,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
                                    scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
                                    v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
                                    ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
-                                   PRECISION: tl.constexpr, PDL: tl.constexpr):
+                                   PRECISION: tl.constexpr):
     """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
     equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
     column, so every split has work from early in a generation on, not only once `col` reaches
@@ -258,7 +200,6 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
-    _overlap(q_ptr, 0, 0, 1, False, PDL)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, D)
     rows = (n * KV + h) * GROUP + g
@@ -287,12 +228,11 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
 
 
 @triton.jit
-def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS, pf_ptr, pf_lines,
-                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
+def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS,
+                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr):
     """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
     rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
     value (as in the split kernel): compacted batches, each with its own count, share a build."""
-    _overlap(pf_ptr, pf_lines, tl.program_id(0), tl.num_programs(0), PREFETCH, PDL)
     row = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_SPLITS)
     d = tl.arange(0, D)
@@ -329,8 +269,7 @@ ATTENTION_TILING = AttentionTiling()
 
 
 def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                     tiling: AttentionTiling | None = None, prefetch: torch.Tensor | None = None,
-                     pdl: bool = False) -> torch.Tensor:
+                     tiling: AttentionTiling | None = None) -> torch.Tensor:
     """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D).
 
     `splits`: equal ranges of whole blocks each (sequence, KV head)'s visible columns are divided
@@ -338,13 +277,12 @@ def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int 
     softmaxes combined by a second launch; 1 runs one program per pair over all its columns; None
     picks `attention_splits` for these shapes and q's device. The count is a launch shape: fixed
     for a captured CUDA graph; the ranges follow the current column inside the kernel.
-    `tiling`: launch parameters, ATTENTION_TILING when None. `prefetch`, `pdl`: see `launch_overlap`."""
-    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling, prefetch, pdl)
+    `tiling`: launch parameters, ATTENTION_TILING when None."""
+    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling)
 
 
 def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                          tiling: AttentionTiling | None = None, prefetch: torch.Tensor | None = None,
-                          pdl: bool = False) -> torch.Tensor:
+                          tiling: AttentionTiling | None = None) -> torch.Tensor:
     """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
     k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
     output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
@@ -353,10 +291,10 @@ def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale
     d = k_cache.shape[-1]
     assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
-    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling, prefetch, pdl)
+    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling)
 
 
-def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, prefetch, pdl) -> torch.Tensor:
+def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> torch.Tensor:
     """Both entry points: `rope` is None (q rotated, (N, heads, D)) or (k, v, cos, sin)."""
     tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
@@ -373,27 +311,22 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pre
                  BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
                  PRECISION=_precision(q.dtype), **tiling.launch())
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
-    pf, overlap = launch_overlap(prefetch, pdl, q)  # the last launch prefetches
     if splits == 1:
-        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, *pf,
-                                          **shape, **overlap)
+        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
         return out
     # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, then one launch
     # combining them per query head
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
     _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
-                                                    scale, s, splits, *rope_args, **shape, **pdl_launch(pdl))
-    _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits, *pf,
-                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1, **overlap)
+                                                    scale, s, splits, *rope_args, **shape)
+    _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
+                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
     return out
 
 
 @triton.jit
-def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, pf_ptr, pf_lines, BLOCK: tl.constexpr,
-                     PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    _overlap(pf_ptr, pf_lines, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
-             tl.num_programs(0) * tl.num_programs(1), PREFETCH, PDL)
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = cols < I
@@ -403,17 +336,13 @@ def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, I, gate_stride, up_stride, pf_pt
     tl.store(out_ptr + row * I + cols, (act.to(tl.float32) * u).to(out_ptr.dtype.element_ty), mask=valid)
 
 
-def silu_mul(gate: torch.Tensor, up: torch.Tensor, prefetch: torch.Tensor | None = None,
-             pdl: bool = False) -> torch.Tensor:
-    """silu(gate) * up for gate, up (N, I); both may be column slices of one (N, 2I) projection.
-    `prefetch`, `pdl`: see `launch_overlap`."""
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for gate, up (N, I); both may be column slices of one (N, 2I) projection."""
     n, i = gate.shape
     assert gate.stride(1) == up.stride(1) == 1, "gate and up rows must be contiguous"
     out = torch.empty(n, i, dtype=gate.dtype, device=gate.device)
     block = 1024
-    pf, overlap = launch_overlap(prefetch, pdl, gate)
-    _silu_mul_kernel[(n, triton.cdiv(i, block))](gate, up, out, i, gate.stride(0), up.stride(0), *pf, BLOCK=block,
-                                                 **overlap)
+    _silu_mul_kernel[(n, triton.cdiv(i, block))](gate, up, out, i, gate.stride(0), up.stride(0), BLOCK=block)
     return out
 
 
@@ -436,11 +365,10 @@ def _fold_exp_sum(x, m, s):
 
 @triton.jit
 def _sample_partial_kernel(logits_ptr, V, inv_temp, part_m_ptr, part_s_ptr, part_idx_ptr, CHUNK,
-                           SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+                           SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr):
     """Program (row, split): max m and sum of exp(x - m) of x = logits / T over the columns
     [split * CHUNK, (split + 1) * CHUNK) of the row (m = -inf, sum 0 past the vocabulary); with
     GREEDY also the first column holding the max. Per-lane state, one cross-lane reduction at the end."""
-    _overlap(logits_ptr, 0, 0, 1, False, PDL)
     row = tl.program_id(0)
     split = tl.program_id(1)
     base = logits_ptr + row.to(tl.int64) * V
@@ -490,14 +418,13 @@ def _sample_combine_kernel(logits_ptr, V, inv_temp, seed_ptr, part_m_ptr, part_s
                            token_ptr, logp_ptr, finished_ptr, stop_ptr, n_stop, pad_id, out_tokens_ptr,
                            out_logp_ptr, step_ptr, max_new, pos_ptr,
                            SPLITS: tl.constexpr, GREEDY: tl.constexpr, BLOCK: tl.constexpr, RECORD: tl.constexpr,
-                           STOP_BLOCK: tl.constexpr, PDL: tl.constexpr):
+                           STOP_BLOCK: tl.constexpr):
     """Per row: the splits' (m, sum) combined by log-sum-exp into the row's normaliser; the token
     is the first max (GREEDY), else drawn by inverse CDF: one uniform u per row, the split where
     the cumulative mass passes u times the total, then the column inside it. Its log-prob too.
     With RECORD, also the decode step's bookkeeping: a finished row gets the pad token and
     log-prob 0, both are written at output column `step`, the row finishes on a stop token, and
     its position advances."""
-    _overlap(logits_ptr, 0, 0, 1, False, PDL)
     row = tl.program_id(0)
     j = tl.arange(0, SPLITS)
     i = row * SPLITS + j
@@ -541,8 +468,7 @@ _SAMPLE_BLOCK = 2048
 _SAMPLE_PROGRAMS = 2048  # row x split programs: enough to fill an H200 several times over
 
 
-def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record=None,
-            pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record=None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (N, V) -> token (N,) sampled from softmax(logits / T) (argmax when T = 0) and its
     log-prob under softmax(logits / T) (T = 1 when greedy). `seed` (1,) int64 on the device;
     the caller advances it between calls.
@@ -557,7 +483,6 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record
     entry; then one program per row combines the splits and draws by inverse CDF, re-reading only
     the split its uniform falls in. (A Gumbel-max race, the earlier design, needs a random number
     and two logs per entry: about three times the work on a 150k vocabulary.)
-    `pdl`: both launches are programmatic dependent launches (`launch_overlap`).
     """
     n, v = logits.shape
     blocks = triton.cdiv(v, _SAMPLE_BLOCK)
@@ -570,8 +495,7 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record
     greedy = temperature == 0
     inv_temp = 1.0 if greedy else 1.0 / temperature
     _sample_partial_kernel[(n, splits)](logits, v, inv_temp, part_m, part_s, part_idx, chunk,
-                                        SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK, num_warps=4,
-                                        **pdl_launch(pdl))
+                                        SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK, num_warps=4)
     if record is None:
         bookkeeping = (token, token, 0, 0, token, logp, seed, 0, token)  # unused pointers
         stop_block = 1
@@ -582,7 +506,7 @@ def sample_(logits: torch.Tensor, temperature: float, seed: torch.Tensor, record
         stop_block = triton.next_power_of_2(max(1, r.stop_ids.numel()))
     _sample_combine_kernel[(n,)](logits, v, inv_temp, seed, part_m, part_s, part_idx, chunk, token, logp,
                                  *bookkeeping, SPLITS=splits, GREEDY=greedy, BLOCK=_SAMPLE_BLOCK,
-                                 RECORD=record is not None, STOP_BLOCK=stop_block, num_warps=4, **pdl_launch(pdl))
+                                 RECORD=record is not None, STOP_BLOCK=stop_block, num_warps=4)
     return token, logp
 
 
