@@ -26,7 +26,7 @@ GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
          "pointwise_nosplit": dict(kernels="triton", fuse_gemms=False, split_kv=False),
-         "silu_down": dict(kernels="triton", fuse_silu_down=True), "torch": dict(kernels="torch")}
+         "torch": dict(kernels="torch")}
 COLUMN = 200
 """The cache column the profiled steps write (set by --column): attention reads every column before it."""
 

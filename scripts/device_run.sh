@@ -21,11 +21,7 @@
 #   tune_short (tune_decode_attention.py --splits: split counts and column blocks timed on the short caches of the 1.5b
 #   GRPO step and the 256 x 256 rollout, where the engine's rule keeps one program per (row, KV head); TUNE_SHORT_ARGS
 #   replaces the grid; $OUT/tune_short_*.json)
-#   profile_shapes (profile_decode.py: 1.5b at 64 rows, column 400 of 128 + 512; 0.5b at 64 and 256 rows, column 200;
-#   PROFILE_PATHS: the decode paths, default pointwise)
-#   tests_silu_down, silu_down (bench_silu_down.py: the fused SiLU * up + down_proj launch shapes against silu_mul +
-#   cuBLAS, 0.5b and 1.5b at 64 and 256 rows; SILU_DOWN_ARGS), rollout_silu_down (the two fixed-length rollout rows,
-#   fast against fast_silu_down)
+#   profile_shapes (profile_decode.py: 1.5b at 64 rows, column 400 of 128 + 512; 0.5b at 64 and 256 rows, column 200)
 #   grpo_backends (the 1.5b GRPO step with torch's SDPA choice, then [flash] and [cudnn] in the update; GRPO_BACKENDS)
 #   sampler (bench_sampler.py: the sampler alone at 64 and 256 rows against torch; SAMPLER_ARGS adds options,
 #   e.g. --compare-module with a copy of an earlier fast_kernels.py; $OUT/bench_sampler.json)
@@ -143,17 +139,7 @@ for part in "$@"; do
     tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
                   tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
                   tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py \
-                  tests/rollout/test_fast_silu_down.py \
                   > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
-    tests_silu_down) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_silu_down.py \
-                       > "$OUT/tests_silu_down.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_silu_down.log" ;;
-    silu_down) for shape in 0.5b 1.5b; do timeout 200 python3 benchmarks/bench_silu_down.py --shape $shape \
-                 ${SILU_DOWN_ARGS:-} --out "$OUT/bench_silu_down_$shape.json" 2>&1 | tee "$OUT/silu_down_$shape.log" \
-                 | grep -E "^## |cuBLAS|Error"; done ;;
-    rollout_silu_down) perf16_row rollout_silu_down_256x128_256 100 benchmarks/bench_rollout.py --shape 0.5b \
-                         --engines fast,fast_silu_down --workload fixed --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
-                       perf16_row rollout_silu_down_64x512_4096 150 benchmarks/bench_rollout.py --shape 0.5b \
-                         --engines fast,fast_silu_down --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1 ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
     chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ${CHAIN_ARGS:-} ;;
@@ -202,9 +188,9 @@ for part in "$@"; do
                     | grep -E "splits:|fastest|Error"
                 done ;;
     profile_shapes) timeout 150 python3 benchmarks/profile_decode.py --shape 1.5b --sizes 64 --prompt-len 128 \
-                      --new-tokens 512 --column 400 --paths ${PROFILE_PATHS:-pointwise} 2>&1 | tee "$OUT/profile_1.5b.log"
+                      --new-tokens 512 --column 400 --paths pointwise 2>&1 | tee "$OUT/profile_1.5b.log"
                     timeout 150 python3 benchmarks/profile_decode.py --shape 0.5b --sizes 64,256 --column 200 \
-                      --paths ${PROFILE_PATHS:-pointwise} 2>&1 | tee "$OUT/profile_0.5b.log" ;;
+                      --paths pointwise 2>&1 | tee "$OUT/profile_0.5b.log" ;;
     grpo_backends) for backends in ${GRPO_BACKENDS:-default flash cudnn}; do
                      sets=(); [ "$backends" != default ] && sets=(--set "attention_backends=[$backends]")
                      perf16_row grpo_1.5b_sdpa_$backends 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl \

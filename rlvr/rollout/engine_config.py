@@ -65,11 +65,6 @@ class FastEngineConfig:
     (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
     program per pair. Off: always one program per pair (the A/B baseline)."""
 
-    fuse_silu_down: bool = False
-    """With triton kernels: SiLU * up and the down projection in one split-K Triton launch
-    (`rlvr.rollout.fast_silu_down`) instead of the SiLU kernel, cuBLAS's GEMM and its split-K
-    reduction. Only for a plain nn.Linear down_proj without bias (not LoRA), and not with `compile`."""
-
     refill_rows: int = 0
     """Rows decoded at once when a generate call asks for more (0: all of them at once). The
     first samples fill these rows; when a row's completion ends, the next waiting sample is

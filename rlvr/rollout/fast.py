@@ -84,15 +84,6 @@ class FastEngine:
             return 1
         return attention_splits(n, self.parts.kv_heads, length, self.sm_count)
 
-    def _silu_down_tiling(self, n: int):
-        """The fused SiLU * up + down_proj launch shape for a batch of n rows (None: not fused)."""
-        if not self.config.fuse_silu_down or self.config.compile:  # its counters live outside torch.compile's view
-            return None
-        from rlvr.rollout.fast_silu_down import choose_tiling
-
-        mlp = self.parts.layers[0].mlp
-        return choose_tiling(n, mlp.down_proj.out_features, mlp.down_proj.in_features, self.sm_count)
-
     def _set_forward(self) -> None:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
                    decode_forward_fused if self.fused else decode_forward)
@@ -153,11 +144,10 @@ class FastEngine:
     def _step(self, st: DecodeState, params: SamplingParams) -> None:
         """Decode one token for every sequence; every input and output is a static tensor of `st`."""
         if self.fused:
-            options = {} if self.fused_gemms else {"stacked": self.stacked,
-                                                   "silu_down_tiling": self._silu_down_tiling(st.n)}
+            stacked = {} if self.fused_gemms else {"stacked": self.stacked}
             splits = self._attention_splits(st.n, st.length)  # a launch shape, fixed in the graph
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v,
-                                   attn_splits=splits, **options)
+                                   attn_splits=splits, **stacked)
             self._force_end(st, logits, st.step)
             if not (params.top_k or params.top_p < 1.0):  # the fused sampler also records the step
                 from rlvr.rollout.fast_kernels import sample_

@@ -115,15 +115,12 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
 
 
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                         stacked: StackedProjections | None = None, attn_splits: int | None = None,
-                         silu_down_tiling=None) -> torch.Tensor:
+                         stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: 8 launches per layer
     with `stacked` projections (11 without; one more with split-KV) instead of about 36. Returns logits (N, V) in
     the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
-    None: chosen there from the shapes). `silu_down_tiling`: SiLU * up and down_proj in one launch
-    (`fast_silu_down.silu_down`) where the layer's down_proj fits it; None: two or three launches."""
+    None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
-    from rlvr.rollout import fast_silu_down
 
     n = tokens.shape[0]
     x = parts.embed(tokens)  # (N, H): the residual stream, updated in place below
@@ -139,10 +136,7 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
         norm = layer.post_attention_layernorm
         h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
-        if silu_down_tiling is not None and fast_silu_down.fits(mlp.down_proj):
-            delta = fast_silu_down.silu_down(gate, up, mlp.down_proj.weight, silu_down_tiling)
-        else:
-            delta = mlp.down_proj(K.silu_mul(gate, up))
+        delta = mlp.down_proj(K.silu_mul(gate, up))
     return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
 
 
