@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlvr.kernels.triton_layers import rotate_half
 from rlvr.rollout.fast_stacked import StackedProjections
 
 @dataclass
@@ -64,13 +65,8 @@ def supports(model) -> bool:
 
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + _rotate_half(x) * sin
+    return x * cos + rotate_half(x) * sin
 
 
 def _qkv(parts: ModelParts, layer, h: torch.Tensor, lead: tuple[int, ...]):

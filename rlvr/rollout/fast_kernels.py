@@ -64,24 +64,18 @@ def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache
     n = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     d = tl.arange(0, D)
-    half: tl.constexpr = D // 2
-    partner = (d + half) % D
-    sign = tl.where(d < half, -1.0, 1.0)  # rotate_half(x)[d] = -x[d + D/2] (d < D/2), x[d - D/2] (else)
+    one = tl.arange(0, 1)  # `_rotated` works on row tiles: this one holds the head's row
     cos = tl.load(cos_ptr + n * D + d).to(tl.float32)
     sin = tl.load(sin_ptr + n * D + d).to(tl.float32)
     if head < HEADS:
-        base = q_ptr + n * q_stride + head * D
-        x = tl.load(base + d).to(tl.float32)
-        rot = tl.load(base + partner).to(tl.float32) * sign
-        tl.store(q_out_ptr + (n * HEADS + head) * D + d, (x * cos + rot * sin).to(q_out_ptr.dtype.element_ty))
+        x = _rotated(q_ptr + n * q_stride + head * D, one, one < 1, d, cos, sin, D)
+        tl.store(q_out_ptr + (n * HEADS + head) * D + one[:, None] * D + d[None, :], x.to(q_out_ptr.dtype.element_ty))
     else:
         kh = head - HEADS
         col = tl.load(col_ptr)
-        base = k_ptr + n * k_stride + kh * D
-        x = tl.load(base + d).to(tl.float32)
-        rot = tl.load(base + partner).to(tl.float32) * sign
+        x = _rotated(k_ptr + n * k_stride + kh * D, one, one < 1, d, cos, sin, D)
         dst = ((n * KV + kh) * S + col) * D + d
-        tl.store(k_cache_ptr + dst, (x * cos + rot * sin).to(k_cache_ptr.dtype.element_ty))
+        tl.store(k_cache_ptr + dst[None, :], x.to(k_cache_ptr.dtype.element_ty))
         tl.store(v_cache_ptr + dst, tl.load(v_ptr + n * v_stride + kh * D + d))
 
 
@@ -158,6 +152,19 @@ def _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_
 
 
 @triton.jit
+def _group_query(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, rows, base, col, write,
+                 q_stride, k_stride, v_stride, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr):
+    """The KV head's query group (BLOCK_G, D): loaded as rotated by the caller, or with ROPE the
+    fused prologue (`_query_and_new_column`: rotated here, and the new column written where `write`)."""
+    if ROPE:
+        q = _query_and_new_column(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr, n, h, g, d, base,
+                                  col, write, q_stride, k_stride, v_stride, GROUP, D)
+    else:
+        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    return q
+
+
+@triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
                              k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
@@ -171,11 +178,8 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
     base = (n * KV + h) * S * D
     col = tl.load(col_ptr)
-    if ROPE:
-        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
-                                  True, q_stride, k_stride, v_stride, GROUP, D)
-    else:
-        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=g[:, None] < GROUP, other=0.0)
+    q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col, True,
+                     q_stride, k_stride, v_stride, GROUP, D, ROPE)
     start = tl.load(start_ptr + n)  # first valid column (left padding before it)
     end = col + 1  # columns written so far
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
@@ -216,11 +220,8 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_m_ptr, par
     # `start` or the range's first column, both visible when the range is not empty
     lo = first + split * chunk
     hi = tl.minimum(lo + chunk, end)
-    if ROPE:
-        q = _query_and_new_column(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, base, col,
-                                  (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D)
-    else:
-        q = tl.load(q_ptr + rows[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0)
+    q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col,
+                     (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D, ROPE)
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
                                     BLOCK_G, D, BLOCK_S, PRECISION)
     part = rows * SPLITS + split  # scratch (N * heads, SPLITS[, D])

@@ -232,6 +232,30 @@ def test_engine_with_split_attention_decodes_as_the_single_pass_engine(monkeypat
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_and_cache_equals_hf_rotary(dtype):
+    """`rope_and_cache_` (the prefill's launch, and the reference of the fused one below): q and k
+    rotated as HF's apply_rotary_pos_emb, k and v written at the cache column, nothing else."""
+    from rlvr.kernels.triton_layers import rotary_reference
+    from rlvr.rollout.fast_kernels import rope_and_cache_
+
+    gen = torch.Generator(device=DEVICE).manual_seed(6)
+    qkv = torch.randn(N, (HEADS + 2 * KV) * D, generator=gen, device=DEVICE).to(dtype)
+    q, k, v = qkv.split([HEADS * D, KV * D, KV * D], dim=1)
+    cos, sin = (torch.randn(N, D, generator=gen, device=DEVICE).to(dtype) for _ in range(2))
+    _, k_cache, v_cache = _inputs(dtype, seed=7)
+    k_new, v_new = k_cache.clone(), v_cache.clone()
+    col = 77
+    rotated = rope_and_cache_(q, k, v, cos, sin, k_new, v_new, torch.tensor([col], device=DEVICE))
+    want_q, want_k = rotary_reference(q.float().view(N, HEADS, D), k.float().view(N, KV, D), cos.float(), sin.float())
+    _close(rotated, want_q, dtype)
+    _close(k_new[:, :, col], want_k, dtype)
+    assert torch.equal(v_new[:, :, col], v.view(N, KV, D))
+    others = torch.arange(S, device=DEVICE) != col
+    assert torch.equal(k_new[:, :, others], k_cache[:, :, others]) and torch.equal(v_new[:, :, others], v_cache[:, :, others])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("splits", [1, 3])
 def test_rope_cache_attention_equals_rope_then_attention(splits, dtype):
     """The fused launch rotates q and k, writes k and v at the column and attends, as
