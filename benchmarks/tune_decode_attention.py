@@ -4,7 +4,7 @@ fastest against the default end to end (the fast engine's whole generation, same
 
 Per cache column in --columns (the attention reads columns 0..col of every sequence), N sequences,
 a model shape's heads: each (tiling, programs per SM) is timed with CUDA events over one layer's
-launch (the split kernel, whose last program per pair combines; replayed from a CUDA graph as in the engine), checked
+launches (the split kernel and the combine, replayed from a CUDA graph as in the engine), checked
 against the default's output, and reported as
 us and as GB/s of K/V read (an H200's HBM reads at most about 4.8 TB/s). The fastest is the one
 with the least time summed over the columns.

@@ -1,5 +1,5 @@
 """Split-KV decode attention: each (sequence, KV head)'s cache columns divided over several
-programs, whose partial softmaxes the last of them combines, equals the single-pass kernel and a
+programs, whose partial softmaxes a second launch combines, equals the single-pass kernel and a
 torch reference, wherever the current column and the rows' left padding fall among the splits.
 
 The split-count heuristic and the engine's switch are CPU tests. The kernel tests are `gpu` tests
