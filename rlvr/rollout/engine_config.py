@@ -60,7 +60,7 @@ class FastEngineConfig:
     split_kv: bool = True
     """With triton kernels: when the batch's N x kv_heads (sequence, KV head) pairs would leave
     most SMs idle on a long cache, the decode attention divides each pair's cache columns over
-    several programs and the last of them combines their partial softmaxes (split-KV, as
+    several programs and combines their partial softmaxes in a second launch (split-KV, as
     flash-decoding). The split count comes from the batch's static shape
     (`rlvr.rollout.fast_split_kv.attention_splits`): short caches and large batches keep one
     program per pair. Off: always one program per pair (the A/B baseline)."""

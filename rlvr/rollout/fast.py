@@ -147,7 +147,7 @@ class FastEngine:
             stacked = {} if self.fused_gemms else {"stacked": self.stacked}
             splits = self._attention_splits(st.n, st.length)  # a launch shape, fixed in the graph
             logits = self._forward(self.parts, st.tokens, st.pos, st.col, st.start, st.k, st.v,
-                                   attn_splits=splits, attn_arrivals=st.arrivals, **stacked)
+                                   attn_splits=splits, **stacked)
             self._force_end(st, logits, st.step)
             if not (params.top_k or params.top_p < 1.0):  # the fused sampler also records the step
                 from rlvr.rollout.fast_kernels import sample_

@@ -111,12 +111,11 @@ def decode_forward(parts: ModelParts, tokens, pos, col, bias, k_cache: list, v_c
 
 
 def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                         stacked: StackedProjections | None = None, attn_splits: int | None = None,
-                         attn_arrivals: torch.Tensor | None = None) -> torch.Tensor:
+                         stacked: StackedProjections | None = None, attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward` on the Triton kernels of rlvr.rollout.fast_kernels: 8 launches per layer
-    with `stacked` projections (11 without) instead of about 36. Returns logits (N, V) in
-    the model dtype. `attn_splits`, `attn_arrivals`: the attention's column splits and the split
-    launch's counters (`fast_kernels.decode_attention`; None: chosen there)."""
+    with `stacked` projections (11 without; one more with split-KV) instead of about 36. Returns logits (N, V) in
+    the model dtype. `attn_splits`: the attention's column splits (`fast_kernels.decode_attention`;
+    None: chosen there from the shapes)."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -129,7 +128,7 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
         h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
         q, k, v = stacked.qkv(i, h) if stacked else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
         out = K.rope_cache_attention_(q, k, v, cos, sin, k_cache[i], v_cache[i], start, col, parts.scaling,
-                                      attn_splits, arrivals=attn_arrivals)
+                                      attn_splits)
         norm = layer.post_attention_layernorm
         h = K.add_rmsnorm_(x, attn.o_proj(out), norm.weight, norm.variance_epsilon)
         gate, up = stacked.gate_up(i, h) if stacked else (mlp.gate_proj(h), mlp.up_proj(h))
@@ -138,12 +137,11 @@ def decode_forward_fused(parts: ModelParts, tokens, pos, col, start, k_cache: li
 
 
 def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                              attn_splits: int | None = None, attn_arrivals: torch.Tensor | None = None) -> torch.Tensor:
+                              attn_splits: int | None = None) -> torch.Tensor:
     """`decode_forward_fused` with the norm-fused GEMM kernels: per layer one launch for add +
     norm + q/k/v + RoPE + cache write, attention, o_proj, one for add + norm + gate/up + SiLU*up,
     down_proj. The residual stream alternates between two buffers (a kernel's programs read the
-    old stream while one of them writes the new one). `attn_splits`, `attn_arrivals`: as in
-    `decode_forward_fused`."""
+    old stream while one of them writes the new one). `attn_splits`: as in `decode_forward_fused`."""
     from rlvr.rollout import fast_kernels as K
 
     n = tokens.shape[0]
@@ -158,8 +156,7 @@ def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cach
                                    attn.v_proj, cos, sin, k_cache[i], v_cache[i], col)
         if delta is not None:
             x, spare = spare, x
-        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits,
-                                 arrivals=attn_arrivals)
+        out = K.decode_attention(q, k_cache[i], v_cache[i], start, col, parts.scaling, attn_splits)
         norm = layer.post_attention_layernorm
         act = K.norm_gate_up_silu(x, attn.o_proj(out), spare, norm.weight, norm.variance_epsilon,
                                   mlp.gate_proj, mlp.up_proj)

@@ -7,7 +7,7 @@ sizes, so each kernel replaces several torch ops:
   decode_attention  one query token per sequence against its cache (GQA: the G query heads of a
                     K/V head in one program), online softmax, reading only columns start..col;
                     for long caches and few sequences the visible columns are split over several
-                    programs and their partial softmaxes combined by the last of them (split-KV)
+                    programs and their partial softmaxes combined in a second launch (split-KV)
   rope_cache_attention_  both above in the attention's launch: each program rotates its query
                     group, the one holding column col writes the rotated key and the value there
   silu_mul          act(gate) * up of the MLP (SiLU), rounded as the two torch ops would be
@@ -189,10 +189,10 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
 
 
 @triton.jit
-def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, arrivals_ptr,
-                                   start_ptr, col_ptr, scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr,
-                                   q_stride, k_stride, v_stride, KV: tl.constexpr, GROUP: tl.constexpr,
-                                   D: tl.constexpr, ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
+def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, start_ptr, col_ptr,
+                                   scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
+                                   v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                                   ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
                                    PRECISION: tl.constexpr):
     """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
     equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
@@ -200,9 +200,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_m_ptr, par
     it. A split past the visible columns runs no block and stores m = -inf, l = 0, acc = 0 (the
     scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
     weight 0). With ROPE the split holding `col` writes the new key and value (see
-    `_decode_attention_kernel`). The last of the pair's SPLITS programs to finish (its arrival
-    counter) combines the partials into the output and resets the counter: no second launch.
-    SPLITS is a runtime value: compacted batches, each with its own count, share a build."""
+    `_decode_attention_kernel`)."""
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -228,34 +226,26 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_m_ptr, par
     tl.store(part_m_ptr + part, m_i, mask=in_group)
     tl.store(part_l_ptr + part, l_i, mask=in_group)
     tl.store(part_acc_ptr + part[:, None] * D + d[None, :], acc, mask=in_group[:, None])
-    tl.debug_barrier()  # every thread's partials are stored before the counter moves
-    arrived = tl.atomic_add(arrivals_ptr + n * KV + h, 1, sem="acq_rel")
-    if arrived == SPLITS - 1:  # the pair's last program: the other splits' partials are visible
-        _combine_splits(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, rows, in_group, d, SPLITS, BLOCK_G, D)
-        tl.atomic_xchg(arrivals_ptr + n * KV + h, 0)  # ready for the next launch (a graph replays this one)
 
 
 @triton.jit
-def _combine_splits(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, rows, in_group, d, SPLITS,
-                    BLOCK_G: tl.constexpr, D: tl.constexpr):
-    """The query group's SPLITS partial softmaxes rescaled to their common max (log-sum-exp),
-    summed in split order and normalised. Read past L1 (.cg): other SMs wrote them."""
-    m_all = tl.full([BLOCK_G], float("-inf"), tl.float32)
-    for j in range(SPLITS):
-        m_all = tl.maximum(m_all, tl.load(part_m_ptr + rows * SPLITS + j, mask=in_group, other=0.0,
-                                          cache_modifier=".cg"))
-    num = tl.zeros([BLOCK_G, D], tl.float32)
-    den = tl.zeros([BLOCK_G], tl.float32)
-    for j in range(SPLITS):
-        part = rows * SPLITS + j
-        # empty splits (m = -inf, acc = 0) weigh 0; the split holding `col` is never empty
-        weight = tl.exp(tl.load(part_m_ptr + part, mask=in_group, other=0.0, cache_modifier=".cg") - m_all)
-        den += tl.load(part_l_ptr + part, mask=in_group, other=0.0, cache_modifier=".cg") * weight
-        acc = tl.load(part_acc_ptr + part[:, None] * D + d[None, :], mask=in_group[:, None], other=0.0,
-                      cache_modifier=".cg")
-        num += acc * weight[:, None]
-    out = num / tl.where(in_group, den, 1.0)[:, None]
-    tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=in_group[:, None])
+def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS,
+                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr):
+    """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
+    rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
+    value (as in the split kernel): compacted batches, each with its own count, share a build."""
+    row = tl.program_id(0).to(tl.int64)
+    j = tl.arange(0, BLOCK_SPLITS)
+    d = tl.arange(0, D)
+    ok = j < SPLITS
+    part = row * SPLITS + j
+    m = tl.load(part_m_ptr + part, mask=ok, other=float("-inf"))
+    l = tl.load(part_l_ptr + part, mask=ok, other=0.0)
+    acc = tl.load(part_acc_ptr + part[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    m_all = tl.max(m, axis=0)
+    weight = tl.exp(m - m_all)  # empty splits (m = -inf, acc = 0) weigh 0; the column `col` is never empty
+    out = tl.sum(acc * weight[:, None], axis=0) / tl.sum(l * weight, axis=0)
+    tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
 
 
 @dataclass(frozen=True)
@@ -280,47 +270,32 @@ ATTENTION_TILING = AttentionTiling()
 
 
 def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                     tiling: AttentionTiling | None = None, arrivals: torch.Tensor | None = None) -> torch.Tensor:
+                     tiling: AttentionTiling | None = None) -> torch.Tensor:
     """q (N, heads, D) against the cache (N, kv, S, D) columns start[n]..col -> (N, heads*D).
 
     `splits`: equal ranges of whole blocks each (sequence, KV head)'s visible columns are divided
     into, one program each (more programs than N x kv: long caches fill the GPU), their partial
-    softmaxes combined by the last of them to finish; 1 runs one program per pair over all its columns; None
+    softmaxes combined by a second launch; 1 runs one program per pair over all its columns; None
     picks `attention_splits` for these shapes and q's device. The count is a launch shape: fixed
     for a captured CUDA graph; the ranges follow the current column inside the kernel.
-    `tiling`: launch parameters, ATTENTION_TILING when None. `arrivals`: the split launch's
-    per-pair counters, N x kv int32 zeros (`split_arrivals`; left at zero after every launch).
-    None: a cached zeroed set per device."""
-    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling, arrivals)
+    `tiling`: launch parameters, ATTENTION_TILING when None."""
+    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling)
 
 
 def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                          tiling: AttentionTiling | None = None, arrivals: torch.Tensor | None = None) -> torch.Tensor:
+                          tiling: AttentionTiling | None = None) -> torch.Tensor:
     """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
     k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
     output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
     columns hold `col` rotates its key and writes it and the value at `col` before reading the
-    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written.
-    `splits`, `tiling`, `arrivals`: as in `decode_attention`."""
+    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written."""
     d = k_cache.shape[-1]
     assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
-    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling, arrivals)
+    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling)
 
 
-_ARRIVALS: dict[str, torch.Tensor] = {}
-
-
-def split_arrivals(device: torch.device, pairs: int) -> torch.Tensor:
-    """Zeroed arrival counters for a split launch over `pairs` (sequence, KV head) pairs, shared by
-    callers that keep none of their own (a launch leaves the ones it used at zero)."""
-    key = str(device)
-    if key not in _ARRIVALS or _ARRIVALS[key].numel() < pairs:
-        _ARRIVALS[key] = torch.zeros(pairs, dtype=torch.int32, device=device)
-    return _ARRIVALS[key]
-
-
-def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, arrivals) -> torch.Tensor:
+def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> torch.Tensor:
     """Both entry points: `rope` is None (q rotated, (N, heads, D)) or (k, v, cos, sin)."""
     tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
@@ -340,15 +315,14 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, arr
     if splits == 1:
         _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
         return out
-    # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, combined per
-    # (sequence, KV head) by the last of its programs
+    # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, then one launch
+    # combining them per query head
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
-    if arrivals is None:
-        arrivals = split_arrivals(q.device, n * kv)
-    assert arrivals.dtype == torch.int32 and arrivals.numel() >= n * kv
-    _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, out, part_m, part_l, part_acc, arrivals,
-                                                    start, col, scale, s, splits, *rope_args, **shape)
+    _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
+                                                    scale, s, splits, *rope_args, **shape)
+    _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
+                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
     return out
 
 

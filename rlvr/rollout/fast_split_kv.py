@@ -3,7 +3,7 @@
 One program per (sequence, KV head) walks all of its cache columns: with few sequences and long
 caches that is fewer programs than the GPU has SMs, each reading thousands of columns in turn
 (64 sequences x 2 KV heads = 128 programs on a 132-SM H200). Splitting the columns over several
-programs, whose partial softmaxes the last of them to finish combines ("flash-decoding"), fills the GPU.
+programs, whose partial softmaxes a second launch combines ("flash-decoding"), fills the GPU.
 
 The count depends only on static shapes, so a CUDA graph's launch grid is fixed. Triton-free: the
 engine and the CPU tests ask without importing the kernels.

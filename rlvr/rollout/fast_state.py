@@ -42,9 +42,6 @@ class DecodeState:
         self.stop_ids = torch.tensor(stop_ids, dtype=torch.long, device=device)
         self.pad_id = pad_id
         self.start = torch.zeros(n, dtype=torch.long, device=device)  # first non-padding column
-        # split-KV attention's per-(row, KV head) arrival counters: zero between launches (a prefix
-        # view uses the first entries)
-        self.arrivals = torch.zeros(n * parts.kv_heads, dtype=torch.int32, device=device)
         self.forced = forced  # the step forces EOS at each row's `end_at` completion length
         self.end_at = torch.zeros(n, dtype=torch.long, device=device)
         self.force_id = stop_ids[0] if stop_ids else pad_id

@@ -115,32 +115,6 @@ def test_split_attention_equals_single_pass_and_torch(col, dtype):
 
 
 @pytest.mark.gpu
-def test_split_launch_leaves_its_arrival_counters_at_zero_and_repeats_exactly():
-    """The last of a pair's split programs combines the partials and resets the pair's counter:
-    after a launch every counter is 0 again, so the next launch (a graph replay, another batch
-    size on the same counters) combines at the right time; the combine runs in split order, so
-    repeated launches agree bit for bit."""
-    from rlvr.rollout.fast_kernels import decode_attention
-
-    q, k_cache, v_cache = _inputs(torch.float32, seed=5)
-    arrivals = torch.zeros(N * KV + 3, dtype=torch.int32, device=DEVICE)  # more than needed: a prefix is used
-    col = 260
-    start = torch.tensor(STARTS, device=DEVICE).clamp(max=col)
-    col_t = torch.tensor([col], device=DEVICE)
-    reference = _reference(q, k_cache, v_cache, start, col, 0.3)
-    first = decode_attention(q, k_cache, v_cache, start, col_t, 0.3, splits=4, arrivals=arrivals)
-    _close(first, reference, torch.float32)
-    assert int(arrivals.abs().sum()) == 0
-    for splits in (4, 2, 4):
-        out = decode_attention(q, k_cache, v_cache, start, col_t, 0.3, splits=splits, arrivals=arrivals)
-        _close(out, reference, torch.float32)
-        assert int(arrivals.abs().sum()) == 0
-    assert torch.equal(out, first)
-    half = decode_attention(q[:2], k_cache[:2], v_cache[:2], start[:2], col_t, 0.3, splits=3, arrivals=arrivals)
-    _close(half, reference[:2], torch.float32)
-
-
-@pytest.mark.gpu
 @pytest.mark.parametrize("block_s,num_warps,num_stages", [(32, 2, None), (128, 8, 3), (16, 4, 2)])
 def test_every_tiling_computes_the_same_attention(block_s, num_warps, num_stages):
     """Launch parameters change speed only: block sizes that split the columns differently, other
