@@ -27,8 +27,8 @@
 #   e.g. --compare-module with a copy of an earlier fast_kernels.py; $OUT/bench_sampler.json)
 #   gemm_layouts (bench_gemm_layouts.py: each decode projection, weight as nn.Linear keeps it against a transposed
 #   copy, 0.5b and 1.5b shapes at 64 and 256 rows; $OUT/bench_gemm_layouts_<shape>.json)
-#   base:PART (PART run from ./ab_base, an earlier tree unpacked beside this one, e.g.
-#   `mkdir ab_base && git archive BASE rlvr benchmarks/*.py scripts | tar -x -C ab_base`; records in $OUT/base)
+#   base:PART (PART run from ./ab_base, an earlier tree unpacked beside this one by `scripts/make_ab_base.sh REV`,
+#   which stamps it; refused when the stamp is missing or differs from BASE_COMMIT; records in $OUT/base)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -172,7 +172,12 @@ for part in "$@"; do
     gemm_layouts) for shape in 0.5b 1.5b; do timeout 60 python3 benchmarks/bench_gemm_layouts.py --shape $shape \
                     --out "$OUT/bench_gemm_layouts_$shape.json" 2>&1 | tee "$OUT/gemm_layouts_$shape.log"; done ;;
     sampler) timeout 120 python3 benchmarks/bench_sampler.py ${SAMPLER_ARGS:-} 2>&1 | tee "$OUT/sampler.log" ;;
-    base:*) (cd ab_base && OUT="$OUT/base" RLVR_COMMIT="${BASE_COMMIT:-base}" bash scripts/device_run.sh "${part#base:}") ;;
+    base:*) stamp=$(cat ab_base/.commit 2>/dev/null || echo none)
+            if [ "$stamp" = none ] || { [ -n "${BASE_COMMIT:-}" ] && [ "$stamp" != "$BASE_COMMIT" ]; }; then
+              echo "ab_base is '$stamp', not '${BASE_COMMIT:-a stamped tree}': make it with scripts/make_ab_base.sh" \
+                | tee "$OUT/base_error.log"; continue
+            fi
+            (cd ab_base && OUT="$OUT/base" RLVR_COMMIT="$stamp" bash scripts/device_run.sh "${part#base:}") ;;
     perf16_rollout) perf16_rollout ;;
     update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
                       | tee "$OUT/update_packing.log" ;;
