@@ -11,14 +11,24 @@ from pathlib import Path
 from test_two_process_cpu import _free_port
 
 HERE = Path(__file__).parent
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run_workers(results: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), str(HERE / "fsdp2_worker.py"), str(results)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_fsdp2_generation_and_loss_match_the_unsharded_model(tmp_path):
     results = tmp_path / "results.jsonl"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), str(HERE / "fsdp2_worker.py"), str(results)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = _run_workers(results)
+    if proc.returncode != 0 and GLOO_TEARDOWN_ABORT in proc.stderr:
+        # gloo's threads now and then abort a process as it exits (seen once in about ten CI runs,
+        # then not in three reruns): one fresh run; a failure that repeats still fails the test
+        results.unlink(missing_ok=True)
+        proc = _run_workers(results)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = sorted((json.loads(x) for x in results.read_text().splitlines()), key=lambda r: r["rank"])
     assert [r["rank"] for r in rows] == [0, 1]
