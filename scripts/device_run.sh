@@ -173,7 +173,8 @@ for part in "$@"; do
                     --out "$OUT/bench_gemm_layouts_$shape.json" 2>&1 | tee "$OUT/gemm_layouts_$shape.log"; done ;;
     sampler) timeout 120 python3 benchmarks/bench_sampler.py ${SAMPLER_ARGS:-} 2>&1 | tee "$OUT/sampler.log" ;;
     base:*) stamp=$(cat ab_base/.commit 2>/dev/null || echo none)
-            if [ "$stamp" = none ] || { [ -n "${BASE_COMMIT:-}" ] && [ "$stamp" != "$BASE_COMMIT" ]; }; then
+            want=${BASE_COMMIT:-$stamp}  # commit ids of any length: one must begin the other
+            if [ "$stamp" = none ] || { [[ "$want" != "$stamp"* ]] && [[ "$stamp" != "$want"* ]]; }; then
               echo "ab_base is '$stamp', not '${BASE_COMMIT:-a stamped tree}': make it with scripts/make_ab_base.sh" \
                 | tee "$OUT/base_error.log"; continue
             fi
