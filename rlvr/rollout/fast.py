@@ -26,6 +26,7 @@ Shapes: B prompts, G samples each, N = B*G sequences, P prompt width, S cache le
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import torch
 
@@ -33,8 +34,8 @@ from rlvr.rollout.base import Rollout, SamplingParams
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
-                                       fits_fused_kernels, fits_gemm_kernels, prefill_forward, prefill_forward_fused,
-                                       supports)
+                                       decode_forward_pdl, fits_fused_kernels, fits_gemm_kernels, fits_pdl_gemms,
+                                       prefill_forward, prefill_forward_fused, supports)
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
@@ -69,6 +70,7 @@ class FastEngine:
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and fits_gemm_kernels(self.parts)
         self.stacked = None if self.fused_gemms else self._stacked_projections()
+        self.pdl_gemms = self.stacked is not None and self.config.pdl_gemms and fits_pdl_gemms(self.parts)
         self.sm_count = device_sm_count(device)
         self._set_forward()
 
@@ -87,6 +89,11 @@ class FastEngine:
     def _set_forward(self) -> None:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
                    decode_forward_fused if self.fused else decode_forward)
+        if self.pdl_gemms:
+            from rlvr.rollout.fast_pdl_gemm import pdl_supported  # imports triton: the Triton path only
+
+            forward = partial(decode_forward_pdl, pdl=pdl_supported(self.model.lm_head.weight.device),
+                              sm_count=self.sm_count)
         self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
 
     def prefill(self, ids: torch.Tensor, valid: torch.Tensor):

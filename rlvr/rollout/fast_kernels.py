@@ -18,6 +18,10 @@ sizes, so each kernel replaces several torch ops:
 Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
 so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
 S cache length, V vocab.
+
+`add_rmsnorm_` and the attention launches take `pdl`: a programmatic dependent launch that waits for
+the kernel ahead before reading anything (`fast_pdl_gemm.pdl_enter`), for the decode path whose
+GEMMs fetch their weights while these kernels run.
 """
 from __future__ import annotations
 
@@ -27,12 +31,14 @@ import torch
 import triton
 import triton.language as tl
 
+from rlvr.rollout.fast_pdl_gemm import pdl_enter, pdl_launch
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
 
 @triton.jit
 def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
-                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
+                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < H
@@ -49,12 +55,15 @@ def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
              mask=valid)
 
 
-def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H)."""
+def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                 pdl: bool = False) -> torch.Tensor:
+    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H). `pdl`: a
+    programmatic dependent launch (see the module doc)."""
     n, h = x.shape
     out = torch.empty_like(x)
     _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps,
-                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4)
+                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4,
+                              **pdl_launch(pdl))
     return out
 
 
@@ -168,9 +177,11 @@ def _group_query(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
                              k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
+                             PDL: tl.constexpr):
     """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
     ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head."""
+    pdl_enter(PDL)
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     g = tl.arange(0, BLOCK_G)
@@ -193,7 +204,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
                                    scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
                                    v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
                                    ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
-                                   PRECISION: tl.constexpr):
+                                   PRECISION: tl.constexpr, PDL: tl.constexpr):
     """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
     equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
     column, so every split has work from early in a generation on, not only once `col` reaches
@@ -201,6 +212,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
     weight 0). With ROPE the split holding `col` writes the new key and value (see
     `_decode_attention_kernel`)."""
+    pdl_enter(PDL)
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -230,10 +242,11 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
 
 @triton.jit
 def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS,
-                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr):
+                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
     """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
     rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
     value (as in the split kernel): compacted batches, each with its own count, share a build."""
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_SPLITS)
     d = tl.arange(0, D)
@@ -279,23 +292,24 @@ def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int 
     picks `attention_splits` for these shapes and q's device. The count is a launch shape: fixed
     for a captured CUDA graph; the ranges follow the current column inside the kernel.
     `tiling`: launch parameters, ATTENTION_TILING when None."""
-    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling)
+    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling, False)
 
 
 def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                          tiling: AttentionTiling | None = None) -> torch.Tensor:
+                          tiling: AttentionTiling | None = None, pdl: bool = False) -> torch.Tensor:
     """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
     k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
     output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
     columns hold `col` rotates its key and writes it and the value at `col` before reading the
-    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written."""
+    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written.
+    `pdl`: its launches are programmatic dependent launches (see the module doc)."""
     d = k_cache.shape[-1]
     assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
-    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling)
+    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling, pdl)
 
 
-def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> torch.Tensor:
+def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pdl: bool) -> torch.Tensor:
     """Both entry points: `rope` is None (q rotated, (N, heads, D)) or (k, v, cos, sin)."""
     tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
@@ -310,7 +324,7 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> 
     splits = min(splits, triton.cdiv(s, tiling.block_s))  # at most one split per block of columns
     shape = dict(KV=kv, GROUP=heads // kv, D=d, ROPE=rope is not None,
                  BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
-                 PRECISION=_precision(q.dtype), **tiling.launch())
+                 PRECISION=_precision(q.dtype), **tiling.launch(), **pdl_launch(pdl))
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
     if splits == 1:
         _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
@@ -322,7 +336,8 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> 
     _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
                                                     scale, s, splits, *rope_args, **shape)
     _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
-                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
+                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1,
+                                         **pdl_launch(pdl))
     return out
 
 
