@@ -185,7 +185,7 @@ class FastEngine:
     def _capture_or_fall_back(self, st: DecodeState, batch: DecodeState,
                               params: SamplingParams) -> torch.cuda.CUDAGraph:
         """Capture the step over `batch` (`st` or a prefix of it); if a Triton build fails (an
-        untested GPU/toolchain), step down: fused GEMMs -> per-op triton kernels -> torch ops, with
+        untested GPU/toolchain), step down: fused or PDL GEMMs -> per-op triton kernels -> torch ops, with
         a warning each time, and drop the graphs captured with the old kernels."""
         while True:
             try:
@@ -194,11 +194,12 @@ class FastEngine:
             except Exception as e:
                 if not self.fused:
                     raise
-                level = "fused GEMM" if self.fused_gemms else "fused Triton"
-                fallback = "the per-op triton kernels" if self.fused_gemms else "kernels='torch'"
+                triton_gemms = self.fused_gemms or self.pdl_gemms
+                level = "fused GEMM" if self.fused_gemms else "PDL GEMM" if self.pdl_gemms else "fused Triton"
+                fallback = "the per-op triton kernels" if triton_gemms else "kernels='torch'"
                 warnings.warn(f"fast engine: the {level} decode kernels failed ({type(e).__name__}: {e}); "
                               f"falling back to {fallback}")
-                self.fused, self.fused_gemms = self.fused_gemms, False
+                self.fused, self.fused_gemms, self.pdl_gemms = triton_gemms, False, False
                 self.stacked = self._stacked_projections()
                 self._set_forward()
                 for other in (st, *self._states.values()):

@@ -232,3 +232,19 @@ def test_engine_option_falls_back_to_cublas_for_lora():
     engine = FastEngine(lora, tokenizer, FastEngineConfig(kernels="triton", pdl_gemms=True))
     assert engine.fused and not engine.pdl_gemms
     assert not FastEngine(_model(tokenizer, device="cuda"), tokenizer, FastEngineConfig(kernels="triton")).pdl_gemms
+
+
+@pytest.mark.skipif(INTERPRETED or not torch.cuda.is_available(), reason="the engine's Triton path needs CUDA")
+def test_a_failing_pdl_gemm_build_steps_down_to_cublas(monkeypatch):
+    from rlvr.rollout import fast_pdl_gemm
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no build for this GPU")
+
+    monkeypatch.setattr(fast_pdl_gemm, "linear", broken)
+    tokenizer = build_char_tokenizer()
+    model = _model(tokenizer, device="cuda")
+    engine = FastEngine(model, tokenizer, FastEngineConfig(kernels="triton", pdl_gemms=True))
+    with pytest.warns(UserWarning, match="PDL GEMM decode kernels failed"):
+        _check_greedy_matches_generate(model, tokenizer, engine)
+    assert engine.fused and engine.stacked is not None and not engine.pdl_gemms
