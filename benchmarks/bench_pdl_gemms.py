@@ -101,11 +101,15 @@ def time_chain(chain, layers: int, reps: int) -> list[float]:
 
 
 def sweep_tilings(m: int) -> list:
+    """Column tiles, K splits and reduction steps at the default row tile, warps and stages, and
+    the default's neighbours in warps and stages."""
     from rlvr.rollout.fast_pdl_gemm import GemmTiling
 
-    block_ms = sorted({min(64, max(16, 1 << (m - 1).bit_length())), 32})
-    return [GemmTiling(bm, bn, bk, warps, stages) for bm, bn, bk, (warps, stages)
-            in itertools.product(block_ms, (16, 32, 64), (64, 128), ((4, 3), (4, 4), (8, 3)))]
+    block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+    grid = [GemmTiling(block_m, bn, bk, splits) for bn, bk, splits
+            in itertools.product((16, 32, 64), (64, 128), (1, 2, 4, 8))]
+    return grid + [GemmTiling(block_m, 32, 128, splits, warps, stages) for splits in (1, 4)
+                   for warps, stages in ((4, 4), (8, 3), (8, 4))]
 
 
 def main() -> None:

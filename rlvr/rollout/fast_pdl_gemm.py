@@ -19,9 +19,10 @@ the same code (the two instructions are then no-ops).
   gate_up_silu   silu(x @ W_gate^T) * (x @ W_up^T) from the stacked (2I, K) gate/up weight: the
                  MLP's first half in one launch, rounded where the torch ops round
 
-Program (j, i): output columns j*BLOCK_N.. (weight rows, read once from HBM by the i = 0 programs'
-prefetch, from L2 by the rest) over rows i*BLOCK_M... The launch shape (`GemmTiling`) defaults to
-enough column tiles to give every SM one program (`default_tiling`);
+Program (j, i, s): output columns j*BLOCK_N.. (weight rows, read once from HBM by the i = 0
+programs' prefetch, from L2 by the rest) over rows i*BLOCK_M.., K range s of the split reduction
+(the tile's last program sums the splits' fp32 partials in split order: deterministic). The launch
+shape (`GemmTiling`) defaults to about one program per SM (`default_tiling`);
 `benchmarks/bench_pdl_gemms.py` sweeps it on the GPU.
 """
 from __future__ import annotations
@@ -64,13 +65,18 @@ def pdl_supported(device: torch.device) -> bool:
 
 
 @triton.jit
-def _prefetch_l2(ptr, nbytes, LANES: tl.constexpr):
-    """Ask L2 for the `nbytes` bytes at ptr (16-byte aligned, nbytes a multiple of 16): one bulk
-    prefetch per lane (`cp.async.bulk.prefetch.L2`, sm_90), which the copy engine runs while the
-    program goes on."""
-    chunk = tl.cdiv(tl.cdiv(nbytes, LANES), 16) * 16
-    first = tl.arange(0, LANES).to(tl.int64) * chunk
-    size = tl.minimum(tl.maximum(nbytes - first, 0), chunk).to(tl.int32)
+def _prefetch_rows_l2(ptr, row0, rows_ok, K, lo, seg_bytes, BLOCK_N: tl.constexpr, LANES: tl.constexpr):
+    """Ask L2 for columns lo.. (seg_bytes bytes) of the weight rows row0..row0 + BLOCK_N - 1 at ptr
+    (2-byte elements; rows past `rows_ok` skipped): one bulk prefetch per lane
+    (`cp.async.bulk.prefetch.L2`, sm_90; 16-byte aligned, multiples of 16 bytes), which the copy
+    engine runs while the program goes on. LANES // BLOCK_N lanes share a row."""
+    PER_ROW: tl.constexpr = LANES // BLOCK_N
+    lane = tl.arange(0, LANES)
+    row, part = lane // PER_ROW, lane % PER_ROW
+    chunk = tl.cdiv(tl.cdiv(seg_bytes, PER_ROW), 16) * 16
+    first = ((row0 + row).to(tl.int64) * K + lo) * 2 + part * chunk
+    size = tl.minimum(tl.maximum(seg_bytes - part * chunk, 0), chunk)
+    size = tl.where(row < rows_ok, size, 0).to(tl.int32)
     tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.s32 p, $2, 0; "
                               "@p cp.async.bulk.prefetch.L2.global [$1], $2; } // $0", "=r,l,r",
                               [ptr.to(tl.pointer_type(tl.uint8)) + first, size], dtype=tl.int32, is_pure=False,
@@ -80,72 +86,126 @@ def _prefetch_l2(ptr, nbytes, LANES: tl.constexpr):
 # ----------------------------------------------------------------------------- the GEMM
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, x_stride, prefetch_bytes,
-                   HAS_BIAS: tl.constexpr, SILU_PAIR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, PREFETCH: tl.constexpr, LANES: tl.constexpr,
-                   PDL: tl.constexpr):
-    """out[rows, cols] = x[rows] @ W[cols]^T (+ b[cols]); with SILU_PAIR, W holds 2N rows (gate,
-    then up) and out = silu(x @ W[cols]^T) * (x @ W[N + cols]^T). W (rows, K) row-major."""
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    first_col = pid_n * BLOCK_N
-    if PREFETCH:
-        if pid_m == 0:  # the other row tiles read the same weight rows from L2
-            slab = tl.minimum(tl.minimum(BLOCK_N, N - first_col).to(tl.int64) * K * 2, prefetch_bytes)
-            _prefetch_l2(w_ptr + first_col.to(tl.int64) * K, slab, LANES)
-            if SILU_PAIR:
-                _prefetch_l2(w_ptr + (N + first_col).to(tl.int64) * K, slab, LANES)
-    pdl_enter(PDL)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
-    cols = first_col + tl.arange(0, BLOCK_N)
-    col_ok = cols < N
-    x_rows = rows.to(tl.int64)[:, None] * x_stride
-    w_rows = cols.to(tl.int64)[:, None] * K
+def _product(x_ptr, w_ptr, x_rows, w_rows, row_ok, col_ok, lo, hi, up_offset, BLOCK_M: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, SILU_PAIR: tl.constexpr):
+    """fp32 x[rows, lo:hi] @ W[cols, lo:hi]^T, and with SILU_PAIR the same with the up rows
+    (W + up_offset); (BLOCK_M, BLOCK_N) each."""
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(lo, hi, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < K
+        k_ok = k < hi
         a = tl.load(x_ptr + x_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         w_mask = col_ok[:, None] & k_ok[None, :]
         w = tl.load(w_ptr + w_rows + k[None, :], mask=w_mask, other=0.0)
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
         if SILU_PAIR:
-            w_up = tl.load(w_ptr + N * K + w_rows + k[None, :], mask=w_mask, other=0.0)
+            w_up = tl.load(w_ptr + up_offset + w_rows + k[None, :], mask=w_mask, other=0.0)
             acc_up = tl.dot(a, tl.trans(w_up), acc_up, input_precision=PRECISION)
-    dtype = out_ptr.dtype.element_ty
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if SILU_PAIR:  # rounded as F.linear's outputs, F.silu's and the product are
-        g = acc.to(dtype).to(tl.float32)
-        act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
-        acc = act * acc_up.to(dtype).to(tl.float32)
-    tl.store(out_ptr + rows.to(tl.int64)[:, None] * N + cols[None, :], acc.to(dtype),
-             mask=row_ok[:, None] & col_ok[None, :])
+    return acc, acc_up
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, x_stride, CHUNK, prefetch_row_bytes,
+                   HAS_BIAS: tl.constexpr, SILU_PAIR: tl.constexpr, SPLITS: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, PREFETCH: tl.constexpr,
+                   LANES: tl.constexpr, PDL: tl.constexpr):
+    """Program (column tile, row tile, split): out[rows, cols] = x[rows] @ W[cols]^T (+ b[cols]) over
+    the K columns [split * CHUNK, (split + 1) * CHUNK); with SILU_PAIR, W holds 2N rows (gate, then
+    up) and out = silu(x @ W[cols]^T) * (x @ W[N + cols]^T). W (rows, K) row-major. With several
+    splits each program stores its fp32 partial products, and the tile's last program to arrive (a
+    per-tile counter, which it resets) sums them in split order: deterministic."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    split = tl.program_id(2)
+    first_col = pid_n * BLOCK_N
+    lo = split * CHUNK
+    hi = tl.minimum(lo + CHUNK, K)
+    if PREFETCH:
+        if pid_m == 0:  # the other row tiles read the same weight rows from L2
+            seg = tl.minimum((hi - lo).to(tl.int64) * 2, prefetch_row_bytes)
+            _prefetch_rows_l2(w_ptr, first_col, N - first_col, K, lo, seg, BLOCK_N, LANES)
+            if SILU_PAIR:
+                _prefetch_rows_l2(w_ptr, N + first_col, N - first_col, K, lo, seg, BLOCK_N, LANES)
+    pdl_enter(PDL)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    cols = first_col + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    acc, acc_up = _product(x_ptr, w_ptr, rows.to(tl.int64)[:, None] * x_stride, cols.to(tl.int64)[:, None] * K,
+                           row_ok, col_ok, lo, hi, N.to(tl.int64) * K, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, SILU_PAIR)
+    out_mask = row_ok[:, None] & col_ok[None, :]
+    out_at = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    last = True
+    if SPLITS > 1:
+        plane = M.to(tl.int64) * N  # scratch (2 if SILU_PAIR else 1, SPLITS, M, N) fp32
+        tl.store(part_ptr + split * plane + out_at, acc, mask=out_mask)
+        if SILU_PAIR:
+            tl.store(part_ptr + (SPLITS + split) * plane + out_at, acc_up, mask=out_mask)
+        tl.debug_barrier()  # every thread's partial is stored before the counter moves
+        tile = pid_m * tl.num_programs(0) + pid_n
+        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
+        last = arrived == SPLITS - 1  # the others' partials are visible to the last one
+        if last:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for s in range(SPLITS):  # split order, whichever program came last
+                acc += tl.load(part_ptr + s * plane + out_at, mask=out_mask, other=0.0, cache_modifier=".cg")
+                if SILU_PAIR:
+                    acc_up += tl.load(part_ptr + (SPLITS + s) * plane + out_at, mask=out_mask, other=0.0,
+                                      cache_modifier=".cg")
+            tl.atomic_xchg(count_ptr + tile, 0)  # ready for the next launch (a graph replays this one)
+    if last:
+        dtype = out_ptr.dtype.element_ty
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if SILU_PAIR:  # rounded as F.linear's outputs, F.silu's and the product are
+            g = acc.to(dtype).to(tl.float32)
+            act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
+            acc = act * acc_up.to(dtype).to(tl.float32)
+        tl.store(out_ptr + out_at, acc.to(dtype), mask=out_mask)
 
 
 @dataclass(frozen=True)
 class GemmTiling:
     """Launch shape of `linear` / `gate_up_silu`: a program's output tile (rows x weight rows), the
-    reduction step, warps and pipeline stages."""
+    reduction step, the K range split over `splits` programs (1: no partial sums), warps and
+    pipeline stages."""
 
     block_m: int = 64
     block_n: int = 32
     block_k: int = 128
+    splits: int = 1
     warps: int = 4
     stages: int = 3
 
 
+MIN_SPLIT_K = 256
+"""The fewest K columns a split of the reduction gets (fewer: the partial sums cost more than the split saves)."""
+
+
 def default_tiling(m: int, n: int, k: int, sm_count: int) -> GemmTiling:
-    """All rows in one tile up to 64 (more rows: 64-row tiles reading the weight from L2), and the
-    widest column tile that still gives every SM a program: at these sizes the GEMM is a stream of
-    weight rows, and an idle SM streams nothing."""
+    """All rows in one tile up to 64 (more rows: 64-row tiles reading the weight from L2), 32
+    weight rows per program, and the K range split until there is about one program per SM (at
+    most 8 splits of at least MIN_SPLIT_K columns): at these sizes the GEMM is a stream of weight
+    rows, and an idle SM streams nothing."""
     block_m = min(64, max(16, triton.next_power_of_2(m)))
-    row_tiles = triton.cdiv(m, block_m)
-    block_n = next((bn for bn in (64, 32) if triton.cdiv(n, bn) * row_tiles >= sm_count), 16)
+    block_n = 32 if n >= 32 else 16
     block_k = min(128, max(16, triton.next_power_of_2(k)))
-    return GemmTiling(block_m, block_n, block_k)
+    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
+    splits = max(1, min(8, round(sm_count / tiles), k // MIN_SPLIT_K))
+    return GemmTiling(block_m, block_n, block_k, splits)
+
+
+_COUNTERS: dict[tuple, torch.Tensor] = {}
+"""Per (device, tiles): the split-K arrival counters, zeroed once; every launch leaves them at zero."""
+
+
+def _counters(device: torch.device, tiles: int) -> torch.Tensor:
+    key = (str(device), tiles)
+    if key not in _COUNTERS:
+        _COUNTERS[key] = torch.zeros(tiles, dtype=torch.int32, device=device)
+    return _COUNTERS[key]
 
 
 def _launch(x, weight, bias, out_cols: int, silu_pair: bool, pdl: bool, prefetch: bool, tiling: GemmTiling | None,
@@ -156,16 +216,24 @@ def _launch(x, weight, bias, out_cols: int, silu_pair: bool, pdl: bool, prefetch
         sms = sm_count or (torch.cuda.get_device_properties(x.device).multi_processor_count
                            if x.device.type == "cuda" else 1)
         tiling = default_tiling(m, out_cols, k, sms)
+    t = tiling
+    chunk = triton.cdiv(triton.cdiv(k, t.splits), t.block_k) * t.block_k
+    splits = triton.cdiv(k, chunk)  # no empty split: each one's program must arrive at the counter
+    grid = (triton.cdiv(out_cols, t.block_n), triton.cdiv(m, t.block_m), splits)
     out = torch.empty(m, out_cols, dtype=x.dtype, device=x.device)
-    col_tiles = triton.cdiv(out_cols, tiling.block_n)
+    if splits > 1:
+        part = torch.empty((2 if silu_pair else 1) * splits, m, out_cols, dtype=torch.float32, device=x.device)
+        counters = _counters(x.device, grid[0] * grid[1])
+    else:
+        part = counters = out  # unused
     # the bulk prefetch moves multiples of 16 bytes from 16-byte aligned rows
     prefetch = prefetch and k % 8 == 0 and weight.element_size() == 2 and weight.data_ptr() % 16 == 0
-    per_program = PREFETCH_BUDGET // ((2 if silu_pair else 1) * col_tiles) // 16 * 16
-    _linear_kernel[(col_tiles, triton.cdiv(m, tiling.block_m))](
-        x, weight, x if bias is None else bias, out, m, out_cols, k, x.stride(0), per_program,
-        HAS_BIAS=bias is not None, SILU_PAIR=silu_pair, BLOCK_M=tiling.block_m, BLOCK_N=tiling.block_n,
-        BLOCK_K=tiling.block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32", PREFETCH=prefetch,
-        LANES=32 * tiling.warps, num_warps=tiling.warps, num_stages=tiling.stages, **pdl_launch(pdl))
+    per_row = PREFETCH_BUDGET // ((2 if silu_pair else 1) * grid[0] * splits * t.block_n) // 16 * 16
+    _linear_kernel[grid](
+        x, weight, x if bias is None else bias, out, part, counters, m, out_cols, k, x.stride(0), chunk, per_row,
+        HAS_BIAS=bias is not None, SILU_PAIR=silu_pair, SPLITS=splits, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+        BLOCK_K=t.block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32", PREFETCH=prefetch,
+        LANES=32 * t.warps, num_warps=t.warps, num_stages=t.stages, **pdl_launch(pdl))
     return out
 
 

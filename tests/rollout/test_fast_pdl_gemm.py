@@ -35,7 +35,9 @@ SHAPES = [(1, 48, 64), (5, 100, 160), (70, 200, 200), (64, 1152, 896)]  # (rows,
 def _tilings():
     from rlvr.rollout.fast_pdl_gemm import GemmTiling
 
-    return [None, GemmTiling(16, 16, 32, 4, 2), GemmTiling(64, 64, 64, 8, 3), GemmTiling(32, 32, 128, 4, 4)]
+    return [None, GemmTiling(16, 16, 32, warps=4, stages=2), GemmTiling(64, 64, 64, warps=8, stages=3),
+            GemmTiling(32, 32, 128, warps=4, stages=4), GemmTiling(16, 32, 32, splits=3),  # uneven last split
+            GemmTiling(64, 16, 16, splits=8)]
 
 
 def _close(out, ref, dtype):
@@ -89,18 +91,35 @@ def test_gate_up_silu_equals_the_torch_ops(shape, dtype):
 
 
 def test_default_tiling_gives_every_sm_a_program():
-    from rlvr.rollout.fast_pdl_gemm import default_tiling
+    from rlvr.rollout.fast_pdl_gemm import MIN_SPLIT_K, default_tiling
 
     sms = 132  # an H200
-    assert default_tiling(64, 1152, 896, sms).block_n == 16  # q/k/v of the 0.5B shape: 72 programs at most
-    assert default_tiling(64, 9728, 896, sms).block_n == 64  # its gate/up: 152 programs of 64 columns
-    assert default_tiling(256, 896, 4864, sms).block_n == 16  # down_proj, 4 row tiles of 64: 224 programs
+    assert default_tiling(64, 1152, 896, sms).splits == 3  # q/k/v of the 0.5B shape: 36 tiles x 3 splits
+    assert default_tiling(64, 4864, 896, sms).splits == 1  # its gate/up (pairs of 32 rows): 152 programs
+    assert default_tiling(64, 896, 4864, sms).splits == 5  # down_proj: 28 tiles x 5 splits
+    assert default_tiling(256, 896, 4864, sms).splits == 1  # 4 row tiles: 112 programs
     tiling = default_tiling(3, 100, 24, sms)
-    assert (tiling.block_m, tiling.block_k) == (16, 32)  # the smallest tl.dot tiles
+    assert (tiling.block_m, tiling.block_k, tiling.splits) == (16, 32, 1)  # the smallest tl.dot tiles, no split
     for m in (1, 8, 64, 65, 256):
         for n in (16, 896, 9728):
-            t = default_tiling(m, n, 896, sms)
-            assert t.block_m <= 64 and t.block_n in (16, 32, 64)
+            for k in (64, 896, 8960):
+                t = default_tiling(m, n, k, sms)
+                assert t.block_m <= 64 and t.block_n in (16, 32) and 1 <= t.splits <= 8
+                assert t.splits == 1 or k // t.splits >= MIN_SPLIT_K
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_k_counters_are_left_at_zero_and_launches_repeat_bit_equal(dtype):
+    """The tile's last program resets its counter: a second launch (a graph replay) sums right."""
+    from rlvr.rollout.fast_pdl_gemm import _COUNTERS, GemmTiling, gate_up_silu, linear
+
+    x, w, b = _inputs(40, 96, 320, dtype)
+    tiling = GemmTiling(16, 32, 32, splits=4)
+    first = [linear(x, w, b, tiling=tiling), gate_up_silu(x, w, tiling=tiling)]
+    assert all(int(c.abs().sum()) == 0 for c in _COUNTERS.values())
+    again = [linear(x, w, b, tiling=tiling), gate_up_silu(x, w, tiling=tiling)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    _close(first[0], F.linear(x, w, b), dtype)
 
 
 def _decode_inputs(model, n, length, seed=0):
