@@ -47,7 +47,7 @@ class FastEngineConfig:
     launch, sm_90 or later; on older GPUs the same GEMMs launch plainly), with SiLU * up fused into
     the gate/up GEMM (`rlvr.rollout.fast_pdl_gemm`). Off by default until measured faster than
     cuBLAS in the engine on the GPU (BENCHMARKS.md). Used when o_proj and down_proj are plain
-    nn.Linear without bias; otherwise the cuBLAS path runs."""
+    nn.Linear without bias and `compile` is off; otherwise the cuBLAS path runs."""
 
     stack_projections: bool = True
     """With triton kernels: run q/k/v as one GEMM and gate/up as one, on stacked copies of those

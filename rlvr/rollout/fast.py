@@ -70,7 +70,9 @@ class FastEngine:
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and fits_gemm_kernels(self.parts)
         self.stacked = None if self.fused_gemms else self._stacked_projections()
-        self.pdl_gemms = self.stacked is not None and self.config.pdl_gemms and fits_pdl_gemms(self.parts)
+        # not under torch.compile: the split-K counters live outside its view
+        self.pdl_gemms = (self.stacked is not None and self.config.pdl_gemms and not self.config.compile
+                          and fits_pdl_gemms(self.parts))
         self.sm_count = device_sm_count(device)
         self._set_forward()
 

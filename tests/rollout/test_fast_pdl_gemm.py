@@ -243,7 +243,7 @@ def test_engine_sampled_logprobs_on_the_pdl_path_bf16_see_weight_updates():
 
 
 @pytest.mark.skipif(INTERPRETED or not torch.cuda.is_available(), reason="the engine's Triton path needs CUDA")
-def test_engine_option_falls_back_to_cublas_for_lora():
+def test_engine_option_falls_back_to_cublas_for_lora_and_compile():
     from peft import LoraConfig, get_peft_model
 
     tokenizer = build_char_tokenizer()
@@ -251,6 +251,8 @@ def test_engine_option_falls_back_to_cublas_for_lora():
     engine = FastEngine(lora, tokenizer, FastEngineConfig(kernels="triton", pdl_gemms=True))
     assert engine.fused and not engine.pdl_gemms
     assert not FastEngine(_model(tokenizer, device="cuda"), tokenizer, FastEngineConfig(kernels="triton")).pdl_gemms
+    compiled = FastEngineConfig(kernels="triton", pdl_gemms=True, compile=True)
+    assert not FastEngine(_model(tokenizer, device="cuda"), tokenizer, compiled).pdl_gemms
 
 
 @pytest.mark.skipif(INTERPRETED or not torch.cuda.is_available(), reason="the engine's Triton path needs CUDA")
