@@ -20,8 +20,9 @@ so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden
 S cache length, V vocab.
 
 `add_rmsnorm_` and the attention launches take `pdl`: a programmatic dependent launch that waits for
-the kernel ahead before reading anything (`fast_pdl_gemm.pdl_enter`), for the decode path whose
-GEMMs fetch their weights while these kernels run.
+the kernel ahead before reading anything it writes (`fast_pdl_gemm.pdl_enter`), for the decode path
+whose GEMMs fetch their weights while these kernels run. The attention also asks L2 for its cache
+columns before it waits (they were written by earlier steps, which have finished).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rlvr.rollout.fast_pdl_gemm import pdl_enter, pdl_launch
+from rlvr.rollout.fast_pdl_gemm import PREFETCH_BUDGET, pdl_enter, pdl_launch, prefetch_span_l2
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
 
@@ -174,14 +175,27 @@ def _group_query(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr
 
 
 @triton.jit
+def _enter_with_columns(k_ptr, v_ptr, base, lo, hi, kv_prefetch_bytes, D: tl.constexpr, PDL: tl.constexpr,
+                        LANES: tl.constexpr):
+    """With PDL: ask L2 for the K and V cache columns [lo, hi) of one (sequence, KV head) (at most
+    kv_prefetch_bytes each), then wait for the kernel ahead (`pdl_enter`). The columns before the
+    new one were written by earlier steps, and the new one is written by this launch after the wait
+    (L2 is coherent: a prefetch cannot make a read stale)."""
+    if PDL:
+        nbytes = tl.minimum((hi - lo).to(tl.int64) * D * 2, kv_prefetch_bytes)
+        prefetch_span_l2(k_ptr + base + lo * D, nbytes, LANES)
+        prefetch_span_l2(v_ptr + base + lo * D, nbytes, LANES)
+    pdl_enter(PDL)
+
+
+@triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
-                             k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
+                             k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride, kv_prefetch_bytes,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
                              BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
-                             PDL: tl.constexpr):
+                             PDL: tl.constexpr, LANES: tl.constexpr):
     """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
     ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head."""
-    pdl_enter(PDL)
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     g = tl.arange(0, BLOCK_G)
@@ -189,11 +203,13 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     rows = (n * KV + h) * GROUP + g  # query heads h*GROUP .. h*GROUP+GROUP-1 of sequence n
     base = (n * KV + h) * S * D
     col = tl.load(col_ptr)
-    q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col, True,
-                     q_stride, k_stride, v_stride, GROUP, D, ROPE)
     start = tl.load(start_ptr + n)  # first valid column (left padding before it)
     end = col + 1  # columns written so far
-    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, (start // BLOCK_S) * BLOCK_S, end,
+    first = (start // BLOCK_S) * BLOCK_S
+    _enter_with_columns(k_ptr, v_ptr, base, first, end, kv_prefetch_bytes, D, PDL, LANES)
+    q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col, True,
+                     q_stride, k_stride, v_stride, GROUP, D, ROPE)
+    m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, first, end,
                                     start, end, scale, d, BLOCK_G, D, BLOCK_S, PRECISION)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g[:, None] < GROUP)
@@ -202,9 +218,9 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
 @triton.jit
 def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, start_ptr, col_ptr,
                                    scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
-                                   v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
-                                   ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
-                                   PRECISION: tl.constexpr, PDL: tl.constexpr):
+                                   v_stride, kv_prefetch_bytes, KV: tl.constexpr, GROUP: tl.constexpr,
+                                   D: tl.constexpr, ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
+                                   PRECISION: tl.constexpr, PDL: tl.constexpr, LANES: tl.constexpr):
     """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
     equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
     column, so every split has work from early in a generation on, not only once `col` reaches
@@ -212,7 +228,6 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     scratch is uninitialised: the combine must not read garbage, which could be NaN, even at
     weight 0). With ROPE the split holding `col` writes the new key and value (see
     `_decode_attention_kernel`)."""
-    pdl_enter(PDL)
     n = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     split = tl.program_id(2)
@@ -230,6 +245,7 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     # `start` or the range's first column, both visible when the range is not empty
     lo = first + split * chunk
     hi = tl.minimum(lo + chunk, end)
+    _enter_with_columns(k_ptr, v_ptr, base, lo, hi, kv_prefetch_bytes, D, PDL, LANES)
     q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col,
                      (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D, ROPE)
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
@@ -324,17 +340,19 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pdl
     splits = min(splits, triton.cdiv(s, tiling.block_s))  # at most one split per block of columns
     shape = dict(KV=kv, GROUP=heads // kv, D=d, ROPE=rope is not None,
                  BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
-                 PRECISION=_precision(q.dtype), **tiling.launch(), **pdl_launch(pdl))
+                 PRECISION=_precision(q.dtype), LANES=32 * tiling.num_warps, **tiling.launch(), **pdl_launch(pdl))
+    kv_prefetch_bytes = PREFETCH_BUDGET // (2 * n * kv * splits) // 16 * 16  # per K or V span of a program
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
     if splits == 1:
-        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
+        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args,
+                                          kv_prefetch_bytes, **shape)
         return out
     # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, then one launch
     # combining them per query head
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
     _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
-                                                    scale, s, splits, *rope_args, **shape)
+                                                    scale, s, splits, *rope_args, kv_prefetch_bytes, **shape)
     _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
                                          BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1,
                                          **pdl_launch(pdl))

@@ -64,6 +64,22 @@ def pdl_supported(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9
 
 
+_PREFETCH_ASM = tl.constexpr("{ .reg .pred p; setp.ne.s32 p, $2, 0; "
+                             "@p cp.async.bulk.prefetch.L2.global [$1], $2; } // $0")
+"""One bulk prefetch into L2 of $2 bytes at $1 (skipped when 0): sm_90, 16-byte aligned, multiples of 16."""
+
+
+@triton.jit
+def prefetch_span_l2(ptr, nbytes, LANES: tl.constexpr):
+    """Ask L2 for the `nbytes` bytes at ptr (16-byte aligned, a multiple of 16; <= 0: nothing), one
+    bulk prefetch per lane, which the copy engine runs while the program goes on."""
+    chunk = tl.cdiv(tl.cdiv(tl.maximum(nbytes, 0), LANES), 16) * 16
+    first = tl.arange(0, LANES).to(tl.int64) * chunk
+    size = tl.minimum(tl.maximum(nbytes - first, 0), chunk).to(tl.int32)
+    tl.inline_asm_elementwise(_PREFETCH_ASM, "=r,l,r", [ptr.to(tl.pointer_type(tl.uint8)) + first, size],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
 @triton.jit
 def _prefetch_rows_l2(ptr, row0, rows_ok, K, lo, seg_bytes, BLOCK_N: tl.constexpr, LANES: tl.constexpr):
     """Ask L2 for columns lo.. (seg_bytes bytes) of the weight rows row0..row0 + BLOCK_N - 1 at ptr
@@ -77,10 +93,8 @@ def _prefetch_rows_l2(ptr, row0, rows_ok, K, lo, seg_bytes, BLOCK_N: tl.constexp
     first = ((row0 + row).to(tl.int64) * K + lo) * 2 + part * chunk
     size = tl.minimum(tl.maximum(seg_bytes - part * chunk, 0), chunk)
     size = tl.where(row < rows_ok, size, 0).to(tl.int32)
-    tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.s32 p, $2, 0; "
-                              "@p cp.async.bulk.prefetch.L2.global [$1], $2; } // $0", "=r,l,r",
-                              [ptr.to(tl.pointer_type(tl.uint8)) + first, size], dtype=tl.int32, is_pure=False,
-                              pack=1)
+    tl.inline_asm_elementwise(_PREFETCH_ASM, "=r,l,r", [ptr.to(tl.pointer_type(tl.uint8)) + first, size],
+                              dtype=tl.int32, is_pure=False, pack=1)
 
 
 # ----------------------------------------------------------------------------- the GEMM
