@@ -134,7 +134,7 @@ for part in "$@"; do
              tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py \
              tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
              tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py \
-             > "$OUT/tests.log" 2>&1; \
+             tests/rollout/test_fast_pdl_gemm.py > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -159,7 +159,7 @@ for part in "$@"; do
     tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
                   tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
                   tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py \
-                  > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
+                  tests/rollout/test_fast_pdl_gemm.py > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
     chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ${CHAIN_ARGS:-} ;;
