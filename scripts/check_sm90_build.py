@@ -4,7 +4,7 @@ the instructions the path relies on (griddepcontrol, the bulk L2 prefetch, wgmma
 spill or a ptxas error. The launch shapes are the engine's defaults at the model shapes of the
 benchmarks (`fast_pdl_gemm.default_tiling`, 132 SMs).
 
-    pip install triton && python scripts/check_sm90_build.py [--shapes 0.5b,1.5b] [--rows 64,256]
+    pip install triton && python scripts/check_sm90_build.py [--shapes 0.5b,1.5b] [--rows 1,64,256]
 
 The CPU interpreter (TRITON_INTERPRET=1) checks what these kernels compute; this checks that they
 build for the GPU and how heavy they are, before a GPU is at hand.
@@ -76,7 +76,7 @@ def build(label: str, fn, constants: dict, warps: int, stages: int = 3) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="0.5b,1.5b")
-    ap.add_argument("--rows", default="64,256")
+    ap.add_argument("--rows", default="1,64,256")
     args = ap.parse_args()
     ok = True
     for shape_name in args.shapes.split(","):
@@ -90,6 +90,8 @@ def main() -> int:
                 constants = dict(HAS_BIAS=name == "qkv", SILU_PAIR=pair, SPLITS=splits, BLOCK_M=t.block_m,
                                  BLOCK_N=t.block_n, BLOCK_K=t.block_k, PRECISION="tf32", PREFETCH=True,
                                  LANES=32 * t.warps, PDL=True)
+                if m == 1:
+                    constants["M"] = 1  # a launch turns an int argument equal to 1 into a constant
                 ok &= build(f"{shape_name} {m} rows {name} {t}", G._linear_kernel, constants, t.warps, t.stages)
         d = shape["hidden_size"] // shape["num_attention_heads"]
         group = shape["num_attention_heads"] // shape["num_key_value_heads"]

@@ -146,13 +146,15 @@ def _linear_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, x
     row_ok = rows < M
     cols = first_col + tl.arange(0, BLOCK_N)
     col_ok = cols < N
+    # tl.cast, not .to: a launch turns an int argument equal to 1 into a constant, which has no .to
+    up_offset = tl.cast(N, tl.int64) * K
     acc, acc_up = _product(x_ptr, w_ptr, rows.to(tl.int64)[:, None] * x_stride, cols.to(tl.int64)[:, None] * K,
-                           row_ok, col_ok, lo, hi, N.to(tl.int64) * K, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, SILU_PAIR)
+                           row_ok, col_ok, lo, hi, up_offset, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, SILU_PAIR)
     out_mask = row_ok[:, None] & col_ok[None, :]
     out_at = rows.to(tl.int64)[:, None] * N + cols[None, :]
     last = True
     if SPLITS > 1:
-        plane = M.to(tl.int64) * N  # scratch (2 if SILU_PAIR else 1, SPLITS, M, N) fp32
+        plane = tl.cast(M, tl.int64) * N  # scratch (2 if SILU_PAIR else 1, SPLITS, M, N) fp32
         tl.store(part_ptr + split * plane + out_at, acc, mask=out_mask)
         if SILU_PAIR:
             tl.store(part_ptr + (SPLITS + split) * plane + out_at, acc_up, mask=out_mask)
