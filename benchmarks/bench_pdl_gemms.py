@@ -162,6 +162,8 @@ def sweep(shape, layers, n, args, default_row: Row) -> list[Row]:
                 continue
             found.append(Row(f"sweep {name}: {tiling}", median(us), "us", note=f"{n} rows", samples=us))
         found.sort(key=lambda r: r.value)
+        if not found:
+            continue
         print_table(f"{args.shape}, {n} rows: {name} launch shapes (best 5 of {len(found)}; default "
                     f"{default_row.value:.2f} us)", found[:5], baseline=found[0].name)
         rows += found

@@ -32,9 +32,11 @@
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
 #   pdl (FastEngineConfig.pdl_gemms against the default: its GPU tests with the split-attention and engine tests,
-#   bench_pdl_gemms.py's layer chain and profile_decode.py at 0.5b 64/256 rows col 200 and 1.5b 64 rows col 400,
-#   rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 9 minutes)
-#   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES)
+#   bench_pdl_gemms.py's layer chain and profile_decode.py at 0.5b 64/256 rows col 200 and 1.5b 64 rows col 400;
+#   up to about 7 minutes)
+#   pdl_rollout (rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 5 minutes)
+#   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES; one shape
+#   a call: PDL_SWEEP_SHAPES=0.5b, then 1.5b)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
 #   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
@@ -86,17 +88,19 @@ perf16_rollout() {  # the two fixed-length rollout rows
   perf16_row rollout_64x512_4096 120 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
 }
-pdl_gemms() {  # the PDL GEMM path against the default: GPU tests, the layer chain, the step, the two rollout rows
+pdl_gemms() {  # the PDL GEMM path against the default: GPU tests, the layer chain, the step
   timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_pdl_gemm.py \
     tests/rollout/test_fast_split_attention.py tests/rollout/test_fast.py > "$OUT/tests_pdl.log" 2>&1
   grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_pdl.log"
-  for spec in "0.5b 64,256 200" "1.5b 64 400"; do
-    read -r shape rows column <<< "$spec"
+  for spec in "0.5b 64,256 200 256" "1.5b 64 400 512"; do  # the shapes and columns of profile_shapes
+    read -r shape rows column new <<< "$spec"
     timeout 120 python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows "$rows" --column "$column" \
-      --out "$OUT/bench_pdl_gemms_$shape.json" 2>&1 | tee "$OUT/pdl_chain_$shape.log" | grep -E "^\||Error"
+      --out "$OUT/bench_pdl_gemms_$shape.json" 2>&1 | tee "$OUT/pdl_chain_$shape.log" | grep -E "^#|^\||Error"
     timeout 150 python3 benchmarks/profile_decode.py --shape "$shape" --sizes "$rows" --column "$column" \
-      --new-tokens 512 --paths pointwise,pdl 2>&1 | tee "$OUT/profile_pdl_$shape.log" | grep -E "^## |Error"
+      --new-tokens "$new" --paths pointwise,pdl 2>&1 | tee "$OUT/profile_pdl_$shape.log" | grep -E "^## |Error"
   done
+}
+pdl_rollout() {  # the two fixed-length rollout rows, fast against fast_pdl
   perf16_row rollout_pdl_256x128_256 80 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_pdl \
     --workload fixed --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
   perf16_row rollout_pdl_64x512_4096 200 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_pdl \
@@ -190,9 +194,10 @@ for part in "$@"; do
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
     pdl) pdl_gemms ;;
+    pdl_rollout) pdl_rollout ;;
     pdl_sweep) for shape in ${PDL_SWEEP_SHAPES:-0.5b 1.5b}; do
                  timeout ${PDL_SWEEP_TIMEOUT:-280} python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows 64 \
-                   --sweep --out "$OUT/pdl_sweep_$shape.json" 2>&1 | tee "$OUT/pdl_sweep_$shape.log" | grep -E "^#|Error"
+                   --sweep --out "$OUT/pdl_sweep_$shape.json" 2>&1 | tee "$OUT/pdl_sweep_$shape.log" | grep -E "^#|^\||Error"
                done ;;
     gemm_layouts) for shape in 0.5b 1.5b; do timeout 60 python3 benchmarks/bench_gemm_layouts.py --shape $shape \
                     --out "$OUT/bench_gemm_layouts_$shape.json" 2>&1 | tee "$OUT/gemm_layouts_$shape.log"; done ;;
