@@ -78,6 +78,7 @@ def main() -> int:
     ap.add_argument("--shapes", default="0.5b,1.5b")
     ap.add_argument("--rows", default="1,64,256")
     args = ap.parse_args()
+    print(f"triton {triton.__version__}, target sm_{TARGET.arch}, {SMS} SMs")
     ok = True
     for shape_name in args.shapes.split(","):
         shape = SHAPES[shape_name]
