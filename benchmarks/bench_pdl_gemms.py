@@ -101,15 +101,19 @@ def time_chain(chain, layers: int, reps: int) -> list[float]:
 
 
 def sweep_tilings(m: int) -> list:
-    """Column tiles, K splits and reduction steps at the default row tile, warps and stages, and
-    the default's neighbours in warps and stages."""
+    """Column tiles, K splits and reduction steps at the default row tile, warps and stages; the
+    default's neighbours in warps and stages; and 256-column reduction steps. With about one program
+    per SM, a program's pipeline (stages x block_n x block_k weight elements) is what one SM has in
+    flight from memory, so the deeper pipelines come first."""
     from rlvr.rollout.fast_pdl_gemm import GemmTiling
 
     block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+    deep = [GemmTiling(block_m, 32, 256, splits, 4, stages) for splits in (1, 2, 4) for stages in (2, 3)]
+    deep += [GemmTiling(block_m, 32, 128, splits, warps, stages) for splits in (1, 4)
+             for warps, stages in ((4, 4), (8, 3), (8, 4))]
     grid = [GemmTiling(block_m, bn, bk, splits) for bn, bk, splits
             in itertools.product((16, 32, 64), (64, 128), (1, 2, 4, 8))]
-    return grid + [GemmTiling(block_m, 32, 128, splits, warps, stages) for splits in (1, 4)
-                   for warps, stages in ((4, 4), (8, 3), (8, 4))]
+    return deep + grid
 
 
 def main() -> None:
@@ -141,16 +145,18 @@ def main() -> None:
         print_table(f"{args.shape}, {n} rows: one decode layer (us, {n_layers} layers replayed)", rows,
                     baseline="cublas")
         all_rows += rows
+        save(args.out, f"PDL GEMMs, {args.shape}", all_rows)
         if args.sweep:
-            all_rows += sweep(shape, layers, n, args, rows[-1])
+            for found in sweep(shape, layers, n, args, rows[-1]):
+                all_rows += found
+                save(args.out, f"PDL GEMMs, {args.shape}", all_rows)  # a timeout keeps what was swept
         del layers
-    save(args.out, f"PDL GEMMs, {args.shape}", all_rows)
 
 
-def sweep(shape, layers, n, args, default_row: Row) -> list[Row]:
-    """Each projection's launch shapes in the full chain (others at the default); the best per projection."""
+def sweep(shape, layers, n, args, default_row: Row):
+    """Each projection's launch shapes in the full chain (others at the default), a projection's rows
+    at a time, best first; prints the best five of each."""
     n_layers = shape["num_hidden_layers"]
-    rows = []
     for name in PROJECTIONS:
         found = []
         for tiling in sweep_tilings(n):
@@ -166,8 +172,7 @@ def sweep(shape, layers, n, args, default_row: Row) -> list[Row]:
             continue
         print_table(f"{args.shape}, {n} rows: {name} launch shapes (best 5 of {len(found)}; default "
                     f"{default_row.value:.2f} us)", found[:5], baseline=found[0].name)
-        rows += found
-    return rows
+        yield found
 
 
 if __name__ == "__main__":

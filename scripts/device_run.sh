@@ -196,7 +196,7 @@ for part in "$@"; do
     pdl) pdl_gemms ;;
     pdl_rollout) pdl_rollout ;;
     pdl_sweep) for shape in ${PDL_SWEEP_SHAPES:-0.5b 1.5b}; do
-                 timeout ${PDL_SWEEP_TIMEOUT:-280} python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows 64 \
+                 timeout ${PDL_SWEEP_TIMEOUT:-500} python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows 64 \
                    --sweep --out "$OUT/pdl_sweep_$shape.json" 2>&1 | tee "$OUT/pdl_sweep_$shape.log" | grep -E "^#|^\||Error"
                done ;;
     gemm_layouts) for shape in 0.5b 1.5b; do timeout 60 python3 benchmarks/bench_gemm_layouts.py --shape $shape \
