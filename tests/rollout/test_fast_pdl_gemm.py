@@ -37,7 +37,7 @@ def _tilings():
 
     return [None, GemmTiling(16, 16, 32, warps=4, stages=2), GemmTiling(64, 64, 64, warps=8, stages=3),
             GemmTiling(32, 32, 128, warps=4, stages=4), GemmTiling(16, 32, 32, splits=3),  # uneven last split
-            GemmTiling(64, 16, 16, splits=8)]
+            GemmTiling(64, 16, 16, splits=8), GemmTiling(64, 32, 256, splits=2, stages=2)]  # the sweep's deep steps
 
 
 def _close(out, ref, dtype):
