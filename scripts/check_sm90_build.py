@@ -87,7 +87,7 @@ def main() -> int:
                 pair = name == "gate_up"
                 cols = out_f // 2 if pair else out_f
                 t = G.default_tiling(m, cols, in_f, SMS)
-                splits = triton.cdiv(in_f, triton.cdiv(triton.cdiv(in_f, t.splits), t.block_k) * t.block_k)
+                splits = t.k_ranges(in_f)[1]
                 constants = dict(HAS_BIAS=name == "qkv", SILU_PAIR=pair, SPLITS=splits, BLOCK_M=t.block_m,
                                  BLOCK_N=t.block_n, BLOCK_K=t.block_k, PRECISION="tf32", PREFETCH=True,
                                  LANES=32 * t.warps, PDL=True)

@@ -195,6 +195,13 @@ class GemmTiling:
     warps: int = 4
     stages: int = 3
 
+    def k_ranges(self, k: int) -> tuple[int, int]:
+        """(K columns per split, splits) for a K-column reduction: K / splits rounded up to whole
+        reduction steps, so the rounding can leave fewer splits than asked, and none is empty
+        (each split's program must arrive at the tile's counter)."""
+        chunk = triton.cdiv(triton.cdiv(k, self.splits), self.block_k) * self.block_k
+        return chunk, triton.cdiv(k, chunk)
+
 
 MIN_SPLIT_K = 256
 """The fewest K columns a split of the reduction gets (fewer: the partial sums cost more than the split saves)."""
@@ -233,8 +240,7 @@ def _launch(x, weight, bias, out_cols: int, silu_pair: bool, pdl: bool, prefetch
                            if x.device.type == "cuda" else 1)
         tiling = default_tiling(m, out_cols, k, sms)
     t = tiling
-    chunk = triton.cdiv(triton.cdiv(k, t.splits), t.block_k) * t.block_k
-    splits = triton.cdiv(k, chunk)  # no empty split: each one's program must arrive at the counter
+    chunk, splits = t.k_ranges(k)
     grid = (triton.cdiv(out_cols, t.block_n), triton.cdiv(m, t.block_m), splits)
     out = torch.empty(m, out_cols, dtype=x.dtype, device=x.device)
     if splits > 1:
