@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_gemm_layouts import projections  # noqa: E402
 from benchmarks.common import SHAPES, Row, graph_replay_us, median, out_path, print_table, save  # noqa: E402
 
 PATHS = {"cublas": None, "triton": dict(pdl=False, prefetch=False), "triton_pdl": dict(pdl=True, prefetch=False),
@@ -37,16 +38,15 @@ DEVICE, DTYPE = "cuda", torch.bfloat16  # "cpu", float32 with TRITON_INTERPRET=1
 def layer_tensors(shape: dict, n: int, length: int) -> list[dict]:
     """Per layer: stacked q/k/v weight and bias, o, stacked gate/up, down, the two norm weights, a
     K/V cache (n, kv, length, D) of random columns."""
-    h, inter = shape["hidden_size"], shape["intermediate_size"]
-    heads, kv = shape["num_attention_heads"], shape["num_key_value_heads"]
-    d = h // heads
+    h, kv = shape["hidden_size"], shape["num_key_value_heads"]
+    d = h // shape["num_attention_heads"]
+    sizes = projections(shape)  # name -> (out, in) of the stacked weights
 
     def weight(out_f, in_f):
         return torch.randn(out_f, in_f, device=DEVICE, dtype=DTYPE) / in_f ** 0.5
 
-    return [dict(qkv=weight(h + 2 * kv * d, h), qkv_bias=torch.randn(h + 2 * kv * d, device=DEVICE,
-                                                                      dtype=DTYPE) * 0.1,
-                 o_proj=weight(h, h), gate_up=weight(2 * inter, h), down_proj=weight(h, inter),
+    return [dict(**{name: weight(*sizes[name]) for name in PROJECTIONS},
+                 qkv_bias=torch.randn(sizes["qkv"][0], device=DEVICE, dtype=DTYPE) * 0.1,
                  norm1=torch.ones(h, device=DEVICE, dtype=DTYPE),
                  norm2=torch.ones(h, device=DEVICE, dtype=DTYPE),
                  k=torch.randn(n, kv, length, d, device=DEVICE, dtype=DTYPE),
