@@ -55,7 +55,7 @@ class LoraSettings:
 class ModelConfig:
     """Which policy to load and how."""
 
-    renamed: ClassVar[dict[str, str]] = {"dtype": "renamed to precision (auto, bf16-mixed, bf16, fp32)"}
+    renamed: ClassVar[dict[str, str]] = {"dtype": "renamed to precision (auto, bf16-mixed, bf16-kahan, bf16, fp32)"}
     """Old keys and what replaced them (`from_dict` names the new key)."""
 
     name_or_path: str = "tiny"
@@ -65,9 +65,11 @@ class ModelConfig:
     """GGUF file name inside `name_or_path` (hub repo or directory) to load and dequantize."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model; used only when `name_or_path` is `tiny`."""
-    precision: Literal["auto", "bf16-mixed", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16-mixed", "bf16-kahan", "bf16", "fp32"] = "auto"
     """`bf16-mixed`: float32 master weights and AdamW state, bfloat16 autocast, generation from a
-    bfloat16 copy; `bf16`: bfloat16 weights (small updates round away); `fp32`. `auto` is
+    bfloat16 copy; `bf16-kahan`: bfloat16 weights whose AdamW keeps what rounding drops (float32
+    moments, a bfloat16 compensation: 14 bytes a parameter against 18; one process or DDP);
+    `bf16`: bfloat16 weights (small updates round away); `fp32`. `auto` is
     bf16-mixed on CUDA and fp32 on the CPU (`rlvr.models.precision`)."""
     lora: LoraSettings | None = None
     """LoRA adapters; None trains every parameter."""

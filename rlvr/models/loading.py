@@ -52,7 +52,7 @@ class Policy:
     config: ModelConfig | None = None
     """The config it was loaded from, when it was."""
     precision: str | None = None
-    """The resolved training precision: bf16-mixed, bf16 or fp32 (`rlvr.models.precision`).
+    """The resolved training precision: bf16-mixed, bf16-kahan, bf16 or fp32 (`rlvr.models.precision`).
     None: what the weights are (bf16 weights built by hand train as bf16, anything else as fp32)."""
     _engines: dict = field(default_factory=dict, repr=False, compare=False)
 

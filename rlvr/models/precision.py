@@ -4,6 +4,7 @@ generation reads.
 | precision    | weights and AdamW state | forward / backward | generation reads                      |
 |--------------|-------------------------|--------------------|---------------------------------------|
 | `bf16-mixed` | float32 (master)        | bfloat16 autocast  | a bfloat16 copy, refreshed per rollout |
+| `bf16-kahan` | bfloat16 weights, float32 AdamW moments, a bfloat16 compensation | bfloat16 | the weights |
 | `bf16`       | bfloat16                | bfloat16           | the weights                            |
 | `fp32`       | float32                 | float32            | the weights                            |
 
@@ -11,6 +12,10 @@ generation reads.
 step moves each weight by about the learning rate (1e-6 in GRPO), while bfloat16 resolves only
 2^-8 of a weight's magnitude (8e-5 at 0.02), so the step rounds back to the old value. That is
 why DeepSpeed, FSDP and Megatron keep float32 master weights; `bf16-mixed` does the same.
+`bf16-kahan` keeps what rounding drops in a bfloat16 buffer instead (`rlvr.trainer.optimizer`):
+the updates add up as in float32, and a parameter costs 14 bytes with its gradient (bfloat16
+weight, gradient and compensation; float32 moments) against bf16-mixed's 18 (float32 master and
+gradient, moments, a bfloat16 copy for generation).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import warnings
 
 import torch
 
-PRECISIONS = ("auto", "bf16-mixed", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16-mixed", "bf16-kahan", "bf16", "fp32")
 
 
 def resolve_precision(name: str, device: torch.device | str) -> str:
@@ -54,7 +59,8 @@ def warn_pure_bf16(precision: str, learning_rate: float) -> None:
     if precision == "bf16":
         warnings.warn(f"precision bf16 trains bfloat16 weights directly: AdamW steps of about "
                       f"lr={learning_rate:g} round away on most weights (bfloat16 keeps 8 bits of "
-                      f"mantissa); use precision bf16-mixed to keep float32 master weights", stacklevel=2)
+                      f"mantissa); use precision bf16-mixed to keep float32 master weights, or "
+                      f"bf16-kahan to keep what rounding drops", stacklevel=2)
 
 
 class GenerationWeights:

@@ -23,7 +23,7 @@ SDPA_BACKENDS = {"math": "MATH", "efficient": "EFFICIENT_ATTENTION", "flash": "F
 @dataclass
 class GRPOConfig:
     renamed: ClassVar[dict[str, str]] = {
-        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16, fp32)",
+        "bf16": "replaced by the recipe's model.precision (auto, bf16-mixed, bf16-kahan, bf16, fp32)",
         "epsilon_low": "renamed to epsilon (TRL's name: the ratio is clipped below at 1 - epsilon)",
         "clip_high": "renamed to epsilon_high (TRL's name: clipped above at 1 + epsilon_high)"}
     """Old keys and what replaced them (`from_dict` says so)."""

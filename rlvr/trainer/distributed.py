@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from rlvr.trainer.optimizer import KahanAdamW
+
 ENGINE_STATE_DIR = "engine"
 """Checkpoint sub-folder written by `accelerator.save_state` for DeepSpeed / FSDP."""
 
@@ -105,6 +107,10 @@ def prepare(acc, model, optimizer, max_grad_norm: float):
         raise DistributedConfigError(
             f"LoRA under {name} is not supported (the reference policy toggles adapters on sharded "
             "weights); use ddp or zero2, which hold LoRA models whole")
+    if isinstance(optimizer, KahanAdamW) and name not in ("single", "ddp"):
+        raise DistributedConfigError(
+            f"precision bf16-kahan runs on one process or under DDP, not {name}: DeepSpeed and FSDP shard and "
+            "wrap the optimizer (DeepSpeed keeps float32 masters of its own); use precision bf16-mixed there")
     if acc.distributed_type.name == "DEEPSPEED":
         _configure_deepspeed(acc, max_grad_norm)
     if name in ("zero3", "fsdp2") and acc.num_processes > 1:

@@ -37,6 +37,7 @@ from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
 from rlvr.trainer.packing import packed_completion_hidden
 from rlvr.trainer.metrics import MetricsLogger, reduce_max, reduce_sum, resolve_trackers, sample_metrics
+from rlvr.trainer.optimizer import make_optimizer
 from rlvr.trainer.prompts import PromptEncoder, context_limit
 from rlvr.trainer.signals import Interrupted, catch_stop_signals
 
@@ -175,8 +176,8 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=tuple(cfg.adam_betas))
+    optimizer = make_optimizer(params, policy.precision, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                               betas=tuple(cfg.adam_betas))
     model, optimizer = distributed.prepare(acc, model, optimizer, cfg.max_grad_norm)
     # Not passed to prepare: accelerate would step it once per process per update.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,

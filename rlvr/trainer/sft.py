@@ -19,6 +19,8 @@ from typing import Any, Iterable
 import torch
 
 from rlvr.tasks.base import Example
+from rlvr.trainer.distributed import DistributedConfigError
+from rlvr.trainer.optimizer import KahanAdamW
 from rlvr.trainer.sft_config import SFTStageConfig
 
 
@@ -81,6 +83,14 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: s
     )
 
 
+def _optimizer(args, precision: str) -> tuple | None:
+    """bf16-kahan: the Trainer builds `KahanAdamW` with its own settings (weight decay groups,
+    betas, eps); None keeps the Trainer's AdamW."""
+    if precision != "bf16-kahan":
+        return None
+    return KahanAdamW, dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+
 def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Path,
             resume: bool = False, seed: int = 0) -> dict[str, Any]:
     """Train `policy` on prompt/completion `pairs`; save it to `output_dir/model`.
@@ -100,12 +110,17 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     warn_pure_bf16(policy.precision, cfg.learning_rate)
     out = Path(output_dir)
     checkpoint_dir = out / "checkpoints"
+    args = _trl_args(cfg, checkpoint_dir, seed, policy.precision)
     trainer = SFTTrainer(
         model=policy.model,
-        args=_trl_args(cfg, checkpoint_dir, seed, policy.precision),
+        args=args,
         train_dataset=Dataset.from_list(pairs),
         processing_class=policy.tokenizer,
+        optimizer_cls_and_kwargs=_optimizer(args, policy.precision),
     )
+    if policy.precision == "bf16-kahan" and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        raise DistributedConfigError("precision bf16-kahan runs on one process or under DDP, not DeepSpeed or "
+                                     "FSDP (they shard and wrap the optimizer); use precision bf16-mixed there")
     checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     policy.model = trainer.model

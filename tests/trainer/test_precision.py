@@ -1,12 +1,13 @@
 """Training precision: bf16-mixed keeps float32 master weights, so a GRPO step at lr 1e-6 moves
-them; pure bf16 rounds most of that step away. Generation reads a bfloat16 copy refreshed from
-the masters. (CPU: bf16 autocast runs there too, so the arithmetic is the GPU's.)"""
+them; pure bf16 rounds most of that step away; bf16-kahan keeps it in the optimizer's
+compensation. Generation reads a bfloat16 copy refreshed from the masters (bf16-mixed) or the
+weights themselves. (CPU: bf16 autocast runs there too, so the arithmetic is the GPU's.)"""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from grpo_fixtures import SevensTask, small_config, tiny_policy
+from grpo_fixtures import SevensTask, resume_config, small_config, tiny_policy
 from rlvr.models import ModelConfig, load_policy
 from rlvr.models.precision import GenerationWeights, resolve_precision, weight_dtype
 from rlvr.trainer.grpo import run_grpo
@@ -39,6 +40,10 @@ def _one_step(precision: str, tmp_path) -> tuple[float, object]:
     with pytest.warns(UserWarning, match="round away") if precision == "bf16" else _no_warning():
         run_grpo(policy, SevensTask(), cfg, tmp_path / precision)
     return _moved_fraction(before, policy.model), policy
+
+
+class _Stop(Exception):
+    pass
 
 
 class _no_warning:
@@ -103,7 +108,8 @@ def test_precision_auto_is_bf16_mixed_on_cuda_and_fp32_on_the_cpu():
     assert resolve_precision("auto", "cpu") == "fp32"
     assert weight_dtype("bf16-mixed", train=True) == torch.float32
     assert weight_dtype("bf16-mixed", train=False) == torch.bfloat16  # eval stages only generate
-    with pytest.raises(ValueError, match="valid: auto, bf16-mixed, bf16, fp32"):
+    assert weight_dtype("bf16-kahan", train=True) == torch.bfloat16
+    with pytest.raises(ValueError, match="valid: auto, bf16-mixed, bf16-kahan, bf16, fp32"):
         resolve_precision("fp16", "cpu")
 
 
@@ -135,3 +141,48 @@ def test_lora_under_bf16_mixed_trains_float32_adapters(tmp_path):
     # lora_B starts at zero, so only it gets a gradient on the first step; it moves by ~lr
     lora_b = sum(v.numel() for n, v in trainable.items() if "lora_B" in n)
     assert moved >= 0.9 * lora_b, (moved, lora_b)
+
+
+def test_bf16_kahan_keeps_a_lr_1e6_step_in_its_compensation_and_generates_from_the_weights(tmp_path):
+    from rlvr.trainer.grpo import _setup
+
+    kahan, policy = _one_step("bf16-kahan", tmp_path)
+    assert all(p.dtype == torch.bfloat16 for p in policy.model.parameters())
+    assert kahan < 0.1, kahan  # the bf16 weights round as pure bf16 does...
+    saved = torch.load(tmp_path / "bf16-kahan" / "checkpoints" / "step-00000001" / "optimizer.pt",
+                       weights_only=True)["state"]
+    compensation = torch.cat([s["compensation"].flatten() for s in saved.values()])
+    assert compensation.dtype == torch.bfloat16
+    assert (compensation != 0).float().mean() > 0.9  # ...and the optimizer keeps what they dropped
+    assert all(s["exp_avg"].dtype == torch.float32 for s in saved.values())
+    t = _setup(_policy("bf16-kahan"), SevensTask(), small_config(), tmp_path / "setup", None)
+    assert type(t.optimizer.optimizer).__name__ == "KahanAdamW"
+    assert not t.generation.is_copy  # no float32 masters to copy from
+
+
+def test_bf16_kahan_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path):
+    from safetensors.torch import load_file
+
+    from rlvr.rewards import compute_rewards
+
+    def run(out, reward_fn=compute_rewards, resume=None):
+        return run_grpo(_policy("bf16-kahan"), SevensTask(), resume_config(), out, reward_fn=reward_fn, resume=resume)
+
+    calls = {"n": 0}
+
+    def reward_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # steps 1-3 done, the checkpoint of step 2 on disk
+            raise _Stop
+        return compute_rewards(*args, **kwargs)
+
+    run(tmp_path / "whole")
+    with pytest.raises(_Stop):
+        run(tmp_path / "stopped", reward_then_stop)
+    run(tmp_path / "stopped", resume="auto")
+    final = [load_file(str(d / "checkpoints" / "step-00000006" / "trainable.safetensors"))
+             for d in (tmp_path / "whole", tmp_path / "stopped")]
+    assert final[0].keys() == final[1].keys()
+    for name in final[0]:
+        assert final[0][name].dtype == torch.bfloat16
+        assert torch.equal(final[0][name], final[1][name]), name
