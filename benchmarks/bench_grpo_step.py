@@ -37,8 +37,8 @@ PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 128, 256
 """Defaults (profile_train_step.py uses them too)."""
 SHAPE, DEVICE = "0.5b", "cuda"
 PRECISION = "bf16"
-"""rlvr's training precision: bf16 (bfloat16 weights, as TRL trains here) or bf16-mixed (float32
-masters, rlvr's CUDA default)."""
+"""rlvr's training precision: bf16 (bfloat16 weights, as TRL trains here), bf16-mixed (float32
+masters, rlvr's CUDA default) or bf16-kahan (bfloat16 weights, KahanAdamW)."""
 """Set by main from --shape and --device."""
 PACKING = False
 """rlvr's update forwards on packed rows (`grpo.packing`)."""
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     p.add_argument("--device", default=DEVICE, choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--precision", default=PRECISION, choices=("bf16", "bf16-mixed"),
+    p.add_argument("--precision", default=PRECISION, choices=("bf16", "bf16-mixed", "bf16-kahan"),
                    help="rlvr's training precision (TRL trains bfloat16 weights here)")
     p.add_argument("--packing", action="store_true", help="rlvr's update on packed rows (grpo.packing)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -8,7 +8,9 @@ Configurations (`--configs`), each run with the fast engine's `stack_projections
 - `full_bf16`: every weight trains, precision bf16 (bfloat16 weights, gradients, AdamW state);
 - `full_bf16_mixed`: precision bf16-mixed (float32 master weights, gradients and AdamW state,
   bfloat16 autocast, generation from a bfloat16 copy; what `bench_grpo_step.py --precision
-  bf16-mixed` runs).
+  bf16-mixed` runs);
+- `full_bf16_kahan`: precision bf16-kahan (bfloat16 weights and gradients, `KahanAdamW`: float32
+  moments and a bfloat16 compensation; generation reads the weights).
 
 Each configuration builds its own model (random weights, built on the GPU; `--shape`, default 7b)
 and prepares it as rlvr's `load_policy` does (`common.rlvr_policy`); building a 7B model on the
@@ -31,7 +33,7 @@ without `--checkpointing` (activation checkpointing, `model.gradient_checkpointi
 
 Analytic sizes (bytes; from a meta-device replica of the configuration, nothing allocated):
 weights; gradients (of the trainable weights); AdamW state (exp_avg + exp_avg_sq, in each weight's
-dtype); the generation copy (`GenerationWeights`: a bfloat16 copy of the whole model whenever a
+dtype; float32 under bf16-kahan, plus its compensation in the weight's dtype); the generation copy (`GenerationWeights`: a bfloat16 copy of the whole model whenever a
 weight is wider, i.e. bf16-mixed's masters and LoRA's float32 adapters); the KV cache (K and V, per
 layer N x kv_heads x S x head_dim, S = prompt + new - 1 rounded up to the engine's length bucket);
 the stacked copies (per layer q/k/v weights and biases, gate/up weights; none for LoRA projections,
@@ -42,9 +44,9 @@ An out-of-memory error is caught and recorded (phase, peak reached, the failed a
 configuration's tensors are freed and the next one runs; the JSON is rewritten after every one,
 and no configuration starts after `--budget` seconds (the device part's timeout is 330 s).
 
-    python benchmarks/bench_memory.py [--shape 7b] [--configs lora,full_bf16,full_bf16_mixed] [--stacked on,off]
-        [--prompts 8] [--group 8] [--prompt-len 128] [--new-tokens 512] [--micro-batch 8] [--checkpointing]
-        [--budget 270] [--analytic-only] [--out FILE]
+    python benchmarks/bench_memory.py [--shape 7b] [--configs lora,full_bf16,full_bf16_mixed,full_bf16_kahan]
+        [--stacked on,off] [--prompts 8] [--group 8] [--prompt-len 128] [--new-tokens 512] [--micro-batch 8]
+        [--checkpointing] [--budget 270] [--analytic-only] [--out FILE]
 
 `--analytic-only` prints the analytic sizes alone (no device needed). `--device cpu --shape tiny`: a
 smoke run of every phase; the CPU has no CUDA peak, so only the analytic sizes are figures.
@@ -75,7 +77,7 @@ class Setup:
 
 
 CONFIGS = {"lora": Setup("bf16", lora=True), "full_bf16": Setup("bf16", lora=False),
-           "full_bf16_mixed": Setup("bf16-mixed", lora=False)}
+           "full_bf16_mixed": Setup("bf16-mixed", lora=False), "full_bf16_kahan": Setup("bf16-kahan", lora=False)}
 PHASES = ("load", "generate", "update")
 GIB = 2**30
 
@@ -157,11 +159,20 @@ def analytic_sizes(model, precision: str, stacked: bool, work: Workload, bucket:
     return {
         "weights": sum(p.nbytes for p in model.parameters()),
         "grads": trainable,
-        "adam_state": 2 * trainable,
+        "adam_state": optimizer_state_bytes(model, precision),
         "generation_copy": generation_copy_bytes(model, dtype),
         "kv_cache": kv_cache_bytes(base.config, work.sequences, length, dtype.itemsize),
         "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize) if stacked and engine_stacks(model) else 0,
     }
+
+
+def optimizer_state_bytes(model, precision: str) -> int:
+    """AdamW's moments in each trainable weight's dtype; KahanAdamW's in float32, plus a
+    compensation in the weight's dtype for bfloat16 weights."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if precision != "bf16-kahan":
+        return sum(2 * p.nbytes for p in trainable)
+    return sum(8 * p.numel() + (p.nbytes if p.dtype == torch.bfloat16 else 0) for p in trainable)
 
 
 # ----------------------------------------------------------------------------- measurement

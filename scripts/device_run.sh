@@ -9,8 +9,9 @@
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
 #   perf16_rollout (perf16's two fixed-length rollout rows alone)
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
-#   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed, stacked
-#   projections on and off; up to 330 s; $OUT/bench_memory.json, log $OUT/mem7b.log)
+#   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed / bf16-kahan, stacked
+#   projections on and off; up to 330 s; MEM7B_ARGS adds options, e.g. --configs full_bf16_kahan;
+#   $OUT/bench_memory.json, log $OUT/mem7b.log)
 #   refill (the refill tests on the GPU, then fast against fast_refill at 256 rows x (128 + up to 1024), 4 x 256
 #   variable-length sequences, then 16 x 256 with refill_horizon 9; $OUT/perf16_rollout_refill_256x128_1024*.json)
 #   refill_deep (only the deep-queue row of `refill`; REFILL_REPS timed reps)
@@ -214,7 +215,7 @@ for part in "$@"; do
                       | tee "$OUT/update_packing.log" ;;
     tune_attention) timeout ${TUNE_TIMEOUT:-330} python3 benchmarks/tune_decode_attention.py --rollout ${TUNE_ARGS:-} 2>&1 \
                       | tee "$OUT/tune_attention.log" ;;
-    mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" 2>&1 \
+    mem7b) timeout 330 python3 benchmarks/bench_memory.py --out "$OUT/bench_memory.json" ${MEM7B_ARGS:-} 2>&1 \
              | grep -v -E "it/s\]|s/it\]" | tee "$OUT/mem7b.log" ;;
     tune_short) for spec in "1.5b 64 640 200,400,600" "0.5b 256 384 150,250,350" "0.5b 64 384 150,250,350"; do
                   read -r shape n cache columns <<< "$spec"
