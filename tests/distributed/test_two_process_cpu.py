@@ -115,13 +115,15 @@ def test_two_cpu_processes_run_a_recipe_in_sync_and_resume_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_bf16_mixed_with_float32_masters(tmp_path):
-    """DDP under bf16-mixed (CPU autocast computes in bf16 there too): the SFT and GRPO stages run,
-    both processes hold the same float32 master weights at every save, and the saved model is float32."""
+@pytest.mark.parametrize("precision,saved", [("bf16-mixed", "torch.float32"), ("bf16-kahan", "torch.bfloat16")])
+def test_two_cpu_processes_train_bf16_mixed_with_float32_masters(tmp_path, precision, saved):
+    """DDP under bf16-mixed (CPU autocast computes in bf16 there too) and under bf16-kahan: the SFT and
+    GRPO stages run, both processes hold the same weights at every save (float32 masters, or bfloat16
+    weights whose KahanAdamW steps agree), and the saved model has the precision's weight dtype."""
     from safetensors import safe_open
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({**RECIPE, "model": {**RECIPE["model"], "precision": "bf16-mixed"}}))
+    recipe.write_text(yaml.safe_dump({**RECIPE, "model": {**RECIPE["model"], "precision": precision}}))
     out, digests = tmp_path / "run", tmp_path / "digests"
     _launch(recipe, out, digests)
     found = _digests(digests)
@@ -129,4 +131,4 @@ def test_two_cpu_processes_train_bf16_mixed_with_float32_masters(tmp_path):
         assert found[f"{owner}-rank-0"] == found[f"{owner}-rank-1"], f"{owner}: processes diverged"
     assert found["step-00000002-rank-0"] != found["1-grpo-rank-0"], "training did not move the parameters"
     with safe_open(str(out / "1-grpo" / "model" / "model.safetensors"), "pt") as f:
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {saved}

@@ -113,3 +113,19 @@ def test_make_optimizer_picks_kahan_for_bf16_kahan_only():
     assert type(make_optimizer(params, "bf16-kahan", **kwargs)) is KahanAdamW
     for precision in ("bf16-mixed", "bf16", "fp32"):
         assert type(make_optimizer(params, precision, **kwargs)) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize("engine", ["zero2", "fsdp2"])
+def test_deepspeed_and_fsdp_refuse_kahan_adamw_in_one_line(engine):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from rlvr.trainer.distributed import DistributedConfigError, prepare
+
+    acc = SimpleNamespace(num_processes=2, is_fsdp2=True,
+                          distributed_type=DistributedType.DEEPSPEED if engine == "zero2" else DistributedType.FSDP,
+                          state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)))
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(DistributedConfigError, match=f"bf16-kahan runs on one process or under DDP, not {engine}"):
+        prepare(acc, model, KahanAdamW(model.parameters()), max_grad_norm=1.0)
