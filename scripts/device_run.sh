@@ -36,6 +36,8 @@
 #   bench_pdl_gemms.py's layer chain and profile_decode.py at 0.5b 64/256 rows col 200 and 1.5b 64 rows col 400;
 #   up to about 7 minutes)
 #   pdl_rollout (rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 5 minutes)
+#   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
+#   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES; one shape
 #   a call: PDL_SWEEP_SHAPES=0.5b, then 1.5b)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -194,6 +196,11 @@ for part in "$@"; do
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
+    precisions) timeout ${PRECISIONS_TIMEOUT:-540} python3 benchmarks/compare_precisions.py --work runs/precisions \
+                  ${PRECISIONS_ARGS:---precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2} \
+                  --out "$OUT/compare_precisions.json" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/precisions.log"
+                (cd runs && tar czf "$OUT/precision_runs.tgz" precisions/*/summary.json precisions/*/metrics.jsonl \
+                  precisions/*.log) ;;
     pdl) pdl_gemms ;;
     pdl_rollout) pdl_rollout ;;
     pdl_sweep) for shape in ${PDL_SWEEP_SHAPES:-0.5b 1.5b}; do

@@ -45,11 +45,15 @@ def test_every_config_runs_every_phase_into_the_record(tmp_path):
         assert 0 < c["generate_s"] <= c["step_s"] and 0 < c["train_s"] <= c["step_s"]
         assert set(c["analytic_bytes"]) == PARTS and c["analytic_bytes"]["weights"] > 0
         assert all(peak is None for peak in c["peak_gib"].values())
-        assert c["analytic_bytes"]["adam_state"] == 2 * c["analytic_bytes"]["grads"]
+        # moments in the weight's dtype; bf16-kahan: float32 moments (4x bf16 grads) and a bf16 compensation
+        per_grad_byte = 5 if c["precision"] == "bf16-kahan" else 2
+        assert c["analytic_bytes"]["adam_state"] == per_grad_byte * c["analytic_bytes"]["grads"]
         assert (c["analytic_bytes"]["stacked"] > 0) == (c["stacked"] and c["config"] != "lora")
     assert all("cpu: no CUDA peak" in row["note"] for row in record["rows"])
     sizes = {(c["config"], c["stacked"]): c["analytic_bytes"] for c in configs}
     assert sizes["full_bf16_mixed", True]["weights"] == 2 * sizes["full_bf16", True]["weights"]  # float32 masters
+    assert sizes["full_bf16_kahan", True]["weights"] == sizes["full_bf16", True]["weights"]
+    assert sizes["full_bf16_kahan", True]["generation_copy"] == 0  # generation reads the bf16 weights
     assert sizes["lora", True]["grads"] < sizes["full_bf16", True]["grads"] / 2
     assert not next(c for c in configs if c["config"] == "lora" and c["stacked"])["engine_stacks"]
 
@@ -65,6 +69,7 @@ def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
     from rlvr.rollout.fast import FastEngine
     from rlvr.rollout.fast_forward import ModelParts
     from rlvr.rollout.fast_stacked import StackedProjections
+    from rlvr.trainer.optimizer import make_optimizer
 
     sizes = new_record(name, True, WORK, tokenizer)["analytic_bytes"]  # from the meta-device replica
     setup = CONFIGS[name]
@@ -90,7 +95,7 @@ def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
     loss = sum(p.float().sum() for p in model.parameters() if p.requires_grad)
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-6)
+    optimizer = make_optimizer(trainable, setup.precision, lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999))
     optimizer.step()
     assert nbytes(p.grad for p in trainable) == sizes["grads"]
     state_tensors = [v for s in optimizer.state.values() for k, v in s.items() if k != "step"]
