@@ -73,7 +73,7 @@ class KahanAdamW(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch's, except that the moments stay float32 (torch casts every floating state to
-        its parameter's dtype, which would round them to bfloat16)."""
+        its parameter's dtype, which would round them to bfloat16) and the step count on the CPU."""
         moments = {i: {k: v[k] for k in ("exp_avg", "exp_avg_sq") if k in v} for i, v in state_dict["state"].items()}
         super().load_state_dict(state_dict)
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
@@ -81,6 +81,9 @@ class KahanAdamW(torch.optim.Optimizer):
         for i, p in zip(saved_ids, params):
             for k, v in moments.get(i, {}).items():
                 self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
+        for state in self.state.values():  # a step loaded onto the GPU would sync at every .item()
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device="cpu", dtype=torch.float32)
 
 
 def _narrow(p: torch.Tensor) -> bool:

@@ -129,3 +129,13 @@ def test_deepspeed_and_fsdp_refuse_kahan_adamw_in_one_line(engine):
     model = torch.nn.Linear(2, 2)
     with pytest.raises(DistributedConfigError, match=f"bf16-kahan runs on one process or under DDP, not {engine}"):
         prepare(acc, model, KahanAdamW(model.parameters()), max_grad_norm=1.0)
+
+
+def test_a_loaded_step_count_comes_back_as_a_float32_cpu_tensor():
+    p, opt = _train(KahanAdamW, torch.bfloat16, _grads(2))
+    saved = opt.state_dict()
+    saved["state"][0]["step"] = saved["state"][0]["step"].to(torch.float64)  # as a map_location may leave it
+    resumed = KahanAdamW([torch.nn.Parameter(p.detach().clone())], **SETTINGS)
+    resumed.load_state_dict(saved)
+    (state,) = resumed.state.values()
+    assert state["step"].device.type == "cpu" and state["step"].dtype == torch.float32 and state["step"].item() == 2
