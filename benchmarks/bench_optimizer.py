@@ -1,7 +1,8 @@
 """One optimizer step of each training precision on a model shape, against torch's AdamW in the same
-run: what `bf16-kahan`'s KahanAdamW (a per-parameter loop of elementwise ops in 16M-element chunks)
-costs beside the AdamW that bf16-mixed (float32 masters) and pure bf16 step with (torch's foreach
-implementation, its default on CUDA).
+run: what `bf16-kahan`'s KahanAdamW costs, with its update as eager elementwise ops and compiled into
+one kernel per 16M-element chunk (`compiled=True`, its default on CUDA), beside the AdamW that
+bf16-mixed (float32 masters) and pure bf16 step with (torch's foreach implementation, its default
+on CUDA).
 
     python benchmarks/bench_optimizer.py [--shape 0.5b] [--reps 10] [--device cuda] [--out FILE]
 
@@ -26,7 +27,8 @@ from benchmarks.common import (SHAPES, Row, build_model, cuda_time_ms, host_time
 # name: (precision whose weights it steps, optimizer)
 CASES = {"torch AdamW, float32 masters (bf16-mixed)": ("bf16-mixed", "adamw"),
          "torch AdamW, bfloat16 weights (bf16)": ("bf16", "adamw"),
-         "KahanAdamW, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "kahan")}
+         "KahanAdamW eager, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "kahan_eager"),
+         "KahanAdamW compiled, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "kahan_compiled")}
 BASELINE = "torch AdamW, float32 masters (bf16-mixed)"
 
 
@@ -39,9 +41,10 @@ def step_of(shape: str, device: str, precision: str, optimizer: str):
     params = list(model.parameters())
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    opt = make_optimizer(params, "bf16-kahan" if optimizer == "kahan" else precision, lr=1e-6,
-                         weight_decay=0.0, betas=(0.9, 0.999))
-    for _ in range(2):  # the first step creates the state
+    opt = make_optimizer(params, precision, lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999))
+    if optimizer != "adamw":
+        opt.compiled = optimizer == "kahan_compiled"
+    for _ in range(2):  # the first step creates the state (and compiles)
         opt.step()
     return model, opt
 

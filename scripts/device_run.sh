@@ -38,6 +38,8 @@
 #   pdl_rollout (rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 5 minutes)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
+#   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager and compiled against torch's
+#   AdamW, 0.5b and 1.5b; $OUT/bench_optimizer_<shape>.json)
 #   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES; one shape
 #   a call: PDL_SWEEP_SHAPES=0.5b, then 1.5b)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -201,6 +203,8 @@ for part in "$@"; do
                   --out "$OUT/compare_precisions.json" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/precisions.log"
                 (cd runs && tar czf "$OUT/precision_runs.tgz" precisions/*/summary.json precisions/*/metrics.jsonl \
                   precisions/*.log) ;;
+    optimizer) for shape in 0.5b 1.5b; do timeout 150 python3 benchmarks/bench_optimizer.py --shape $shape \
+                 --out "$OUT/bench_optimizer_$shape.json" 2>&1 | tee "$OUT/optimizer_$shape.log"; done ;;
     pdl) pdl_gemms ;;
     pdl_rollout) pdl_rollout ;;
     pdl_sweep) for shape in ${PDL_SWEEP_SHAPES:-0.5b 1.5b}; do

@@ -45,3 +45,12 @@ def test_rollout_benchmark_refill_row_reads_against_the_fixed_figure(tmp_path):
     refill = record["rows"][-1]
     assert len(record["rows"]) == 3 and "refill into 8 rows" in refill["name"] and "24 sequences" in refill["name"]
     assert "x fixed" in refill["note"] and "'refills'" in refill["note"] and refill["value"] > 0
+
+
+def test_optimizer_benchmark_times_each_precision_against_torch_adamw(tmp_path):
+    record = run_bench("bench_optimizer.py", "--device", "cpu", "--shape", "tiny", "--reps", "2",
+                       out=tmp_path / "optimizer.json")
+    names = [row["name"] for row in record["rows"]]
+    assert names[0] == "torch AdamW, float32 masters (bf16-mixed)" and len(names) == 4
+    assert sum(name.startswith("KahanAdamW") for name in names) == 2
+    assert all(row["value"] > 0 and len(row["samples"]) == 2 for row in record["rows"])

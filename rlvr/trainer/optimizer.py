@@ -13,6 +13,7 @@ exp_avg_sq's per-step change (1 - beta2 = 1e-3 of itself) is below bfloat16's re
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Iterable
 
 import torch
@@ -20,6 +21,9 @@ import torch
 # Flat chunk of a parameter updated at once: bounds the float32 temporaries (a 7B model's
 # embedding has 545M elements; five float32 copies of it would take 11 GB).
 CHUNK = 1 << 24
+# Parameters from which the update is compiled by default off CUDA: at 32M the compiled step saves
+# about 0.3 s a step on a 2-core CPU, so the compile's ~11 s pays back within the first 40 steps.
+COMPILE_FROM = 1 << 25
 
 
 class KahanAdamW(torch.optim.Optimizer):
@@ -27,13 +31,22 @@ class KahanAdamW(torch.optim.Optimizer):
     bfloat16/float16 parameters carry a compensation buffer `state["compensation"]` holding the
     part of each update that rounding to the parameter's dtype dropped. float32 parameters (e.g.
     LoRA adapters peft keeps in float32) step as plain AdamW. Moments are float32 for every
-    parameter, also after `load_state_dict`."""
+    parameter, also after `load_state_dict`.
+
+    compiled: run each chunk's update through `torch.compile` (one fused kernel instead of about
+    fifteen passes over the chunk: a 0.5B model's step took 0.78 s against 5.8 s eager on a 2-core
+    CPU, after about 11 s of compiling once per process); None compiles on CUDA and for
+    COMPILE_FROM parameters or more, not for the tiny models the CPU recipes train, which would
+    spend longer compiling than stepping. A compile that fails warns and steps with the eager ops."""
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, compiled: bool | None = None):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"KahanAdamW: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.compiled = compiled
+        self._compiled_update = None
+        self._numel = sum(p.numel() for group in self.param_groups for p in group["params"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -67,9 +80,29 @@ class KahanAdamW(torch.optim.Optimizer):
         decay = 1 - lr * group["weight_decay"]
         comp = state.get("compensation")
         tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]] + ([comp] if comp is not None else [])
+        settings = dict(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=step_size,
+                        root_correction=root_correction, decay=decay)
         for chunk in zip(*(t.view(-1).split(CHUNK) for t in tensors)):
-            _update(*chunk, beta1=beta1, beta2=beta2, eps=group["eps"], step_size=step_size,
-                    root_correction=root_correction, decay=decay)
+            self._apply(chunk, settings)
+
+    def _apply(self, chunk: tuple, settings: dict) -> None:
+        compiled = self.compiled if self.compiled is not None else chunk[0].is_cuda or self._numel >= COMPILE_FROM
+        if not compiled:
+            _update(*chunk, **settings)
+            return
+        if self._compiled_update is None:
+            # dynamic: one graph for every chunk length; the float settings change each step
+            # without recompiling (dynamo turns them into inputs after the first call).
+            # emulate_precision_casts: inductor computes bfloat16 values in float32 inside a kernel
+            # and would read the unrounded weight back, so the compensation would come out zero
+            self._compiled_update = torch.compile(_update, dynamic=True, options={"emulate_precision_casts": True})
+        try:
+            self._compiled_update(*chunk, **settings)
+        except Exception as e:  # noqa: BLE001 -- a toolchain failure: the eager ops do the same update
+            warnings.warn(f"KahanAdamW: the compiled update failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "stepping with eager ops", stacklevel=3)
+            self.compiled = False
+            _update(*chunk, **settings)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch's, except that the moments stay float32 (torch casts every floating state to

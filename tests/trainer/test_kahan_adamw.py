@@ -139,3 +139,40 @@ def test_a_loaded_step_count_comes_back_as_a_float32_cpu_tensor():
     resumed.load_state_dict(saved)
     (state,) = resumed.state.values()
     assert state["step"].device.type == "cpu" and state["step"].dtype == torch.float32 and state["step"].item() == 2
+
+
+@pytest.mark.slow
+def test_the_compiled_update_steps_as_the_eager_ops(monkeypatch):
+    import rlvr.trainer.optimizer as module
+
+    grads = _grads(20)
+    eager, eager_opt = _train(KahanAdamW, torch.bfloat16, grads, compiled=False)
+    monkeypatch.setattr(module, "COMPILE_FROM", 4096)  # the default compiles a model this large
+    fused, fused_opt = _train(KahanAdamW, torch.bfloat16, grads)
+    assert fused_opt._compiled_update is not None and fused_opt.compiled is None  # compiled, no fallback
+    # one fused kernel may contract a multiply-add the eager ops round twice: equal up to float32 rounding
+    effective = [p.detach().float() + opt.state[p]["compensation"].float()
+                 for p, opt in ((eager, eager_opt), (fused, fused_opt))]
+    torch.testing.assert_close(effective[0], effective[1], rtol=0, atol=1e-9)
+    assert (eager.detach() == fused.detach()).float().mean() > 0.99
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(eager_opt.state[eager][key], fused_opt.state[fused][key])
+
+
+def test_a_failing_compile_warns_and_steps_with_the_eager_ops(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    grads = _grads(3)
+    with pytest.warns(UserWarning, match="compiled update failed .*no compiler here.*eager ops"):
+        fallen, opt = _train(KahanAdamW, torch.bfloat16, grads, compiled=True)
+    eager, _ = _train(KahanAdamW, torch.bfloat16, grads, compiled=False)
+    assert opt.compiled is False and torch.equal(fallen.detach(), eager.detach())
+
+
+def test_the_cpu_default_is_the_eager_ops():
+    _, opt = _train(KahanAdamW, torch.bfloat16, _grads(2))
+    assert opt.compiled is None and opt._compiled_update is None
