@@ -54,3 +54,14 @@ def test_optimizer_benchmark_times_each_precision_against_torch_adamw(tmp_path):
     assert names[0] == "torch AdamW, float32 masters (bf16-mixed)" and len(names) == 4
     assert sum(name.startswith("KahanAdamW") for name in names) == 2
     assert all(row["value"] > 0 and len(row["samples"]) == 2 for row in record["rows"])
+
+
+def test_precision_drift_shows_what_each_precision_keeps_of_small_steps(tmp_path):
+    record = run_bench("precision_drift.py", "--model", "tiny", "--steps", "3", "--batch", "2",
+                       out=tmp_path / "drift.json")
+    copies = record["copies"]
+    assert copies["bf16 (torch AdamW)"]["kept"] < 0.1  # lr 1e-6 steps round away
+    assert copies["bf16-kahan, weights + compensation"]["kept"] > 0.99
+    # the weights themselves are the float32 trajectory rounded, as bf16-mixed's forward reads it
+    assert record["kahan_equals_rounded_masters"] > 0.99
+    assert len(record["losses"]) == 3
