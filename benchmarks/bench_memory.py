@@ -33,7 +33,8 @@ without `--checkpointing` (activation checkpointing, `model.gradient_checkpointi
 
 Analytic sizes (bytes; from a meta-device replica of the configuration, nothing allocated):
 weights; gradients (of the trainable weights); AdamW state (exp_avg + exp_avg_sq, in each weight's
-dtype; float32 under bf16-kahan, plus its compensation in the weight's dtype); the generation copy (`GenerationWeights`: a bfloat16 copy of the whole model whenever a
+dtype; float32 under bf16-kahan, plus its compensation in the weight's dtype); the generation copy
+(`GenerationWeights`: a bfloat16 copy of the whole model whenever a
 weight is wider, i.e. bf16-mixed's masters and LoRA's float32 adapters); the KV cache (K and V, per
 layer N x kv_heads x S x head_dim, S = prompt + new - 1 rounded up to the engine's length bucket);
 the stacked copies (per layer q/k/v weights and biases, gate/up weights; none for LoRA projections,

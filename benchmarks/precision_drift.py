@@ -10,9 +10,10 @@ Reported per copy: `kept` = projection of its total update on the float32 one ov
 squared norm (1: all of it; 0: none), the cosine between the two, and the fraction of weights that
 moved at all. For bf16-kahan the weights alone (what the forward reads) and weights + compensation
 (what the next steps build on); for the float32 copy also its weights rounded to bfloat16, which is
-what bf16-mixed's forward (autocast) and its generation copy read. The loss is next-token cross-entropy on worked arithmetic solutions
-in the model's chat template; the learning rate is GRPO's on SmolLM2 (the recipes' 1e-6). About a
-minute on a 2-core CPU for SmolLM2-135M; `--model tiny` is a smoke run.
+what bf16-mixed's forward (autocast) and its generation copy read. The loss is next-token
+cross-entropy on worked arithmetic solutions in the model's chat template; the learning rate is
+GRPO's on SmolLM2 (the recipes' 1e-6). About two minutes on a 2-core CPU for SmolLM2-135M;
+`--model tiny` is a smoke run.
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def drift(model, tokenizer, steps: int, batch: int, lr: float) -> dict:
                                "cosine": torch.nn.functional.cosine_similarity(delta, reference, dim=0).item(),
                                "moved": (delta != 0).float().mean().item()}
     rounded = torch.cat([p.detach().bfloat16().flatten() for p in master])
-    out["kahan_equals_rounded_masters"] = (torch.cat([p.detach().flatten() for p in kahan]) == rounded).float().mean().item()
+    kahan_weights = torch.cat([p.detach().flatten() for p in kahan])
+    out["kahan_equals_rounded_masters"] = (kahan_weights == rounded).float().mean().item()
     out["copies"]["float32 masters (bf16-mixed)"] = {"kept": 1.0, "cosine": 1.0,
                                                      "moved": (reference != 0).float().mean().item()}
     return out
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|")
     for name, c in result["copies"].items():
         print(f"| {name} | {c['kept']:.4f} | {c['cosine']:.4f} | {c['moved']:.3f} |")
-    print(f"bf16-kahan weights equal to the float32 masters rounded to bf16: {result['kahan_equals_rounded_masters']:.6f}")
+    equal = result["kahan_equals_rounded_masters"]
+    print(f"bf16-kahan weights equal to the float32 masters rounded to bf16: {equal:.6f}")
     rows = [Row(name=name, value=c["kept"], unit="fraction kept") for name, c in result["copies"].items()]
     save(args.out, title, rows, {"model": args.model, "lr": args.lr, "steps": args.steps, "batch": args.batch,
                                  **result})
