@@ -175,6 +175,7 @@ for part in "$@"; do
     chain_lora) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1-lora.yaml ;;
     default_recipe) RUN_TIMEOUT=${DEFAULT_TIMEOUT:-300} benchmarks/smollm2_r1_chain.sh recipes/arithmetic-r1.yaml ;;
     tests_precision) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/trainer/test_precision_gpu.py \
+                       tests/trainer/test_kahan_adamw.py \
                        tests/rollout/test_engine_choice.py > "$OUT/tests_precision.log" 2>&1; \
                      grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_precision.log" ;;
     sweep) timeout ${SWEEP_TIMEOUT:-200} python3 benchmarks/sweep_grpo.py --recipe recipes/smollm2-135m-r1.yaml \

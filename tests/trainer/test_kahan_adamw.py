@@ -176,3 +176,25 @@ def test_a_failing_compile_warns_and_steps_with_the_eager_ops(monkeypatch):
 def test_the_cpu_default_is_the_eager_ops():
     _, opt = _train(KahanAdamW, torch.bfloat16, _grads(2))
     assert opt.compiled is None and opt._compiled_update is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_default_compiled_update_steps_as_the_eager_ops():
+    grads = [g.cuda() for g in _grads(20)]
+
+    def train(compiled):
+        p = torch.nn.Parameter(_weights().to("cuda", torch.bfloat16))
+        opt = KahanAdamW([p], compiled=compiled, **SETTINGS)
+        for g in grads:
+            p.grad = g
+            opt.step()
+        return p, opt
+
+    eager, eager_opt = train(False)
+    fused, fused_opt = train(None)  # None compiles on CUDA
+    assert fused_opt._compiled_update is not None and fused_opt.compiled is None  # no fallback
+    effective = [p.detach().float() + opt.state[p]["compensation"].float()
+                 for p, opt in ((eager, eager_opt), (fused, fused_opt))]
+    torch.testing.assert_close(effective[0], effective[1], rtol=0, atol=1e-9)
+    assert (eager.detach() == fused.detach()).float().mean() > 0.99
