@@ -69,7 +69,8 @@ def drift(model, tokenizer, steps: int, batch: int, lr: float) -> dict:
                 p.grad = m.grad.bfloat16()
         for opt in optimizers:
             opt.step()
-    reference = torch.cat([(p.detach() - s).flatten() for p, s in zip(master, start)])
+    # float64 for the sums over every weight: float32 dot products of 135M terms drift past cosine 1
+    reference = torch.cat([(p.detach() - s).flatten() for p, s in zip(master, start)]).double()
     comp = optimizers[2].state
     copies = {"bf16 (torch AdamW)": [p.detach().float() for p in pure],
               "bf16-kahan, weights": [p.detach().float() for p in kahan],
@@ -79,7 +80,7 @@ def drift(model, tokenizer, steps: int, batch: int, lr: float) -> dict:
               "float32 masters rounded to bf16": [p.detach().bfloat16().float() for p in master]}
     out = {"losses": losses, "reference_norm": reference.norm().item(), "copies": {}}
     for name, weights in copies.items():
-        delta = torch.cat([(w - s).flatten() for w, s in zip(weights, start)])
+        delta = torch.cat([(w - s).flatten() for w, s in zip(weights, start)]).double()
         out["copies"][name] = {"kept": (delta @ reference / (reference @ reference)).item(),
                                "cosine": torch.nn.functional.cosine_similarity(delta, reference, dim=0).item(),
                                "moved": (delta != 0).float().mean().item()}
