@@ -1,12 +1,12 @@
 """Training precision: the dtype weights are kept in, the dtype the math runs in, and what
 generation reads.
 
-| precision    | weights and AdamW state | forward / backward | generation reads                      |
-|--------------|-------------------------|--------------------|---------------------------------------|
-| `bf16-mixed` | float32 (master)        | bfloat16 autocast  | a bfloat16 copy, refreshed per rollout |
-| `bf16-kahan` | bfloat16 weights, float32 AdamW moments, a bfloat16 compensation | bfloat16 | the weights |
-| `bf16`       | bfloat16                | bfloat16           | the weights                            |
-| `fp32`       | float32                 | float32            | the weights                            |
+| precision    | weights  | optimizer state             | forward / backward | generation reads              |
+|--------------|----------|-----------------------------|--------------------|-------------------------------|
+| `bf16-mixed` | float32  | float32 moments             | bfloat16 autocast  | a bfloat16 copy, per rollout  |
+| `bf16-kahan` | bfloat16 | float32 moments, bf16 comp. | bfloat16           | the weights                   |
+| `bf16`       | bfloat16 | bfloat16 moments            | bfloat16           | the weights                   |
+| `fp32`       | float32  | float32 moments             | float32            | the weights                   |
 
 `auto` is `bf16-mixed` on CUDA and `fp32` on the CPU. Pure `bf16` loses small updates: an AdamW
 step moves each weight by about the learning rate (1e-6 in GRPO), while bfloat16 resolves only
