@@ -107,15 +107,23 @@ def prepare(acc, model, optimizer, max_grad_norm: float):
         raise DistributedConfigError(
             f"LoRA under {name} is not supported (the reference policy toggles adapters on sharded "
             "weights); use ddp or zero2, which hold LoRA models whole")
-    if isinstance(optimizer, KahanAdamW) and name not in ("single", "ddp"):
-        raise DistributedConfigError(
-            f"precision bf16-kahan runs on one process or under DDP, not {name}: DeepSpeed and FSDP shard and "
-            "wrap the optimizer (DeepSpeed keeps float32 masters of its own); use precision bf16-mixed there")
+    if isinstance(optimizer, KahanAdamW):
+        check_kahan_engine(acc)
     if acc.distributed_type.name == "DEEPSPEED":
         _configure_deepspeed(acc, max_grad_norm)
     if name in ("zero3", "fsdp2") and acc.num_processes > 1:
         _broadcast_from_main(model)  # they keep each process's shard of its own copy (no broadcast)
     return acc.prepare(model, optimizer)
+
+
+def check_kahan_engine(acc) -> None:
+    """KahanAdamW (precision bf16-kahan) steps whole parameters: DeepSpeed and FSDP shard and wrap
+    the optimizer (DeepSpeed keeps float32 masters of its own). GRPO and SFT both ask here."""
+    name = engine_name(acc)
+    if name not in ("single", "ddp"):
+        raise DistributedConfigError(
+            f"precision bf16-kahan runs on one process or under DDP, not {name}: DeepSpeed and FSDP shard and "
+            "wrap the optimizer (DeepSpeed keeps float32 masters of its own); use precision bf16-mixed there")
 
 
 def _configure_deepspeed(acc, max_grad_norm: float) -> None:
@@ -348,7 +356,7 @@ def load_sharded_training_state(acc, path: Path, saved_world_size: int) -> bool:
     return True
 
 
-__all__ = ["DistributedConfigError", "accumulation", "engine_name", "full_parameters",
+__all__ = ["DistributedConfigError", "accumulation", "check_kahan_engine", "engine_name", "full_parameters",
            "load_sharded_training_state", "loss_weight", "prepare", "rollout_engine_name",
            "save_full_policy", "save_training_state", "shards_parameters", "shards_training_state",
            "use_cpu_processes"]

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import torch
 
 from rlvr.tasks.base import Example
-from rlvr.trainer.distributed import DistributedConfigError
+from rlvr.trainer.distributed import check_kahan_engine
 from rlvr.trainer.optimizer import KahanAdamW
 from rlvr.trainer.sft_config import SFTStageConfig
 
@@ -118,9 +118,8 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
         processing_class=policy.tokenizer,
         optimizer_cls_and_kwargs=_optimizer(args, policy.precision),
     )
-    if policy.precision == "bf16-kahan" and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-        raise DistributedConfigError("precision bf16-kahan runs on one process or under DDP, not DeepSpeed or "
-                                     "FSDP (they shard and wrap the optimizer); use precision bf16-mixed there")
+    if policy.precision == "bf16-kahan":
+        check_kahan_engine(trainer.accelerator)
     checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     policy.model = trainer.model
