@@ -44,17 +44,8 @@ class Stop(Exception):
 
 
 def test_stop_and_resume_is_bitwise_identical(uninterrupted, tmp_path):
-    calls = {"n": 0}
-
-    def reward_then_stop(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the 4th step's rollouts: steps 1-3 done, checkpoint of step 2 on disk
-            raise Stop
-        from rlvr.rewards import compute_rewards
-        return compute_rewards(*args, **kwargs)
-
-    with pytest.raises(Stop):
-        run_grpo(tiny_policy(), SevensTask(), resume_config(), tmp_path, reward_fn=reward_then_stop)
+    with pytest.raises(Stop):  # in the 4th step's rollouts: steps 1-3 done, checkpoint of step 2 on disk
+        run_grpo(tiny_policy(), SevensTask(), resume_config(), tmp_path, reward_fn=reward_stopping_at(4))
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
     result = run_grpo(tiny_policy(seed=123), SevensTask(), resume_config(), tmp_path, resume="auto")
     assert result["step"] == 6
@@ -67,6 +58,23 @@ def test_stop_and_resume_is_bitwise_identical(uninterrupted, tmp_path):
     got = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(ref[3:], got[3:]):
         assert a["reward/mean"] == b["reward/mean"] and a["loss/total"] == b["loss/total"]
+
+
+def test_bf16_kahan_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path):
+    """bf16-kahan: bfloat16 weights and KahanAdamW's compensation and float32 moments come back exactly."""
+    def kahan_policy():
+        policy = tiny_policy()
+        policy.precision = "bf16-kahan"
+        policy.model.to(torch.bfloat16)
+        return policy
+
+    run_grpo(kahan_policy(), SevensTask(), resume_config(), tmp_path / "whole")
+    with pytest.raises(Stop):
+        run_grpo(kahan_policy(), SevensTask(), resume_config(), tmp_path / "stopped", reward_fn=reward_stopping_at(4))
+    run_grpo(kahan_policy(), SevensTask(), resume_config(), tmp_path / "stopped", resume="auto")
+    whole, resumed = final_params(tmp_path / "whole"), final_params(tmp_path / "stopped")
+    assert all(t.dtype == torch.bfloat16 for t in whole.values())
+    assert_bitwise_equal(resumed, whole)
 
 
 def test_kill_while_writing_checkpoint_then_resume(uninterrupted, tmp_path):
