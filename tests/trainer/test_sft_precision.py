@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from rlvr.config import from_dict
 from rlvr.models import ModelConfig, load_policy
@@ -21,16 +22,11 @@ class _Stop(Exception):
     pass
 
 
-class _Watcher:
-    """TrainerCallback: keeps the optimizer and the step training began at; raises before `stop_at`."""
+class _Watcher(TrainerCallback):
+    """Keeps the optimizer and the step training began at; raises before `stop_at`."""
 
     def __init__(self, stop_at: int | None = None):
         self.stop_at, self.optimizer, self.first_step = stop_at, None, None
-
-    def __getattr__(self, name):
-        if name.startswith("on_"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = state.global_step
