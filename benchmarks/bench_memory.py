@@ -3,8 +3,10 @@ the fast engine's KV cache and stacked projection copies fit one GPU (no ZeRO, n
 
 Configurations (`--configs`), each run with the fast engine's `stack_projections` on and off
 (`--stacked`):
-- `lora`: peft LoRA with rlvr's defaults (r=16 on q,k,v,o,gate,up,down) around frozen bfloat16
-  base weights, precision bf16;
+- `lora`: peft LoRA with rlvr's defaults (r=16 on q,k,v,o,gate,up,down, no dropout) around frozen
+  bfloat16 base weights, precision bf16 (float32 adapters, as peft makes them, without autocast);
+- `lora_bf16_mixed`: the same under bf16-mixed, the CUDA default (the frozen base stays bfloat16,
+  float32 adapters, bfloat16 autocast);
 - `full_bf16`: every weight trains, precision bf16 (bfloat16 weights, gradients, AdamW state);
 - `full_bf16_mixed`: precision bf16-mixed (float32 master weights, gradients and AdamW state,
   bfloat16 autocast, generation from a bfloat16 copy; what `bench_grpo_step.py --precision
@@ -34,8 +36,8 @@ without `--checkpointing` (activation checkpointing, `model.gradient_checkpointi
 Analytic sizes (bytes; from a meta-device replica of the configuration, nothing allocated):
 weights; gradients (of the trainable weights); AdamW state (exp_avg + exp_avg_sq, in each weight's
 dtype; float32 under bf16-kahan, plus its compensation in the weight's dtype); the generation copy
-(`GenerationWeights`: a bfloat16 copy of the whole model whenever a
-weight is wider, i.e. bf16-mixed's masters and LoRA's float32 adapters); the KV cache (K and V, per
+(`GenerationWeights`: a bfloat16 copy whenever a weight is wider, i.e. bf16-mixed's masters
+and LoRA's float32 adapters; frozen bfloat16 weights, a LoRA base, are shared, not copied); the KV cache (K and V, per
 layer N x kv_heads x S x head_dim, S = prompt + new - 1 rounded up to the engine's length bucket);
 the stacked copies (per layer q/k/v weights and biases, gate/up weights; none for LoRA projections,
 which the engine does not stack). Activations and allocator overhead are what the measured peaks
@@ -45,7 +47,8 @@ An out-of-memory error is caught and recorded (phase, peak reached, the failed a
 configuration's tensors are freed and the next one runs; the JSON is rewritten after every one,
 and no configuration starts after `--budget` seconds (the device part's timeout is 330 s).
 
-    python benchmarks/bench_memory.py [--shape 7b] [--configs lora,full_bf16,full_bf16_mixed,full_bf16_kahan]
+    python benchmarks/bench_memory.py [--shape 7b]
+        [--configs lora,lora_bf16_mixed,full_bf16,full_bf16_mixed,full_bf16_kahan]
         [--stacked on,off] [--prompts 8] [--group 8] [--prompt-len 128] [--new-tokens 512] [--micro-batch 8]
         [--checkpointing] [--budget 270] [--analytic-only] [--out FILE]
 
@@ -77,7 +80,8 @@ class Setup:
     lora: bool
 
 
-CONFIGS = {"lora": Setup("bf16", lora=True), "full_bf16": Setup("bf16", lora=False),
+CONFIGS = {"lora": Setup("bf16", lora=True), "lora_bf16_mixed": Setup("bf16-mixed", lora=True),
+           "full_bf16": Setup("bf16", lora=False),
            "full_bf16_mixed": Setup("bf16-mixed", lora=False), "full_bf16_kahan": Setup("bf16-kahan", lora=False)}
 PHASES = ("load", "generate", "update")
 GIB = 2**30
@@ -130,12 +134,13 @@ def stacked_bytes(config, qkv_bias: bool, itemsize: int) -> int:
 
 
 def generation_copy_bytes(model, dtype: torch.dtype) -> int:
-    """The parameters of `GenerationWeights`' copy: none when no weight is wider than `dtype`,
-    else the whole model in `dtype`."""
+    """What `GenerationWeights`' copy allocates: none when no weight is wider than `dtype`, else
+    every parameter in `dtype` but the frozen ones already in it, which the copy shares (a LoRA
+    base)."""
     floats = [p for p in model.parameters() if p.is_floating_point()]
     if all(p.dtype.itemsize <= dtype.itemsize for p in floats):
         return 0
-    return sum(p.numel() for p in floats) * dtype.itemsize
+    return sum(p.numel() for p in floats if p.requires_grad or p.dtype != dtype) * dtype.itemsize
 
 
 def engine_stacks(model) -> bool:

@@ -331,7 +331,7 @@ def rlvr_policy(model, tokenizer, precision: str, lora=None, checkpointing: bool
     from rlvr.models.loading import Policy, apply_lora, enable_checkpointing
     from rlvr.models.precision import weight_dtype
 
-    model = model.to(weight_dtype(precision, train=True))
+    model = model.to(weight_dtype(precision, train=True, frozen=lora is not None))
     if checkpointing:
         enable_checkpointing(model)
     if lora is not None:

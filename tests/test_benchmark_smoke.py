@@ -65,3 +65,18 @@ def test_precision_drift_shows_what_each_precision_keeps_of_small_steps(tmp_path
     # the weights themselves are the float32 trajectory rounded, as bf16-mixed's forward reads it
     assert record["kahan_equals_rounded_masters"] > 0.99
     assert len(record["losses"]) == 3
+
+
+def test_saved_activations_counts_what_each_policy_keeps_for_backward(tmp_path):
+    record = run_bench("saved_activations.py", "--shape", "tiny", "--tokens", "100", "--micro-batch-tokens", "200",
+                       out=tmp_path / "saved.json")
+    rows = {(r["config"], r["dropout"]): r for r in record["configs"]}
+    act = {k: r["activation_bytes_per_token"] for k, r in rows.items()}
+    casts = {k: r["weight_cast_bytes"] for k, r in rows.items()}
+    assert all(v > 0 for v in act.values())
+    # bf16-mixed saves a bfloat16 cast of every float32 weight; a LoRA base is bfloat16 already
+    assert casts["full_bf16_mixed", None] > 0 and casts["full_bf16", None] == 0
+    assert casts["lora_bf16_mixed", 0.0] < casts["full_bf16_mixed", None] / 2
+    # adapter dropout saves its mask and output; float32 adapters without autocast their float32 input
+    assert act["lora", 0.05] > act["lora", 0.0] > act["lora_bf16_mixed", 0.0]
+    assert len(record["rows"]) == len(rows)

@@ -43,8 +43,10 @@ class LoraSettings:
     """Rank of each adapter."""
     alpha: int = 32
     """Scale numerator: the update is (alpha / r) * B @ A."""
-    dropout: float = 0.05
-    """Dropout on the adapter's input."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input, in training forwards only. Off by default (as in verl and
+    OpenRLHF): rollouts sample without it, so with it on the policy-gradient forward scores a
+    noised policy, and its saved masks and float32 inputs double the adapters' activation memory."""
     target_modules: list[str] | str = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )

@@ -186,7 +186,7 @@ def load_policy(cfg: ModelConfig, device: str | torch.device | None = None, trai
     target = resolve_device(device)
     precision = resolve_precision(cfg.precision, target)
     with _whole_weights():
-        model, tokenizer = _load_base(cfg, weight_dtype(precision, train))
+        model, tokenizer = _load_base(cfg, weight_dtype(precision, train, frozen=cfg.lora is not None))
     prepare_tokenizer(tokenizer, model)
     model.to(target)
     if cfg.gradient_checkpointing:

@@ -6,8 +6,11 @@ Shapes: B prompts, G samples per prompt, N = B*G sequences.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
+
+import torch
 
 from rlvr.rollout.sampling import SamplingConfig
 
@@ -48,3 +51,16 @@ class Rollout:
 
 class RolloutEngine(Protocol):
     def generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams) -> Rollout: ...
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in eval mode for the block, its mode restored after. Sampling and the log-probs of
+    what was sampled must come from one policy: in train mode a LoRA adapter's dropout would draw
+    a new mask per call (and a CUDA graph captured then would replay one)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -30,7 +30,7 @@ from functools import partial
 
 import torch
 
-from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rollout.base import Rollout, SamplingParams, eval_mode
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
@@ -114,6 +114,11 @@ class FastEngine:
         self._check_end_at(end_at, len(prompt_ids) * group_size)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        with eval_mode(self.model):  # the trainer leaves its policy in train mode
+            return self._generate(prompt_ids, group_size, params, end_at)
+
+    def _generate(self, prompt_ids: list[list[int]], group_size: int, params: SamplingParams,
+                  end_at: list[int] | None) -> Rollout:
         if self.stacked is not None:
             self.stacked.refresh()  # before capture too: warm-up runs read the copies
         if self.config.refill_rows and len(prompt_ids) * group_size > self.config.refill_rows:

@@ -16,7 +16,7 @@ from accelerate.utils import extract_model_from_parallel
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from rlvr.rollout.base import Rollout, SamplingParams
+from rlvr.rollout.base import Rollout, SamplingParams, eval_mode
 from rlvr.rollout.tokens import cut_completion, eos_token_ids, left_pad, pad_token_id
 
 
@@ -47,9 +47,8 @@ class HFEngine:
         if params.stop:
             stopping.append(_StopStrings(self.tokenizer, params.stop, prompt_len))
         recorder = _SampledLogprobs(params)
-        was_training = self.model.training
-        self.model.eval()  # no dropout while sampling; gradient checkpointing off (it needs use_cache=False)
-        try:
+        # eval: no dropout while sampling; gradient checkpointing off (it needs use_cache=False)
+        with eval_mode(self.model):
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -57,8 +56,6 @@ class HFEngine:
                 stopping_criteria=stopping,
                 logits_processor=LogitsProcessorList([recorder]),
             )
-        finally:
-            self.model.train(was_training)
         new_tokens = out[:, prompt_len:]  # (N, <=max_new_tokens)
         step_logprobs = recorder.finish(new_tokens).tolist()  # host sync, once per batch
         completions, texts, truncated, logprobs = [], [], [], []

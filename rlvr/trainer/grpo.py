@@ -31,6 +31,7 @@ from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision
                                    warn_pure_bf16)
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import SamplingParams, make_engine
+from rlvr.rollout.base import eval_mode
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight, sdpa_backends
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState
 from rlvr.trainer import distributed
@@ -348,7 +349,8 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
     normalizer = _normalizer(acc, batch, cfg)
     weight = output_weight(acc.unwrap_model(model))
     old_logp = ref_logp = None
-    with torch.no_grad():
+    # eval mode: the engine sampled without dropout, so the ratio's denominator is scored without it
+    with torch.no_grad(), eval_mode(model):
         if cfg.num_iterations > 1:  # the ratio's denominator: the policy that sampled
             old_logp = _logprobs(model, batch, weight, cfg, acc, token_logprobs)
         if cfg.beta > 0:

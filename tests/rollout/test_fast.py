@@ -182,6 +182,29 @@ def test_stacked_projections_follow_the_weights_and_skip_lora():
     assert not StackedProjections.fits(ModelParts.of(lora.get_base_model()))
 
 
+
+@pytest.mark.parametrize("engine_cls", [FastEngine, HFEngine])
+def test_a_policy_in_train_mode_samples_without_its_lora_dropout(engine_cls):
+    """The trainer leaves its policy in train mode after an update; sampling must not draw dropout
+    masks (greedy rows of one prompt would differ), and the mode comes back after generate."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = build_char_tokenizer()
+    model = get_peft_model(_model(tokenizer), LoraConfig(r=4, lora_dropout=0.5, target_modules=["q_proj", "up_proj"]))
+    with torch.no_grad():  # peft starts B at zero, where dropout on A's input changes nothing
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)
+    engine = engine_cls(model, tokenizer)
+    greedy = SamplingParams(max_new_tokens=10, temperature=0.0)
+    prompts = _prompt_ids(tokenizer)
+    model.eval()
+    expected = engine.generate(prompts, 3, greedy).completion_ids
+    model.train()
+    torch.manual_seed(1)
+    assert engine.generate(prompts, 3, greedy).completion_ids == expected
+    assert model.training and all(m.training for m in model.modules())
+
 # ----------------------------------------------------------------------------- CUDA graph path
 
 @pytest.mark.gpu

@@ -69,14 +69,14 @@ def tiny_policy(seed: int = 0, hidden: int = 32) -> Policy:
     return Policy(model=Qwen2ForCausalLM(cfg), tokenizer=tok)
 
 
-def lora_policy() -> Policy:
+def lora_policy(dropout: float = 0.0) -> Policy:
     """A tiny Qwen2 through rlvr.models with LoRA adapters on q/v and gradient checkpointing."""
     from rlvr.models import LoraSettings, ModelConfig, TinyModelConfig, load_policy
 
     cfg = ModelConfig(name_or_path="tiny", gradient_checkpointing=True,
                       tiny=TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                                            max_position_embeddings=128),
-                      lora=LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+                      lora=LoraSettings(r=4, alpha=8, dropout=dropout, target_modules=["q_proj", "v_proj"]))
     return load_policy(cfg, device="cpu")
 
 

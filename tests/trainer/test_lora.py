@@ -52,3 +52,19 @@ def test_lora_resume_is_bitwise_identical(tmp_path):
     final = "checkpoints/step-00000003/trainable.safetensors"
     a, b = load_file(str(tmp_path / "full" / final)), load_file(str(tmp_path / "cut" / final))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_old_and_reference_logprobs_are_scored_as_sampled_without_dropout(tmp_path, monkeypatch):
+    """The ratio's denominator and the KL reference describe the policy the engine sampled, which
+    runs in eval mode: with adapter dropout on, scoring them in train mode would draw new masks."""
+    from rlvr.trainer import grpo
+
+    modes, score = [], grpo._logprobs
+
+    def recording(model, *args, **kwargs):
+        modes.append(model.training)
+        return score(model, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "_logprobs", recording)
+    run_grpo(lora_policy(dropout=0.5), SevensTask(), lora_config(num_iterations=2), tmp_path)
+    assert len(modes) == 2 * 3 and not any(modes)  # old + reference log-probs, three steps

@@ -105,6 +105,8 @@ def test_precision_auto_is_bf16_mixed_on_cuda_and_fp32_on_the_cpu():
     assert weight_dtype("bf16-mixed", train=True) == torch.float32
     assert weight_dtype("bf16-mixed", train=False) == torch.bfloat16  # eval stages only generate
     assert weight_dtype("bf16-kahan", train=True) == torch.bfloat16
+    assert weight_dtype("bf16-mixed", train=True, frozen=True) == torch.bfloat16  # a LoRA base
+    assert weight_dtype("fp32", train=True, frozen=True) == torch.float32
     with pytest.raises(ValueError, match="valid: auto, bf16-mixed, bf16-kahan, bf16, fp32"):
         resolve_precision("fp16", "cpu")
 
@@ -122,21 +124,32 @@ def test_load_policy_keeps_masters_for_training_and_compute_dtype_for_generation
     assert load_policy(from_dict(ModelConfig, tiny), device="cpu").precision == "fp32"  # auto on the CPU
 
 
-def test_lora_under_bf16_mixed_trains_float32_adapters(tmp_path):
-    from rlvr.models.loading import apply_lora
-    from rlvr.models.config import LoraSettings
+def test_lora_under_bf16_mixed_keeps_its_frozen_base_bfloat16_and_trains_float32_adapters(tmp_path):
+    from rlvr.config import from_dict
 
-    policy = _policy("bf16-mixed")
-    policy.model = apply_lora(policy.model, ModelConfig(lora=LoraSettings(r=4, alpha=8, dropout=0.0,
-                                                                          target_modules=["q_proj", "v_proj"])))
-    trainable = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+    cfg = from_dict(ModelConfig, dict(
+        name_or_path="tiny", precision="bf16-mixed", lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        tiny={"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64,
+              "max_position_embeddings": 128}))
+    policy = load_policy(cfg, device="cpu")
+    params = dict(policy.model.named_parameters())
+    trainable = {n: p.detach().clone() for n, p in params.items() if p.requires_grad}
+    assert trainable and all("lora_" in n and p.dtype == torch.float32 for n, p in trainable.items())
+    # the base never updates: no float32 master for it (14 GiB of weights at the 7B shape)
+    assert all(p.dtype == torch.bfloat16 for n, p in params.items() if n not in trainable)
+
+    weights = GenerationWeights(policy.model, torch.bfloat16)
+    copied = dict(weights.model.named_parameters())
+    assert weights.is_copy and all(copied[n] is p for n, p in params.items() if n not in trainable)  # shared
+    assert all(copied[n].dtype == torch.bfloat16 and copied[n] is not params[n] for n in trainable)
+
     run_grpo(policy, SevensTask(), small_config(steps=1, learning_rate=1e-6, max_grad_norm=0.0), tmp_path)
-    after = dict(policy.model.named_parameters())
-    assert all(after[n].dtype == torch.float32 for n in trainable)
-    moved = sum((after[n].detach() != v).sum().item() for n, v in trainable.items())
+    moved = sum((params[n].detach() != v).sum().item() for n, v in trainable.items())
     # lora_B starts at zero, so only it gets a gradient on the first step; it moves by ~lr
     lora_b = sum(v.numel() for n, v in trainable.items() if "lora_B" in n)
     assert moved >= 0.9 * lora_b, (moved, lora_b)
+    weights.refresh()
+    assert all(torch.equal(copied[n], params[n].detach().to(torch.bfloat16)) for n in trainable)
 
 
 def test_bf16_kahan_keeps_a_lr_1e6_step_in_its_compensation_and_generates_from_the_weights(tmp_path):
