@@ -33,15 +33,17 @@ from benchmarks.common import (SHAPES, Row, build_model, host_time_s, median, ou
                                save, shape_label)
 
 ENGINES = ("fast", "fast_refill", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_pdl", "fast_compiled",
-           "fast_torch", "fast_torch_compiled", "hf_static", "hf")
+           "fast_lora", "fast_lora_merged", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
 """fast: the default (triton kernels around cuBLAS GEMMs, finished rows compacted away, split-KV
 attention on long caches); fast_refill (variable workload only): N rows decoding --refill-factor x N
 sequences, each finished prompt group's rows refilled with a waiting prompt
 (FastEngineConfig.refill_rows = N), its useful tok/s against fast's fixed-length figure at N; fast_nocompact: FastEngineConfig.compact=False; fast_nosplit:
 FastEngineConfig.split_kv=False; fast_gemm: with the norm-fused Triton GEMMs
 (FastEngineConfig.fuse_gemms=True); fast_pdl: the Triton GEMMs launched as programmatic dependent
-launches with the weight prefetch (FastEngineConfig.pdl_gemms=True); fast_torch: torch ops; *_compiled: +
-torch.compile."""
+launches with the weight prefetch (FastEngineConfig.pdl_gemms=True); fast_lora / fast_lora_merged: a
+copy of the model with rlvr's default LoRA adapters (r=16 on every projection), generated from as GRPO
+does: through peft's adapters (engine merge_lora=False) or from the merged copy (the default);
+fast_torch: torch ops; *_compiled: + torch.compile."""
 EOS = 1  # the variable workload's EOS id (the prompts never contain it)
 
 
@@ -162,11 +164,34 @@ def measure_peer(name: str, model, prompt_ids, work: Workload, n: int, reps: int
     return measure("hf generate (static cache, compiled)", run, n * work.new_tokens, reps=reps)
 
 
+def lora_generation_model(model, merged: bool):
+    """What GRPO's engine reads for `model` (deep-copied) under rlvr's default LoRA: the peft copy
+    with bfloat16 adapters around the shared base, or the merged plain copy. The adapters are moved
+    off peft's zero B so that the adapted path computes something."""
+    import copy
+
+    from rlvr.models.config import LoraSettings, ModelConfig
+    from rlvr.models.loading import apply_lora
+    from rlvr.models.precision import GenerationWeights
+
+    policy = apply_lora(copy.deepcopy(model), ModelConfig(lora=LoraSettings()))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1e-3)
+    return GenerationWeights(policy, next(model.parameters()).dtype, merge_lora=merged).model
+
+
 def measure_fast(name: str, model, prompt_ids, work: Workload, n: int, reps: int, end_at=None, **refill) -> Row:
+    lora = name.startswith("fast_lora")
+    if lora:
+        model = lora_generation_model(model, merged=name == "fast_lora_merged")
     run, engine = fast_runner(model, prompt_ids, work, fast_config(name, work.device, **refill), end_at)
     expected = n * work.new_tokens if end_at is None else sum(end_at)
     row = measure(name, run, expected, reps)
     row.name = fast_label(engine) + ("" if end_at is None else ", variable lengths (useful tok/s)")
+    if lora:
+        row.name += ", LoRA r=16 merged" if name == "fast_lora_merged" else ", LoRA r=16 through peft"
     if engine.last_refill:
         row.note = "; ".join(filter(None, [f"{engine.last_refill}", row.note]))
     return row

@@ -27,6 +27,14 @@ def test_rollout_benchmark_fixed_and_variable_lengths_with_and_without_compactio
     assert all(row["value"] > 0 for row in record["rows"])
 
 
+def test_rollout_benchmark_lora_rows_through_peft_and_merged(tmp_path):
+    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines", "fast_lora,fast_lora_merged",
+                       "--sizes", "8", "--prompt-len", "8", "--new-tokens", "8", "--reps", "1", out=tmp_path / "lora.json")
+    names = [row["name"] for row in record["rows"]]
+    assert names[0].endswith("LoRA r=16 through peft") and names[1].endswith("LoRA r=16 merged")
+    assert all(row["value"] > 0 and not row["note"] for row in record["rows"])
+
+
 @pytest.mark.parametrize("extra", [[], ["--precision", "bf16-mixed", "--packing"]])
 def test_grpo_step_benchmark_runs_rlvr_with_its_options(tmp_path, extra):
     record = run_bench("bench_grpo_step.py", "--device", "cpu", "--shape", "tiny", "--prompts", "2", "--group", "2",

@@ -67,15 +67,24 @@ def warn_pure_bf16(precision: str, learning_rate: float) -> None:
 
 
 class GenerationWeights:
-    """What the rollout engine reads: the model itself, or under bf16-mixed a bfloat16 copy of
-    float32 master weights. The copy's tensors keep their storage across `refresh`, so a CUDA
+    """What the rollout engine reads: the model itself, under bf16-mixed a bfloat16 copy of float32
+    master weights, or for a LoRA policy a plain copy with the adapters merged
+    (`rlvr.models.merged_lora`). The copy's tensors keep their storage across `refresh`, so a CUDA
     graph captured on them sees every update."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None):
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, merge_lora: bool = False):
         """`dtype` None: generate from `model` itself under autocast (sharded parameters, which
-        only the engine's gather makes whole, cannot be copied)."""
+        only the engine's gather makes whole, cannot be copied). `merge_lora`: a LoRA policy
+        generates from a merged copy in `dtype` when its adapters are plain LoRA on nn.Linear."""
+        from rlvr.models.merged_lora import MergedLoRACopy, mergeable
+
         self.source = model
         self.needs_autocast = dtype is None
+        self._merged = None
+        if dtype is not None and merge_lora and mergeable(model):
+            self._merged = MergedLoRACopy(model, dtype)
+            self.model, self._pairs = self._merged.model, []
+            return
         masters = list(model.parameters())
         floats = [p for p in masters if p.is_floating_point()]
         # Already in the generation dtype, or narrower (a wider copy would only be slower).
@@ -91,7 +100,10 @@ class GenerationWeights:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Copy (and round) the master weights into the generation copy; a no-op without one."""
+        """Copy (and round) the master weights into the generation copy, or merge the adapters
+        again; a no-op without a copy."""
+        if self._merged is not None:
+            self._merged.refresh()
         if self._pairs:
             copies, masters = zip(*self._pairs)
             torch._foreach_copy_(list(copies), list(masters))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from rlvr.rollout.sampling import SamplingConfig
+
+if TYPE_CHECKING:  # the recipe parser imports this module and must not load torch
+    import torch
 
 
 @dataclass

@@ -191,7 +191,8 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
     # bf16-mixed: generation reads a bfloat16 copy of the float32 masters (sharded engines gather
     # their own parameters and generate under autocast instead)
     sharded = distributed.shards_parameters(acc)
-    generation = GenerationWeights(unwrapped, None if sharded else compute_dtype(policy.precision))
+    generation = GenerationWeights(unwrapped, None if sharded else compute_dtype(policy.precision),
+                                   merge_lora=cfg.engine.merge_lora)
     engine_name = distributed.rollout_engine_name(acc, cfg.engine.name, generation.model)
     engine = make_engine(replace(cfg.engine, name=engine_name), generation.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -303,7 +304,7 @@ def _sample_and_score(t: _Training, examples, cfg: GRPOConfig, reward_fn: Reward
     prompt_ids = t.prompts.encode(examples)  # left-truncated to max_prompt_length
     autocast = t.acc.autocast() if t.generation.needs_autocast else contextlib.nullcontext()
     with _timed(times, "time/generate"), distributed.full_parameters(t.acc, t.model), autocast:
-        t.generation.refresh()  # bf16-mixed: round this step's masters into the engine's copy
+        t.generation.refresh()  # bf16-mixed: round the masters into the copy; LoRA: merge the adapters
         rollout = t.engine.generate(prompt_ids, g, t.sampling)  # ZeRO-3/FSDP2: gathered once per generate
     per_seq_examples = [ex for ex in examples for _ in range(g)]
     with _timed(times, "time/verify"):

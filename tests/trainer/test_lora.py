@@ -68,3 +68,14 @@ def test_old_and_reference_logprobs_are_scored_as_sampled_without_dropout(tmp_pa
     monkeypatch.setattr(grpo, "_logprobs", recording)
     run_grpo(lora_policy(dropout=0.5), SevensTask(), lora_config(num_iterations=2), tmp_path)
     assert len(modes) == 2 * 3 and not any(modes)  # old + reference log-probs, three steps
+
+
+def test_grpo_generates_from_the_merged_copy_unless_told_not_to(tmp_path):
+    from rlvr.models.merged_lora import lora_layers
+    from rlvr.trainer.grpo import _setup
+
+    merged = _setup(lora_policy(), SevensTask(), small_config(), tmp_path / "merged", None)
+    assert merged.generation.is_copy and not lora_layers(merged.generation.model)
+    through = _setup(lora_policy(), SevensTask(), small_config(engine={"name": "hf", "merge_lora": False}),
+                     tmp_path / "peft", None)
+    assert lora_layers(through.generation.model)
