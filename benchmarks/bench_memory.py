@@ -6,7 +6,10 @@ Configurations (`--configs`), each run with the fast engine's `stack_projections
 - `lora`: peft LoRA with rlvr's defaults (r=16 on q,k,v,o,gate,up,down, no dropout) around frozen
   bfloat16 base weights, precision bf16 (float32 adapters, as peft makes them, without autocast);
 - `lora_bf16_mixed`: the same under bf16-mixed, the CUDA default (the frozen base stays bfloat16,
-  float32 adapters, bfloat16 autocast);
+  float32 adapters, bfloat16 autocast); both generate from a merged copy (the engine's default
+  `merge_lora`: the adapted weights in bfloat16, the rest shared);
+- `lora_bf16_mixed_peft`: the same generating through peft's adapters (`merge_lora: false`; the
+  copy holds the adapters alone);
 - `full_bf16`: every weight trains, precision bf16 (bfloat16 weights, gradients, AdamW state);
 - `full_bf16_mixed`: precision bf16-mixed (float32 master weights, gradients and AdamW state,
   bfloat16 autocast, generation from a bfloat16 copy; what `bench_grpo_step.py --precision
@@ -36,8 +39,9 @@ without `--checkpointing` (activation checkpointing, `model.gradient_checkpointi
 Analytic sizes (bytes; from a meta-device replica of the configuration, nothing allocated):
 weights; gradients (of the trainable weights); AdamW state (exp_avg + exp_avg_sq, in each weight's
 dtype; float32 under bf16-kahan, plus its compensation in the weight's dtype); the generation copy
-(`GenerationWeights`: a bfloat16 copy whenever a weight is wider, i.e. bf16-mixed's masters
-and LoRA's float32 adapters; frozen bfloat16 weights, a LoRA base, are shared, not copied); the KV cache (K and V, per
+(`GenerationWeights` built on the meta replica: a bfloat16 copy whenever a weight is wider, i.e.
+bf16-mixed's masters and LoRA's float32 adapters, or LoRA's merged copy; frozen bfloat16 weights are
+shared, not counted); the KV cache (K and V, per
 layer N x kv_heads x S x head_dim, S = prompt + new - 1 rounded up to the engine's length bucket);
 the stacked copies (per layer q/k/v weights and biases, gate/up weights; none for LoRA projections,
 which the engine does not stack). Activations and allocator overhead are what the measured peaks
@@ -48,7 +52,7 @@ configuration's tensors are freed and the next one runs; the JSON is rewritten a
 and no configuration starts after `--budget` seconds (the device part's timeout is 330 s).
 
     python benchmarks/bench_memory.py [--shape 7b]
-        [--configs lora,lora_bf16_mixed,full_bf16,full_bf16_mixed,full_bf16_kahan]
+        [--configs lora,lora_bf16_mixed,lora_bf16_mixed_peft,full_bf16,full_bf16_mixed,full_bf16_kahan]
         [--stacked on,off] [--prompts 8] [--group 8] [--prompt-len 128] [--new-tokens 512] [--micro-batch 8]
         [--checkpointing] [--budget 270] [--analytic-only] [--out FILE]
 
@@ -78,9 +82,12 @@ from benchmarks.common import (SHAPES, Row, WordTask, build_model, grpo_config, 
 class Setup:
     precision: str
     lora: bool
+    merge_lora: bool = True
+    """The engine's merge_lora (LoRA configurations): generate from a merged copy, or through peft."""
 
 
 CONFIGS = {"lora": Setup("bf16", lora=True), "lora_bf16_mixed": Setup("bf16-mixed", lora=True),
+           "lora_bf16_mixed_peft": Setup("bf16-mixed", lora=True, merge_lora=False),
            "full_bf16": Setup("bf16", lora=False),
            "full_bf16_mixed": Setup("bf16-mixed", lora=False), "full_bf16_kahan": Setup("bf16-kahan", lora=False)}
 PHASES = ("load", "generate", "update")
@@ -125,22 +132,36 @@ def kv_cache_bytes(config, sequences: int, length: int, itemsize: int) -> int:
     return 2 * config.num_hidden_layers * per_layer
 
 
-def stacked_bytes(config, qkv_bias: bool, itemsize: int) -> int:
-    """`StackedProjections`: per layer q/k/v's weights (and biases) in one matrix, gate/up's in another."""
+def stacked_bytes(config, qkv_bias: bool, itemsize: int, weights: bool = True) -> int:
+    """`StackedProjections`: per layer q/k/v's weights (and biases) in one matrix, gate/up's in another.
+    `weights` False: the weight stacks are views (a merged LoRA copy), only the biases are copied."""
     qkv_rows = (config.num_attention_heads + 2 * config.num_key_value_heads) * head_dim(config)
-    per_layer = qkv_rows * config.hidden_size + (qkv_rows if qkv_bias else 0) \
-        + 2 * config.intermediate_size * config.hidden_size
+    per_layer = (qkv_rows if qkv_bias else 0) \
+        + (qkv_rows * config.hidden_size + 2 * config.intermediate_size * config.hidden_size if weights else 0)
     return config.num_hidden_layers * per_layer * itemsize
 
 
-def generation_copy_bytes(model, dtype: torch.dtype) -> int:
-    """What `GenerationWeights`' copy allocates: none when no weight is wider than `dtype`, else
-    every parameter in `dtype` but the frozen ones already in it, which the copy shares (a LoRA
-    base)."""
-    floats = [p for p in model.parameters() if p.is_floating_point()]
-    if all(p.dtype.itemsize <= dtype.itemsize for p in floats):
-        return 0
-    return sum(p.numel() for p in floats if p.requires_grad or p.dtype != dtype) * dtype.itemsize
+def generation_model(model, setup: Setup):
+    """What `run_grpo`'s engine reads for `model` (`GenerationWeights`; on a meta-device model
+    nothing is allocated): the model itself, a copy in the generation dtype, or a LoRA policy's
+    merged copy."""
+    from rlvr.models.precision import GenerationWeights, compute_dtype
+
+    return GenerationWeights(model, compute_dtype(setup.precision), merge_lora=setup.merge_lora).model
+
+
+def merged_copy(generation, model) -> bool:
+    """Whether `generation` is a LoRA policy's merged copy (its projections laid out for stacking)."""
+    from rlvr.models.merged_lora import lora_layers
+
+    return generation is not model and bool(lora_layers(model)) and not lora_layers(generation)
+
+
+def generation_copy_bytes(generation, model) -> int:
+    """What the generation copy allocates: its parameters that are not `model`'s own (frozen
+    weights already in the generation dtype, e.g. a LoRA base or its embeddings, are shared)."""
+    own = {id(p) for p in model.parameters()}
+    return sum(p.nbytes for p in generation.parameters() if id(p) not in own)
 
 
 def engine_stacks(model) -> bool:
@@ -153,11 +174,13 @@ def engine_stacks(model) -> bool:
     return StackedProjections.fits(ModelParts.of(base))
 
 
-def analytic_sizes(model, precision: str, stacked: bool, work: Workload, bucket: int) -> dict[str, int]:
+def analytic_sizes(model, setup: Setup, stacked: bool, work: Workload, bucket: int) -> dict[str, int]:
     """Bytes of each part of a configuration's memory, from its (meta-device) policy model."""
     from rlvr.models.precision import compute_dtype
 
+    precision = setup.precision
     dtype = compute_dtype(precision)  # what generation reads: the KV cache and stacked copies too
+    generation = generation_model(model, setup)
     trainable = sum(p.nbytes for p in model.parameters() if p.requires_grad)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     qkv_bias = base.model.layers[0].self_attn.q_proj.bias is not None
@@ -166,9 +189,10 @@ def analytic_sizes(model, precision: str, stacked: bool, work: Workload, bucket:
         "weights": sum(p.nbytes for p in model.parameters()),
         "grads": trainable,
         "adam_state": optimizer_state_bytes(model, precision),
-        "generation_copy": generation_copy_bytes(model, dtype),
+        "generation_copy": generation_copy_bytes(generation, model),
         "kv_cache": kv_cache_bytes(base.config, work.sequences, length, dtype.itemsize),
-        "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize) if stacked and engine_stacks(model) else 0,
+        "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize, weights=not merged_copy(generation, model))
+        if stacked and engine_stacks(generation) else 0,
     }
 
 
@@ -225,7 +249,7 @@ def run_phases(setup: Setup, stacked: bool, work: Workload, tokenizer, record: d
 
     AcceleratorState._reset_state(True)  # one mixed-precision mode per state: the next config may differ
     cfg = grpo_config(work.prompts, work.group, work.new_tokens, steps=1, micro_batch_size=work.micro_batch,
-                      engine={"name": "fast", "stack_projections": stacked})
+                      engine={"name": "fast", "stack_projections": stacked, "merge_lora": setup.merge_lora})
     start_phase(record, "generate")
     metrics = run_grpo_steps(policy, WordTask(work.vocab, work.prompt_len), cfg, workdir,
                              reward_fn=reward_after_rollout)
@@ -247,8 +271,9 @@ def new_record(name: str, stacked: bool, work: Workload, tokenizer) -> dict:
     setup = CONFIGS[name]
     meta = policy_for(setup, work, tokenizer, "meta").model
     return {"config": name, "stacked": stacked, "precision": setup.precision, "device": work.device,
-            "analytic_bytes": analytic_sizes(meta, setup.precision, stacked, work, FastEngineConfig().length_bucket),
-            "engine_stacks": stacked and engine_stacks(meta), "phase": None, "peak_gib": {}, "after_load_gib": None,
+            "analytic_bytes": analytic_sizes(meta, setup, stacked, work, FastEngineConfig().length_bucket),
+            "engine_stacks": stacked and engine_stacks(generation_model(meta, setup)), "phase": None,
+            "peak_gib": {}, "after_load_gib": None,
             "step_s": None, "oom": None, "error": None, "skipped": False, "warnings": [], "left_after_gib": None}
 
 

@@ -15,14 +15,15 @@ class StackedProjections:
     """Per layer, copies of the q/k/v weights (and biases) stacked into one matrix and of gate/up
     into another. Being copies, they are refreshed (`refresh`) at the start of every generate, so
     optimizer steps are seen; they cost the memory of those weights
-    (about 2/3 of a Qwen2/Llama model's non-embedding weights). Only for plain nn.Linear
+    (about 2/3 of a Qwen2/Llama model's non-embedding weights), except where the weights already
+    are consecutive rows of one buffer (a merged LoRA copy): those stacks are views. Only for plain nn.Linear
     projections: a LoRA layer's adapter would be skipped (see `fits`)."""
 
     def __init__(self, parts: ModelParts):
         self.parts = parts
         self.q_size, self.kv_size = parts.heads * parts.head_dim, parts.kv_heads * parts.head_dim
         # per layer [qkv weight, qkv bias (None without), gate/up weight]
-        self.stacks = [[None if group is None else torch.cat(group).detach() for group in self._sources(layer)]
+        self.stacks = [[None if group is None else _stack(group) for group in self._sources(layer)]
                        for layer in parts.layers]
 
     @staticmethod
@@ -48,7 +49,7 @@ class StackedProjections:
     def refresh(self) -> None:
         for layer, stacks in zip(self.parts.layers, self.stacks):
             for group, stack in zip(self._sources(layer), stacks):
-                if group is not None:
+                if group is not None and not _same_memory(stack, group[0]):  # a view is never stale
                     torch.cat(group, out=stack)
 
     def qkv(self, i: int, h: torch.Tensor):
@@ -58,3 +59,27 @@ class StackedProjections:
 
     def gate_up(self, i: int, h: torch.Tensor):
         return F.linear(h, self.stacks[i][2]).chunk(2, dim=1)
+
+
+def _stack(group: list[torch.Tensor]) -> torch.Tensor:
+    view = _rows_of_one_buffer(group)
+    return torch.cat(group).detach() if view is None else view
+
+
+def _rows_of_one_buffer(group: list[torch.Tensor]) -> torch.Tensor | None:
+    """The stack `group` already is, as a view, when its tensors are consecutive rows of one
+    contiguous buffer (how a merged LoRA copy lays out a module's projections): no copy to hold
+    or refresh. None otherwise."""
+    first = group[0]
+    offset = first.storage_offset()
+    for t in group:
+        if not (t.is_contiguous() and _same_memory(t, first) and t.storage_offset() == offset
+                and t.shape[1:] == first.shape[1:] and t.dtype == first.dtype):
+            return None
+        offset += t.numel()
+    rows = sum(t.shape[0] for t in group)
+    return first.detach().new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (rows, *first.shape[1:]))
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()

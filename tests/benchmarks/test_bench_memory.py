@@ -48,14 +48,22 @@ def test_every_config_runs_every_phase_into_the_record(tmp_path):
         # moments in the weight's dtype; bf16-kahan: float32 moments (4x bf16 grads) and a bf16 compensation
         per_grad_byte = 5 if c["precision"] == "bf16-kahan" else 2
         assert c["analytic_bytes"]["adam_state"] == per_grad_byte * c["analytic_bytes"]["grads"]
-        assert (c["analytic_bytes"]["stacked"] > 0) == (c["stacked"] and not c["config"].startswith("lora"))
+        # peft's projections cannot be stacked; a merged copy's weight stacks are views (its q/k/v biases are copied)
+        assert (c["analytic_bytes"]["stacked"] > 0) == (c["stacked"] and not c["config"].endswith("_peft"))
     assert all("cpu: no CUDA peak" in row["note"] for row in record["rows"])
     sizes = {(c["config"], c["stacked"]): c["analytic_bytes"] for c in configs}
     assert sizes["full_bf16_mixed", True]["weights"] == 2 * sizes["full_bf16", True]["weights"]  # float32 masters
     assert sizes["full_bf16_kahan", True]["weights"] == sizes["full_bf16", True]["weights"]
     assert sizes["full_bf16_kahan", True]["generation_copy"] == 0  # generation reads the bf16 weights
     assert sizes["lora", True]["grads"] < sizes["full_bf16", True]["grads"] / 2
-    assert not next(c for c in configs if c["config"] == "lora" and c["stacked"])["engine_stacks"]
+    assert not next(c for c in configs if c["config"] == "lora_bf16_mixed_peft" and c["stacked"])["engine_stacks"]
+    assert next(c for c in configs if c["config"] == "lora_bf16_mixed" and c["stacked"])["engine_stacks"]
+    # the LoRA base is shared: generating through peft copies the adapters alone, merging the projections
+    peft_copy, merged_copy = (sizes[n, True]["generation_copy"] for n in ("lora_bf16_mixed_peft", "lora_bf16_mixed"))
+    assert 0 < peft_copy < merged_copy
+    assert sizes["lora_bf16_mixed", True]["generation_copy"] < sizes["full_bf16", True]["weights"]
+    assert sizes["lora_bf16_mixed", True]["weights"] < 1.5 * sizes["full_bf16", True]["weights"]  # no float32 base
+    assert sizes["lora_bf16_mixed", True]["stacked"] < sizes["full_bf16", True]["stacked"] / 10  # views, not copies
 
 
 def nbytes(tensors) -> int:
@@ -76,7 +84,8 @@ def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
     model = policy_for(setup, WORK, tokenizer, "cpu").model
     assert nbytes(model.parameters()) == sizes["weights"]
 
-    generation = GenerationWeights(model, compute_dtype(setup.precision))  # what run_grpo's engine reads
+    # what run_grpo's engine reads
+    generation = GenerationWeights(model, compute_dtype(setup.precision), merge_lora=setup.merge_lora)
     assert generation.is_copy == (sizes["generation_copy"] > 0)
     own = {id(p) for p in model.parameters()}
     copied = [p for p in generation.model.parameters() if id(p) not in own]  # a LoRA base is shared
@@ -92,9 +101,13 @@ def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
     base = engine.model
     if StackedProjections.fits(ModelParts.of(base)):  # the Triton path's copies (the CPU engine runs torch ops)
         stacks = StackedProjections(ModelParts.of(base)).stacks
-        assert nbytes(t for layer in stacks for t in layer) == sizes["stacked"] > 0
+        views = {p.untyped_storage().data_ptr() for p in base.parameters()}  # a merged LoRA copy's stacks
+        copies = [t for layer in stacks for t in layer if t is not None and t.untyped_storage().data_ptr() not in views]
+        assert nbytes(copies) == sizes["stacked"] > 0
+        if name.startswith("lora"):  # the merged copy: only the q/k/v biases are stacked copies
+            assert nbytes(copies) == sum(2 * t.numel() for layer in stacks for t in layer[1:2])
     else:
-        assert name.startswith("lora") and sizes["stacked"] == 0
+        assert name.endswith("_peft") and sizes["stacked"] == 0
 
     loss = sum(p.float().sum() for p in model.parameters() if p.requires_grad)
     loss.backward()

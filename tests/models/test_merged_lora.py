@@ -78,3 +78,26 @@ def test_adapters_it_cannot_merge_generate_through_peft():
     plain = _peft_model()
     assert mergeable(plain) and lora_layers(GenerationWeights(plain, torch.bfloat16).model)  # merge_lora off
 
+
+
+def test_the_engines_stacked_projections_are_views_of_the_merged_copy():
+    from rlvr.rollout.fast_forward import ModelParts
+    from rlvr.rollout.fast_stacked import StackedProjections
+
+    model = _peft_model()
+    weights = GenerationWeights(model, torch.float32, merge_lora=True)
+    parts = ModelParts.of(weights.model)
+    stacked = StackedProjections(parts)
+    layer = parts.layers[1]
+    qkv, bias, gate_up = stacked.stacks[1]
+    q, gate = layer.self_attn.q_proj.weight, layer.mlp.gate_proj.weight
+    assert qkv.data_ptr() == q.data_ptr() and gate_up.data_ptr() == gate.data_ptr()  # no copies
+    assert bias.data_ptr() != layer.self_attn.q_proj.bias.data_ptr()  # the shared biases are stacked as before
+    _move_adapters(model, 0.3)
+    weights.refresh()
+    stacked.refresh()
+    h = torch.randn(5, 64)
+    for got, module in zip(stacked.qkv(1, h) + stacked.gate_up(1, h),
+                           (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                            layer.mlp.gate_proj, layer.mlp.up_proj)):
+        torch.testing.assert_close(got, module(h))
