@@ -9,6 +9,8 @@
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
 #   perf16_rollout (perf16's two fixed-length rollout rows alone)
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
+#   rollout_lora (bench_rollout.py at 256 and 64 rows: the plain model against rlvr's default LoRA generated
+#   through peft and from the merged copy; $OUT/bench_rollout_lora.json)
 #   mem7b (bench_memory.py: GRPO step memory at the 7b shape, LoRA / full bf16 / bf16-mixed / bf16-kahan, stacked
 #   projections on and off; up to 330 s; MEM7B_ARGS adds options, e.g. --configs full_bf16_kahan;
 #   $OUT/bench_memory.json, log $OUT/mem7b.log)
@@ -152,6 +154,8 @@ for part in "$@"; do
     rollout_peers) timeout 280 python3 benchmarks/bench_rollout.py --engines fast,fast_torch,hf_static,hf \
                2>&1 | tee "$OUT/rollout.log" ;;
     rollout_fast) timeout 120 python3 benchmarks/bench_rollout.py --engines fast 2>&1 | tee "$OUT/rollout_fast.log" ;;
+    rollout_lora) timeout 240 python3 benchmarks/bench_rollout.py --engines fast,fast_lora,fast_lora_merged \
+               --out "$OUT/bench_rollout_lora.json" 2>&1 | tee "$OUT/rollout_lora.log" ;;
     rollout_quick) timeout 200 python3 benchmarks/bench_rollout.py --engines fast,fast_gemm 2>&1 | tee "$OUT/rollout_quick.log" ;;
     profile_long) timeout 200 python3 benchmarks/profile_decode.py --sizes 64 --paths pointwise,pointwise_nosplit \
                     --prompt-len 512 --new-tokens 4096 --column 2560 2>&1 | tee "$OUT/profile_long.log" ;;

@@ -205,6 +205,34 @@ def test_a_policy_in_train_mode_samples_without_its_lora_dropout(engine_cls):
     assert engine.generate(prompts, 3, greedy).completion_ids == expected
     assert model.training and all(m.training for m in model.modules())
 
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_merged_lora_copy_generates_what_the_adapted_model_does_and_follows_refresh(device):
+    """GRPO's LoRA generation copy (merged adapters, stacked views) in the engine: greedy tokens equal
+    transformers' generate on the peft model, before and after an adapter update (on CUDA, in the
+    graph captured before it)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlvr.models.precision import GenerationWeights
+
+    tokenizer = build_char_tokenizer()
+    model = get_peft_model(_model(tokenizer, device=device), LoraConfig(r=4, target_modules="all-linear")).eval()
+
+    def move_adapters(seed: int) -> None:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+
+    move_adapters(1)
+    weights = GenerationWeights(model, torch.float32, merge_lora=True)
+    engine = FastEngine(weights.model, tokenizer)
+    _check_greedy_matches_generate(model, tokenizer, engine)
+    move_adapters(2)
+    weights.refresh()
+    _check_greedy_matches_generate(model, tokenizer, engine)
+
 # ----------------------------------------------------------------------------- CUDA graph path
 
 @pytest.mark.gpu
