@@ -28,8 +28,9 @@ def test_rollout_benchmark_fixed_and_variable_lengths_with_and_without_compactio
 
 
 def test_rollout_benchmark_lora_rows_through_peft_and_merged(tmp_path):
-    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines", "fast_lora,fast_lora_merged",
-                       "--sizes", "8", "--prompt-len", "8", "--new-tokens", "8", "--reps", "1", out=tmp_path / "lora.json")
+    record = run_bench("bench_rollout.py", "--device", "cpu", "--shape", "tiny", "--engines",
+                       "fast_lora,fast_lora_merged", "--sizes", "8", "--prompt-len", "8", "--new-tokens", "8",
+                       "--reps", "1", out=tmp_path / "lora.json")
     names = [row["name"] for row in record["rows"]]
     assert names[0].endswith("LoRA r=16 through peft") and names[1].endswith("LoRA r=16 merged")
     assert all(row["value"] > 0 and not row["note"] for row in record["rows"])

@@ -84,3 +84,23 @@ def test_resumed_sft_in_bf16_kahan_keeps_float32_moments(tmp_path, monkeypatch):
     state = watcher.optimizer.optimizer.state
     assert all(s["exp_avg"].dtype == s["exp_avg_sq"].dtype == torch.float32 for s in state.values())
     assert all(s["compensation"].dtype == torch.bfloat16 for s in state.values())
+
+
+def test_lora_sft_under_bf16_mixed_trains_float32_adapters_on_a_frozen_bfloat16_base(tmp_path):
+    model = {**TINY, "precision": "bf16-mixed", "lora": {"r": 4, "alpha": 8}}
+    policy = load_policy(from_dict(ModelConfig, model), device="cpu")
+    params = dict(policy.model.named_parameters())
+    base = {n: p.detach().clone() for n, p in params.items() if not p.requires_grad}
+    adapters = {n: p.detach().clone() for n, p in params.items() if p.requires_grad}
+    assert all(p.dtype == torch.bfloat16 for p in base.values())
+    assert all(p.dtype == torch.float32 for p in adapters.values())
+    examples = make_task("arithmetic", seed=0, difficulty=1, ops=["+"]).held_out(16)
+    pairs = worked_solution_pairs(examples, policy.tokenizer, "plain")
+    cfg = from_dict(SFTStageConfig, {"batch_size": 4, "logging_steps": 1, "max_length": 64, "steps": 2,
+                                     "learning_rate": 1e-3})
+    run_sft(policy, pairs, cfg, tmp_path)
+    assert all(torch.equal(params[n], v) for n, v in base.items())
+    assert any(not torch.equal(params[n].detach(), v) for n, v in adapters.items())
+    saved = load_policy(from_dict(ModelConfig, {**TINY, "name_or_path": str(tmp_path / "model"), "precision": "bf16"}),
+                        device="cpu")
+    assert all("lora_" not in n for n, _ in saved.model.named_parameters())  # saved merged
