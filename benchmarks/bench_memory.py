@@ -134,7 +134,7 @@ def kv_cache_bytes(config, sequences: int, length: int, itemsize: int) -> int:
 
 def stacked_bytes(config, qkv_bias: bool, itemsize: int, weights: bool = True) -> int:
     """`StackedProjections`: per layer q/k/v's weights (and biases) in one matrix, gate/up's in another.
-    `weights` False: the weight stacks are views (a merged LoRA copy), only the biases are copied."""
+    `weights` False: the weight stacks are views (a generation copy), only the biases are copied."""
     qkv_rows = (config.num_attention_heads + 2 * config.num_key_value_heads) * head_dim(config)
     per_layer = (qkv_rows if qkv_bias else 0) \
         + (qkv_rows * config.hidden_size + 2 * config.intermediate_size * config.hidden_size if weights else 0)
@@ -148,13 +148,6 @@ def generation_model(model, setup: Setup):
     from rlvr.models.precision import GenerationWeights, compute_dtype
 
     return GenerationWeights(model, compute_dtype(setup.precision), merge_lora=setup.merge_lora).model
-
-
-def merged_copy(generation, model) -> bool:
-    """Whether `generation` is a LoRA policy's merged copy (its projections laid out for stacking)."""
-    from rlvr.models.merged_lora import lora_layers
-
-    return generation is not model and bool(lora_layers(model)) and not lora_layers(generation)
 
 
 def generation_copy_bytes(generation, model) -> int:
@@ -191,7 +184,8 @@ def analytic_sizes(model, setup: Setup, stacked: bool, work: Workload, bucket: i
         "adam_state": optimizer_state_bytes(model, precision),
         "generation_copy": generation_copy_bytes(generation, model),
         "kv_cache": kv_cache_bytes(base.config, work.sequences, length, dtype.itemsize),
-        "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize, weights=not merged_copy(generation, model))
+        # a generation copy lays its projections out for stacking (packed_layout): its weight stacks are views
+        "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize, weights=generation is model)
         if stacked and engine_stacks(generation) else 0,
     }
 

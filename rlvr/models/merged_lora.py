@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from rlvr.models.packed_layout import pack_sibling_linears
 from rlvr.models.precision import frozen_copy
 
 
@@ -55,16 +56,12 @@ class MergedLoRACopy:
         self.model = frozen_copy(base, dtype)
         sources = lora_layers(base)
         self._merges = []  # (merged weight of the copy, the policy's LoRA layer)
-        for group in _siblings(lora_layers(self.model)):
-            # one buffer per module's projections of one input width (q/k/v/o, gate/up): the fast
-            # engine's stacked q/k/v and gate/up are then views of it, not copies
-            rows = [copied.base_layer.weight.shape[0] for _, copied in group]
-            first = group[0][1].base_layer.weight
-            buffer = torch.empty(sum(rows), first.shape[1], device=first.device, dtype=dtype)
-            for (name, copied), weight in zip(group, buffer.split(rows)):
-                linear = _linear_on(weight, copied.base_layer.bias)
-                self.model.set_submodule(name, linear)
-                self._merges.append((linear.weight, sources[name]))
+        for name, copied in lora_layers(self.model).items():
+            linear = _linear_like(copied.base_layer, dtype)
+            self.model.set_submodule(name, linear)
+            self._merges.append((linear.weight, sources[name]))
+        # the engine's stacked q/k/v and gate/up become views of the merged weights, not copies
+        pack_sibling_linears(self.model, owned={id(weight) for weight, _ in self._merges})
         self.refresh()
 
     @torch.no_grad()
@@ -77,20 +74,12 @@ class MergedLoRACopy:
             weight.copy_(merged)
 
 
-def _siblings(layers: dict[str, torch.nn.Module]) -> list[list[tuple[str, torch.nn.Module]]]:
-    """`layers` grouped by parent module and input width, in registration order."""
-    groups: dict[tuple[str, int], list] = {}
-    for name, layer in layers.items():
-        parent = name.rpartition(".")[0]
-        groups.setdefault((parent, layer.base_layer.weight.shape[1]), []).append((name, layer))
-    return list(groups.values())
-
-
-def _linear_on(weight: torch.Tensor, bias: torch.nn.Parameter | None) -> torch.nn.Linear:
-    """A frozen eval-mode nn.Linear whose weight is `weight` (rows of a shared buffer, filled by
-    `refresh`) and whose bias is `bias` (frozen_copy already shared or cast it)."""
+def _linear_like(base_layer: torch.nn.Linear, dtype: torch.dtype) -> torch.nn.Linear:
+    """A frozen eval-mode nn.Linear of `base_layer`'s shape with its own weight (filled by
+    `refresh`) and `base_layer`'s bias (frozen_copy already shared or cast it)."""
+    weight = base_layer.weight
     linear = torch.nn.utils.skip_init(torch.nn.Linear, weight.shape[1], weight.shape[0], bias=False,
-                                      device="meta", dtype=weight.dtype)
-    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
-    linear.bias = bias
+                                      device=weight.device, dtype=dtype)
+    linear.weight.requires_grad_(False)
+    linear.bias = base_layer.bias
     return linear.eval()

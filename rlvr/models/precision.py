@@ -77,6 +77,7 @@ class GenerationWeights:
         only the engine's gather makes whole, cannot be copied). `merge_lora`: a LoRA policy
         generates from a merged copy in `dtype` when its adapters are plain LoRA on nn.Linear."""
         from rlvr.models.merged_lora import MergedLoRACopy, mergeable
+        from rlvr.models.packed_layout import pack_sibling_linears
 
         self.source = model
         self.needs_autocast = dtype is None
@@ -93,6 +94,8 @@ class GenerationWeights:
             return
         self.model = frozen_copy(model, dtype)
         self._pairs = [(c, m) for c, m in zip(self.model.parameters(), masters) if c is not m]
+        # the engine's stacked q/k/v and gate/up become views of the copy instead of copies of it
+        pack_sibling_linears(self.model, owned={id(c) for c, _ in self._pairs})
 
     @property
     def is_copy(self) -> bool:

@@ -101,10 +101,10 @@ def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
     base = engine.model
     if StackedProjections.fits(ModelParts.of(base)):  # the Triton path's copies (the CPU engine runs torch ops)
         stacks = StackedProjections(ModelParts.of(base)).stacks
-        views = {p.untyped_storage().data_ptr() for p in base.parameters()}  # a merged LoRA copy's stacks
+        views = {p.untyped_storage().data_ptr() for p in base.parameters()}  # a generation copy's stacks
         copies = [t for layer in stacks for t in layer if t is not None and t.untyped_storage().data_ptr() not in views]
         assert nbytes(copies) == sizes["stacked"] > 0
-        if name.startswith("lora"):  # the merged copy: only the q/k/v biases are stacked copies
+        if generation.is_copy:  # its weight stacks are views: only the q/k/v biases are stacked copies
             assert nbytes(copies) == sum(2 * t.numel() for layer in stacks for t in layer[1:2])
     else:
         assert name.endswith("_peft") and sizes["stacked"] == 0

@@ -79,6 +79,32 @@ def test_generation_weights_are_a_bfloat16_copy_refreshed_from_the_masters():
     assert all(b.dtype == torch.float32 for b in weights.model.buffers() if b.is_floating_point())
 
 
+def test_the_engines_stacked_projections_are_views_of_the_bfloat16_copy():
+    from rlvr.rollout.fast_forward import ModelParts
+    from rlvr.rollout.fast_stacked import StackedProjections
+
+    policy = _policy("bf16-mixed")
+    weights = GenerationWeights(policy.model, torch.bfloat16)
+    parts = ModelParts.of(weights.model)
+    stacked = StackedProjections(parts)
+    layer = parts.layers[0]
+    qkv, _, gate_up = stacked.stacks[0]
+    assert qkv.data_ptr() == layer.self_attn.q_proj.weight.data_ptr()  # no second copy to hold or refresh
+    assert gate_up.data_ptr() == layer.mlp.gate_proj.weight.data_ptr()
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.mul_(1.5)
+    weights.refresh()
+    h = torch.randn(3, layer.self_attn.q_proj.in_features, dtype=torch.bfloat16)
+    master = policy.model.model.layers[0]
+    for got, module in zip(stacked.qkv(0, h) + stacked.gate_up(0, h),
+                           (master.self_attn.q_proj, master.self_attn.k_proj, master.self_attn.v_proj,
+                            master.mlp.gate_proj, master.mlp.up_proj)):
+        expected = torch.nn.functional.linear(h, module.weight.to(torch.bfloat16),
+                                              None if module.bias is None else module.bias.to(torch.bfloat16))
+        torch.testing.assert_close(got, expected)
+
+
 def test_fp32_and_pure_bf16_generate_from_the_trained_weights_themselves():
     for precision in ("fp32", "bf16"):
         policy = _policy(precision)
