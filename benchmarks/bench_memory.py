@@ -145,7 +145,8 @@ def generation_model(model, setup: Setup):
     """What `run_grpo`'s engine reads for `model` (`GenerationWeights`; on a meta-device model
     nothing is allocated): the model itself, a copy in the generation dtype, or a LoRA policy's
     merged copy."""
-    from rlvr.models.precision import GenerationWeights, compute_dtype
+    from rlvr.models.generation_weights import GenerationWeights
+    from rlvr.models.precision import compute_dtype
 
     return GenerationWeights(model, compute_dtype(setup.precision), merge_lora=setup.merge_lora).model
 
@@ -184,7 +185,7 @@ def analytic_sizes(model, setup: Setup, stacked: bool, work: Workload, bucket: i
         "adam_state": optimizer_state_bytes(model, precision),
         "generation_copy": generation_copy_bytes(generation, model),
         "kv_cache": kv_cache_bytes(base.config, work.sequences, length, dtype.itemsize),
-        # a generation copy lays its projections out for stacking (packed_layout): its weight stacks are views
+        # a generation copy lays its projections out for stacking (copies.pack_sibling_linears): stacks are views
         "stacked": stacked_bytes(base.config, qkv_bias, dtype.itemsize, weights=generation is model)
         if stacked and engine_stacks(generation) else 0,
     }

@@ -172,7 +172,7 @@ def lora_generation_model(model, merged: bool):
 
     from rlvr.models.config import LoraSettings, ModelConfig
     from rlvr.models.loading import apply_lora
-    from rlvr.models.precision import GenerationWeights
+    from rlvr.models.generation_weights import GenerationWeights
 
     policy = apply_lora(copy.deepcopy(model), ModelConfig(lora=LoraSettings()))
     with torch.no_grad():

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from rlvr.models.packed_layout import pack_sibling_linears
-from rlvr.models.precision import frozen_copy
+from rlvr.models.copies import frozen_copy, pack_sibling_linears
 
 
 def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:

@@ -19,7 +19,6 @@ gradient, moments, a bfloat16 copy for generation).
 """
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -64,70 +63,3 @@ def warn_pure_bf16(precision: str, learning_rate: float) -> None:
                       f"lr={learning_rate:g} round away on most weights (bfloat16 keeps 8 bits of "
                       f"mantissa); use precision bf16-mixed to keep float32 master weights, or "
                       f"bf16-kahan to keep what rounding drops", stacklevel=2)
-
-
-class GenerationWeights:
-    """What the rollout engine reads: the model itself, under bf16-mixed a bfloat16 copy of float32
-    master weights, or for a LoRA policy a plain copy with the adapters merged
-    (`rlvr.models.merged_lora`). The copy's tensors keep their storage across `refresh`, so a CUDA
-    graph captured on them sees every update."""
-
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, merge_lora: bool = False):
-        """`dtype` None: generate from `model` itself under autocast (sharded parameters, which
-        only the engine's gather makes whole, cannot be copied). `merge_lora`: a LoRA policy
-        generates from a merged copy in `dtype` when its adapters are plain LoRA on nn.Linear."""
-        from rlvr.models.merged_lora import MergedLoRACopy, mergeable
-        from rlvr.models.packed_layout import pack_sibling_linears
-
-        self.source = model
-        self.needs_autocast = dtype is None
-        self._merged = None
-        if dtype is not None and merge_lora and mergeable(model):
-            self._merged = MergedLoRACopy(model, dtype)
-            self.model, self._pairs = self._merged.model, []
-            return
-        masters = list(model.parameters())
-        floats = [p for p in masters if p.is_floating_point()]
-        # Already in the generation dtype, or narrower (a wider copy would only be slower).
-        if dtype is None or all(p.dtype == dtype or p.dtype.itemsize < dtype.itemsize for p in floats):
-            self.model, self._pairs = model, []
-            return
-        self.model = frozen_copy(model, dtype)
-        self._pairs = [(c, m) for c, m in zip(self.model.parameters(), masters) if c is not m]
-        # the engine's stacked q/k/v and gate/up become views of the copy instead of copies of it
-        pack_sibling_linears(self.model, owned={id(c) for c, _ in self._pairs})
-
-    @property
-    def is_copy(self) -> bool:
-        return self.model is not self.source
-
-    @torch.no_grad()
-    def refresh(self) -> None:
-        """Copy (and round) the master weights into the generation copy, or merge the adapters
-        again; a no-op without a copy."""
-        if self._merged is not None:
-            self._merged.refresh()
-        if self._pairs:
-            copies, masters = zip(*self._pairs)
-            torch._foreach_copy_(list(copies), list(masters))
-
-
-def frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A frozen eval-mode copy whose floating parameters are `dtype`. Buffers keep their dtype
-    (RoPE's inv_freq stays float32, as when a model is loaded in bfloat16). Parameters that are
-    frozen and already `dtype` are shared, not copied: a LoRA policy's copy holds its adapters
-    alone, not a second base model."""
-    shared = {id(p): p for p in model.parameters() if not p.requires_grad and p.dtype == dtype}
-    clone = copy.deepcopy(model, memo=dict(shared)).eval()
-    # accelerate's prepare wraps forward in autocast (an instance attribute): the copy computes
-    # in its own dtype, so it gets the class forward back
-    if "_original_forward" in clone.__dict__:
-        del clone.__dict__["_original_forward"]
-        clone.__dict__.pop("forward", None)
-    for p in clone.parameters():
-        if id(p) in shared:
-            continue
-        p.requires_grad_(False)
-        if p.is_floating_point():
-            p.data = p.data.to(dtype)
-    return clone

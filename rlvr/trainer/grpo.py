@@ -27,8 +27,9 @@ import torch
 from rlvr.algorithms import LossNormalizer, PolicyLossConfig, compute_advantages
 from rlvr.config import to_dict
 from rlvr.models.loading import is_peft
-from rlvr.models.precision import (GenerationWeights, accelerate_mixed_precision, compute_dtype, frozen_copy,
-                                   warn_pure_bf16)
+from rlvr.models.copies import frozen_copy
+from rlvr.models.generation_weights import GenerationWeights
+from rlvr.models.precision import accelerate_mixed_precision, compute_dtype, warn_pure_bf16
 from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import SamplingParams, make_engine
 from rlvr.rollout.base import eval_mode

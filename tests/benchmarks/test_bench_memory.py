@@ -72,7 +72,8 @@ def nbytes(tensors) -> int:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_analytic_sizes_are_what_rlvr_allocates(name, tokenizer):
-    from rlvr.models.precision import GenerationWeights, compute_dtype
+    from rlvr.models.generation_weights import GenerationWeights
+    from rlvr.models.precision import compute_dtype
     from rlvr.rollout import SamplingParams
     from rlvr.rollout.fast import FastEngine
     from rlvr.rollout.fast_forward import ModelParts

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlvr.models.merged_lora import MergedLoRACopy, lora_layers, mergeable
-from rlvr.models.precision import GenerationWeights
+from rlvr.models.generation_weights import GenerationWeights
 
 
 def _peft_model(dtype=torch.float32, **lora):

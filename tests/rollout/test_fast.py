@@ -213,7 +213,7 @@ def test_a_merged_lora_copy_generates_what_the_adapted_model_does_and_follows_re
     graph captured before it)."""
     from peft import LoraConfig, get_peft_model
 
-    from rlvr.models.precision import GenerationWeights
+    from rlvr.models.generation_weights import GenerationWeights
 
     tokenizer = build_char_tokenizer()
     model = get_peft_model(_model(tokenizer, device=device), LoraConfig(r=4, target_modules="all-linear")).eval()

@@ -9,7 +9,8 @@ import torch
 
 from grpo_fixtures import SevensTask, small_config, tiny_policy
 from rlvr.models import ModelConfig, load_policy
-from rlvr.models.precision import GenerationWeights, resolve_precision, weight_dtype
+from rlvr.models.generation_weights import GenerationWeights
+from rlvr.models.precision import resolve_precision, weight_dtype
 from rlvr.trainer.grpo import run_grpo
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
