@@ -57,8 +57,9 @@ def accelerate_mixed_precision(precision: str) -> str:
     return "bf16" if precision == "bf16-mixed" else "no"
 
 
-def warn_pure_bf16(precision: str, learning_rate: float) -> None:
-    if precision == "bf16":
+def warn_pure_bf16(precision: str, learning_rate: float, model: torch.nn.Module) -> None:
+    """Warn when bfloat16 weights train directly (not a LoRA policy's: peft keeps adapters float32)."""
+    if precision == "bf16" and any(p.requires_grad and p.dtype == torch.bfloat16 for p in model.parameters()):
         warnings.warn(f"precision bf16 trains bfloat16 weights directly: AdamW steps of about "
                       f"lr={learning_rate:g} round away on most weights (bfloat16 keeps 8 bits of "
                       f"mantissa); use precision bf16-mixed to keep float32 master weights, or "

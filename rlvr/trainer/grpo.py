@@ -150,7 +150,7 @@ def _setup(policy, task, cfg: GRPOConfig, output_dir: Path, accelerator) -> _Tra
 
     trackers = resolve_trackers(cfg.report_to) if accelerator is None else []
     cuda = torch.cuda.is_available()
-    warn_pure_bf16(policy.precision, cfg.learning_rate)
+    warn_pure_bf16(policy.precision, cfg.learning_rate, policy.model)
     acc = accelerator or Accelerator(
         mixed_precision=accelerate_mixed_precision(policy.precision),
         # without cpu=True a CPU-only machine launched with several processes (torchrun,

@@ -107,7 +107,7 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
 
     if not pairs:
         raise ValueError("SFT got an empty dataset")
-    warn_pure_bf16(policy.precision, cfg.learning_rate)
+    warn_pure_bf16(policy.precision, cfg.learning_rate, policy.model)
     out = Path(output_dir)
     checkpoint_dir = out / "checkpoints"
     args = _trl_args(cfg, checkpoint_dir, seed, policy.precision)

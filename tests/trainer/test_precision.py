@@ -194,3 +194,19 @@ def test_bf16_kahan_keeps_a_lr_1e6_step_in_its_compensation_and_generates_from_t
     t = _setup(_policy("bf16-kahan"), SevensTask(), small_config(), tmp_path / "setup", None)
     assert type(t.optimizer.optimizer).__name__ == "KahanAdamW"
     assert not t.generation.is_copy  # no float32 masters to copy from
+
+
+def test_pure_bf16_warns_only_when_bfloat16_weights_train():
+    import warnings
+
+    from rlvr.config import from_dict
+    from rlvr.models.precision import warn_pure_bf16
+
+    tiny = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
+    cfg = from_dict(ModelConfig, dict(name_or_path="tiny", precision="bf16", lora={"r": 2, "alpha": 4}, tiny=tiny))
+    lora = load_policy(cfg, device="cpu")  # a frozen bfloat16 base, float32 adapters: nothing rounds away
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_pure_bf16("bf16", 1e-6, lora.model)
+    with pytest.warns(UserWarning, match="round away"):
+        warn_pure_bf16("bf16", 1e-6, _policy("bf16").model)
