@@ -86,6 +86,7 @@ def test_resumed_sft_in_bf16_kahan_keeps_float32_moments(tmp_path, monkeypatch):
     assert all(s["compensation"].dtype == torch.bfloat16 for s in state.values())
 
 
+@pytest.mark.usefixtures("fresh_accelerate_state")  # bf16 autocast: accelerate keeps one mode per process
 def test_lora_sft_under_bf16_mixed_trains_float32_adapters_on_a_frozen_bfloat16_base(tmp_path):
     model = {**TINY, "precision": "bf16-mixed", "lora": {"r": 4, "alpha": 8}}
     policy = load_policy(from_dict(ModelConfig, model), device="cpu")
