@@ -168,13 +168,12 @@ def engine_stacks(model) -> bool:
     return StackedProjections.fits(ModelParts.of(base))
 
 
-def analytic_sizes(model, setup: Setup, stacked: bool, work: Workload, bucket: int) -> dict[str, int]:
-    """Bytes of each part of a configuration's memory, from its (meta-device) policy model."""
+def analytic_sizes(model, generation, precision: str, stacked: bool, work: Workload, bucket: int) -> dict[str, int]:
+    """Bytes of each part of a configuration's memory, from its (meta-device) policy model and what
+    the engine reads for it (`generation_model`)."""
     from rlvr.models.precision import compute_dtype
 
-    precision = setup.precision
     dtype = compute_dtype(precision)  # what generation reads: the KV cache and stacked copies too
-    generation = generation_model(model, setup)
     trainable = sum(p.nbytes for p in model.parameters() if p.requires_grad)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     qkv_bias = base.model.layers[0].self_attn.q_proj.bias is not None
@@ -265,9 +264,11 @@ def new_record(name: str, stacked: bool, work: Workload, tokenizer) -> dict:
 
     setup = CONFIGS[name]
     meta = policy_for(setup, work, tokenizer, "meta").model
+    generation = generation_model(meta, setup)
+    bucket = FastEngineConfig().length_bucket
     return {"config": name, "stacked": stacked, "precision": setup.precision, "device": work.device,
-            "analytic_bytes": analytic_sizes(meta, setup, stacked, work, FastEngineConfig().length_bucket),
-            "engine_stacks": stacked and engine_stacks(generation_model(meta, setup)), "phase": None,
+            "analytic_bytes": analytic_sizes(meta, generation, setup.precision, stacked, work, bucket),
+            "engine_stacks": stacked and engine_stacks(generation), "phase": None,
             "peak_gib": {}, "after_load_gib": None,
             "step_s": None, "oom": None, "error": None, "skipped": False, "warnings": [], "left_after_gib": None}
 

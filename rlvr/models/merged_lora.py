@@ -3,11 +3,10 @@
 peft computes an adapted projection as W x + s * B (A x): two more GEMMs and two elementwise ops for
 each of up to seven projections a layer, which a decode step pays on every token, at a few
 microseconds a kernel, and the engine cannot stack or fuse peft's projections. This copy is a plain
-model whose adapted weights hold
-W + s * B A in the generation dtype, recomputed in place before each rollout, so the engine runs
-the kernels of a fully fine-tuned model (stacked projections, fused GEMMs). It costs one copy of
-the adapted weights; every other parameter (embeddings, norms, head, biases) is shared when it
-already has the generation dtype.
+model whose adapted weights hold W + s * B A in the generation dtype, recomputed in place before
+each rollout, so the engine runs the kernels of a fully fine-tuned model (stacked projections,
+fused GEMMs). It costs one copy of the adapted weights; every other parameter (embeddings, norms,
+head, biases) is shared when it already has the generation dtype.
 """
 from __future__ import annotations
 

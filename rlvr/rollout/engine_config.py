@@ -116,7 +116,7 @@ class EngineConfig(FastEngineConfig):
     """A LoRA policy in GRPO generates from a copy with the adapters merged into its projections
     (W + s * B A in the generation dtype, recomputed before each rollout): the decode step runs a
     plain model's kernels instead of peft's two extra GEMMs and two elementwise ops per adapted
-    projection, for the memory of the adapted weights (about 13 GiB at the 7B shape). False:
+    projection, for the memory of the adapted weights (12.2 GiB at the 7B shape). False:
     generate through the adapters, the frozen base shared with the policy."""
 
     def __post_init__(self) -> None:

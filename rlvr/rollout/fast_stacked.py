@@ -16,8 +16,9 @@ class StackedProjections:
     into another. Being copies, they are refreshed (`refresh`) at the start of every generate, so
     optimizer steps are seen; they cost the memory of those weights
     (about 2/3 of a Qwen2/Llama model's non-embedding weights), except where the weights already
-    are consecutive rows of one buffer (a merged LoRA copy): those stacks are views. Only for plain nn.Linear
-    projections: a LoRA layer's adapter would be skipped (see `fits`)."""
+    are consecutive rows of one buffer (a generation copy, `rlvr.models.copies.pack_sibling_linears`):
+    those stacks are views. Only for plain nn.Linear projections: a LoRA layer's adapter would be
+    skipped (see `fits`)."""
 
     def __init__(self, parts: ModelParts):
         self.parts = parts
@@ -68,7 +69,7 @@ def _stack(group: list[torch.Tensor]) -> torch.Tensor:
 
 def _rows_of_one_buffer(group: list[torch.Tensor]) -> torch.Tensor | None:
     """The stack `group` already is, as a view, when its tensors are consecutive rows of one
-    contiguous buffer (how a merged LoRA copy lays out a module's projections): no copy to hold
+    contiguous buffer (how a generation copy lays out a module's projections): no copy to hold
     or refresh. None otherwise."""
     first = group[0]
     offset = first.storage_offset()
