@@ -1,8 +1,8 @@
 """One optimizer step of each training precision on a model shape, against torch's AdamW in the same
-run: what `bf16-kahan`'s KahanAdamW costs, with its update as eager elementwise ops and compiled into
-one kernel per 16M-element chunk (`compiled=True`, its default on CUDA), beside the AdamW that
-bf16-mixed (float32 masters) and pure bf16 step with (torch's foreach implementation, its default
-on CUDA).
+run: what `bf16-kahan`'s KahanAdamW costs with each of its updates (eager elementwise ops, those ops
+compiled into one kernel per 16M-element chunk, one Triton launch per parameter: the CUDA default,
+not run on the CPU), beside the AdamW that bf16-mixed (float32 masters) and pure bf16 step with
+(torch's foreach implementation, its default on CUDA).
 
     python benchmarks/bench_optimizer.py [--shape 0.5b] [--reps 10] [--device cuda] [--out FILE]
 
@@ -27,8 +27,9 @@ from benchmarks.common import (SHAPES, Row, build_model, cuda_time_ms, host_time
 # name: (precision whose weights it steps, optimizer)
 CASES = {"torch AdamW, float32 masters (bf16-mixed)": ("bf16-mixed", "adamw"),
          "torch AdamW, bfloat16 weights (bf16)": ("bf16", "adamw"),
-         "KahanAdamW eager, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "kahan_eager"),
-         "KahanAdamW compiled, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "kahan_compiled")}
+         "KahanAdamW eager, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "eager"),
+         "KahanAdamW compiled, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "compiled"),
+         "KahanAdamW triton, bfloat16 weights (bf16-kahan)": ("bf16-kahan", "triton")}
 BASELINE = "torch AdamW, float32 masters (bf16-mixed)"
 
 
@@ -43,7 +44,7 @@ def step_of(shape: str, device: str, precision: str, optimizer: str):
         p.grad = torch.randn_like(p) * 1e-3
     opt = make_optimizer(params, precision, lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999))
     if optimizer != "adamw":
-        opt.compiled = optimizer == "kahan_compiled"
+        opt.update = optimizer
     for _ in range(2):  # the first step creates the state (and compiles)
         opt.step()
     return model, opt
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--out", default=out_path("bench_optimizer.json"))
     args = p.parse_args(argv)
-    rows = [measure(name, args.shape, args.device, args.reps) for name in CASES]
+    rows = [measure(name, args.shape, args.device, args.reps) for name, (_, optimizer) in CASES.items()
+            if args.device == "cuda" or optimizer != "triton"]
     title = f"one optimizer step, {shape_label(args.shape)}, {args.device}"
     print_table(title, rows, BASELINE)
     save(args.out, title, rows, {"shape": args.shape, "device": args.device, "reps": args.reps})

@@ -40,8 +40,8 @@
 #   pdl_rollout (rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 5 minutes)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
-#   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager and compiled against torch's
-#   AdamW, 0.5b and 1.5b; $OUT/bench_optimizer_<shape>.json)
+#   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against
+#   torch's AdamW, 0.5b and 1.5b; $OUT/bench_optimizer_<shape>.json)
 #   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES; one shape
 #   a call: PDL_SWEEP_SHAPES=0.5b, then 1.5b)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -179,7 +179,7 @@ for part in "$@"; do
     chain_lora) RUN_TIMEOUT=${CHAIN_TIMEOUT:-560} benchmarks/smollm2_r1_chain.sh recipes/smollm2-135m-r1-lora.yaml ;;
     default_recipe) RUN_TIMEOUT=${DEFAULT_TIMEOUT:-300} benchmarks/smollm2_r1_chain.sh recipes/arithmetic-r1.yaml ;;
     tests_precision) timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/trainer/test_precision_gpu.py \
-                       tests/trainer/test_kahan_adamw.py \
+                       tests/trainer/test_kahan_adamw.py tests/kernels/test_triton_kahan_adamw.py \
                        tests/rollout/test_engine_choice.py > "$OUT/tests_precision.log" 2>&1; \
                      grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_precision.log" ;;
     sweep) timeout ${SWEEP_TIMEOUT:-200} python3 benchmarks/sweep_grpo.py --recipe recipes/smollm2-135m-r1.yaml \
