@@ -32,17 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (SHAPES, Row, build_model, host_time_s, median, out_path, print_table,  # noqa: E402
                                save, shape_label)
 
-ENGINES = ("fast", "fast_refill", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_pdl", "fast_compiled",
+ENGINES = ("fast", "fast_refill", "fast_nocompact", "fast_nosplit", "fast_gemm", "fast_compiled",
            "fast_lora", "fast_lora_merged", "fast_torch", "fast_torch_compiled", "hf_static", "hf")
 """fast: the default (triton kernels around cuBLAS GEMMs, finished rows compacted away, split-KV
 attention on long caches); fast_refill (variable workload only): N rows decoding --refill-factor x N
 sequences, each finished prompt group's rows refilled with a waiting prompt
 (FastEngineConfig.refill_rows = N), its useful tok/s against fast's fixed-length figure at N; fast_nocompact: FastEngineConfig.compact=False; fast_nosplit:
 FastEngineConfig.split_kv=False; fast_gemm: with the norm-fused Triton GEMMs
-(FastEngineConfig.fuse_gemms=True); fast_pdl: the Triton GEMMs launched as programmatic dependent
-launches with the weight prefetch (FastEngineConfig.pdl_gemms=True); fast_lora / fast_lora_merged: a
-copy of the model with rlvr's default LoRA adapters (r=16 on every projection), generated from as GRPO
-does: through peft's adapters (engine merge_lora=False) or from the merged copy (the default);
+(FastEngineConfig.fuse_gemms=True); fast_lora / fast_lora_merged: a copy of the model with rlvr's
+default LoRA adapters (r=16 on every projection), generated from as GRPO does: through peft's adapters
+(engine merge_lora=False) or from the merged copy (the default);
 fast_torch: torch ops; *_compiled: + torch.compile."""
 EOS = 1  # the variable workload's EOS id (the prompts never contain it)
 
@@ -117,7 +116,6 @@ def fast_config(name: str, device: str, **refill) -> dict:
     `refill` (refill_rows, refill_horizon) applies to fast_refill only."""
     kernels = "torch" if "torch" in name or device != "cuda" else "triton"
     return dict(compile="compiled" in name, kernels=kernels, fuse_gemms=name == "fast_gemm",
-                pdl_gemms=name == "fast_pdl",
                 compact=name != "fast_nocompact", split_kv=name != "fast_nosplit",
                 **(refill if name == "fast_refill" else {}))
 
@@ -125,7 +123,7 @@ def fast_config(name: str, device: str, **refill) -> dict:
 def fast_label(engine) -> str:
     """What the engine ran after capture (a failed Triton build falls back with a warning)."""
     kernels = ("triton kernels + fused GEMMs" if engine.fused_gemms else
-               "triton kernels + PDL GEMMs" if engine.pdl_gemms else "triton kernels" if engine.fused else "torch ops")
+               "triton kernels" if engine.fused else "torch ops")
     graph = ", CUDA graph" if engine.model.device.type == "cuda" and engine.config.cuda_graph else ""
     extra = ((" + compile" if engine.config.compile else "") + ("" if engine.config.compact else ", no compaction")
              + ("" if engine.config.split_kv else ", no split-KV")

@@ -2,7 +2,7 @@
 time, the sum of kernel times (the difference is launch gaps inside the graph) and the kernels
 grouped by name, for each decode path. Same model and sizes as bench_rollout.py.
 
-    python benchmarks/profile_decode.py [--shape 0.5b] [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit,pdl]
+    python benchmarks/profile_decode.py [--shape 0.5b] [--sizes 64,256] [--paths gemm,pointwise,pointwise_nosplit]
         [--top 12] [--prompt-len 128] [--new-tokens 256] [--column 200]
 
 Kernel times come from torch.profiler over eager (un-captured) steps, which run the same kernels
@@ -26,7 +26,6 @@ GROUP, PROMPT_LEN = 8, 128
 
 PATHS = {"gemm": dict(kernels="triton", fuse_gemms=True), "pointwise": dict(kernels="triton", fuse_gemms=False),
          "pointwise_nosplit": dict(kernels="triton", fuse_gemms=False, split_kv=False),
-         "pdl": dict(kernels="triton", pdl_gemms=True),
          "torch": dict(kernels="torch")}
 COLUMN = 200
 """The cache column the profiled steps write (set by --column): attention reads every column before it."""
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
             total, table = kernel_table(engine, st, params)
             launches = sum(c for _, c in table.values())
             print(f"\n## {args.shape}, N={n} prompt {args.prompt_len} + {args.new_tokens}, column {COLUMN}, path={path} "
-                  f"(fused_gemms={engine.fused_gemms}, pdl_gemms={engine.pdl_gemms}): graph replay {graph_ms:.3f} ms/step, "
+                  f"(fused_gemms={engine.fused_gemms}): graph replay {graph_ms:.3f} ms/step, "
                   f"kernels {total:.3f} ms/step in {launches} launches, gaps {graph_ms - total:.3f} ms")
             print("| kernel | ms/step | launches/step |\n|---|---|---|")
             for name, (ms, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[: args.top]:

@@ -34,16 +34,10 @@
 #   which stamps it; refused when the stamp is missing or differs from BASE_COMMIT; records in $OUT/base)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
-#   pdl (FastEngineConfig.pdl_gemms against the default: its GPU tests with the split-attention and engine tests,
-#   bench_pdl_gemms.py's layer chain and profile_decode.py at 0.5b 64/256 rows col 200 and 1.5b 64 rows col 400;
-#   up to about 7 minutes)
-#   pdl_rollout (rollout fast against fast_pdl at 256 x (128 + 256) and 64 x (512 + 4096); up to about 5 minutes)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against
 #   torch's AdamW, 0.5b and 1.5b; $OUT/bench_optimizer_<shape>.json)
-#   pdl_sweep (bench_pdl_gemms.py --sweep: each projection's launch shapes, 64 rows, PDL_SWEEP_SHAPES; one shape
-#   a call: PDL_SWEEP_SHAPES=0.5b, then 1.5b)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
 #   --shape tiny" PERF16_SMOKE_ROLLOUT="--sizes 16 --prompt-len 8 --new-tokens 24 --reps 1"
 #   PERF16_SMOKE_GRPO="--prompts 2 --group 2 --prompt-len 8 --new-tokens 8 --steps 2" scripts/device_run.sh perf16
@@ -68,8 +62,7 @@ if [ -f .smol/b/part.ab ] && [ -f /root/stash/part.aa ]; then
 fi
 # the fast engine's GPU tests (the parts tests and tests_fast)
 FAST_ENGINE_TESTS="tests/rollout/test_fast.py tests/rollout/test_fast_compaction.py tests/rollout/test_fast_gemm_kernels.py
-  tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py
-  tests/rollout/test_fast_pdl_gemm.py"
+  tests/rollout/test_fast_split_attention.py tests/rollout/test_fast_refill.py tests/rollout/test_fast_sampler.py"
 # perf16 rows: NAME TIMEOUT_S SCRIPT ARGS...; each writes $OUT/perf16_NAME.json and logs to $OUT/perf16_NAME.log
 perf16_row() {
   local name=$1 limit=$2 script=$3; shift 3
@@ -97,24 +90,6 @@ perf16_rollout() {  # the two fixed-length rollout rows
   perf16_row rollout_256x128_256 50 benchmarks/bench_rollout.py --shape 0.5b --engines fast --workload fixed \
     --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
   perf16_row rollout_64x512_4096 120 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_nosplit \
-    --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
-}
-pdl_gemms() {  # the PDL GEMM path against the default: GPU tests, the layer chain, the step
-  timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/rollout/test_fast_pdl_gemm.py \
-    tests/rollout/test_fast_split_attention.py tests/rollout/test_fast.py > "$OUT/tests_pdl.log" 2>&1
-  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_pdl.log"
-  for spec in "0.5b 64,256 200 256" "1.5b 64 400 512"; do  # the shapes and columns of profile_shapes
-    read -r shape rows column new <<< "$spec"
-    timeout 120 python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows "$rows" --column "$column" \
-      --out "$OUT/bench_pdl_gemms_$shape.json" 2>&1 | tee "$OUT/pdl_chain_$shape.log" | grep -E "^#|^\||Error"
-    timeout 150 python3 benchmarks/profile_decode.py --shape "$shape" --sizes "$rows" --column "$column" \
-      --new-tokens "$new" --paths pointwise,pdl 2>&1 | tee "$OUT/profile_pdl_$shape.log" | grep -E "^## |Error"
-  done
-}
-pdl_rollout() {  # the two fixed-length rollout rows, fast against fast_pdl
-  perf16_row rollout_pdl_256x128_256 80 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_pdl \
-    --workload fixed --sizes 256 --prompt-len 128 --new-tokens 256 --reps 3
-  perf16_row rollout_pdl_64x512_4096 200 benchmarks/bench_rollout.py --shape 0.5b --engines fast,fast_pdl \
     --workload fixed --sizes 64 --prompt-len 512 --new-tokens 4096 --reps 1
 }
 perf16() {
@@ -210,12 +185,6 @@ for part in "$@"; do
                   precisions/*.log) ;;
     optimizer) for shape in 0.5b 1.5b; do timeout 150 python3 benchmarks/bench_optimizer.py --shape $shape \
                  --out "$OUT/bench_optimizer_$shape.json" 2>&1 | tee "$OUT/optimizer_$shape.log"; done ;;
-    pdl) pdl_gemms ;;
-    pdl_rollout) pdl_rollout ;;
-    pdl_sweep) for shape in ${PDL_SWEEP_SHAPES:-0.5b 1.5b}; do
-                 timeout ${PDL_SWEEP_TIMEOUT:-500} python3 benchmarks/bench_pdl_gemms.py --shape "$shape" --rows 64 \
-                   --sweep --out "$OUT/pdl_sweep_$shape.json" 2>&1 | tee "$OUT/pdl_sweep_$shape.log" | grep -E "^#|^\||Error"
-               done ;;
     gemm_layouts) for shape in 0.5b 1.5b; do timeout 60 python3 benchmarks/bench_gemm_layouts.py --shape $shape \
                     --out "$OUT/bench_gemm_layouts_$shape.json" 2>&1 | tee "$OUT/gemm_layouts_$shape.log"; done ;;
     sampler) timeout 120 python3 benchmarks/bench_sampler.py ${SAMPLER_ARGS:-} 2>&1 | tee "$OUT/sampler.log" ;;

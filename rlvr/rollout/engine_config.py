@@ -41,13 +41,6 @@ class FastEngineConfig:
     more than the saved launches gain (BENCHMARKS.md). Used when the projections are plain
     nn.Linear (not LoRA), the MLP has no bias and the head dim is >= 32; otherwise the per-op
     triton kernels run."""
-    pdl_gemms: bool = False
-    """With triton kernels and stacked projections: the decode step's projections run as Triton
-    GEMMs that ask L2 for their weights while the kernel ahead still runs (programmatic dependent
-    launch, sm_90 or later; on older GPUs the same GEMMs launch plainly), with SiLU * up fused into
-    the gate/up GEMM (`rlvr.rollout.fast_pdl_gemm`). Off by default until measured faster than
-    cuBLAS in the engine on the GPU (BENCHMARKS.md). Used when o_proj and down_proj are plain
-    nn.Linear without bias and `compile` is off; otherwise the cuBLAS path runs."""
 
     stack_projections: bool = True
     """With triton kernels: run q/k/v as one GEMM and gate/up as one, on stacked copies of those

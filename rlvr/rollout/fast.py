@@ -26,7 +26,6 @@ Shapes: B prompts, G samples each, N = B*G sequences, P prompt width, S cache le
 from __future__ import annotations
 
 import warnings
-from functools import partial
 
 import torch
 
@@ -34,8 +33,8 @@ from rlvr.rollout.base import Rollout, SamplingParams, eval_mode
 from rlvr.rollout.engine_config import FastEngineConfig
 from rlvr.rollout.fast_refill import generate_with_refill
 from rlvr.rollout.fast_forward import (ModelParts, decode_forward, decode_forward_fused, decode_forward_fused_gemm,
-                                       decode_forward_pdl, fits_fused_kernels, fits_gemm_kernels, fits_pdl_gemms,
-                                       prefill_forward, prefill_forward_fused, supports)
+                                       fits_fused_kernels, fits_gemm_kernels, prefill_forward, prefill_forward_fused,
+                                       supports)
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 from rlvr.rollout.fast_stacked import StackedProjections
 from rlvr.rollout.fast_state import DecodeState
@@ -70,9 +69,6 @@ class FastEngine:
         self.fused = kernels == "triton"
         self.fused_gemms = self.fused and self.config.fuse_gemms and fits_gemm_kernels(self.parts)
         self.stacked = None if self.fused_gemms else self._stacked_projections()
-        # not under torch.compile: the split-K counters live outside its view
-        self.pdl_gemms = (self.stacked is not None and self.config.pdl_gemms and not self.config.compile
-                          and fits_pdl_gemms(self.parts))
         self.sm_count = device_sm_count(device)
         self._set_forward()
 
@@ -91,11 +87,6 @@ class FastEngine:
     def _set_forward(self) -> None:
         forward = (decode_forward_fused_gemm if self.fused_gemms else
                    decode_forward_fused if self.fused else decode_forward)
-        if self.pdl_gemms:
-            from rlvr.rollout.fast_pdl_gemm import pdl_supported  # imports triton: the Triton path only
-
-            forward = partial(decode_forward_pdl, pdl=pdl_supported(self.model.lm_head.weight.device),
-                              sm_count=self.sm_count)
         self._forward = torch.compile(forward, fullgraph=True, dynamic=False) if self.config.compile else forward
 
     def prefill(self, ids: torch.Tensor, valid: torch.Tensor):
@@ -192,7 +183,7 @@ class FastEngine:
     def _capture_or_fall_back(self, st: DecodeState, batch: DecodeState,
                               params: SamplingParams) -> torch.cuda.CUDAGraph:
         """Capture the step over `batch` (`st` or a prefix of it); if a Triton build fails (an
-        untested GPU/toolchain), step down: fused or PDL GEMMs -> per-op triton kernels -> torch ops, with
+        untested GPU/toolchain), step down: fused GEMMs -> per-op triton kernels -> torch ops, with
         a warning each time, and drop the graphs captured with the old kernels."""
         while True:
             try:
@@ -201,12 +192,11 @@ class FastEngine:
             except Exception as e:
                 if not self.fused:
                     raise
-                triton_gemms = self.fused_gemms or self.pdl_gemms
-                level = "fused GEMM" if self.fused_gemms else "PDL GEMM" if self.pdl_gemms else "fused Triton"
-                fallback = "the per-op triton kernels" if triton_gemms else "kernels='torch'"
+                level = "fused GEMM" if self.fused_gemms else "fused Triton"
+                fallback = "the per-op triton kernels" if self.fused_gemms else "kernels='torch'"
                 warnings.warn(f"fast engine: the {level} decode kernels failed ({type(e).__name__}: {e}); "
                               f"falling back to {fallback}")
-                self.fused, self.fused_gemms, self.pdl_gemms = triton_gemms, False, False
+                self.fused, self.fused_gemms = self.fused_gemms, False
                 self.stacked = self._stacked_projections()
                 self._set_forward()
                 for other in (st, *self._states.values()):

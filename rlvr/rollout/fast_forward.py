@@ -1,7 +1,6 @@
 """The model math of the fast engine: which modules of a Llama/Qwen2/Qwen3-layout causal LM it
-calls (`ModelParts`), the prefill of left-padded prompts, and the one-token decode step in four
-implementations (torch ops; per-op Triton kernels with cuBLAS GEMMs, or with Triton GEMMs
-launched as programmatic dependent launches; norm-fused Triton GEMMs).
+calls (`ModelParts`), the prefill of left-padded prompts, and the one-token decode step in three
+implementations (torch ops; per-op Triton kernels with cuBLAS GEMMs; norm-fused Triton GEMMs).
 
 The engine runs the model's own modules (embed_tokens, per layer input_layernorm, q/k/v/o
 projections, RoPE from the model's rotary_emb, post_attention_layernorm, mlp; norm, lm_head) on a
@@ -164,45 +163,6 @@ def decode_forward_fused_gemm(parts: ModelParts, tokens, pos, col, start, k_cach
         x, spare = spare, x
         delta = mlp.down_proj(act)
     return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon))
-
-
-def decode_forward_pdl(parts: ModelParts, tokens, pos, col, start, k_cache: list, v_cache: list,
-                       stacked: StackedProjections, attn_splits: int | None = None, pdl: bool = True,
-                       sm_count: int | None = None) -> torch.Tensor:
-    """`decode_forward_fused` with the projections as the Triton GEMMs of rlvr.rollout.fast_pdl_gemm:
-    with `pdl` every launch of a layer is a programmatic dependent launch and each GEMM asks L2 for
-    its weight before waiting for the kernel ahead (sm_90). Per layer: add + RMSNorm, q/k/v, RoPE +
-    cache write + attention, o_proj, add + RMSNorm, gate/up + SiLU * up, down_proj (7 launches; 8 with
-    split-KV). The lm_head stays cuBLAS's. Needs `fits_pdl_gemms`."""
-    from rlvr.rollout import fast_kernels as K
-    from rlvr.rollout import fast_pdl_gemm as G
-
-    n = tokens.shape[0]
-    x = parts.embed(tokens)  # (N, H): the residual stream, updated in place below
-    cos, sin = parts.rotary(x, pos[:, None])  # (N, 1, D)
-    cos, sin = cos.reshape(n, -1).contiguous(), sin.reshape(n, -1).contiguous()
-    gemm = dict(pdl=pdl, prefetch=pdl, sm_count=sm_count)
-    split = [stacked.q_size, stacked.kv_size, stacked.kv_size]
-    delta = None  # what the previous block adds to the residual stream
-    for i, layer in enumerate(parts.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv_weight, qkv_bias, gate_up_weight = stacked.stacks[i]
-        h = K.add_rmsnorm_(x, delta, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon, pdl)
-        q, k, v = G.linear(h, qkv_weight, qkv_bias, **gemm).split(split, dim=1)
-        out = K.rope_cache_attention_(q, k, v, cos, sin, k_cache[i], v_cache[i], start, col, parts.scaling,
-                                      attn_splits, pdl=pdl)
-        norm = layer.post_attention_layernorm
-        h = K.add_rmsnorm_(x, G.linear(out, attn.o_proj.weight, **gemm), norm.weight, norm.variance_epsilon, pdl)
-        delta = G.linear(G.gate_up_silu(h, gate_up_weight, **gemm), mlp.down_proj.weight, **gemm)
-    return parts.lm_head(K.add_rmsnorm_(x, delta, parts.norm.weight, parts.norm.variance_epsilon, pdl))
-
-
-def fits_pdl_gemms(parts: ModelParts) -> bool:
-    """Whether `decode_forward_pdl` computes this model: stacked q/k/v and gate/up (plain
-    nn.Linear, see `StackedProjections.fits`), and o_proj and down_proj plain nn.Linear without
-    bias (a LoRA adapter would be skipped)."""
-    rest = [m for layer in parts.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
-    return StackedProjections.fits(parts) and all(type(m) is torch.nn.Linear and m.bias is None for m in rest)
 
 
 def fits_gemm_kernels(parts: ModelParts) -> bool:

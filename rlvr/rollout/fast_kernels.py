@@ -18,11 +18,6 @@ sizes, so each kernel replaces several torch ops:
 Device tensors (the cache column, per-sequence start, the RNG seed) are read inside the kernels,
 so every launch can be replayed from a CUDA graph. Shapes: N sequences, H hidden, D head dim,
 S cache length, V vocab.
-
-`add_rmsnorm_` and the attention launches take `pdl`: a programmatic dependent launch that waits for
-the kernel ahead before reading anything it writes (`fast_pdl_gemm.pdl_enter`), for the decode path
-whose GEMMs fetch their weights while these kernels run. The attention also asks L2 for its cache
-columns before it waits (they were written by earlier steps, which have finished).
 """
 from __future__ import annotations
 
@@ -32,14 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
-from rlvr.rollout.fast_pdl_gemm import PREFETCH_BUDGET, pdl_enter, pdl_launch, prefetch_span_l2
 from rlvr.rollout.fast_split_kv import attention_splits, device_sm_count
 
 
 @triton.jit
 def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
-                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    pdl_enter(PDL)
+                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < H
@@ -56,15 +49,12 @@ def _add_rmsnorm_kernel(x_ptr, delta_ptr, w_ptr, out_ptr, H, eps,
              mask=valid)
 
 
-def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
-                 pdl: bool = False) -> torch.Tensor:
-    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H). `pdl`: a
-    programmatic dependent launch (see the module doc)."""
+def add_rmsnorm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (N, H) += delta (in place, when given); returns rmsnorm(x) * weight (N, H)."""
     n, h = x.shape
     out = torch.empty_like(x)
     _add_rmsnorm_kernel[(n,)](x, x if delta is None else delta, weight, out, h, eps,
-                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4,
-                              **pdl_launch(pdl))
+                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(h), num_warps=4)
     return out
 
 
@@ -175,25 +165,10 @@ def _group_query(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, k_cache_ptr, v_cache_ptr
 
 
 @triton.jit
-def _enter_with_columns(k_ptr, v_ptr, base, lo, hi, kv_prefetch_bytes, D: tl.constexpr, PDL: tl.constexpr,
-                        LANES: tl.constexpr):
-    """With PDL: ask L2 for the K and V cache columns [lo, hi) of one (sequence, KV head) (at most
-    kv_prefetch_bytes each), then wait for the kernel ahead (`pdl_enter`). The columns before the
-    new one were written by earlier steps, and the new one is written by this launch after the wait
-    (L2 is coherent: a prefetch cannot make a read stale)."""
-    if PDL:
-        nbytes = tl.minimum((hi - lo).to(tl.int64) * D * 2, kv_prefetch_bytes)
-        prefetch_span_l2(k_ptr + base + lo * D, nbytes, LANES)
-        prefetch_span_l2(v_ptr + base + lo * D, nbytes, LANES)
-    pdl_enter(PDL)
-
-
-@triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, scale, S,
-                             k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride, kv_prefetch_bytes,
+                             k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride,
                              KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
-                             PDL: tl.constexpr, LANES: tl.constexpr):
+                             BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
     """Program (n, h): the query group of KV head h over all of sequence n's visible columns. With
     ROPE, q is the raw projection and the program first does `rope_and_cache_`'s work for its head."""
     n = tl.program_id(0).to(tl.int64)
@@ -206,7 +181,6 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
     start = tl.load(start_ptr + n)  # first valid column (left padding before it)
     end = col + 1  # columns written so far
     first = (start // BLOCK_S) * BLOCK_S
-    _enter_with_columns(k_ptr, v_ptr, base, first, end, kv_prefetch_bytes, D, PDL, LANES)
     q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col, True,
                      q_stride, k_stride, v_stride, GROUP, D, ROPE)
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, first, end,
@@ -218,9 +192,9 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, start_ptr, col_ptr, s
 @triton.jit
 def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, start_ptr, col_ptr,
                                    scale, S, SPLITS, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, q_stride, k_stride,
-                                   v_stride, kv_prefetch_bytes, KV: tl.constexpr, GROUP: tl.constexpr,
-                                   D: tl.constexpr, ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
-                                   PRECISION: tl.constexpr, PDL: tl.constexpr, LANES: tl.constexpr):
+                                   v_stride, KV: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                                   ROPE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr,
+                                   PRECISION: tl.constexpr):
     """Program (n, h, split): the partial softmax of the KV head's query group over one of SPLITS
     equal ranges of whole blocks of the columns visible now, start[n]..col: the ranges follow the
     column, so every split has work from early in a generation on, not only once `col` reaches
@@ -245,7 +219,6 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
     # `start` or the range's first column, both visible when the range is not empty
     lo = first + split * chunk
     hi = tl.minimum(lo + chunk, end)
-    _enter_with_columns(k_ptr, v_ptr, base, lo, hi, kv_prefetch_bytes, D, PDL, LANES)
     q = _group_query(q_ptr, k_new_ptr, v_new_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, n, h, g, d, rows, base, col,
                      (lo <= col) & (col < hi), q_stride, k_stride, v_stride, GROUP, D, ROPE)
     m_i, l_i, acc = _attend_columns(q, k_ptr, v_ptr, base, lo, hi, start, end, scale, d,
@@ -258,11 +231,10 @@ def _decode_attention_split_kernel(q_ptr, k_ptr, v_ptr, part_m_ptr, part_l_ptr, 
 
 @triton.jit
 def _combine_splits_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, SPLITS,
-                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
+                           BLOCK_SPLITS: tl.constexpr, D: tl.constexpr):
     """Program r (query head r of the flattened (N, heads)): the splits' partial softmaxes
     rescaled to their common max (log-sum-exp), summed and normalised. SPLITS is a runtime
     value (as in the split kernel): compacted batches, each with its own count, share a build."""
-    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_SPLITS)
     d = tl.arange(0, D)
@@ -308,24 +280,23 @@ def decode_attention(q, k_cache, v_cache, start, col, scale: float, splits: int 
     picks `attention_splits` for these shapes and q's device. The count is a launch shape: fixed
     for a captured CUDA graph; the ranges follow the current column inside the kernel.
     `tiling`: launch parameters, ATTENTION_TILING when None."""
-    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling, False)
+    return _attention(q, None, k_cache, v_cache, start, col, scale, splits, tiling)
 
 
 def rope_cache_attention_(q, k, v, cos, sin, k_cache, v_cache, start, col, scale: float, splits: int | None = None,
-                          tiling: AttentionTiling | None = None, pdl: bool = False) -> torch.Tensor:
+                          tiling: AttentionTiling | None = None) -> torch.Tensor:
     """`rope_and_cache_` then `decode_attention`, without the launch between them: q (N, heads*D),
     k, v (N, kv*D) are the raw projections (rows may be strided: column slices of one q/k/v
     output), cos/sin (N, D). Each attention program rotates its query group, and the program whose
     columns hold `col` rotates its key and writes it and the value at `col` before reading the
-    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written.
-    `pdl`: its launches are programmatic dependent launches (see the module doc)."""
+    columns. Returns (N, heads*D); the cache holds what `rope_and_cache_` would have written."""
     d = k_cache.shape[-1]
     assert q.stride(1) == k.stride(1) == v.stride(1) == 1, "q, k, v rows must be contiguous"
     assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[-1] == d
-    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling, pdl)
+    return _attention(q, (k, v, cos, sin), k_cache, v_cache, start, col, scale, splits, tiling)
 
 
-def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pdl: bool) -> torch.Tensor:
+def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling) -> torch.Tensor:
     """Both entry points: `rope` is None (q rotated, (N, heads, D)) or (k, v, cos, sin)."""
     tiling = tiling or ATTENTION_TILING
     n, kv, s, d = k_cache.shape
@@ -340,22 +311,19 @@ def _attention(q, rope, k_cache, v_cache, start, col, scale, splits, tiling, pdl
     splits = min(splits, triton.cdiv(s, tiling.block_s))  # at most one split per block of columns
     shape = dict(KV=kv, GROUP=heads // kv, D=d, ROPE=rope is not None,
                  BLOCK_G=max(16, triton.next_power_of_2(heads // kv)), BLOCK_S=tiling.block_s,
-                 PRECISION=_precision(q.dtype), LANES=32 * tiling.num_warps, **tiling.launch(), **pdl_launch(pdl))
-    kv_prefetch_bytes = PREFETCH_BUDGET // (2 * n * kv * splits) // 16 * 16  # per K or V span of a program
+                 PRECISION=_precision(q.dtype), **tiling.launch())
     out = torch.empty(n, heads * d, dtype=q.dtype, device=q.device)
     if splits == 1:
-        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args,
-                                          kv_prefetch_bytes, **shape)
+        _decode_attention_kernel[(n, kv)](q, k_cache, v_cache, out, start, col, scale, s, *rope_args, **shape)
         return out
     # fp32 scratch of N x heads x splits x (D + 2): each split's partial softmax, then one launch
     # combining them per query head
     part_m, part_l = (torch.empty(n * heads, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     part_acc = torch.empty(n * heads, splits, d, dtype=torch.float32, device=q.device)
     _decode_attention_split_kernel[(n, kv, splits)](q, k_cache, v_cache, part_m, part_l, part_acc, start, col,
-                                                    scale, s, splits, *rope_args, kv_prefetch_bytes, **shape)
+                                                    scale, s, splits, *rope_args, **shape)
     _combine_splits_kernel[(n * heads,)](part_m, part_l, part_acc, out, splits,
-                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1,
-                                         **pdl_launch(pdl))
+                                         BLOCK_SPLITS=triton.next_power_of_2(splits), D=d, num_warps=1)
     return out
 
 
