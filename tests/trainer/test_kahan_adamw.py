@@ -159,16 +159,20 @@ def test_the_compiled_update_steps_as_the_eager_ops(monkeypatch):
         torch.testing.assert_close(eager_opt.state[eager][key], fused_opt.state[fused][key])
 
 
-def test_a_failing_compile_warns_and_steps_with_the_eager_ops(monkeypatch):
-    def broken_compile(fn, **kwargs):
-        def run(*args, **kw):
-            raise RuntimeError("no compiler here")
-        return run
+@pytest.mark.parametrize("update", ["compiled", "triton"])
+def test_a_failing_compiled_or_triton_update_warns_and_steps_with_the_eager_ops(monkeypatch, update):
+    import rlvr.trainer.optimizer as module
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    if update == "compiled":
+        monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: broken)
+    else:
+        monkeypatch.setattr(module, "_triton_update", broken)
     grads = _grads(3)
-    with pytest.warns(UserWarning, match="compiled update failed .*no compiler here.*eager ops"):
-        fallen, opt = _train(KahanAdamW, torch.bfloat16, grads, update="compiled")
+    with pytest.warns(UserWarning, match=f"{update} update failed .*no compiler here.*eager ops"):
+        fallen, opt = _train(KahanAdamW, torch.bfloat16, grads, update=update)
     eager, _ = _train(KahanAdamW, torch.bfloat16, grads, update="eager")
     assert opt.update == "eager" and torch.equal(fallen.detach(), eager.detach())
 
@@ -181,20 +185,6 @@ def test_the_cpu_default_is_the_eager_ops():
 def test_an_unknown_update_is_refused():
     with pytest.raises(ValueError, match="unknown update 'fused'; valid: eager, compiled, triton"):
         KahanAdamW([torch.nn.Parameter(torch.zeros(2))], update="fused")
-
-
-def test_a_failing_triton_update_warns_and_steps_with_the_eager_ops(monkeypatch):
-    import rlvr.trainer.optimizer as module
-
-    def broken(*tensors, **settings):
-        raise RuntimeError("no GPU compiler")
-
-    monkeypatch.setattr(module, "_triton_update", broken)
-    grads = _grads(3)
-    with pytest.warns(UserWarning, match="triton update failed .*no GPU compiler.*eager ops"):
-        fallen, opt = _train(KahanAdamW, torch.bfloat16, grads, update="triton")
-    eager, _ = _train(KahanAdamW, torch.bfloat16, grads, update="eager")
-    assert opt.update == "eager" and torch.equal(fallen.detach(), eager.detach())
 
 
 @pytest.mark.gpu
