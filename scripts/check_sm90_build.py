@@ -1,5 +1,5 @@
 """Compile the fast engine's Triton decode attention kernels (single-pass and split-KV with the fused
-RoPE + cache write, the split combine) and the add + RMSNorm kernel for sm_90 (H100/H200) on a
+RoPE + cache write, the split combine), the add + RMSNorm kernel and KahanAdamW's update for sm_90 (H100/H200) on a
 machine without a GPU, and report what ptxas made of them: shared memory, registers, spills, and
 whether the PTX uses wgmma. Exits 1 on a spill or a ptxas error. The launch shapes are the
 engine's defaults (`fast_kernels.ATTENTION_TILING`) at the model shapes of the benchmarks.
@@ -25,12 +25,15 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHAPES  # noqa: E402
+from rlvr.kernels import triton_kahan_adamw as KA  # noqa: E402
 from rlvr.rollout import fast_kernels as K  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 POINTERS = {"part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "start_ptr": "*i64",
-            "col_ptr": "*i64"}
-INTS = {"scale": "fp32", "eps": "fp32"}
+            "col_ptr": "*i64", "m_ptr": "*fp32", "v_ptr": "*fp32"}
+INTS = {"scale": "fp32", "eps": "fp32", **{name: "fp32" for name in ("one_minus_beta1", "beta2", "one_minus_beta2",
+                                                                       "neg_step_size", "root_correction", "decay",
+                                                                       "decay_minus_one")}}
 
 
 def signature(fn, constants: dict) -> dict:
@@ -91,6 +94,7 @@ def main() -> int:
         ok &= build(f"{shape_name} add + RMSNorm", K._add_rmsnorm_kernel,
                     dict(HAS_DELTA=True, BLOCK=triton.next_power_of_2(shape["hidden_size"])), 4)
     ok &= build("combine splits", K._combine_splits_kernel, dict(BLOCK_SPLITS=8, D=64), 1)
+    ok &= build("KahanAdamW update, bf16", KA._kahan_adamw_kernel, dict(HAS_COMP=True, BF16=True, BLOCK=KA.BLOCK), 4)
     print("all built without spills" if ok else "FAILED: a spill or a ptxas error above")
     return 0 if ok else 1
 
