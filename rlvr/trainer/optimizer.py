@@ -12,12 +12,14 @@ exp_avg_sq's per-step change (1 - beta2 = 1e-3 of itself) is below bfloat16's re
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 import itertools
 import warnings
 from typing import Iterable
 
 import torch
+
+from rlvr.kernels import _triton_usable
 
 # Flat chunk of a parameter updated at once: bounds the float32 temporaries (a 7B model's
 # embedding has 545M elements; five float32 copies of it would take 11 GB).
@@ -39,9 +41,10 @@ class KahanAdamW(torch.optim.Optimizer):
 
     update: one of UPDATES, or None for the default: `triton` for CUDA parameters (one pass over
     each parameter where the torch ops make about fifteen: on an H200 a 0.5B model's step took 78 ms
-    with the torch ops and 118 ms with the compiled chunks, against 11 ms for torch's AdamW), `compiled` on the CPU from COMPILE_FROM parameters (a 0.5B
-    model's step took 0.78 s against 5.8 s eager on a 2-core CPU, after about 11 s of compiling
-    once per process), `eager` for the tiny models the CPU recipes train. A compiled or Triton
+    with the torch ops and 118 ms with the compiled chunks, against 11 ms for torch's AdamW),
+    `compiled` on the CPU from COMPILE_FROM parameters (a 0.5B model's step took 0.78 s against
+    5.8 s eager on a 2-core CPU, after about 11 s of compiling once per process), `eager` for the
+    tiny models the CPU recipes train. A compiled or Triton
     update that fails warns and steps with the eager ops from then on."""
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -74,7 +77,7 @@ class KahanAdamW(torch.optim.Optimizer):
         """The update `p` steps with: the chosen one, else the default for its device and the model's size."""
         if self.update is not None:
             return self.update
-        if p.is_cuda and _triton_available():
+        if _triton_usable_on(p.device.type):
             return "triton"
         return "compiled" if self._numel >= COMPILE_FROM else "eager"
 
@@ -143,8 +146,11 @@ def _narrow(p: torch.Tensor) -> bool:
     return p.dtype in (torch.bfloat16, torch.float16)
 
 
-def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+@functools.lru_cache(maxsize=None)
+def _triton_usable_on(device_type: str) -> bool:
+    """rlvr.kernels' check (CUDA, triton installed), asked once per device type: it looks for
+    packages on disk, and the default update is chosen for every parameter at every step."""
+    return _triton_usable(torch.device(device_type), "triton_kahan_adamw")
 
 
 def _triton_update(*tensors, **settings) -> None:
