@@ -8,6 +8,8 @@
 #   ttc (both in one call of under 10 minutes, with the deadlines that measured the table: TTC_ARGS adds options)
 #   perf16 (issue 16's rows, each under its own timeout: 520 s at most; $OUT/perf16_*.json),
 #   perf16_rollout (perf16's two fixed-length rollout rows alone)
+#   grpo_precisions (the 1.5b GRPO step of perf16 under bf16, bf16-mixed and bf16-kahan, GRPO_PRECISIONS_ARGS
+#   added, e.g. --set micro_batch_size=16 where 80 GB cards run out of memory; $OUT/perf16_grpo_1.5b_*.json)
 #   perf16_trl (TRL's GRPO step at the 1.5b shape, up to 420 s),
 #   rollout_lora (bench_rollout.py at 256 and 64 rows: the plain model against rlvr's default LoRA generated
 #   through peft and from the merged copy; $OUT/bench_rollout_lora.json)
@@ -104,6 +106,12 @@ perf16() {
   perf16_row grpo_1.5b_packed 90 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
     --prompt-len 128 --new-tokens 512 --steps 5 --packing
 }
+grpo_precisions() {  # the 1.5b GRPO step (no TRL) under each training precision
+  for precision in bf16 bf16-mixed bf16-kahan; do
+    perf16_row grpo_1.5b_$precision 100 benchmarks/bench_grpo_step.py --shape 1.5b --skip trl --prompts 8 --group 8 \
+      --prompt-len 128 --new-tokens 512 --steps 5 --precision $precision ${GRPO_PRECISIONS_ARGS:-}
+  done
+}
 ttc_rm() {  # the reward models on the chain's policy, kept in runs/ttc
   timeout ${TTC_RM_TIMEOUT:-300} python3 benchmarks/ttc_smollm2.py rm --work runs/ttc \
     --policy $(ls -d runs/bench-smollm2-135m-r1/*-grpo-2/model | head -1) ${TTC_ARGS:-} 2>&1 \
@@ -178,6 +186,7 @@ for part in "$@"; do
     profile_refill) timeout ${PROFILE_REFILL_TIMEOUT:-200} python3 benchmarks/profile_refill.py ${PROFILE_REFILL_ARGS:-} 2>&1 \
                       | tee "$OUT/profile_refill.log" ;;
     perf16) perf16 ;;
+    grpo_precisions) grpo_precisions ;;
     precisions) timeout ${PRECISIONS_TIMEOUT:-540} python3 benchmarks/compare_precisions.py --work runs/precisions \
                   ${PRECISIONS_ARGS:---precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2} \
                   --out "$OUT/compare_precisions.json" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/precisions.log"
