@@ -169,3 +169,21 @@ def test_attention_backends_choose_the_kernel_of_the_update(tmp_path):
         run_grpo(policy, SevensTask(), small_config(steps=1, attention_backends=["efficient"]), tmp_path / "efficient")
     with pytest.raises(ValueError, match="attention_backends: unknown \\['fast'\\]"):
         small_config(attention_backends=["fast"])
+
+
+def test_out_of_memory_in_the_update_names_the_settings_that_fit(tmp_path, monkeypatch):
+    # a device that holds the activations of 4 sequences at most: the whole batch (16) fails with a
+    # message naming micro_batch_size, and the setting it names trains
+    fused = rlvr.kernels.fused_policy_loss
+
+    def small_device(hidden, *args, **kwargs):
+        if hidden.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 700.00 MiB.")
+        return fused(hidden, *args, **kwargs)
+
+    monkeypatch.setattr(rlvr.kernels, "fused_policy_loss", small_device)
+    with pytest.raises(torch.OutOfMemoryError, match=r"16 of 16 sequences x \d+ tokens.*micro_batch_size.*"
+                                                     r"gradient_checkpointing.*Tried to allocate"):
+        train(tmp_path, "whole", steps=1)
+    _, _, rows = train(tmp_path, "split", steps=1, micro_batch_size=4)
+    assert rows[0]["grad_norm"] > 0
