@@ -97,6 +97,7 @@ class KahanAdamW(torch.optim.Optimizer):
         tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]] + ([comp] if comp is not None else [])
         settings = dict(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=lr / (1 - beta1 ** step),
                         root_correction=(1 - beta2 ** step) ** 0.5, decay=1 - lr * group["weight_decay"])
+        settings["decay_minus_one"] = settings["decay"] - 1  # in double, as the eager ops form it
         if self.update_for(p) == "triton" and self._fused(_triton_update, tensors, settings):
             return
         for chunk in zip(*(t.view(-1).split(CHUNK) for t in tensors)):
@@ -107,12 +108,11 @@ class KahanAdamW(torch.optim.Optimizer):
             _update(*chunk, **settings)
             return
         if self._compiled_update is None:
-            # dynamic: one graph for every chunk length; the float settings change each step
-            # without recompiling (dynamo turns them into inputs after the first call).
+            # dynamic: one graph for every chunk length; the per-step settings arrive as tensors
             # emulate_precision_casts: inductor computes bfloat16 values in float32 inside a kernel
             # and would read the unrounded weight back, so the compensation would come out zero
             self._compiled_update = torch.compile(_update, dynamic=True, options={"emulate_precision_casts": True})
-        if not self._fused(self._compiled_update, chunk, settings):
+        if not self._fused(self._compiled_update, chunk, _as_inputs(settings, chunk[0].device)):
             _update(*chunk, **settings)
 
     def _fused(self, update, tensors, settings: dict) -> bool:
@@ -153,25 +153,43 @@ def _triton_usable_on(device_type: str) -> bool:
     return _triton_usable(torch.device(device_type), "triton_kahan_adamw")
 
 
-def _triton_update(*tensors, **settings) -> None:
+def _triton_update(*tensors, decay_minus_one, **settings) -> None:
     from rlvr.kernels.triton_kahan_adamw import kahan_adamw_update  # imports triton: CUDA only
-    kahan_adamw_update(*tensors, **settings)
+    kahan_adamw_update(*tensors, **settings)  # forms decay - 1 itself, in double as here
 
 
-def _update(p, grad, exp_avg, exp_avg_sq, comp=None, *, beta1, beta2, eps, step_size, root_correction, decay):
-    """One AdamW update of a flat chunk; with `comp`, Kahan-compensated rounding into `p`."""
+def _update(p, grad, exp_avg, exp_avg_sq, comp=None, *, beta1, beta2, eps, step_size, root_correction, decay,
+            decay_minus_one):
+    """One AdamW update of a flat chunk; with `comp`, Kahan-compensated rounding into `p`. The
+    per-step settings are floats (eager) or 0-d float32 tensors (compiled: `_as_inputs`)."""
     g = grad.float()
     exp_avg.lerp_(g, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     denom = exp_avg_sq.sqrt().div_(root_correction).add_(eps)
     if comp is None:
-        p.mul_(decay).addcdiv_(exp_avg, denom, value=-step_size)
+        _add_scaled_quotient_(p.mul_(decay), exp_avg, denom, step_size)
         return
     old = p.float()
     # the update in float32 plus what earlier roundings dropped; p takes the nearest bf16 value
-    delta = torch.addcdiv(old * (decay - 1), exp_avg, denom, value=-step_size).add_(comp)
+    delta = _add_scaled_quotient_(old * decay_minus_one, exp_avg, denom, step_size).add_(comp)
     p.copy_(old + delta)
     comp.copy_(delta - (p.float() - old))  # what this rounding dropped, kept for the next step
+
+
+def _add_scaled_quotient_(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor, step_size) -> torch.Tensor:
+    """x -= step_size * num / den in place: addcdiv_, or its ops for a tensor step size (addcdiv's
+    `value` must be a number)."""
+    if isinstance(step_size, torch.Tensor):
+        return x.add_(num / den * -step_size)
+    return x.addcdiv_(num, den, value=-step_size)
+
+
+def _as_inputs(settings: dict, device: torch.device) -> dict:
+    """The settings that change with the step as 0-d float32 tensors: a compiled update reads them
+    as inputs. As floats, dynamo guards on their values (on CUDA: addcdiv's `value` must be a
+    number), so every step recompiled until the recompile limit left the eager ops running."""
+    per_step = ("step_size", "root_correction", "decay", "decay_minus_one")
+    return {k: torch.tensor(v, dtype=torch.float32, device=device) if k in per_step else v for k, v in settings.items()}
 
 
 def make_optimizer(params: list, precision: str, *, lr: float, weight_decay: float,

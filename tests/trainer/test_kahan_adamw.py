@@ -148,7 +148,8 @@ def test_the_compiled_update_steps_as_the_eager_ops(monkeypatch):
     grads = _grads(20)
     eager, eager_opt = _train(KahanAdamW, torch.bfloat16, grads, update="eager")
     monkeypatch.setattr(module, "COMPILE_FROM", 4096)  # the default compiles a model this large
-    fused, fused_opt = _train(KahanAdamW, torch.bfloat16, grads)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # one graph for every step
+        fused, fused_opt = _train(KahanAdamW, torch.bfloat16, grads)
     assert fused_opt._compiled_update is not None and fused_opt.update is None  # compiled, no fallback
     # one fused kernel may contract a multiply-add the eager ops round twice: equal up to float32 rounding
     effective = [p.detach().float() + opt.state[p]["compensation"].float()
@@ -202,7 +203,10 @@ def test_on_cuda_the_default_and_the_compiled_update_step_as_the_eager_ops(updat
         return p, opt
 
     eager, eager_opt = train("eager")
-    fused, fused_opt = train(update)
+    # one graph for all 20 steps: a recompile (the step size changes every step) raises, and the
+    # optimizer falls back to the eager ops, which the next line catches
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        fused, fused_opt = train(update)
     assert fused_opt.update == update and fused_opt.update_for(fused) == (update or "triton")  # no fallback
     # a weight rounded to the neighbouring bf16 value moves one step into the compensation, which
     # rounds at 2^-9 of it (tests/kernels/test_triton_kahan_adamw.py has the kernel's own tests)
