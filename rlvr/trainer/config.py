@@ -71,6 +71,11 @@ class GRPOConfig:
     """Clip the global gradient norm to this; 0 = no clipping (the norm is still logged)."""
     micro_batch_size: int = 0
     """Sequences per forward/backward pass (gradient accumulation); 0 = the whole local batch."""
+    micro_batch_tokens: int = 0
+    """Tokens per forward/backward pass instead (verl's dynamic batch size): the rows longest first,
+    grouped while rows x (longest prompt + longest completion) -- with packing, their real tokens --
+    stay within this; a longer row runs alone. 0 = by micro_batch_size. Memory follows the lengths
+    sampled rather than the cap; the same update either way."""
     num_iterations: int = 1
     """mu: optimizer updates per batch of rollouts; > 1 computes old log-probs and clips the ratio."""
     packing: bool = False
@@ -138,11 +143,14 @@ class GRPOConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        nonneg = ("micro_batch_size", "save_every", "keep_last", "sample_every", "warmup_steps",
+        nonneg = ("micro_batch_size", "micro_batch_tokens", "save_every", "keep_last", "sample_every", "warmup_steps",
                   "num_samples", "weight_decay", "max_grad_norm", "beta", "packing_row_tokens")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.micro_batch_size and self.micro_batch_tokens:
+            raise ValueError(f"set micro_batch_size ({self.micro_batch_size}) or micro_batch_tokens "
+                             f"({self.micro_batch_tokens}), not both")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (the group is the baseline), got {self.num_generations}")
         if self.learning_rate <= 0:
@@ -190,6 +198,7 @@ class GRPOConfig:
 
 
 def check_max_prompt_length(value: int | None) -> None:
-    """The prompt cap of the grpo, eval and rejection_sampling stages: None (the context minus max_new_tokens) or >= 1."""
+    """The prompt cap of the grpo, eval and rejection_sampling stages: None (the context minus
+    max_new_tokens) or >= 1."""
     if value is not None and value < 1:
         raise ValueError(f"max_prompt_length must be >= 1 (or None: the context minus max_new_tokens), got {value}")

@@ -34,6 +34,7 @@ from rlvr.rewards import RewardOutput, compute_rewards
 from rlvr.rollout import SamplingParams, make_engine
 from rlvr.rollout.base import eval_mode
 from rlvr.trainer.batch import Samples, TrainBatch, build_train_batch, completion_hidden, output_weight, sdpa_backends
+from rlvr.trainer import micro_batches as micro
 from rlvr.trainer.checkpoint import Checkpointer, TrainerState
 from rlvr.trainer import distributed
 from rlvr.trainer.config import GRPOConfig
@@ -375,11 +376,12 @@ def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
         yield
     except torch.OutOfMemoryError as e:
         rows, width = batch.targets.shape[0], batch.input_ids.shape[1]
-        mb = cfg.micro_batch_size or rows
+        split = (f"micro-batches of at most {cfg.micro_batch_tokens} tokens" if cfg.micro_batch_tokens else
+                 f"{cfg.micro_batch_size or rows} of {rows} sequences x {width} tokens per forward")
         raise torch.OutOfMemoryError(
-            f"out of memory in the GRPO update, {mb} of {rows} sequences x {width} tokens per forward: set "
-            f"the GRPO stage's micro_batch_size lower (gradient accumulation, the same update) or the model's "
-            f"gradient_checkpointing: true (activations recomputed in the backward). {str(e).splitlines()[0] if str(e) else ''}") from e
+            f"out of memory in the GRPO update, {split}: set the GRPO stage's micro_batch_size or micro_batch_tokens "
+            f"lower (gradient accumulation, the same update) or the model's gradient_checkpointing: true "
+            f"(activations recomputed in the backward). {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, normalizer, weight,
@@ -389,21 +391,18 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
 
     acc, model, optimizer = t.acc, t.model, t.optimizer
     model.train()
-    n = batch.targets.shape[0]
-    mb = cfg.micro_batch_size or n
-    starts = list(range(0, n, mb))
+    groups = _micro_batches(batch, cfg, acc)
     loss_sum, metrics = 0.0, _LossMetrics()
-    for j, s in enumerate(starts):
-        rows = slice(s, s + mb)
-        part = batch.rows(rows)
+    for j, mb in enumerate(groups):
+        part = micro.part(batch, mb)
         # gradient all-reduce only on the last micro-batch (identical count on every process)
-        sync = distributed.accumulation(acc, model, last=j == len(starts) - 1)
+        sync = distributed.accumulation(acc, model, last=j == len(groups) - 1)
         with sync, acc.autocast(), contextlib.ExitStack() as after_forward:
             hidden = _hidden(model, part, cfg)
             w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
             loss, m = fused_policy_loss(
-                _temper(hidden, cfg), w, part.targets, part.mask, advantages[rows],
-                None if old_logp is None else old_logp[rows], None if ref_logp is None else ref_logp[rows],
+                _temper(hidden, cfg), w, part.targets, part.mask, advantages[mb.rows],
+                micro.columns(old_logp, mb), micro.columns(ref_logp, mb),
                 loss_type=cfg.loss_type, config=t.loss, normalizer=normalizer, backend=cfg.kernels)
             acc.backward(loss)
         loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
@@ -425,7 +424,8 @@ def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, nor
     with warnings.catch_warnings():  # a skipped update still advances the schedule (step count = time)
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         t.scheduler.step()
-    return {**metrics.reduce(acc), "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0}
+    return {**metrics.reduce(acc), "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0,
+            "update/micro_batches": float(len(groups))}
 
 
 class _LossMetrics:
@@ -516,18 +516,22 @@ def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
 
 
 def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logprobs) -> torch.Tensor:
-    """(N, T) log-probs of the completion tokens under `model`, no grad, in micro-batches."""
-    mb = cfg.micro_batch_size or batch.targets.shape[0]
-    out = []
-    for s in range(0, batch.targets.shape[0], mb):
-        part = batch.rows(slice(s, s + mb))
+    """(N, T) log-probs of the completion tokens under `model`, no grad, in micro-batches (zeros
+    past each micro-batch's longest completion)."""
+    out = torch.zeros(batch.targets.shape, dtype=torch.float32, device=batch.targets.device)
+    for mb in _micro_batches(batch, cfg, acc):
+        part = micro.part(batch, mb)
         with acc.autocast(), contextlib.ExitStack() as after_forward:
             hidden = _hidden(model, part, cfg)
             w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
             logp, _ = token_logprobs(_temper(hidden, cfg), w, part.targets, mask=part.mask,
                                      backend=cfg.kernels)
-        out.append(logp.float())
-    return torch.cat(out)
+        out[mb.rows, :mb.completion_width] = logp.float()
+    return out
+
+
+def _micro_batches(batch: TrainBatch, cfg: GRPOConfig, acc) -> list[micro.MicroBatch]:
+    return micro.micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens, cfg.packing, acc)
 
 
 def _reference_logprobs(t: _Training, batch: TrainBatch, cfg: GRPOConfig, token_logprobs) -> torch.Tensor:

@@ -132,3 +132,19 @@ def test_two_cpu_processes_train_bf16_mixed_with_float32_masters(tmp_path, preci
     assert found["step-00000002-rank-0"] != found["1-grpo-rank-0"], "training did not move the parameters"
     with safe_open(str(out / "1-grpo" / "model" / "model.safetensors"), "pt") as f:
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {saved}
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_stay_in_sync_under_a_token_budget(tmp_path):
+    """GRPO with `micro_batch_tokens` under DDP: each process groups its own rows by length, both run
+    the larger count of micro-batches, and their parameters agree at every save."""
+    grpo = {k: v for k, v in RECIPE["stages"][1].items() if k != "micro_batch_size"}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "stages": [RECIPE["stages"][0], {**grpo, "micro_batch_tokens": 30}]}))
+    out, digests = tmp_path / "run", tmp_path / "digests"
+    _launch(recipe, out, digests)
+    found = _digests(digests)
+    for owner in ("step-00000002", "step-00000004", "1-grpo"):
+        assert found[f"{owner}-rank-0"] == found[f"{owner}-rank-1"], f"{owner}: processes diverged"
+    rows = [json.loads(line) for line in (out / "1-grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["update/micro_batches"] >= 2 for r in rows), [r["update/micro_batches"] for r in rows]

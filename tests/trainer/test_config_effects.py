@@ -35,6 +35,26 @@ def test_micro_batches_give_the_same_gradient_as_one_batch(tmp_path):
     assert whole[0]["grad_norm"] > 0
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_a_token_budget_gives_the_same_update_as_one_batch(tmp_path, packing):
+    # stop strings give completions of different lengths; two updates per rollout and a KL term make
+    # the old and reference log-probs go through the micro-batches too
+    settings = dict(steps=1, stop=["1", "2", "3", "a", "e"], num_iterations=2, beta=0.1, packing=packing)
+    _, _, whole = train(tmp_path, "whole", **settings)
+    _, _, budget = train(tmp_path, "budget", micro_batch_tokens=40, **settings)
+    assert whole[0]["completions/mean_length"] < 5.5, "the stop strings must vary the lengths"
+    assert whole[0]["update/micro_batches"] == 1 and budget[0]["update/micro_batches"] >= 3
+    for key in ("loss/total", "grad_norm", "loss/policy", "loss/kl", "entropy/mean"):
+        assert budget[0][key] == pytest.approx(whole[0][key], rel=1e-5, abs=1e-7), key
+
+
+def test_micro_batch_size_and_tokens_are_one_or_the_other():
+    with pytest.raises(ValueError, match=r"set micro_batch_size \(4\) or micro_batch_tokens \(64\), not both"):
+        small_config(micro_batch_size=4, micro_batch_tokens=64)
+    with pytest.raises(ValueError, match="micro_batch_tokens must be >= 0"):
+        small_config(micro_batch_tokens=-1)
+
+
 def test_loss_type_advantage_and_stop_change_the_update(tmp_path):
     # stop strings give completions of different lengths, where per-sequence and token means differ
     stop = ["1", "2", "3", "a", "e"]
