@@ -11,7 +11,7 @@ Time: one update with CUDA events, median of `--reps` after a warm-up update; pe
 the model and optimizer state; the two paths' losses on the same batch, which must agree.
 
     python benchmarks/bench_update_packing.py [--shape 1.5b] [--n 64] [--prompt-len 128]
-        [--new-tokens 512] [--reps 5] [--out FILE]
+        [--new-tokens 512] [--reps 5] [--micro-batch-size 16] [--out FILE]
     python benchmarks/bench_update_packing.py --device cpu --shape tiny --n 8 --prompt-len 8 --new-tokens 32
 """
 from __future__ import annotations
@@ -44,37 +44,48 @@ def variable_batch(lengths: list[int], prompt_len: int, vocab: int, device: str)
                       comp.float().to(device), prompt_len)
 
 
-def update(model, optimizer, batch, advantages, packed: bool, new_tokens: int) -> float:
-    """One update of the trainer's shape: hidden states (padded or packed), fused loss, backward,
-    clipping, AdamW. Returns the loss."""
+def update(model, optimizer, batch, advantages, packed: bool, new_tokens: int,
+           split: tuple[int, int] = (0, 0)) -> float:
+    """One update of the trainer's shape: hidden states (padded or packed), fused loss, backward
+    (accumulated over the micro-batches `split` = (micro_batch_size, micro_batch_tokens) makes, as
+    the trainer splits them; (0, 0): the whole batch at once), clipping, AdamW. Returns the loss."""
+    from rlvr.algorithms.losses import LossNormalizer
     from rlvr.kernels import fused_policy_loss
+    from rlvr.trainer import micro_batches as micro
     from rlvr.trainer.batch import completion_hidden, output_weight
     from rlvr.trainer.packing import packed_completion_hidden
 
-    hidden = packed_completion_hidden(model, batch) if packed else completion_hidden(model, batch)
-    loss, _ = fused_policy_loss(hidden, output_weight(model), batch.targets, batch.mask, advantages, None, None,
-                                loss_type="dapo", epsilon_low=0.2, epsilon_high=0.2, beta=0.0, kl_type="k3",
-                                normalizer=None, max_completion_length=new_tokens, backend="auto")
-    loss.backward()
+    tokens = float(batch.mask.sum().item())
+    normalizer = LossNormalizer(num_sequences=batch.targets.shape[0], num_tokens=tokens, num_local_tokens=tokens)
+    total = 0.0
+    for mb in micro.micro_batches(batch, *split, packing=packed):
+        part = micro.part(batch, mb)
+        hidden = packed_completion_hidden(model, part) if packed else completion_hidden(model, part)
+        loss, _ = fused_policy_loss(hidden, output_weight(model), part.targets, part.mask, advantages[mb.rows],
+                                    None, None, loss_type="dapo", epsilon_low=0.2, epsilon_high=0.2, beta=0.0,
+                                    kl_type="k3", normalizer=normalizer, max_completion_length=new_tokens,
+                                    backend="auto")
+        loss.backward()
+        total += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return total
 
 
-def measure(name: str, model, batch, advantages, packed: bool, args) -> tuple[Row, float]:
+def measure(name: str, model, batch, advantages, packed: bool, args, split=(0, 0)) -> tuple[Row, float]:
     """Row of update ms (peak GiB above the resting state) and the first update's loss. The
     optimizer has lr 0: every timed update sees the same weights, so both paths' losses compare."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=args.device == "cuda" or None)
     losses = []
     try:
-        losses.append(update(model, optimizer, batch, advantages, packed, args.new_tokens))  # warm-up
+        losses.append(update(model, optimizer, batch, advantages, packed, args.new_tokens, split))  # warm-up
         if args.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() if args.device == "cuda" else 0
         times = host_time_s(lambda: losses.append(update(model, optimizer, batch, advantages, packed,
-                                                         args.new_tokens)), args.reps)
+                                                         args.new_tokens, split)), args.reps)
     except Exception as e:  # a path that fails is a row with a reason
         return Row(name, None, "ms", note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"), float("nan")
     peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if args.device == "cuda" else None
@@ -82,6 +93,23 @@ def measure(name: str, model, batch, advantages, packed: bool, args) -> tuple[Ro
     row = Row(name, median(ms), "ms", peak_gib=peak, samples=ms)
     print(f"{name}: {row.value:.1f} ms ({[round(x) for x in ms]}), loss {losses[0]:.6f}", flush=True)
     return row, losses[0]
+
+
+def micro_batched(model, batch, advantages, args, loss_whole: float) -> tuple[list[Row], dict[str, float]]:
+    """The update in micro-batches of --micro-batch-size rows, against a token budget that holds as
+    many rows at full length: the same memory bound for the worst case. Rows and their losses."""
+    size = args.micro_batch_size
+    if not size:
+        return [], {}
+    budget = size * (args.prompt_len + args.new_tokens)
+    rows, losses = [], {}
+    for name, packed, split in ((f"padded, micro_batch_size {size}", False, (size, 0)),
+                                (f"padded, micro_batch_tokens {budget}", False, (0, budget)),
+                                (f"packed, micro_batch_tokens {budget}", True, (0, budget))):
+        row, losses[name] = measure(name, model, batch, advantages, packed, args, split)
+        row.note = f"loss - whole batch's {losses[name] - loss_whole:+.1e}"
+        rows.append(row)
+    return rows, losses
 
 
 def main(argv=None) -> int:
@@ -92,6 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=512, help="completion cap")
     p.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma of the completion lengths")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--micro-batch-size", type=int, default=0,
+                   help="also time the variable workload in micro-batches of this many rows, against micro-batches "
+                        "of as many tokens as these rows take at full length (micro_batch_tokens), padded and packed")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run (--shape tiny)")
     p.add_argument("--out", default=out_path("bench_update_packing.json"))
     args = p.parse_args(argv)
@@ -113,13 +144,16 @@ def main(argv=None) -> int:
         padded.note = f"{padded_tokens:,} tokens in the forward ({real / padded_tokens:.0%} real)"
         packed.note = f"{real:,} tokens in the forward; loss - padded's {loss_packed - loss_padded:+.1e}"
         rows += [padded, packed]
+        split_rows, split_losses = (micro_batched(model, batch, advantages, args, loss_padded)
+                                    if workload == "variable" else ([], {}))
+        rows += split_rows
         s = sorted(lens)
         extra[workload] = {"lengths_median": s[len(s) // 2], "lengths_mean": sum(s) / len(s), "lengths_max": s[-1],
                            "real_tokens": real, "padded_tokens": padded_tokens,
-                           "loss_padded": loss_padded, "loss_packed": loss_packed}
+                           "loss_padded": loss_padded, "loss_packed": loss_packed, "loss_micro_batched": split_losses}
         title = (f"GRPO update, {shape_label(args.shape)}, {args.n} x ({args.prompt_len} + {workload} completions, "
                  f"cap {args.new_tokens}; median {s[len(s) // 2]}, mean {sum(s) / len(s):.0f})")
-        print_table(title, [padded, packed], baseline=padded.name)
+        print_table(title, [padded, packed, *split_rows], baseline=padded.name)
     save(args.out, "GRPO update: padded against packed rows", rows,
          {"shape": args.shape, "n": args.n, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
           "sigma": args.sigma, **extra})

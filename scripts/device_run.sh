@@ -35,7 +35,8 @@
 #   base:PART (PART run from ./ab_base, an earlier tree unpacked beside this one by `scripts/make_ab_base.sh REV`,
 #   which stamps it; refused when the stamp is missing or differs from BASE_COMMIT; records in $OUT/base)
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
-#   completion lengths, 1.5b shape, 64 x (128 + up to 512); $OUT/bench_update_packing.json)
+#   completion lengths, 1.5b shape, 64 x (128 + up to 512); PACKING_ARGS adds options, e.g. --micro-batch-size 16:
+#   16-row micro-batches against micro_batch_tokens of 16 full-length rows; $OUT/bench_update_packing.json)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against

@@ -82,10 +82,6 @@ class TrainBatch:
     prompt_width: int
     """P."""
 
-    def rows(self, sl: slice) -> "TrainBatch":
-        return TrainBatch(self.input_ids[sl], self.attention_mask[sl], self.position_ids[sl],
-                          self.targets[sl], self.mask[sl], self.prompt_width)
-
 
 def build_train_batch(samples: Samples, pad_id: int, device, mask_truncated: bool) -> TrainBatch:
     n = len(samples)

@@ -27,11 +27,15 @@ def test_padded_and_packed_updates_agree_and_packing_forwards_only_real_tokens(t
     out = tmp_path / "packing.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_update_packing.py"), "--device", "cpu",
                            "--shape", "tiny", "--n", "8", "--prompt-len", "8", "--new-tokens", "32", "--reps", "1",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--micro-batch-size", "2", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     record = json.loads(out.read_text())
-    assert [r["name"] for r in record["rows"]] == ["variable: padded rows", "variable: packed rows",
+    split = ["padded, micro_batch_size 2", "padded, micro_batch_tokens 80", "packed, micro_batch_tokens 80"]
+    assert [r["name"] for r in record["rows"]] == ["variable: padded rows", "variable: packed rows", *split,
                                                   "fixed: padded rows", "fixed: packed rows"]
+    for name in split:  # accumulated over micro-batches: the whole batch's loss
+        assert abs(record["variable"]["loss_micro_batched"][name] - record["variable"]["loss_padded"]) < 1e-5
     assert all(r["value"] > 0 for r in record["rows"])
     for workload in ("variable", "fixed"):
         facts = record[workload]
