@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_rollout import end_lengths  # noqa: E402
+from rlvr.trainer import micro_batches as micro  # noqa: E402
 from benchmarks.common import (SHAPES, Row, build_model, host_time_s, median, out_path, print_table,  # noqa: E402
                                save, shape_label)
 
@@ -95,6 +96,14 @@ def measure(name: str, model, batch, advantages, packed: bool, args, split=(0, 0
     return row, losses[0]
 
 
+def forward_tokens(batch, split: tuple[int, int], packed: bool) -> int:
+    """Tokens the update's forwards hold: each micro-batch's rows x its width, or its real tokens packed."""
+    if packed:
+        return int(batch.attention_mask.sum())
+    return sum(batch.targets[mb.rows].shape[0] * (mb.prompt_width + mb.completion_width)
+               for mb in micro.micro_batches(batch, *split, packing=False))
+
+
 def micro_batched(model, batch, advantages, args, loss_whole: float) -> tuple[list[Row], dict[str, float]]:
     """The update in micro-batches of --micro-batch-size rows, against a token budget that holds as
     many rows at full length: the same memory bound for the worst case. Rows and their losses."""
@@ -107,7 +116,9 @@ def micro_batched(model, batch, advantages, args, loss_whole: float) -> tuple[li
                                 (f"padded, micro_batch_tokens {budget}", False, (0, budget)),
                                 (f"packed, micro_batch_tokens {budget}", True, (0, budget))):
         row, losses[name] = measure(name, model, batch, advantages, packed, args, split)
-        row.note = f"loss - whole batch's {losses[name] - loss_whole:+.1e}"
+        row.note = (f"{len(micro.micro_batches(batch, *split, packing=packed))} micro-batches, "
+                    f"{forward_tokens(batch, split, packed):,} tokens in the forwards; "
+                    f"loss - whole batch's {losses[name] - loss_whole:+.1e}")
         rows.append(row)
     return rows, losses
 
