@@ -97,7 +97,6 @@ class KahanAdamW(torch.optim.Optimizer):
         tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]] + ([comp] if comp is not None else [])
         settings = dict(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=lr / (1 - beta1 ** step),
                         root_correction=(1 - beta2 ** step) ** 0.5, decay=1 - lr * group["weight_decay"])
-        settings["decay_minus_one"] = settings["decay"] - 1  # in double, as the eager ops form it
         if self.update_for(p) == "triton" and self._fused(_triton_update, tensors, settings):
             return
         for chunk in zip(*(t.view(-1).split(CHUNK) for t in tensors)):
@@ -153,15 +152,16 @@ def _triton_usable_on(device_type: str) -> bool:
     return _triton_usable(torch.device(device_type), "triton_kahan_adamw")
 
 
-def _triton_update(*tensors, decay_minus_one, **settings) -> None:
+def _triton_update(*tensors, **settings) -> None:
     from rlvr.kernels.triton_kahan_adamw import kahan_adamw_update  # imports triton: CUDA only
-    kahan_adamw_update(*tensors, **settings)  # forms decay - 1 itself, in double as here
+    kahan_adamw_update(*tensors, **settings)
 
 
 def _update(p, grad, exp_avg, exp_avg_sq, comp=None, *, beta1, beta2, eps, step_size, root_correction, decay,
-            decay_minus_one):
+            decay_minus_one=None):
     """One AdamW update of a flat chunk; with `comp`, Kahan-compensated rounding into `p`. The
-    per-step settings are floats (eager) or 0-d float32 tensors (compiled: `_as_inputs`)."""
+    per-step settings are floats (eager) or 0-d float32 tensors (compiled: `_as_inputs`, which also
+    passes decay - 1 formed in double: float32 would round 1 - lr * weight_decay to 1)."""
     g = grad.float()
     exp_avg.lerp_(g, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -171,7 +171,8 @@ def _update(p, grad, exp_avg, exp_avg_sq, comp=None, *, beta1, beta2, eps, step_
         return
     old = p.float()
     # the update in float32 plus what earlier roundings dropped; p takes the nearest bf16 value
-    delta = _add_scaled_quotient_(old * decay_minus_one, exp_avg, denom, step_size).add_(comp)
+    shrink = decay - 1 if decay_minus_one is None else decay_minus_one
+    delta = _add_scaled_quotient_(old * shrink, exp_avg, denom, step_size).add_(comp)
     p.copy_(old + delta)
     comp.copy_(delta - (p.float() - old))  # what this rounding dropped, kept for the next step
 
@@ -188,8 +189,9 @@ def _as_inputs(settings: dict, device: torch.device) -> dict:
     """The settings that change with the step as 0-d float32 tensors: a compiled update reads them
     as inputs. As floats, dynamo guards on their values (on CUDA: addcdiv's `value` must be a
     number), so every step recompiled until the recompile limit left the eager ops running."""
-    per_step = ("step_size", "root_correction", "decay", "decay_minus_one")
-    return {k: torch.tensor(v, dtype=torch.float32, device=device) if k in per_step else v for k, v in settings.items()}
+    per_step = dict(settings, decay_minus_one=settings["decay"] - 1)
+    keys = ("step_size", "root_correction", "decay", "decay_minus_one")
+    return {k: torch.tensor(v, dtype=torch.float32, device=device) if k in keys else v for k, v in per_step.items()}
 
 
 def make_optimizer(params: list, precision: str, *, lr: float, weight_decay: float,
