@@ -52,7 +52,6 @@ def update(model, optimizer, batch, advantages, packed: bool, new_tokens: int,
     the trainer splits them; (0, 0): the whole batch at once), clipping, AdamW. Returns the loss."""
     from rlvr.algorithms.losses import LossNormalizer
     from rlvr.kernels import fused_policy_loss
-    from rlvr.trainer import micro_batches as micro
     from rlvr.trainer.batch import completion_hidden, output_weight
     from rlvr.trainer.packing import packed_completion_hidden
 

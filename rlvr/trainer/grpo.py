@@ -351,17 +351,19 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
     acc, model = t.acc, t.model
     normalizer = _normalizer(acc, batch, cfg)
     weight = output_weight(acc.unwrap_model(model))
+    # one plan for every pass over this batch (it syncs with the host, and across processes under a token budget)
+    groups = micro.micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens, cfg.packing, acc)
     old_logp = ref_logp = None
     # eval mode: the engine sampled without dropout, so the ratio's denominator is scored without it
     with torch.no_grad(), eval_mode(model):
         if cfg.num_iterations > 1:  # the ratio's denominator: the policy that sampled
-            old_logp = _logprobs(model, batch, weight, cfg, acc, token_logprobs)
+            old_logp = _logprobs(model, batch, groups, weight, cfg, acc, token_logprobs)
         if cfg.beta > 0:
-            ref_logp = _reference_logprobs(t, batch, cfg, token_logprobs)
+            ref_logp = _reference_logprobs(t, batch, groups, cfg, token_logprobs)
     totals: dict[str, list[float]] = {}
     for _ in range(cfg.num_iterations):
         with _memory_hint(batch, cfg):
-            m = _update(t, batch, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
+            m = _update(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
         for k, v in m.items():
             totals.setdefault(k, []).append(v)
     return {k: sum(v) / len(v) for k, v in totals.items()}
@@ -384,14 +386,13 @@ def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
             f"(activations recomputed in the backward). {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def _update(t: _Training, batch: TrainBatch, advantages, old_logp, ref_logp, normalizer, weight,
-            cfg: GRPOConfig, state: TrainerState) -> dict[str, float]:
-    """One optimizer update: accumulate gradients over micro-batches, clip, step (or skip)."""
+def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp, ref_logp,
+            normalizer, weight, cfg: GRPOConfig, state: TrainerState) -> dict[str, float]:
+    """One optimizer update: accumulate gradients over the micro-batches `groups`, clip, step (or skip)."""
     from rlvr.kernels import fused_policy_loss
 
     acc, model, optimizer = t.acc, t.model, t.optimizer
     model.train()
-    groups = _micro_batches(batch, cfg, acc)
     loss_sum, metrics = 0.0, _LossMetrics()
     for j, mb in enumerate(groups):
         part = micro.part(batch, mb)
@@ -515,11 +516,12 @@ def _temper(hidden: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
     return hidden / tau if tau > 0 else hidden
 
 
-def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logprobs) -> torch.Tensor:
-    """(N, T) log-probs of the completion tokens under `model`, no grad, in micro-batches (zeros
-    past each micro-batch's longest completion)."""
+def _logprobs(model, batch: TrainBatch, groups: list[micro.MicroBatch], weight, cfg: GRPOConfig, acc,
+              token_logprobs) -> torch.Tensor:
+    """(N, T) log-probs of the completion tokens under `model`, no grad, in the micro-batches
+    `groups` (zeros past each micro-batch's longest completion)."""
     out = torch.zeros(batch.targets.shape, dtype=torch.float32, device=batch.targets.device)
-    for mb in _micro_batches(batch, cfg, acc):
+    for mb in groups:
         part = micro.part(batch, mb)
         with acc.autocast(), contextlib.ExitStack() as after_forward:
             hidden = _hidden(model, part, cfg)
@@ -530,16 +532,13 @@ def _logprobs(model, batch: TrainBatch, weight, cfg: GRPOConfig, acc, token_logp
     return out
 
 
-def _micro_batches(batch: TrainBatch, cfg: GRPOConfig, acc) -> list[micro.MicroBatch]:
-    return micro.micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens, cfg.packing, acc)
-
-
-def _reference_logprobs(t: _Training, batch: TrainBatch, cfg: GRPOConfig, token_logprobs) -> torch.Tensor:
+def _reference_logprobs(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], cfg: GRPOConfig,
+                        token_logprobs) -> torch.Tensor:
     if t.ref_model is not None:
-        return _logprobs(t.ref_model, batch, output_weight(t.ref_model), cfg, t.acc, token_logprobs)
+        return _logprobs(t.ref_model, batch, groups, output_weight(t.ref_model), cfg, t.acc, token_logprobs)
     unwrapped = t.acc.unwrap_model(t.model)  # LoRA: the base model is the reference
     with unwrapped.disable_adapter():
-        return _logprobs(unwrapped, batch, output_weight(unwrapped), cfg, t.acc, token_logprobs)
+        return _logprobs(unwrapped, batch, groups, output_weight(unwrapped), cfg, t.acc, token_logprobs)
 
 
 __all__ = ["GRPOConfig", "Interrupted", "NonFiniteError", "run_grpo"]
