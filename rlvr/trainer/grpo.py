@@ -379,7 +379,7 @@ def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
     except torch.OutOfMemoryError as e:
         rows, width = batch.targets.shape[0], batch.input_ids.shape[1]
         split = (f"micro-batches of at most {cfg.micro_batch_tokens} tokens" if cfg.micro_batch_tokens else
-                 f"{cfg.micro_batch_size or rows} of {rows} sequences x {width} tokens per forward")
+                 f"{cfg.micro_batch_size or rows} of {rows} sequences x up to {width} tokens per forward")
         raise torch.OutOfMemoryError(
             f"out of memory in the GRPO update, {split}: set the GRPO stage's micro_batch_size or micro_batch_tokens "
             f"lower (gradient accumulation, the same update) or the model's gradient_checkpointing: true "
