@@ -37,6 +37,8 @@
 #   update_packing (bench_update_packing.py: the GRPO update on padded against packed rows, variable and fixed
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); PACKING_ARGS adds options, e.g. --micro-batch-size 16:
 #   16-row micro-batches against micro_batch_tokens of 16 full-length rows; $OUT/bench_update_packing.json)
+#   grpo_memory (grpo_memory.py: peak memory of a GRPO step at the SmolLM2 R1 recipes' shape, LoRA, math attention,
+#   the whole batch against micro_batch_tokens 16384; GRPO_MEMORY_ARGS adds options; $OUT/grpo_memory.json)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against
@@ -206,6 +208,8 @@ for part in "$@"; do
             fi
             (cd ab_base && OUT="$OUT/base" RLVR_COMMIT="$stamp" bash scripts/device_run.sh "${part#base:}") ;;
     perf16_rollout) perf16_rollout ;;
+    grpo_memory) timeout ${GRPO_MEMORY_TIMEOUT:-400} python3 benchmarks/grpo_memory.py ${GRPO_MEMORY_ARGS:-} 2>&1 \
+                   | tee "$OUT/grpo_memory.log"; cp runs/grpo_memory/*.log "$OUT/" 2>/dev/null ;;
     update_packing) timeout ${PACKING_TIMEOUT:-200} python3 benchmarks/bench_update_packing.py ${PACKING_ARGS:-} 2>&1 \
                       | tee "$OUT/update_packing.log" ;;
     tune_attention) timeout ${TUNE_TIMEOUT:-330} python3 benchmarks/tune_decode_attention.py --rollout ${TUNE_ARGS:-} 2>&1 \

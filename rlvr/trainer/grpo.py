@@ -77,6 +77,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
     with catch_stop_signals() as caught:  # SIGTERM/SIGINT: finish the step, save, stop
         for step in range(state.step + 1, cfg.steps + 1):
             t_start = time.perf_counter()
+            _reset_peak_memory(acc)
             # rollout -> verify -> rewards (with dynamic sampling: more rounds until the batch is full)
             samples, sampled_metrics, times = collect_samples(t, task, cfg, reward_fn)
             sampled_metrics.update(t.prompts.take_metrics(acc))  # prompts/truncated
@@ -88,7 +89,7 @@ def run_grpo(policy, task, cfg: GRPOConfig, output_dir, resume=None, accelerator
                 batch = build_train_batch(samples, t.pad_id, acc.device, cfg.mask_truncated_completions)
                 train_metrics = train_on_batch(t, batch, advantages.to(acc.device), cfg, state)
             times["time/step"] = time.perf_counter() - t_start
-            times = _reduce_times(acc, times)
+            times = _reduce_times(acc, times, _peak_memory_gib(acc))
 
             state.step = step
             state.metrics = {**sampled_metrics, **adv_metrics, **train_metrics, **times,
@@ -281,15 +282,28 @@ def _agreed_signal(acc, caught: dict) -> int:
     return int(signum)
 
 
-def _reduce_times(acc, times: dict[str, float]) -> dict[str, float]:
+def _reduce_times(acc, times: dict[str, float], peak_gib: float | None = None) -> dict[str, float]:
     """Each phase's time on the slowest process, in one gather. `time/other` (drawing, templating
     and tokenising prompts; the rest of the step outside the timed phases) is this process's
     remainder before the reduction. `time/generate_min`, the fastest process's generation, shows
-    a straggler: the others wait for it in `time/sync`."""
+    a straggler: the others wait for it in `time/sync`. `peak_gib` rides the same gather: the
+    step's peak GPU memory on the fullest process (`memory/peak_gib`), what an out-of-memory
+    error would be about."""
     phases = sum(v for k, v in times.items() if k != "time/step")
     times = {**times, "time/other": max(times["time/step"] - phases, 0.0)}
-    values = reduce_max(acc, list(times.values()) + [-times["time/generate"]])
-    return {**dict(zip(times, values)), "time/generate_min": -values[-1]}
+    values = reduce_max(acc, list(times.values()) + [-times["time/generate"], peak_gib or 0.0])
+    reduced = {**dict(zip(times, values)), "time/generate_min": -values[-2]}
+    return reduced if peak_gib is None else {**reduced, "memory/peak_gib": values[-1]}
+
+
+def _reset_peak_memory(acc) -> None:
+    if acc.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(acc.device)
+
+
+def _peak_memory_gib(acc) -> float | None:
+    """Most GPU memory torch held allocated since the step began (generation, log-probs, update)."""
+    return torch.cuda.max_memory_allocated(acc.device) / 2**30 if acc.device.type == "cuda" else None
 
 
 def _draw_prompts(task, global_b: int, acc) -> list:

@@ -1,0 +1,91 @@
+"""Peak GPU memory of a GRPO step at the SmolLM2-135M R1 recipes' shape, with and without
+`micro_batch_tokens`: what the recipes' setting buys on an 80 GB card.
+
+The recipes' GRPO stages run 32 prompts x 8 samples, 192 new tokens after prompts of up to about 110
+tokens, LoRA r16 on every linear layer, and attention on torch's math SDPA kernel, which keeps each
+layer's float32 scores (rows x heads x width^2) for the backward. Here the same step runs on a
+SmolLM2-135M-shaped Llama built in code (hidden 576, 30 layers, 9 heads, MLP 1536; random weights,
+character tokenizer) on 2-digit additions with 288 new tokens, so the longest rows reach about the same
+303-token width. Each setting is one `rlvr run` of a one-stage recipe; the trainer's
+`memory/peak_gib` (peak allocated over a step) and the step time are read from its metrics.
+
+    python benchmarks/grpo_memory.py [--budgets 0,16384] [--steps 3] [--lora/--no-lora] [--work runs/grpo_memory]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Row, out_path, print_table, save  # noqa: E402
+
+RECIPE = """\
+name: grpo-memory
+seed: 0
+model:
+  name_or_path: tiny
+  tiny: {{architecture: llama, hidden_size: 576, num_layers: 30, num_heads: 9, intermediate_size: 1536,
+         max_position_embeddings: 512}}
+{lora}task: {{name: arithmetic, difficulty: 2, options: {{ops: ["+"]}}}}
+template: plain
+stages:
+  - type: grpo
+    name: grpo
+    steps: {steps}
+    prompts_per_step: 32
+    num_generations: 8
+    max_new_tokens: 288
+    learning_rate: 1.0e-5
+    loss_type: dapo
+    attention_backends: [math]
+    micro_batch_tokens: {budget}
+    report_to: none
+"""
+LORA = "  lora: {r: 16, alpha: 32, dropout: 0.0, target_modules: all-linear}\n"
+
+
+def run(budget: int, args) -> Row:
+    folder = Path(args.work) / f"budget{budget}"
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder.parent / f"budget{budget}.yaml"
+    recipe.write_text(RECIPE.format(steps=args.steps, budget=budget, lora=LORA if args.lora else ""))
+    log = folder.parent / f"budget{budget}.log"
+    with log.open("w") as f:
+        done = subprocess.run([sys.executable, "-m", "rlvr.cli", "run", str(recipe), "--output-dir", str(folder)],
+                              stdout=f, stderr=subprocess.STDOUT)
+    name = f"micro_batch_tokens {budget}" if budget else "whole batch (micro_batch_tokens 0)"
+    steps = [json.loads(line) for line in (folder / "metrics.jsonl").open()] if (folder / "metrics.jsonl").is_file() \
+        else []
+    steps = [s for s in steps if "memory/peak_gib" in s]
+    if done.returncode != 0:
+        last = [line for line in log.read_text().splitlines() if "Error" in line][-1:] or ["see the log"]
+        return Row(name, None, "GiB", note=f"exit {done.returncode} after {len(steps)} steps: {last[0][:200]}")
+    peaks = [s["memory/peak_gib"] for s in steps]
+    note = (f"{len(steps)} steps; widest completion {max(s['completions/max_length'] for s in steps):.0f} tokens; "
+            f"step {min(s['time/step'] for s in steps[1:] or steps):.2f} s (fastest after the first); "
+            f"update passes {steps[-1].get('update/micro_batches', 1):.0f}")
+    print(f"{name}: peak {max(peaks):.1f} GiB per step {[round(p, 1) for p in peaks]}; {note}", flush=True)
+    return Row(name, max(peaks), "GiB", samples=peaks, note=note)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", default="0,16384", help="micro_batch_tokens settings to run (0: the whole batch)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--work", default="runs/grpo_memory")
+    p.add_argument("--out", default=out_path("grpo_memory.json"))
+    args = p.parse_args(argv)
+    rows = [run(int(b), args) for b in args.budgets.split(",")]
+    print_table("GRPO step peak memory, SmolLM2-135M shape, 256 rows, math attention"
+                + (", LoRA r16" if args.lora else ""), rows, baseline=rows[0].name)
+    save(args.out, "GRPO step peak memory", rows, {"steps": args.steps, "lora": args.lora})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
