@@ -58,3 +58,11 @@ def test_bf16_kahan_trains_bfloat16_weights_the_fast_engine_reads_in_place(tmp_p
     compensation = torch.cat([s["compensation"].flatten().float() for s in saved["state"].values()])
     assert (compensation != 0).float().mean() > 0.9  # the lr-1e-6 steps bf16 rounding dropped are kept
     assert all(s["exp_avg"].dtype == torch.float32 for s in saved["state"].values())
+
+
+def test_peak_memory_per_step_is_logged(tmp_path):
+    """`memory/peak_gib`: the step's peak allocation, at least the float32 masters it trains."""
+    policy = _cuda_policy("bf16-mixed")
+    masters = sum(p.numel() * p.element_size() for p in policy.model.parameters()) / 2**30
+    metrics = run_grpo(policy, SevensTask(), _config(steps=1), tmp_path)
+    assert masters < metrics["memory/peak_gib"] < torch.cuda.get_device_properties(0).total_memory / 2**30
