@@ -65,6 +65,8 @@ def run(budget: int, args) -> Row:
         last = [line for line in log.read_text().splitlines() if "Error" in line][-1:] or ["see the log"]
         return Row(name, None, "GiB", note=f"exit {done.returncode} after {len(steps)} steps: {last[0][:200]}")
     peaks = [s["memory/peak_gib"] for s in steps]
+    if not peaks:
+        return Row(name, None, "GiB", note="finished, but no memory/peak_gib in its metrics (no CUDA)")
     note = (f"{len(steps)} steps; widest completion {max(s['completions/max_length'] for s in steps):.0f} tokens; "
             f"step {min(s['time/step'] for s in steps[1:] or steps):.2f} s (fastest after the first); "
             f"update passes {steps[-1].get('update/micro_batches', 1):.0f}")
