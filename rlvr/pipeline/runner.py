@@ -63,11 +63,11 @@ def plan_resume(recipe: Recipe, out: Path, rerun_changed: bool) -> int | None:
     memo: dict = {}
     for index, stage in enumerate(recipe.stages):
         recorded = fingerprint.read_recorded(stage_dir(out, index, stage.name))
-        if recorded is None or recorded.get("fingerprint") == fingerprint.fingerprint_of(recipe, index, memo):
+        if recorded is None or fingerprint.matches(recorded, recipe, index, memo):
             continue  # not started, same settings, or an older run that recorded none
         if rerun_changed:
             return index
-        keys = fingerprint.changed_keys(recorded.get("settings", {}),
+        keys = fingerprint.changed_keys(fingerprint.without_run_only(recorded.get("settings", {})),
                                         fingerprint.stage_settings(recipe, index), index)
         raise ConfigError(f"--resume: stage {index} {stage.name} ran with other settings "
                           f"({'; '.join(keys[:4]) or 'unknown'}{'; ...' if len(keys) > 4 else ''}); "

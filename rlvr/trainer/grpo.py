@@ -397,7 +397,8 @@ def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
         raise torch.OutOfMemoryError(
             f"out of memory in the GRPO update, {split}: set the GRPO stage's micro_batch_size or micro_batch_tokens "
             f"lower (gradient accumulation, the same update) or the model's gradient_checkpointing: true "
-            f"(activations recomputed in the backward). {str(e).splitlines()[0] if str(e) else ''}") from e
+            f"(activations recomputed in the backward); `rlvr run --resume auto` continues the stage from its last "
+            f"checkpoint with them. {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp, ref_logp,

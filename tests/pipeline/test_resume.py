@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from rlvr.config import ConfigError
+from rlvr.pipeline import fingerprint
 from rlvr.pipeline.recipe import parse_recipe
 from rlvr.pipeline.runner import run_recipe
 
@@ -104,3 +107,57 @@ class _StepWatcher:
     def on_step_begin(self, args, state, control, **kwargs):
         if self.first_steps == [0] and state.global_step == 2:
             raise Interrupt
+
+
+def _with_grpo(**options):
+    data = json.loads(json.dumps(RECIPE))
+    data["stages"][1].update(options)
+    return parse_recipe(data)
+
+
+def test_a_run_stopped_by_memory_resumes_its_stage_with_smaller_micro_batches(tmp_path, monkeypatch):
+    """The out-of-memory flow: GRPO dies in step 3 (after the step-2 checkpoint); the user sets
+    micro_batch_tokens and gradient checkpointing, which change how a step runs, not what it
+    computes, and `--resume auto` continues the stage at step 3 instead of refusing the changed
+    settings or starting the stage again. A setting that changes the update is still refused."""
+    import rlvr.trainer.grpo as grpo
+
+    out = tmp_path / "run"
+    steps, real_train = [], grpo.train_on_batch
+
+    def train(t, batch, advantages, cfg, state):
+        steps.append((state.step, cfg.micro_batch_tokens))
+        if len(steps) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_train(t, batch, advantages, cfg, state)
+
+    monkeypatch.setattr(grpo, "train_on_batch", train)
+    with pytest.raises(torch.OutOfMemoryError):
+        run_recipe(_with_grpo(), out)
+    with pytest.raises(ConfigError, match=r"stages\.1\.learning_rate: 0\.0001 -> 0\.001"):
+        run_recipe(_with_grpo(learning_rate=1e-3, micro_batch_tokens=16), out, resume=True)
+
+    steps.clear()
+    smaller = _with_grpo(micro_batch_tokens=16, save_every=1)
+    smaller.model.gradient_checkpointing = True
+    assert run_recipe(smaller, out, resume=True)["finished"]
+    assert steps == [(2, 16), (3, 16)]  # steps 3 and 4 (state.step counts those done), in micro-batches
+    recorded = json.loads((out / "1-grpo" / "FINGERPRINT.json").read_text())
+    assert recorded["format"] == 2 and "micro_batch_tokens" not in recorded["settings"]["options"]
+
+
+def test_a_record_from_before_run_only_keys_still_matches(tmp_path):
+    """FINGERPRINT.json of format 1 (no `format`; its digest and settings hold micro_batch_size and
+    the rest): the same settings resume, a changed run-only key resumes, a changed key is named."""
+    out = tmp_path / "run"
+    run_recipe(_with_grpo(), out)
+    for path in out.glob("*/FINGERPRINT.json"):
+        index = int(path.parent.name.split("-")[0])
+        settings = fingerprint.stage_settings(_with_grpo(), index, run_only=True)
+        path.write_text(json.dumps({"fingerprint": fingerprint.digest(settings), "settings": settings}))
+    done = (out / "1-grpo" / "DONE.json").read_text()
+    run_recipe(_with_grpo(), out, resume=True)
+    run_recipe(_with_grpo(micro_batch_size=2, log_every=2), out, resume=True)
+    assert (out / "1-grpo" / "DONE.json").read_text() == done  # skipped both times
+    with pytest.raises(ConfigError, match=r"stage 1 grpo .*stages\.1\.num_generations: 2 -> 4"):
+        run_recipe(_with_grpo(num_generations=4), out, resume=True)
