@@ -25,7 +25,7 @@ FORMAT = 2
 RUN_ONLY_KEYS = {
     "options": ("micro_batch_size", "micro_batch_tokens", "packing", "packing_row_tokens", "kernels",
                 "attention_backends", "save_every", "keep_last", "log_every", "sample_every", "num_samples",
-                "report_to", "max_consecutive_nonfinite", "save_steps", "logging_steps"),
+                "report_to", "max_consecutive_nonfinite", "save_steps", "logging_steps", "split_on_oom"),
     "model": ("gradient_checkpointing",),
 }
 

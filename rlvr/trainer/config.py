@@ -76,6 +76,12 @@ class GRPOConfig:
     grouped while rows x (longest prompt + longest completion) -- with packing, their real tokens --
     stay within this; a longer row runs alone. 0 = by micro_batch_size. Memory follows the lengths
     sampled rather than the cap; the same update either way."""
+    split_on_oom: bool = True
+    """On one process, an out-of-memory error in the update's forward/backward drops that attempt's
+    gradients and runs the update again in micro-batches of half the largest one's tokens (down to
+    one row each), with a warning; `update/oom_splits` counts the halvings. A rare runaway completion
+    then costs one slower update instead of the run. Under several processes the error stands (the
+    others would wait in the gradient all-reduce)."""
     num_iterations: int = 1
     """mu: optimizer updates per batch of rollouts; > 1 computes old log-probs and clips the ratio."""
     packing: bool = False

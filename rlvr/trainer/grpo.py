@@ -377,10 +377,37 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
     totals: dict[str, list[float]] = {}
     for _ in range(cfg.num_iterations):
         with _memory_hint(batch, cfg):
-            m = _update(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
+            m, groups = _update_within_memory(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight,
+                                              cfg, state)
         for k, v in m.items():
             totals.setdefault(k, []).append(v)
     return {k: sum(v) / len(v) for k, v in totals.items()}
+
+
+def _update_within_memory(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp,
+                          ref_logp, normalizer, weight, cfg: GRPOConfig, state: TrainerState):
+    """`_update`, again in smaller micro-batches after an out-of-memory error in its forward/backward
+    (`split_on_oom`, one process). Returns its metrics and the micro-batches that fit, which the
+    batch's later updates reuse."""
+    splits = 0
+    while True:
+        try:
+            m = _update(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
+            return {**m, "update/oom_splits": float(splits)}, groups
+        except _AccumulationOOM as e:
+            smaller = micro.halved(batch, groups, cfg.packing)
+            if not cfg.split_on_oom or t.acc.num_processes > 1 or smaller is None:
+                raise e.__cause__ from None
+            t.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
+            torch.cuda.empty_cache()
+            splits += 1
+            warnings.warn(f"out of memory in the GRPO update with {len(groups)} micro-batch(es); running it again "
+                          f"in {len(smaller)} (split_on_oom). Set micro_batch_tokens to skip the failed attempt.")
+            groups = smaller
+
+
+class _AccumulationOOM(Exception):
+    """Out of memory in the forward/backward passes, before the optimizer step: safe to run again."""
 
 
 @contextlib.contextmanager
@@ -404,25 +431,12 @@ def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
 def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp, ref_logp,
             normalizer, weight, cfg: GRPOConfig, state: TrainerState) -> dict[str, float]:
     """One optimizer update: accumulate gradients over the micro-batches `groups`, clip, step (or skip)."""
-    from rlvr.kernels import fused_policy_loss
-
     acc, model, optimizer = t.acc, t.model, t.optimizer
     model.train()
-    loss_sum, metrics = 0.0, _LossMetrics()
-    for j, mb in enumerate(groups):
-        part = micro.part(batch, mb)
-        # gradient all-reduce only on the last micro-batch (identical count on every process)
-        sync = distributed.accumulation(acc, model, last=j == len(groups) - 1)
-        with sync, acc.autocast(), contextlib.ExitStack() as after_forward:
-            hidden = _hidden(model, part, cfg)
-            w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
-            loss, m = fused_policy_loss(
-                _temper(hidden, cfg), w, part.targets, part.mask, advantages[mb.rows],
-                micro.columns(old_logp, mb), micro.columns(ref_logp, mb),
-                loss_type=cfg.loss_type, config=t.loss, normalizer=normalizer, backend=cfg.kernels)
-            acc.backward(loss)
-        loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
-        metrics.add(m, tokens=float(part.mask.sum().item()))
+    try:
+        loss_sum, metrics = _accumulate(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg)
+    except torch.OutOfMemoryError as e:
+        raise _AccumulationOOM() from e
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     norms = _grad_norms(model)
     grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
@@ -442,6 +456,30 @@ def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], adv
         t.scheduler.step()
     return {**metrics.reduce(acc), "grad_norm": grad_norm, "skipped_updates": 0.0 if finite else 1.0,
             "update/micro_batches": float(len(groups))}
+
+
+def _accumulate(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp, ref_logp,
+                normalizer, weight, cfg: GRPOConfig) -> tuple[float, "_LossMetrics"]:
+    """Forward, fused loss and backward of each micro-batch, gradients summed; the loss and metrics."""
+    from rlvr.kernels import fused_policy_loss
+
+    acc, model = t.acc, t.model
+    loss_sum, metrics = 0.0, _LossMetrics()
+    for j, mb in enumerate(groups):
+        part = micro.part(batch, mb)
+        # gradient all-reduce only on the last micro-batch (identical count on every process)
+        sync = distributed.accumulation(acc, model, last=j == len(groups) - 1)
+        with sync, acc.autocast(), contextlib.ExitStack() as after_forward:
+            hidden = _hidden(model, part, cfg)
+            w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
+            loss, m = fused_policy_loss(
+                _temper(hidden, cfg), w, part.targets, part.mask, advantages[mb.rows],
+                micro.columns(old_logp, mb), micro.columns(ref_logp, mb),
+                loss_type=cfg.loss_type, config=t.loss, normalizer=normalizer, backend=cfg.kernels)
+            acc.backward(loss)
+        loss_sum += loss.item()  # host sync, once per micro-batch: the non-finite check needs it
+        metrics.add(m, tokens=float(part.mask.sum().item()))
+    return loss_sum, metrics
 
 
 class _LossMetrics:

@@ -55,6 +55,19 @@ def micro_batches(batch: TrainBatch, micro_batch_size: int, micro_batch_tokens: 
             for r, run in zip(rows, runs)]
 
 
+def halved(batch: TrainBatch, groups: list[MicroBatch], packing: bool) -> list[MicroBatch] | None:
+    """The batch re-split under half the padded tokens of the largest of `groups` (one process);
+    None when every micro-batch is already one row."""
+    if all(rows_in(g) == 1 for g in groups):
+        return None
+    largest = max(rows_in(g) * (g.prompt_width + g.completion_width) for g in groups)
+    return micro_batches(batch, 0, max(1, largest // 2), packing)
+
+
+def rows_in(mb: MicroBatch) -> int:
+    return mb.rows.stop - mb.rows.start if isinstance(mb.rows, slice) else int(mb.rows.numel())
+
+
 def token_runs(prompt_lens: list[int], comp_lens: list[int], budget: int, packing: bool) -> list[list[int]]:
     """Row indices per micro-batch: longest first, a run closed when the next row would take it
     past `budget` tokens (padded: rows x (longest prompt + longest completion); packed: the sum)."""

@@ -191,19 +191,61 @@ def test_attention_backends_choose_the_kernel_of_the_update(tmp_path):
         small_config(attention_backends=["fast"])
 
 
-def test_out_of_memory_in_the_update_names_the_settings_that_fit(tmp_path, monkeypatch):
-    # a device that holds the activations of 4 sequences at most: the whole batch (16) fails with a
-    # message naming micro_batch_size, and the setting it names trains
-    fused = rlvr.kernels.fused_policy_loss
+def _small_device(monkeypatch, holds: int) -> list[int]:
+    """A device that holds the activations of `holds` sequences at most; returns the rows of every
+    forward that fit."""
+    fused, fitted = rlvr.kernels.fused_policy_loss, []
 
     def small_device(hidden, *args, **kwargs):
-        if hidden.shape[0] > 4:
+        if hidden.shape[0] > holds:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 700.00 MiB.")
+        fitted.append(hidden.shape[0])
         return fused(hidden, *args, **kwargs)
 
     monkeypatch.setattr(rlvr.kernels, "fused_policy_loss", small_device)
+    return fitted
+
+
+def test_out_of_memory_in_the_update_names_the_settings_that_fit(tmp_path, monkeypatch):
+    # without split_on_oom the whole batch (16) fails with a message naming micro_batch_size, and the
+    # setting it names trains
+    _small_device(monkeypatch, holds=4)
     with pytest.raises(torch.OutOfMemoryError, match=r"16 of 16 sequences x up to \d+ tokens.*micro_batch_size.*"
-                                                     r"gradient_checkpointing.*Tried to allocate"):
-        train(tmp_path, "whole", steps=1)
+                                                     r"gradient_checkpointing.*--resume auto.*Tried to allocate"):
+        train(tmp_path, "whole", steps=1, split_on_oom=False)
     _, _, rows = train(tmp_path, "split", steps=1, micro_batch_size=4)
-    assert rows[0]["grad_norm"] > 0
+    assert rows[0]["grad_norm"] > 0 and rows[0]["update/oom_splits"] == 0
+
+
+def test_split_on_oom_runs_the_update_again_in_smaller_micro_batches(tmp_path, monkeypatch):
+    # by default the failed update runs again under half the tokens until its micro-batches fit: the
+    # same update as micro-batches chosen up front, a warning, and the splits counted; the later
+    # updates of the batch (num_iterations) start from the micro-batches that fit
+    _, _, planned = train(tmp_path, "planned", steps=1, micro_batch_size=2, num_iterations=2)
+    fitted = _small_device(monkeypatch, holds=4)
+    with pytest.warns(UserWarning, match=r"out of memory in the GRPO update with 1 micro-batch\(es\); running it"):
+        _, _, rows = train(tmp_path, "split", steps=1, num_iterations=2)
+    assert rows[0]["update/oom_splits"] >= 1  # per update, averaged over the two
+    assert fitted and max(fitted) <= 4 and sum(fitted) == 2 * 16  # each update's forwards hold every row once
+    assert rows[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
+    assert rows[0]["loss/total"] == pytest.approx(planned[0]["loss/total"], rel=1e-5, abs=1e-7)
+
+    # a failure in the second micro-batch, after the first one's backward: its gradients are dropped
+    monkeypatch.undo()
+    fused, calls = rlvr.kernels.fused_policy_loss, []
+
+    def fails_once_late(hidden, *args, **kwargs):
+        calls.append(hidden.shape[0])
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (fragmented)")
+        return fused(hidden, *args, **kwargs)
+
+    monkeypatch.setattr(rlvr.kernels, "fused_policy_loss", fails_once_late)
+    with pytest.warns(UserWarning, match="with 2 micro-batch"):
+        _, _, late = train(tmp_path, "late", steps=1, micro_batch_size=8, num_iterations=2)
+    assert late[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
+
+    # a device that holds no row: split down to single rows, then the error with its hint
+    _small_device(monkeypatch, holds=0)
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory in the GRPO update"):
+        train(tmp_path, "none", steps=1)
