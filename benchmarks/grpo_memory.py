@@ -7,7 +7,8 @@ layer's float32 scores (rows x heads x width^2) for the backward. Here the same 
 SmolLM2-135M-shaped Llama built in code (hidden 576, 30 layers, 9 heads, MLP 1536; random weights,
 character tokenizer) on 2-digit additions with 288 new tokens, so the longest rows reach about the same
 303-token width. Each setting is one `rlvr run` of a one-stage recipe; the trainer's
-`memory/peak_gib` (peak allocated over a step) and the step time are read from its metrics.
+`memory/peak_gib` (peak allocated over a step) and the step time are read from its metrics. The whole
+batch runs with `split_on_oom` off (does it fit?) and on (the trainer's default: halve after an error).
 
     python benchmarks/grpo_memory.py [--budgets 0,16384] [--steps 3] [--lora/--no-lora] [--work runs/grpo_memory]
 """
@@ -43,21 +44,24 @@ stages:
     loss_type: dapo
     attention_backends: [math]
     micro_batch_tokens: {budget}
+    split_on_oom: {split}
     report_to: none
 """
 LORA = "  lora: {r: 16, alpha: 32, dropout: 0.0, target_modules: all-linear}\n"
 
 
-def run(budget: int, args) -> Row:
-    folder = Path(args.work) / f"budget{budget}"
+def run(budget: int, split: bool, args) -> Row:
+    tag = f"budget{budget}{'' if split else '_nosplit'}"
+    folder = Path(args.work) / tag
     folder.mkdir(parents=True, exist_ok=True)
-    recipe = folder.parent / f"budget{budget}.yaml"
-    recipe.write_text(RECIPE.format(steps=args.steps, budget=budget, lora=LORA if args.lora else ""))
-    log = folder.parent / f"budget{budget}.log"
+    recipe = folder.parent / f"{tag}.yaml"
+    recipe.write_text(RECIPE.format(steps=args.steps, budget=budget, split=str(split).lower(),
+                                    lora=LORA if args.lora else ""))
+    log = folder.parent / f"{tag}.log"
     with log.open("w") as f:
         done = subprocess.run([sys.executable, "-m", "rlvr.cli", "run", str(recipe), "--output-dir", str(folder)],
                               stdout=f, stderr=subprocess.STDOUT)
-    name = f"micro_batch_tokens {budget}" if budget else "whole batch (micro_batch_tokens 0)"
+    name = (f"micro_batch_tokens {budget}" if budget else "whole batch") + ("" if split else ", split_on_oom off")
     steps = [json.loads(line) for line in (folder / "metrics.jsonl").open()] if (folder / "metrics.jsonl").is_file() \
         else []
     steps = [s for s in steps if "memory/peak_gib" in s]
@@ -69,20 +73,24 @@ def run(budget: int, args) -> Row:
         return Row(name, None, "GiB", note="finished, but no memory/peak_gib in its metrics (no CUDA)")
     note = (f"{len(steps)} steps; widest completion {max(s['completions/max_length'] for s in steps):.0f} tokens; "
             f"step {min(s['time/step'] for s in steps[1:] or steps):.2f} s (fastest after the first); "
-            f"update passes {steps[-1].get('update/micro_batches', 1):.0f}")
+            f"update passes {steps[-1].get('update/micro_batches', 1):.0f}; "
+            f"out-of-memory splits {sum(s.get('update/oom_splits', 0) for s in steps):.0f}")
     print(f"{name}: peak {max(peaks):.1f} GiB per step {[round(p, 1) for p in peaks]}; {note}", flush=True)
     return Row(name, max(peaks), "GiB", samples=peaks, note=note)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budgets", default="0,16384", help="micro_batch_tokens settings to run (0: the whole batch)")
+    p.add_argument("--budgets", default="0,16384", help="micro_batch_tokens settings to run (0: the whole batch, "
+                   "run with split_on_oom off and on)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--work", default="runs/grpo_memory")
     p.add_argument("--out", default=out_path("grpo_memory.json"))
     args = p.parse_args(argv)
-    rows = [run(int(b), args) for b in args.budgets.split(",")]
+    runs = [(int(b), split) for b in args.budgets.split(",")
+            for split in ((False, True) if int(b) == 0 else (True,))]
+    rows = [run(b, split, args) for b, split in runs]
     print_table("GRPO step peak memory, SmolLM2-135M shape, 256 rows, math attention"
                 + (", LoRA r16" if args.lora else ""), rows, baseline=rows[0].name)
     save(args.out, "GRPO step peak memory", rows, {"steps": args.steps, "lora": args.lora})

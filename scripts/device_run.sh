@@ -38,7 +38,8 @@
 #   completion lengths, 1.5b shape, 64 x (128 + up to 512); PACKING_ARGS adds options, e.g. --micro-batch-size 16:
 #   16-row micro-batches against micro_batch_tokens of 16 full-length rows; $OUT/bench_update_packing.json)
 #   grpo_memory (grpo_memory.py: peak memory of a GRPO step at the SmolLM2 R1 recipes' shape, LoRA, math attention,
-#   the whole batch against micro_batch_tokens 16384; GRPO_MEMORY_ARGS adds options; $OUT/grpo_memory.json)
+#   the whole batch (split_on_oom off, then on) against micro_batch_tokens 16384; GRPO_MEMORY_ARGS adds options;
+#   $OUT/grpo_memory.json)
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against
