@@ -376,9 +376,8 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
             ref_logp = _reference_logprobs(t, batch, groups, cfg, token_logprobs)
     totals: dict[str, list[float]] = {}
     for _ in range(cfg.num_iterations):
-        with _memory_hint(batch, cfg):
-            m, groups = _update_within_memory(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight,
-                                              cfg, state)
+        m, groups = _update_within_memory(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight,
+                                          cfg, state)
         for k, v in m.items():
             totals.setdefault(k, []).append(v)
     return {k: sum(v) / len(v) for k, v in totals.items()}
@@ -388,7 +387,8 @@ def _update_within_memory(t: _Training, batch: TrainBatch, groups: list[micro.Mi
                           ref_logp, normalizer, weight, cfg: GRPOConfig, state: TrainerState):
     """`_update`, again in smaller micro-batches after an out-of-memory error in its forward/backward
     (`split_on_oom`, one process). Returns its metrics and the micro-batches that fit, which the
-    batch's later updates reuse."""
+    batch's later updates reuse. An error it cannot split away names the settings that trade speed
+    for memory (`_memory_hint`)."""
     splits = 0
     while True:
         try:
@@ -397,35 +397,35 @@ def _update_within_memory(t: _Training, batch: TrainBatch, groups: list[micro.Mi
         except _AccumulationOOM as e:
             smaller = micro.halved(batch, groups, cfg.packing)
             if not cfg.split_on_oom or t.acc.num_processes > 1 or smaller is None:
-                raise e.__cause__ from None
+                raise _memory_hint(batch, groups, splits, e.__cause__) from e.__cause__
             t.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
             torch.cuda.empty_cache()
             splits += 1
             warnings.warn(f"out of memory in the GRPO update with {len(groups)} micro-batch(es); running it again "
                           f"in {len(smaller)} (split_on_oom). Set micro_batch_tokens to skip the failed attempt.")
             groups = smaller
+        except torch.OutOfMemoryError as e:  # after the passes (the optimizer step): no split helps
+            raise _memory_hint(batch, groups, splits, e) from e
 
 
 class _AccumulationOOM(Exception):
     """Out of memory in the forward/backward passes, before the optimizer step: safe to run again."""
 
 
-@contextlib.contextmanager
-def _memory_hint(batch: TrainBatch, cfg: GRPOConfig):
-    """Out of memory in the update: say which settings trade speed for memory. The update keeps every
-    layer's activations of `micro_batch_size` sequences at once (the whole batch by default), where
-    TRL's GRPO checkpoints activations by default; a 1.5B model's 64 x 640 tokens do not fit 80 GB."""
-    try:
-        yield
-    except torch.OutOfMemoryError as e:
-        rows, width = batch.targets.shape[0], batch.input_ids.shape[1]
-        split = (f"micro-batches of at most {cfg.micro_batch_tokens} tokens" if cfg.micro_batch_tokens else
-                 f"{cfg.micro_batch_size or rows} of {rows} sequences x up to {width} tokens per forward")
-        raise torch.OutOfMemoryError(
-            f"out of memory in the GRPO update, {split}: set the GRPO stage's micro_batch_size or micro_batch_tokens "
-            f"lower (gradient accumulation, the same update) or the model's gradient_checkpointing: true "
-            f"(activations recomputed in the backward); `rlvr run --resume auto` continues the stage from its last "
-            f"checkpoint with them. {str(e).splitlines()[0] if str(e) else ''}") from e
+def _memory_hint(batch: TrainBatch, groups: list[micro.MicroBatch], splits: int,
+                 error: BaseException) -> torch.OutOfMemoryError:
+    """The error, saying what one forward held and which settings trade speed for memory. The update
+    keeps every layer's activations of a micro-batch at once (the whole batch by default), where TRL's
+    GRPO checkpoints activations by default; a 1.5B model's 64 x 640 tokens do not fit 80 GB."""
+    rows = max(micro.rows_in(g) for g in groups)
+    width = max(g.prompt_width + g.completion_width for g in groups)
+    halved = f", after {splits} halving(s) by split_on_oom" if splits else ""
+    first = str(error).splitlines()[0] if str(error) else ""
+    return torch.OutOfMemoryError(
+        f"out of memory in the GRPO update, {rows} of {batch.targets.shape[0]} sequences x up to {width} tokens per "
+        f"forward{halved}: set the GRPO stage's micro_batch_size or micro_batch_tokens lower (gradient accumulation, "
+        f"the same update) or the model's gradient_checkpointing: true (activations recomputed in the backward); "
+        f"`rlvr run --resume auto` continues the stage from its last checkpoint with them. {first}")
 
 
 def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp, ref_logp,
