@@ -56,12 +56,18 @@ def micro_batches(batch: TrainBatch, micro_batch_size: int, micro_batch_tokens: 
 
 
 def halved(batch: TrainBatch, groups: list[MicroBatch], packing: bool) -> list[MicroBatch] | None:
-    """The batch re-split under half the padded tokens of the largest of `groups` (one process);
+    """The batch re-split under half the tokens of the largest of `groups`, counted as `token_runs`
+    counts them (so every run of several rows is smaller than before: the halvings end), one process;
     None when every micro-batch is already one row."""
     if all(rows_in(g) == 1 for g in groups):
         return None
-    largest = max(rows_in(g) * (g.prompt_width + g.completion_width) for g in groups)
+    prompt_lens, comp_lens = sequence_lengths(batch)
+    largest = max(_cost(_indices(g), prompt_lens, comp_lens, packing) for g in groups)
     return micro_batches(batch, 0, max(1, largest // 2), packing)
+
+
+def _indices(mb: MicroBatch) -> list[int]:
+    return list(range(mb.rows.start, mb.rows.stop)) if isinstance(mb.rows, slice) else mb.rows.tolist()
 
 
 def rows_in(mb: MicroBatch) -> int:

@@ -245,6 +245,11 @@ def test_split_on_oom_runs_the_update_again_in_smaller_micro_batches(tmp_path, m
         _, _, late = train(tmp_path, "late", steps=1, micro_batch_size=8, num_iterations=2)
     assert late[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
 
+    # packed rows: the halvings count real tokens as the packing budget does, so they end
+    fitted = _small_device(monkeypatch, holds=1)  # packed: each forward is one row of sequences end to end
+    _, _, packed = train(tmp_path, "packed", steps=1, packing=True, packing_row_tokens=24)
+    assert packed[0]["update/oom_splits"] >= 1 and packed[0]["grad_norm"] > 0
+
     # a device that holds no row: split down to single rows, then the error with its hint
     _small_device(monkeypatch, holds=0)
     with pytest.raises(torch.OutOfMemoryError, match=r"1 of 16 sequences x up to \d+ tokens per forward, after "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlvr.trainer.batch import Samples, build_train_batch, completion_hidden
-from rlvr.trainer.micro_batches import columns, micro_batches, part, split_runs, token_runs
+from rlvr.trainer.micro_batches import columns, halved, micro_batches, part, split_runs, token_runs
 
 from grpo_fixtures import tiny_policy
 
@@ -78,3 +78,24 @@ def test_row_micro_batches_are_consecutive_slices():
     assert [g.rows for g in groups] == [slice(0, 3), slice(3, 6), slice(6, 8)]
     assert [g.completion_width for g in groups] == [9, 12, 7]
     assert [g.prompt_width for g in groups] == [5, 6, 5]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_halving_after_an_out_of_memory_error_shrinks_every_time_and_ends_at_single_rows(packing):
+    # split_on_oom's re-split: the largest multi-row micro-batch costs less after each halving (as the
+    # budget counts: padded width or packed tokens), so the loop ends, with every row once
+    batch = _batch()
+    groups = micro_batches(batch, 0, 0, packing)
+    costs = []
+    for _ in range(len(PROMPTS)):  # each halving must make progress: at most one per row
+        assert sorted(i for g in groups for i in _rows(g)) == list(range(len(PROMPTS)))
+        costs.append(max(_cost(_rows(g), packing) for g in groups if len(_rows(g)) > 1) if len(groups) < 8 else 0)
+        groups = halved(batch, groups, packing)
+        if groups is None:
+            break
+    assert groups is None, costs
+    assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs), costs
+
+
+def _rows(g) -> list[int]:
+    return list(range(g.rows.start, g.rows.stop)) if isinstance(g.rows, slice) else g.rows.tolist()
