@@ -395,15 +395,16 @@ def _update_within_memory(t: _Training, batch: TrainBatch, groups: list[micro.Mi
             m = _update(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
             return {**m, "update/oom_splits": float(splits)}, groups
         except _AccumulationOOM as e:
-            smaller = micro.halved(batch, groups, cfg.packing)
-            if not cfg.split_on_oom or t.acc.num_processes > 1 or smaller is None:
+            split = micro.halved(batch, groups, cfg.packing)
+            if not cfg.split_on_oom or t.acc.num_processes > 1 or split is None:
                 raise _memory_hint(batch, groups, splits, e.__cause__) from e.__cause__
             t.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
             torch.cuda.empty_cache()
             splits += 1
             warnings.warn(f"out of memory in the GRPO update with {len(groups)} micro-batch(es); running it again "
-                          f"in {len(smaller)} (split_on_oom). Set micro_batch_tokens to skip the failed attempt.")
-            groups = smaller
+                          f"in {len(split[0])} of at most {split[1]} tokens (split_on_oom). Setting "
+                          f"micro_batch_tokens: {split[1]} or lower skips the failed attempts.")
+            groups = split[0]
         except torch.OutOfMemoryError as e:  # after the passes (the optimizer step): no split helps
             raise _memory_hint(batch, groups, splits, e) from e
 

@@ -55,15 +55,15 @@ def micro_batches(batch: TrainBatch, micro_batch_size: int, micro_batch_tokens: 
             for r, run in zip(rows, runs)]
 
 
-def halved(batch: TrainBatch, groups: list[MicroBatch], packing: bool) -> list[MicroBatch] | None:
+def halved(batch: TrainBatch, groups: list[MicroBatch], packing: bool) -> tuple[list[MicroBatch], int] | None:
     """The batch re-split under half the tokens of the largest of `groups`, counted as `token_runs`
-    counts them (so every run of several rows is smaller than before: the halvings end), one process;
-    None when every micro-batch is already one row."""
+    counts them (so every run of several rows is smaller than before: the halvings end), one process,
+    and that budget; None when every micro-batch is already one row."""
     if all(rows_in(g) == 1 for g in groups):
         return None
     prompt_lens, comp_lens = sequence_lengths(batch)
-    largest = max(_cost(_indices(g), prompt_lens, comp_lens, packing) for g in groups)
-    return micro_batches(batch, 0, max(1, largest // 2), packing)
+    budget = max(1, max(_cost(_indices(g), prompt_lens, comp_lens, packing) for g in groups) // 2)
+    return micro_batches(batch, 0, budget, packing), budget
 
 
 def _indices(mb: MicroBatch) -> list[int]:

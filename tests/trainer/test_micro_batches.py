@@ -90,10 +90,12 @@ def test_halving_after_an_out_of_memory_error_shrinks_every_time_and_ends_at_sin
     for _ in range(len(PROMPTS)):  # each halving must make progress: at most one per row
         assert sorted(i for g in groups for i in _rows(g)) == list(range(len(PROMPTS)))
         costs.append(max(_cost(_rows(g), packing) for g in groups if len(_rows(g)) > 1) if len(groups) < 8 else 0)
-        groups = halved(batch, groups, packing)
-        if groups is None:
+        split = halved(batch, groups, packing)
+        if split is None:
             break
-    assert groups is None, costs
+        groups, budget = split
+        assert all(len(_rows(g)) == 1 or _cost(_rows(g), packing) <= budget for g in groups)
+    assert split is None, costs
     assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs), costs
 
 
