@@ -77,9 +77,10 @@ class GRPOConfig:
     stay within this; a longer row runs alone. 0 = by micro_batch_size. Memory follows the lengths
     sampled rather than the cap; the same update either way."""
     split_on_oom: bool = True
-    """On one process, an out-of-memory error in the update's forward/backward drops that attempt's
-    gradients and runs the update again in micro-batches of half the largest one's tokens (down to
-    one row each), with a warning; `update/oom_splits` counts the halvings. A rare runaway completion
+    """On one process, an out-of-memory error in the batch's passes (the old and reference log-probs,
+    the update's forward/backward) drops that attempt (and its gradients) and runs the pass again in
+    micro-batches of half the largest one's tokens (down to one row each), with a warning; the
+    batch's later passes keep the split, and `update/oom_splits` counts the halvings. A rare runaway completion
     then costs one slower update instead of the run. Under several processes the error stands (the
     others would wait in the gradient all-reduce)."""
     num_iterations: int = 1

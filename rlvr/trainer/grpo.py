@@ -368,49 +368,56 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
     # one plan for every pass over this batch (it syncs with the host, and across processes under a token budget)
     groups = micro.micro_batches(batch, cfg.micro_batch_size, cfg.micro_batch_tokens, cfg.packing, acc)
     old_logp = ref_logp = None
+    fit = _Fitting(t, batch, groups, cfg)
     # eval mode: the engine sampled without dropout, so the ratio's denominator is scored without it
     with torch.no_grad(), eval_mode(model):
         if cfg.num_iterations > 1:  # the ratio's denominator: the policy that sampled
-            old_logp = _logprobs(model, batch, groups, weight, cfg, acc, token_logprobs)
+            old_logp = fit.run(lambda g: _logprobs(model, batch, g, weight, cfg, acc, token_logprobs))
         if cfg.beta > 0:
-            ref_logp = _reference_logprobs(t, batch, groups, cfg, token_logprobs)
+            ref_logp = fit.run(lambda g: _reference_logprobs(t, batch, g, cfg, token_logprobs))
     totals: dict[str, list[float]] = {}
     for _ in range(cfg.num_iterations):
-        m, groups = _update_within_memory(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight,
-                                          cfg, state)
+        m = fit.run(lambda g: _update(t, batch, g, advantages, old_logp, ref_logp, normalizer, weight, cfg, state))
         for k, v in m.items():
             totals.setdefault(k, []).append(v)
-    return {k: sum(v) / len(v) for k, v in totals.items()}
+    return {**{k: sum(v) / len(v) for k, v in totals.items()}, "update/oom_splits": float(fit.splits)}
 
 
-def _update_within_memory(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], advantages, old_logp,
-                          ref_logp, normalizer, weight, cfg: GRPOConfig, state: TrainerState):
-    """`_update`, again in smaller micro-batches after an out-of-memory error in its forward/backward
-    (`split_on_oom`, one process). Returns its metrics and the micro-batches that fit, which the
-    batch's later updates reuse. An error it cannot split away names the settings that trade speed
-    for memory (`_memory_hint`)."""
-    splits = 0
-    while True:
-        try:
-            m = _update(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg, state)
-            return {**m, "update/oom_splits": float(splits)}, groups
-        except _AccumulationOOM as e:
-            split = micro.halved(batch, groups, cfg.packing)
-            if not cfg.split_on_oom or t.acc.num_processes > 1 or split is None:
-                raise _memory_hint(batch, groups, splits, e.__cause__) from e.__cause__
-            t.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
-            torch.cuda.empty_cache()
-            splits += 1
-            warnings.warn(f"out of memory in the GRPO update with {len(groups)} micro-batch(es); running it again "
-                          f"in {len(split[0])} of at most {split[1]} tokens (split_on_oom). Setting "
-                          f"micro_batch_tokens: {split[1]} or lower skips the failed attempts.")
-            groups = split[0]
-        except torch.OutOfMemoryError as e:  # after the passes (the optimizer step): no split helps
-            raise _memory_hint(batch, groups, splits, e) from e
+class _Fitting:
+    """The batch's passes (log-probs, updates) over its micro-batches, each run again in smaller ones
+    after an out-of-memory error in its forwards/backwards (`split_on_oom`, one process); the batch's
+    later passes start from the micro-batches that fit. An error it cannot split away names the
+    settings that trade speed for memory (`_memory_hint`)."""
+
+    def __init__(self, t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], cfg: GRPOConfig):
+        self.t, self.batch, self.groups, self.cfg, self.splits = t, batch, groups, cfg, 0
+
+    def run(self, passes):
+        """`passes(groups)`, which raises `_PassesOOM` for an error it may be run again after."""
+        while True:
+            try:
+                return passes(self.groups)
+            except _PassesOOM as e:
+                self._split(e.__cause__)
+            except torch.OutOfMemoryError as e:  # after the passes (the optimizer step): no split helps
+                raise _memory_hint(self.batch, self.groups, self.splits, e) from e
+
+    def _split(self, error: BaseException) -> None:
+        split = micro.halved(self.batch, self.groups, self.cfg.packing)
+        if not self.cfg.split_on_oom or self.t.acc.num_processes > 1 or split is None:
+            raise _memory_hint(self.batch, self.groups, self.splits, error) from error
+        self.t.optimizer.zero_grad(set_to_none=True)  # an update's partial gradients
+        torch.cuda.empty_cache()
+        self.splits += 1
+        warnings.warn(f"out of memory in the GRPO update with {len(self.groups)} micro-batch(es); running it again "
+                      f"in {len(split[0])} of at most {split[1]} tokens (split_on_oom). Setting "
+                      f"micro_batch_tokens: {split[1]} or lower skips the failed attempts.")
+        self.groups = split[0]
 
 
-class _AccumulationOOM(Exception):
-    """Out of memory in the forward/backward passes, before the optimizer step: safe to run again."""
+class _PassesOOM(Exception):
+    """Out of memory in forward (and backward) passes that change nothing until they finish: safe to
+    run again in smaller micro-batches."""
 
 
 def _memory_hint(batch: TrainBatch, groups: list[micro.MicroBatch], splits: int,
@@ -437,7 +444,7 @@ def _update(t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], adv
     try:
         loss_sum, metrics = _accumulate(t, batch, groups, advantages, old_logp, ref_logp, normalizer, weight, cfg)
     except torch.OutOfMemoryError as e:
-        raise _AccumulationOOM() from e
+        raise _PassesOOM() from e
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     norms = _grad_norms(model)
     grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
@@ -575,14 +582,17 @@ def _logprobs(model, batch: TrainBatch, groups: list[micro.MicroBatch], weight, 
     """(N, T) log-probs of the completion tokens under `model`, no grad, in the micro-batches
     `groups` (zeros past each micro-batch's longest completion)."""
     out = torch.zeros(batch.targets.shape, dtype=torch.float32, device=batch.targets.device)
-    for mb in groups:
-        part = micro.part(batch, mb)
-        with acc.autocast(), contextlib.ExitStack() as after_forward:
-            hidden = _hidden(model, part, cfg)
-            w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
-            logp, _ = token_logprobs(_temper(hidden, cfg), w, part.targets, mask=part.mask,
-                                     backend=cfg.kernels)
-        out[mb.rows, :mb.completion_width] = logp.float()
+    try:
+        for mb in groups:
+            part = micro.part(batch, mb)
+            with acc.autocast(), contextlib.ExitStack() as after_forward:
+                hidden = _hidden(model, part, cfg)
+                w = after_forward.enter_context(distributed.loss_weight(acc, model, weight))  # ZeRO-3/FSDP2: whole
+                logp, _ = token_logprobs(_temper(hidden, cfg), w, part.targets, mask=part.mask,
+                                         backend=cfg.kernels)
+            out[mb.rows, :mb.completion_width] = logp.float()
+    except torch.OutOfMemoryError as e:
+        raise _PassesOOM() from e
     return out
 
 

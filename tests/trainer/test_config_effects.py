@@ -191,10 +191,11 @@ def test_attention_backends_choose_the_kernel_of_the_update(tmp_path):
         small_config(attention_backends=["fast"])
 
 
-def _small_device(monkeypatch, holds: int) -> list[int]:
-    """A device that holds the activations of `holds` sequences at most; returns the rows of every
-    forward that fit."""
-    fused, fitted = rlvr.kernels.fused_policy_loss, []
+def _small_device(monkeypatch, holds: int, logprobs_hold: int | None = None) -> list[int]:
+    """A device that holds the activations of `holds` sequences at most in the update (and of
+    `logprobs_hold` in the no-grad log-prob passes; default: as many); returns the rows of every
+    update forward that fit."""
+    fused, scored, fitted = rlvr.kernels.fused_policy_loss, rlvr.kernels.token_logprobs, []
 
     def small_device(hidden, *args, **kwargs):
         if hidden.shape[0] > holds:
@@ -202,7 +203,13 @@ def _small_device(monkeypatch, holds: int) -> list[int]:
         fitted.append(hidden.shape[0])
         return fused(hidden, *args, **kwargs)
 
+    def small_device_no_grad(hidden, *args, **kwargs):
+        if hidden.shape[0] > (holds if logprobs_hold is None else logprobs_hold):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 300.00 MiB.")
+        return scored(hidden, *args, **kwargs)
+
     monkeypatch.setattr(rlvr.kernels, "fused_policy_loss", small_device)
+    monkeypatch.setattr(rlvr.kernels, "token_logprobs", small_device_no_grad)
     return fitted
 
 
@@ -225,8 +232,8 @@ def test_split_on_oom_runs_the_update_again_in_smaller_micro_batches(tmp_path, m
     fitted = _small_device(monkeypatch, holds=4)
     with pytest.warns(UserWarning, match=r"out of memory in the GRPO update with 1 micro-batch\(es\); running it"):
         _, _, rows = train(tmp_path, "split", steps=1, num_iterations=2)
-    assert rows[0]["update/oom_splits"] >= 1  # per update, averaged over the two
-    assert fitted and max(fitted) <= 4 and sum(fitted) == 2 * 16  # each update's forwards hold every row once
+    assert rows[0]["update/oom_splits"] >= 2  # 16 -> at most 4 rows: the first pass (old log-probs) split it
+    assert fitted and max(fitted) <= 4 and sum(fitted) == 2 * 16  # the updates started from micro-batches that fit
     assert rows[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
     assert rows[0]["loss/total"] == pytest.approx(planned[0]["loss/total"], rel=1e-5, abs=1e-7)
 
@@ -244,6 +251,12 @@ def test_split_on_oom_runs_the_update_again_in_smaller_micro_batches(tmp_path, m
     with pytest.warns(UserWarning, match="with 2 micro-batch"):
         _, _, late = train(tmp_path, "late", steps=1, micro_batch_size=8, num_iterations=2)
     assert late[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
+
+    # the old log-prob pass fits where the update does not: the update splits, the log-probs stay whole
+    _small_device(monkeypatch, holds=4, logprobs_hold=16)
+    _, _, late_split = train(tmp_path, "update-only", steps=1, num_iterations=2)
+    assert late_split[0]["update/oom_splits"] >= 2
+    assert late_split[0]["grad_norm"] == pytest.approx(planned[0]["grad_norm"], rel=1e-5)
 
     # packed rows: the halvings count real tokens as the packing budget does, so they end
     fitted = _small_device(monkeypatch, holds=1)  # packed: each forward is one row of sequences end to end
