@@ -69,7 +69,9 @@ def run_rlvr(steps: int, workdir: Path) -> list[float]:
     records = run_grpo_steps(policy, WordTask(VOCAB, PROMPT_LEN), cfg, workdir / "rlvr")
     times = [r["time/step"] for r in records if "time/step" in r]
     print(f"rlvr step times {[round(t, 3) for t in times]}", flush=True)
-    for key in sorted({k for r in records for k in r if k.startswith("time/") and k != "time/step"}):
+    # the phases, and what memory took: the step's peak, and how the update was split (split_on_oom may halve it)
+    shown = ("memory/peak_gib", "update/micro_batches", "update/oom_splits")
+    for key in sorted({k for r in records for k in r if (k.startswith("time/") and k != "time/step") or k in shown}):
         print(f"  {key} {[round(r[key], 3) for r in records if key in r]}", flush=True)
     return times
 
