@@ -80,9 +80,10 @@ class GRPOConfig:
     """On one process, an out-of-memory error in the batch's passes (the old and reference log-probs,
     the update's forward/backward) drops that attempt (and its gradients) and runs the pass again in
     micro-batches of half the largest one's tokens (down to one row each), with a warning; the
-    batch's later passes keep the split, and `update/oom_splits` counts the halvings. A rare runaway completion
-    then costs one slower update instead of the run. Under several processes the error stands (the
-    others would wait in the gradient all-reduce)."""
+    batch's later passes keep the split, and `update/oom_splits` counts the halvings. A rare runaway
+    completion then costs one slower update instead of the run. Under several processes, DeepSpeed
+    or FSDP the error stands (the others would wait in a collective; DeepSpeed steps inside the last
+    backward)."""
     num_iterations: int = 1
     """mu: optimizer updates per batch of rollouts; > 1 computes old log-probs and clips the ratio."""
     packing: bool = False

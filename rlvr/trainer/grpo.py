@@ -385,7 +385,8 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
 
 class _Fitting:
     """The batch's passes (log-probs, updates) over its micro-batches, each run again in smaller ones
-    after an out-of-memory error in its forwards/backwards (`split_on_oom`, one process); the batch's
+    after an out-of-memory error in its forwards/backwards (`split_on_oom`, one process without
+    DeepSpeed or FSDP); the batch's
     later passes start from the micro-batches that fit. An error it cannot split away names the
     settings that trade speed for memory (`_memory_hint`)."""
 
@@ -404,7 +405,8 @@ class _Fitting:
 
     def _split(self, error: BaseException) -> None:
         split = micro.halved(self.batch, self.groups, self.cfg.packing)
-        if not self.cfg.split_on_oom or self.t.acc.num_processes > 1 or split is None:
+        # one plain process only: others would wait in a collective, and DeepSpeed steps inside the last backward
+        if not self.cfg.split_on_oom or distributed.engine_name(self.t.acc) != "single" or split is None:
             raise _memory_hint(self.batch, self.groups, self.splits, error) from error
         self.t.optimizer.zero_grad(set_to_none=True)  # an update's partial gradients
         torch.cuda.empty_cache()

@@ -268,3 +268,31 @@ def test_split_on_oom_runs_the_update_again_in_smaller_micro_batches(tmp_path, m
     with pytest.raises(torch.OutOfMemoryError, match=r"1 of 16 sequences x up to \d+ tokens per forward, after "
                                                      r"\d+ halving\(s\) by split_on_oom.*gradient_checkpointing"):
         train(tmp_path, "none", steps=1)
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "fsdp2"])
+def test_split_on_oom_leaves_the_error_to_distributed_engines(engine):
+    # other processes would wait in a collective, and DeepSpeed steps inside the last backward: no retry
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from rlvr.trainer.grpo import _Fitting, _PassesOOM
+    from rlvr.trainer.micro_batches import micro_batches
+    from test_micro_batches import _batch
+
+    kind = {"ddp": DistributedType.MULTI_GPU, "zero2": DistributedType.DEEPSPEED, "fsdp2": DistributedType.FSDP}
+    acc = SimpleNamespace(distributed_type=kind[engine], num_processes=2, is_fsdp2=True,
+                          state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)))
+    batch = _batch()
+    t = SimpleNamespace(acc=acc, optimizer=None)
+    fit = _Fitting(t, batch, micro_batches(batch, 0, 0, False), small_config())
+    calls = []
+
+    def passes(groups):
+        calls.append(len(groups))
+        raise _PassesOOM() from torch.OutOfMemoryError("CUDA out of memory.")
+
+    with pytest.raises(torch.OutOfMemoryError, match="8 of 8 sequences"):
+        fit.run(passes)
+    assert calls == [1] and fit.splits == 0
