@@ -99,8 +99,7 @@ def forward_tokens(batch, split: tuple[int, int], packed: bool) -> int:
     """Tokens the update's forwards hold: each micro-batch's rows x its width, or its real tokens packed."""
     if packed:
         return int(batch.attention_mask.sum())
-    return sum(batch.targets[mb.rows].shape[0] * (mb.prompt_width + mb.completion_width)
-               for mb in micro.micro_batches(batch, *split, packing=False))
+    return sum(mb.tokens for mb in micro.micro_batches(batch, *split, packing=False))
 
 
 def micro_batched(model, batch, advantages, args, loss_whole: float) -> tuple[list[Row], dict[str, float]]:

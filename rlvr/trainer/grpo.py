@@ -386,9 +386,8 @@ def train_on_batch(t: _Training, batch: TrainBatch, advantages: torch.Tensor, cf
 class _Fitting:
     """The batch's passes (log-probs, updates) over its micro-batches, each run again in smaller ones
     after an out-of-memory error in its forwards/backwards (`split_on_oom`, one process without
-    DeepSpeed or FSDP); the batch's
-    later passes start from the micro-batches that fit. An error it cannot split away names the
-    settings that trade speed for memory (`_memory_hint`)."""
+    DeepSpeed or FSDP); the batch's later passes start from the micro-batches that fit. An error it
+    cannot split away names the settings that trade speed for memory (`_memory_hint`)."""
 
     def __init__(self, t: _Training, batch: TrainBatch, groups: list[micro.MicroBatch], cfg: GRPOConfig):
         self.t, self.batch, self.groups, self.cfg, self.splits = t, batch, groups, cfg, 0
@@ -427,7 +426,7 @@ def _memory_hint(batch: TrainBatch, groups: list[micro.MicroBatch], splits: int,
     """The error, saying what one forward held and which settings trade speed for memory. The update
     keeps every layer's activations of a micro-batch at once (the whole batch by default), where TRL's
     GRPO checkpoints activations by default; a 1.5B model's 64 x 640 tokens do not fit 80 GB."""
-    rows = max(micro.rows_in(g) for g in groups)
+    rows = max(len(g.indices) for g in groups)
     width = max(g.prompt_width + g.completion_width for g in groups)
     halved = f", after {splits} halving(s) by split_on_oom" if splits else ""
     first = str(error).splitlines()[0] if str(error) else ""

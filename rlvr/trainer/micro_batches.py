@@ -32,6 +32,10 @@ class MicroBatch:
     """Its longest real prompt: the prompt columns it keeps (the rightmost ones)."""
     completion_width: int
     """Its longest completion (at least 1): the completion columns it keeps (the leftmost ones)."""
+    indices: tuple[int, ...]
+    """`rows` as host integers."""
+    tokens: int
+    """What its forward holds, as a token budget counts it (`_cost`)."""
 
 
 def micro_batches(batch: TrainBatch, micro_batch_size: int, micro_batch_tokens: int, packing: bool,
@@ -51,27 +55,18 @@ def micro_batches(batch: TrainBatch, micro_batch_size: int, micro_batch_tokens: 
         size = micro_batch_size or n
         runs = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
         rows = [slice(run[0], run[-1] + 1) for run in runs]
-    return [MicroBatch(r, max(1, max(prompt_lens[i] for i in run)), max(1, max(comp_lens[i] for i in run)))
-            for r, run in zip(rows, runs)]
+    return [MicroBatch(r, max(1, max(prompt_lens[i] for i in run)), max(1, max(comp_lens[i] for i in run)),
+                       tuple(run), _cost(run, prompt_lens, comp_lens, packing)) for r, run in zip(rows, runs)]
 
 
 def halved(batch: TrainBatch, groups: list[MicroBatch], packing: bool) -> tuple[list[MicroBatch], int] | None:
     """The batch re-split under half the tokens of the largest of `groups`, counted as `token_runs`
     counts them (so every run of several rows is smaller than before: the halvings end), one process,
     and that budget; None when every micro-batch is already one row."""
-    if all(rows_in(g) == 1 for g in groups):
+    if all(len(g.indices) == 1 for g in groups):
         return None
-    prompt_lens, comp_lens = sequence_lengths(batch)
-    budget = max(1, max(_cost(_indices(g), prompt_lens, comp_lens, packing) for g in groups) // 2)
+    budget = max(1, max(g.tokens for g in groups) // 2)
     return micro_batches(batch, 0, budget, packing), budget
-
-
-def _indices(mb: MicroBatch) -> list[int]:
-    return list(range(mb.rows.start, mb.rows.stop)) if isinstance(mb.rows, slice) else mb.rows.tolist()
-
-
-def rows_in(mb: MicroBatch) -> int:
-    return mb.rows.stop - mb.rows.start if isinstance(mb.rows, slice) else int(mb.rows.numel())
 
 
 def token_runs(prompt_lens: list[int], comp_lens: list[int], budget: int, packing: bool) -> list[list[int]]:

@@ -88,16 +88,13 @@ def test_halving_after_an_out_of_memory_error_shrinks_every_time_and_ends_at_sin
     groups = micro_batches(batch, 0, 0, packing)
     costs = []
     for _ in range(len(PROMPTS)):  # each halving must make progress: at most one per row
-        assert sorted(i for g in groups for i in _rows(g)) == list(range(len(PROMPTS)))
-        costs.append(max(_cost(_rows(g), packing) for g in groups if len(_rows(g)) > 1) if len(groups) < 8 else 0)
+        assert sorted(i for g in groups for i in g.indices) == list(range(len(PROMPTS)))
+        assert all(g.tokens == _cost(g.indices, packing) for g in groups)
+        costs.append(max(_cost(g.indices, packing) for g in groups if len(g.indices) > 1) if len(groups) < 8 else 0)
         split = halved(batch, groups, packing)
         if split is None:
             break
         groups, budget = split
-        assert all(len(_rows(g)) == 1 or _cost(_rows(g), packing) <= budget for g in groups)
+        assert all(len(g.indices) == 1 or _cost(g.indices, packing) <= budget for g in groups)
     assert split is None, costs
     assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs), costs
-
-
-def _rows(g) -> list[int]:
-    return list(range(g.rows.start, g.rows.stop)) if isinstance(g.rows, slice) else g.rows.tolist()
