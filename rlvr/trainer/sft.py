@@ -47,7 +47,7 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: str):
+def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: str, checkpointing: bool):
     from trl import SFTConfig
 
     from rlvr.models.precision import accelerate_mixed_precision
@@ -65,6 +65,10 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: s
         max_length=cfg.max_length,
         completion_only_loss=True,
         packing=False,
+        # the model's setting, not TRL's default (on): recomputing activations costs a third more
+        # compute and is only worth it where they do not fit
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # frozen inputs (LoRA) need no grad hook
         # bf16-mixed: the Trainer's bf16 autocast over the float32 master weights the policy was
         # loaded with (AdamW state float32 too); bf16 and fp32 train the weights as loaded
         bf16=accelerate_mixed_precision(precision) == "bf16",
@@ -110,7 +114,7 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     warn_pure_bf16(policy.precision, cfg.learning_rate, policy.model)
     out = Path(output_dir)
     checkpoint_dir = out / "checkpoints"
-    args = _trl_args(cfg, checkpoint_dir, seed, policy.precision)
+    args = _trl_args(cfg, checkpoint_dir, seed, policy.precision, policy.config.gradient_checkpointing)
     trainer = SFTTrainer(
         model=policy.model,
         args=args,
