@@ -43,7 +43,8 @@
 #   precisions (compare_precisions.py: the default recipe per precision and seed, PRECISIONS_ARGS replaces
 #   --precisions bf16-kahan,bf16-mixed,bf16 --seeds 0,1,2; $OUT/compare_precisions.json, each run's summary and metrics)
 #   sft_step (bench_sft_step.py: the SFT stage's step on SmolLM2-135M, batch 32 x <= 384 tokens, activation
-#   checkpointing on (TRL's default) against off, full and LoRA, with a profile; $OUT/bench_sft_step*.json)
+#   checkpointing on (TRL's default) against off, full and LoRA, with a profile; SFT_STEP_ARGS replaces
+#   --steps 20 --warmup 4 --profile 3; $OUT/bench_sft_step*.json)
 #   optimizer (bench_optimizer.py: one optimizer step per precision, KahanAdamW eager, compiled and Triton against
 #   torch's AdamW, 0.5b and 1.5b; $OUT/bench_optimizer_<shape>.json)
 # CPU smoke run of the perf16 rows (every argument parsed, tiny shapes): OUT=/tmp/smoke PERF16_SMOKE="--device cpu
@@ -198,7 +199,8 @@ for part in "$@"; do
                   --out "$OUT/compare_precisions.json" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT/precisions.log"
                 (cd runs && tar czf "$OUT/precision_runs.tgz" precisions/*/summary.json precisions/*/metrics.jsonl \
                   precisions/*.log) ;;
-    sft_step) for lora in "" --lora; do timeout 200 python3 benchmarks/bench_sft_step.py $lora --profile 3 \
+    sft_step) for lora in "" --lora; do timeout 200 python3 benchmarks/bench_sft_step.py $lora \
+                ${SFT_STEP_ARGS:---steps 20 --warmup 4 --profile 3} \
                 --out "$OUT/bench_sft_step${lora:+_lora}.json" 2>&1 | grep -v -E "it/s\]|s/it\]" \
                 | tee "$OUT/sft_step${lora:+_lora}.log"; done ;;
     optimizer) for shape in 0.5b 1.5b; do timeout 150 python3 benchmarks/bench_optimizer.py --shape $shape \
