@@ -101,7 +101,8 @@ def run_row(args, checkpointing: bool, clock: StepClock) -> dict:
 
     policy = load_policy(model_config(args, checkpointing))
     task = make_task("mixed", seed=0, difficulty=[1, 2, 3], tasks=["arithmetic", "word_problems"])
-    pairs = worked_solution_pairs(task.sample(args.steps * args.batch_size), policy.tokenizer, PromptFormat(args.template))
+    examples = task.sample(args.steps * args.batch_size)
+    pairs = worked_solution_pairs(examples, policy.tokenizer, PromptFormat(args.template))
     cfg = SFTStageConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                          learning_rate=1e-4, num_examples=len(pairs), save_steps=10 ** 6, logging_steps=10)
     real = trl.SFTTrainer
