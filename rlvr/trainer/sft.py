@@ -125,7 +125,10 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     if policy.precision == "bf16-kahan":
         check_kahan_engine(trainer.accelerator)
     checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError as e:
+        raise _memory_hint(cfg, policy.config.gradient_checkpointing, e) from e
     policy.model = trainer.model
     if trainer.accelerator.is_main_process:
         save_policy(policy, out / "model")
@@ -134,6 +137,19 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return _final_metrics(trainer.state.log_history, result.training_loss, len(pairs), cfg.steps)
+
+
+def _memory_hint(cfg: SFTStageConfig, checkpointing: bool, error: BaseException) -> torch.OutOfMemoryError:
+    """The error, naming the settings that trade speed for memory. SFT keeps every layer's activations
+    unless the model asks for checkpointing (TRL's SFT checkpoints by default; rlvr follows the model)."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    remedy = "" if checkpointing else (
+        "set the model's gradient_checkpointing: true (activations recomputed in the backward; "
+        "`rlvr run --resume auto` continues the stage from its last checkpoint with it), or ")
+    return torch.OutOfMemoryError(
+        f"out of memory in the SFT stage, {cfg.batch_size} sequences x up to {cfg.max_length} tokens per forward: "
+        f"{remedy}set the stage's batch_size lower and gradient_accumulation_steps higher (the same update; "
+        f"the stage starts over: `--resume auto --rerun-changed`) or max_length lower. {first}")
 
 
 def _write_log(history: list[dict], path: Path) -> None:
