@@ -47,13 +47,22 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: str, checkpointing: bool):
+def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: str):
+    from dataclasses import fields
+
     from trl import SFTConfig
 
     from rlvr.models.precision import accelerate_mixed_precision
 
     on_gpu = torch.cuda.is_available()
+    # The policy comes checkpointed or not as model.gradient_checkpointing says (load_policy, as for GRPO);
+    # TRL's default (on) would recompute every SFT stage's activations, a third more compute, whatever it
+    # said. transformers 5 renamed the key.
+    names = {f.name for f in fields(SFTConfig)}
+    checkpointing_off = {"activation_checkpointing" if "activation_checkpointing" in names
+                         else "gradient_checkpointing": False}
     return SFTConfig(
+        **checkpointing_off,
         output_dir=str(checkpoint_dir),
         max_steps=cfg.steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -65,10 +74,6 @@ def _trl_args(cfg: SFTStageConfig, checkpoint_dir: Path, seed: int, precision: s
         max_length=cfg.max_length,
         completion_only_loss=True,
         packing=False,
-        # the model's setting, not TRL's default (on): recomputing activations costs a third more
-        # compute and is only worth it where they do not fit
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # frozen inputs (LoRA) need no grad hook
         # bf16-mixed: the Trainer's bf16 autocast over the float32 master weights the policy was
         # loaded with (AdamW state float32 too); bf16 and fp32 train the weights as loaded
         bf16=accelerate_mixed_precision(precision) == "bf16",
@@ -114,7 +119,7 @@ def run_sft(policy, pairs: list[dict], cfg: SFTStageConfig, output_dir: str | Pa
     warn_pure_bf16(policy.precision, cfg.learning_rate, policy.model)
     out = Path(output_dir)
     checkpoint_dir = out / "checkpoints"
-    args = _trl_args(cfg, checkpoint_dir, seed, policy.precision, policy.config.gradient_checkpointing)
+    args = _trl_args(cfg, checkpoint_dir, seed, policy.precision)
     trainer = SFTTrainer(
         model=policy.model,
         args=args,
