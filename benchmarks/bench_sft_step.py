@@ -92,7 +92,8 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_row(args, checkpointing: bool, clock: StepClock) -> dict:
+def run_row(args, checkpointing: bool, clock: StepClock) -> float | None:
+    """One `run_sft` timed by `clock`; the peak GPU memory (GiB, None on the CPU)."""
     import trl
 
     from rlvr.models import load_policy
@@ -122,7 +123,7 @@ def run_row(args, checkpointing: bool, clock: StepClock) -> dict:
             run_sft(policy, pairs, cfg, work)
     finally:
         trl.SFTTrainer = real
-    return {"peak_gib": memory_gib(peak=True)}
+    return memory_gib(peak=True)
 
 
 def main() -> None:
@@ -148,15 +149,15 @@ def main() -> None:
     for i, name in enumerate(names):
         last = i == len(names) - 1
         clock = StepClock(args.warmup if last and args.profile else None, args.profile)
-        extra = run_row(args, ROWS[name], clock)
+        peak = run_row(args, ROWS[name], clock)
         timed = clock.times[args.warmup:]
         if clock.profiler is not None:
-            timed = clock.times[args.warmup + args.profile + 1:] or timed  # profiled steps run slower
+            timed = clock.times[args.warmup + args.profile:] or timed  # profiled steps run slower
             sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
             profile_table = clock.profiler.key_averages().table(sort_by=sort, row_limit=25)
         ms = [t * 1e3 for t in timed]
         rows.append(Row(f"rlvr sft, gradient_checkpointing={ROWS[name]}" + (" (TRL's default)" if ROWS[name] else ""),
-                        statistics.median(ms), "ms", extra["peak_gib"],
+                        statistics.median(ms), "ms", peak,
                         note=f"{len(ms)} steps, min {min(ms):.1f}", samples=ms))
     title = (f"SFT step, {args.model}{' LoRA r16' if args.lora else ''}, precision {args.precision}, "
              f"batch {args.batch_size} x <= {args.max_length} tokens")
